@@ -1,0 +1,187 @@
+// Package rules turns an operator's rule file, a verified user and an HTTP
+// exchange into a decision and a rewritten response body.
+//
+// A rule file is loaded once with Load or LoadFile into an immutable *Set
+// that is safe for concurrent use. Per request, Set.Decide returns a
+// *Decision; the decision checks request bodies (CheckBody), says whether the
+// response must be buffered (InspectResponse) and rewrites it in one pass
+// (Rewrite). Everything that happened is collected in Decision.Audit.
+//
+// The package contains no HTTP server code: the Caddy handler in caddymodule
+// calls it.
+package rules
+
+import (
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Mode says whether a rule set blocks and rewrites or only reports.
+type Mode int
+
+const (
+	// Enforce blocks and rewrites as the rules say.
+	Enforce Mode = iota
+	// Shadow decides and audits everything but never blocks or rewrites.
+	Shadow
+)
+
+// Position is a place in a rule file.
+type Position struct {
+	File   string // the file name given to Load
+	Line   int    // 1-based
+	Column int    // 1-based
+	Key    string // the key path, e.g. "routes[3].visible"
+}
+
+// MFAPolicy is the rule file's `mfa` block: what counts as a multi-factor
+// sign-in.
+type MFAPolicy struct {
+	// Required is the default for routes that do not say.
+	Required bool
+	// AMR lists `amr` values of which any one counts as MFA.
+	AMR []string
+	// ACR lists `acr` values of which any one counts as MFA.
+	ACR []string
+}
+
+// Satisfied reports whether a verified token's amr and acr claims show MFA
+// under this policy.
+func (p MFAPolicy) Satisfied(amr []string, acr string) bool {
+	for _, want := range p.AMR {
+		for _, got := range amr {
+			if got == want {
+				return true
+			}
+		}
+	}
+	for _, want := range p.ACR {
+		if acr != "" && acr == want {
+			return true
+		}
+	}
+	return false
+}
+
+// User is a verified subject as the rules see it. A nil *User is an
+// anonymous request.
+type User struct {
+	// ID is the user's id (subject.id).
+	ID string
+	// Roles are the effective roles: role_map applied, inheritance expanded,
+	// sorted, without duplicates.
+	Roles []string
+	// Attrs are the subject.attrs values.
+	Attrs map[string]any
+	// MFA is true when the sign-in used multi-factor authentication.
+	MFA bool
+	// AuthTime is when the user last signed in (zero when unknown).
+	AuthTime time.Time
+}
+
+// HasRole reports whether u has the effective role r.
+func (u *User) HasRole(r string) bool {
+	if u == nil {
+		return false
+	}
+	for _, have := range u.Roles {
+		if have == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Request is what the rules see of an HTTP request.
+type Request struct {
+	// Method is the HTTP method.
+	Method string
+	// URL is the request URL as received; its escaped path is normalised
+	// by Decide before matching.
+	URL *url.URL
+	// Header holds the request headers.
+	Header http.Header
+	// Now is the clock for this request; zero means time.Now().
+	Now time.Time
+	// Grants answers whether an export is approved; nil means no export
+	// is approved.
+	Grants ExportGrants
+}
+
+// ExportGrants is the seam where an export approval mechanism plugs in.
+type ExportGrants interface {
+	// Approved reports whether u holds an approved grant to export on the
+	// route with the given id for this request.
+	Approved(u *User, routeID string, r *Request) bool
+}
+
+// Outcome is the kind of a decision.
+type Outcome int
+
+const (
+	// Allow lets the request through (subject to body checks and response
+	// rewriting).
+	Allow Outcome = iota
+	// Deny refuses the request (403, or 400 for a request that cannot be
+	// judged).
+	Deny
+	// SignIn means the route needs a signed-in user (401 / redirect).
+	SignIn
+	// StepUp means the user must sign in again with MFA or more recently
+	// (401 / redirect); Decision.StepUp says what is missing.
+	StepUp
+)
+
+// StepUpNeed says what a sign-in must provide to satisfy a route.
+type StepUpNeed struct {
+	// MFA is true when the current sign-in lacks MFA.
+	MFA bool
+	// MaxAge is the largest accepted age of the sign-in (0: any).
+	MaxAge time.Duration
+	// ACR lists acceptable acr values to ask the provider for.
+	ACR []string
+}
+
+// BodyError is a refused request body.
+type BodyError struct {
+	// Status is 400 (cannot be parsed), 403 (a guarded field), or 413.
+	Status int
+	// Field is the guarded field found (403 only), as a path.
+	Field string
+	// Reason is a sentence a person can read.
+	Reason string
+}
+
+func (e *BodyError) Error() string { return e.Reason }
+
+// Block is an answer the rules refuse to pass to the client.
+type Block struct {
+	// Status is the status the client gets (403, 404, 502).
+	Status int
+	// Reason is a sentence a person can read.
+	Reason string
+}
+
+// Audit is what happened to one request, for the audit event.
+type Audit struct {
+	Route      string         `json:"route,omitempty"`
+	Decision   string         `json:"decision"`
+	Reason     string         `json:"reason,omitempty"`
+	Shadow     bool           `json:"shadow,omitempty"`
+	RecordsIn  int            `json:"records_in"`
+	RecordsOut int            `json:"records_out"`
+	RecordIDs  []string       `json:"record_ids,omitempty"`
+	EvalErrors int            `json:"eval_errors,omitempty"`
+	Fields     map[string]int `json:"fields,omitempty"` // "action:path" -> count
+	Export     ExportFlags    `json:"export"`
+}
+
+// ExportFlags says why an exchange counted as an export and what became of it.
+type ExportFlags struct {
+	Route    bool `json:"route,omitempty"`    // the route is marked export
+	Download bool `json:"download,omitempty"` // the answer is a download
+	TooMany  bool `json:"too_many,omitempty"` // more records than max_records
+	Approved bool `json:"approved,omitempty"` // passed by grant or without_approval
+	Blocked  bool `json:"blocked,omitempty"`  // refused
+}
