@@ -1,0 +1,187 @@
+// Package rewrite rewrites a JSON answer in one pass over its bytes: it finds
+// the records, drops the ones a predicate hides, applies an allow-list
+// (expose) and removes, masks, hashes, nulls or replaces fields, writing into
+// one output buffer. It never unmarshals the document and validates all of
+// it (also the parts it does not touch) while it copies.
+//
+// A Plan is built once (by the rule engine, per route and role set), compiled
+// with Compile, and then used by any number of goroutines.
+package rewrite
+
+import (
+	"errors"
+
+	"github.com/tidwall/gjson"
+)
+
+// Action is what a field rule does to a value it matches.
+type Action uint8
+
+const (
+	// Remove deletes the member (or array element) from its container.
+	Remove Action = iota + 1
+	// Mask replaces a value by Field.Mask applied to its text: strings are
+	// masked on their decoded value, numbers and booleans on their literal
+	// text (the result is a JSON string), null stays null, and an object or
+	// array becomes null (fail closed: there is no text to mask).
+	Mask
+	// Hash replaces a value by the lowercase hex HMAC-SHA256 of its text
+	// under Plan.HashKey (a stable, de-identified join key). Text is taken as
+	// for Mask; null stays null, objects and arrays become null.
+	Hash
+	// Null replaces the value by JSON null.
+	Null
+	// Replace replaces the value by Field.Replace (raw JSON).
+	Replace
+)
+
+// String returns the action's name as the rule file spells it.
+func (a Action) String() string {
+	switch a {
+	case Remove:
+		return "remove"
+	case Mask:
+		return "mask"
+	case Hash:
+		return "hash"
+	case Null:
+		return "null"
+	case Replace:
+		return "replace"
+	}
+	return "unknown"
+}
+
+// Path is a compiled field path. The zero Path is "@this": the value itself.
+type Path struct {
+	raw  string
+	segs []seg
+}
+
+// String returns the path as it was written.
+func (p Path) String() string {
+	if p.raw == "" {
+		return "@this"
+	}
+	return p.raw
+}
+
+// Predicate is a condition on one record. An error counts as "not visible"
+// for Plan.Visible and as "the action applies" for Field.When (fail closed);
+// both are counted in Stats.EvalErrors.
+type Predicate func(r *Record) (bool, error)
+
+// Field is one field rule: every value matched by Path gets Action.
+type Field struct {
+	// Path is relative to each record.
+	Path Path
+	// Action is what happens to a matched value.
+	Action Action
+	// Mask appends the masked form of s to dst (Action Mask). The
+	// functions of package rules/mask fit.
+	Mask func(dst []byte, s string) []byte
+	// Replace is the raw JSON written instead of the value (Action Replace).
+	Replace []byte
+	// When limits the rule to records for which it holds; nil: always.
+	When Predicate
+	// Name names the rule in Stats.Fields ("action:name"); empty: the path.
+	Name string
+}
+
+// Plan says how to rewrite one kind of answer. Set the fields, call Compile
+// once, then do not change the Plan; Rewrite is safe for concurrent use.
+type Plan struct {
+	// Records is where the records are: the array of records (or, with
+	// Single, the one record). The zero Path ("@this") is the whole body.
+	// Only plain keys and array indexes are accepted here. Every place the
+	// path matches (duplicate keys) is treated. A body where it matches
+	// nothing is an error (ErrNoRecords); JSON null there counts as an
+	// empty list.
+	Records Path
+	// Single means the value at Records is one record, not an array.
+	Single bool
+	// Keys are record paths (plain keys and indexes only, e.g. "owner_id"
+	// or "attributes.assigned_user_id") whose values predicates read with
+	// Record.Key(i). They are captured during the scan, so predicates need
+	// no second look at the record.
+	Keys []Path
+	// Visible hides the records for which it is false (or fails); nil: every
+	// record is visible. A hidden list record is dropped from its array; a
+	// hidden Single record makes Rewrite return ErrNotVisible (answer 404).
+	Visible Predicate
+	// Expose is an allow-list of record paths: every other member of the
+	// record is removed, before Fields apply. Empty: no allow-list.
+	Expose []Path
+	// Fields are the field rules. When several match one value the
+	// strongest applies: Remove, then Null, Replace, Hash, Mask; ties go to
+	// the first in the list.
+	Fields []Field
+	// HashKey is the HMAC key for Action Hash.
+	HashKey []byte
+	// AuditID is the record path whose value names a visible record in
+	// Stats.IDs; the zero Path: no ids are collected.
+	AuditID Path
+	// MaxDepth limits nesting (0: DefaultMaxDepth); deeper is an error.
+	MaxDepth int
+
+	c *compiled
+}
+
+// DefaultMaxDepth is the nesting limit when Plan.MaxDepth is 0.
+const DefaultMaxDepth = 10000
+
+// Stats is what a Rewrite did, for the audit event. Rewrite adds to it.
+type Stats struct {
+	// RecordsIn counts the records found.
+	RecordsIn int
+	// RecordsOut counts the records left after Visible.
+	RecordsOut int
+	// EvalErrors counts predicate failures (each hid a record or applied
+	// a field rule).
+	EvalErrors int
+	// NotVisible is true when a Single record was hidden.
+	NotVisible bool
+	// IDs holds the AuditID value of every visible record, in order.
+	IDs []string
+	// Fields counts treated values per "action:name".
+	Fields map[string]int
+	// Changed is true when the output differs from the input.
+	Changed bool
+}
+
+// ErrNotVisible is returned for a Single record hidden by Plan.Visible: the
+// caller answers 404.
+var ErrNotVisible = errors.New("rewrite: the record is not visible")
+
+// ErrNoRecords is returned when Plan.Records matches nothing in the body.
+var ErrNoRecords = errors.New("rewrite: the records path matches nothing in the body")
+
+// Record is one record as predicates see it. It is valid only during the
+// predicate call.
+type Record struct {
+	rw *rewriter
+}
+
+// Key returns the value of Plan.Keys[i] in this record. A key that is absent,
+// or present several times with different values, does not exist (so a
+// condition reading it fails and hides the record).
+func (r *Record) Key(i int) gjson.Result { return r.rw.key(i) }
+
+// Get reads any gjson path from the record (first match).
+func (r *Record) Get(path string) gjson.Result { return r.rw.get(path) }
+
+// Raw returns the record's bytes as the upstream sent them.
+func (r *Record) Raw() []byte { return r.rw.recordRaw() }
+
+// Index is the record's position in its array (0 for a Single record).
+func (r *Record) Index() int { return r.rw.recIndex }
+
+// Compile checks the plan and prepares its matchers. Rewrite calls it when
+// it has not been called; call it at load time to see errors early.
+func (p *Plan) Compile() error { return p.compile() }
+
+// Rewrite appends the rewritten doc to dst and returns it. A plan that
+// changes nothing appends doc byte for byte. Invalid JSON anywhere in doc
+// (including invalid UTF-8 in strings and trailing data) is an error, as is
+// nesting deeper than MaxDepth. st may be nil.
+func (p *Plan) Rewrite(dst, doc []byte, st *Stats) ([]byte, error) { return p.rewrite(dst, doc, st) }
