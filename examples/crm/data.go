@@ -371,8 +371,8 @@ func Generate(seed int64, now time.Time) *Data {
 		for n := r.Intn(3); n > 0; n-- {
 			dl := &Deal{
 				ID: len(d.Deals) + 1, CustomerID: c.ID, CustomerName: c.Name,
-				Title:    fmt.Sprintf("%s %s", c.Company, pick(r, []string{"年度采购", "设备升级", "Renewal", "Pilot project", "扩容"})),
-				OwnerID:  c.OwnerID, Team: c.Team, Stage: pick(r, Stages),
+				Title:   fmt.Sprintf("%s %s", c.Company, pick(r, []string{"年度采购", "设备升级", "Renewal", "Pilot project", "扩容"})),
+				OwnerID: c.OwnerID, Team: c.Team, Stage: pick(r, Stages),
 				ContractAmount: float64(10+r.Intn(1000)) * 1000, Currency: "CNY",
 				ExpectedClose: day.Add(time.Duration(r.Intn(180)-30) * 24 * time.Hour).Format("2006-01-02"),
 				NextStep:      pick(r, []string{"发送报价", "安排演示", "Legal review", "等待客户预算", "Sign contract"}),
