@@ -1,0 +1,106 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// refusal is an answer the proxy writes itself instead of the CRM's.
+type refusal struct {
+	// Status is the HTTP status.
+	Status int
+	// Error is a short machine-readable code ("forbidden", "bad_gateway").
+	Error string
+	// Rule is the id of the rule that decided ("" when none did).
+	Rule string
+	// Reason is a sentence a person can read.
+	Reason string
+}
+
+// errorCode is the "error" value of a refusal with the given status.
+func errorCode(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_media_type"
+	case http.StatusBadGateway:
+		return "bad_gateway"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	return strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
+}
+
+// wantsHTML reports whether the client is a browser that prefers a page
+// over JSON: its Accept header names text/html before (or without) JSON.
+func wantsHTML(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	html := strings.Index(accept, "text/html")
+	if html < 0 {
+		return false
+	}
+	jsonAt := strings.Index(accept, "application/json")
+	return jsonAt < 0 || html < jsonAt
+}
+
+var refusalPage = template.Must(template.New("refusal").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Status}} {{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:38em;margin:4em auto;padding:0 1em;color:#222}
+h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .3em}</style></head>
+<body><h1>{{.Title}}</h1><p>{{.Reason}}</p>
+{{if .Rule}}<p>Rule: <code>{{.Rule}}</code></p>{{end}}
+<p>If you think you should have access, ask your CRM administrator and quote this rule.</p></body></html>
+`))
+
+// writeRefusal answers with f, as JSON {"error","rule","reason"} for API
+// clients and as a short page for browsers. Headers the upstream may have
+// set are dropped first (the caller restores the pre-upstream set).
+func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
+	h := w.Header()
+	for _, k := range []string{"Content-Encoding", "Content-Length", "ETag", "Last-Modified", "Accept-Ranges", "Content-Range", "Content-Disposition"} {
+		h.Del(k)
+	}
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if f.Error == "" {
+		f.Error = errorCode(f.Status)
+	}
+	var body []byte
+	if wantsHTML(r) {
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		var sb strings.Builder
+		_ = refusalPage.Execute(&sb, struct {
+			Status int
+			Title  string
+			Rule   string
+			Reason string
+		}{f.Status, http.StatusText(f.Status), f.Rule, f.Reason})
+		body = []byte(sb.String())
+	} else {
+		h.Set("Content-Type", "application/json")
+		body, _ = json.Marshal(struct {
+			Error  string `json:"error"`
+			Rule   string `json:"rule"`
+			Reason string `json:"reason"`
+		}{f.Error, f.Rule, f.Reason})
+		body = append(body, '\n')
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(f.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}

@@ -1,0 +1,658 @@
+package caddymodule
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/klauspost/compress/zstd"
+	"go.uber.org/zap"
+
+	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/rules"
+)
+
+// DefaultMaxBody is the default cap on buffered request and answer bodies.
+const DefaultMaxBody = 16 << 20
+
+// UserResolver is implemented by providers that turn their identity into
+// a rules user themselves instead of through the rule file's `subject`
+// block: the `crmguard rules test` runner's fixed identities (id and
+// roles given directly). The OIDC provider does not implement it.
+type UserResolver interface {
+	// ResolveUser returns the rules user for id under set.
+	ResolveUser(set *rules.Set, id *authn.Identity) (*rules.User, error)
+}
+
+// GuardOptions configure a Guard.
+type GuardOptions struct {
+	// Rules returns the running rule set; it is called once per request.
+	Rules func() *rules.Set
+	// Provider identifies requests and signs users in; nil means every
+	// request is anonymous (only public routes succeed).
+	Provider authn.Provider
+	// Audit receives one event per request; nil drops events.
+	Audit AuditSink
+	// Logger is the handler's logger (audit write failures go here).
+	Logger *zap.Logger
+	// Metrics counts decisions; nil counts nothing.
+	Metrics *guardMetrics
+	// MaxBody caps buffered request bodies and answers (0: DefaultMaxBody).
+	MaxBody int64
+	// StripHeaders are extra request header names (a trailing * makes a
+	// prefix) removed before the request goes upstream.
+	StripHeaders []string
+	// CookiePrefixes name the proxy's own cookies (by prefix); they never
+	// reach the CRM.
+	CookiePrefixes []string
+	// Mode, when non-nil, overrides the rule file's mode.
+	Mode *rules.Mode
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	// Grants approves exports (nil: no export is approved).
+	Grants rules.ExportGrants
+}
+
+// Guard enforces a rule set on HTTP exchanges. It is the handler logic of
+// crm_guard without Caddy's module machinery, so that the `rules test`
+// runner and tests drive exactly what the server runs.
+type Guard struct {
+	opt      GuardOptions
+	scrubber *headerScrubber
+}
+
+// NewGuard returns a Guard for opt.
+func NewGuard(opt GuardOptions) (*Guard, error) {
+	if opt.Rules == nil {
+		return nil, errNoRules
+	}
+	if opt.MaxBody <= 0 {
+		opt.MaxBody = DefaultMaxBody
+	}
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Guard{opt: opt, scrubber: newHeaderScrubber(opt.StripHeaders, opt.CookiePrefixes)}, nil
+}
+
+// bufPool holds answer buffers; outPool holds rewrite outputs.
+var (
+	bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	outPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+)
+
+// exchange is the state of one request through the guard.
+type exchange struct {
+	g     *Guard
+	r     *http.Request
+	start time.Time
+	ev    AuditEvent
+	d     *rules.Decision
+	// shadow: decide and audit, never block or rewrite.
+	shadow bool
+}
+
+// ServeHTTP judges r, passes it to next when allowed and rewrites the
+// answer as the rules say. It writes exactly one audit event.
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	x := &exchange{g: g, r: r, start: time.Now()}
+	x.ev.Time = g.opt.Now().UTC()
+	x.ev.Method = r.Method
+	x.ev.Path = r.URL.EscapedPath()
+	x.ev.RequestID = requestID(r)
+	defer x.finish()
+	return x.serve(w, next)
+}
+
+func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
+	g, r := x.g, x.r
+	set := g.opt.Rules()
+	if set == nil {
+		return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "No rule set is loaded."}, "error")
+	}
+
+	// The provider's own endpoints (callback, logout) come first.
+	var user *rules.User
+	if p := g.opt.Provider; p != nil {
+		sw := &statusWriter{ResponseWriter: w}
+		handled, err := p.Handle(sw, r)
+		if handled {
+			x.ev.Decision = "provider"
+			x.ev.Status = sw.status
+			if err != nil {
+				x.ev.Reason = err.Error()
+				x.ev.Decision = "error"
+			}
+			return nil
+		}
+		if err != nil {
+			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+		}
+		id, err := p.Identify(r)
+		if err != nil {
+			x.ev.Reason = err.Error()
+			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+		}
+		if id != nil {
+			user, err = resolveUser(p, set, id)
+			if err != nil {
+				return x.refuse(w, refusal{Status: http.StatusForbidden, Reason: "Your sign-in could not be mapped to a CRM user: " + err.Error()}, "deny")
+			}
+		}
+	}
+	if user != nil {
+		x.ev.User = user.ID
+		x.ev.Roles = user.Roles
+	}
+
+	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants})
+	x.d = d
+	x.shadow = d.Shadow
+	if g.opt.Mode != nil {
+		x.shadow = *g.opt.Mode == rules.Shadow
+	}
+	x.ev.Shadow = x.shadow
+	if d.Path != "" {
+		x.ev.Path = d.Path
+	}
+	x.ev.Route = d.RouteID
+	x.ev.Reason = d.Reason
+
+	switch d.Outcome {
+	case rules.Deny:
+		x.ev.Decision = "deny"
+		if !x.shadow {
+			status := d.Status
+			if status == 0 {
+				status = http.StatusForbidden
+			}
+			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason}, "deny")
+		}
+	case rules.SignIn, rules.StepUp:
+		x.ev.Decision = "sign_in"
+		if d.Outcome == rules.StepUp {
+			x.ev.Decision = "step_up"
+		}
+		if !x.shadow {
+			return x.challenge(w, d)
+		}
+	default:
+		x.ev.Decision = "allow"
+	}
+
+	if err := x.checkBody(w); err != nil || x.ev.Status != 0 {
+		return err
+	}
+	x.prepareUpstream(user)
+	return x.proxy(w, next)
+}
+
+// resolveUser maps a verified identity to a rules user.
+func resolveUser(p authn.Provider, set *rules.Set, id *authn.Identity) (*rules.User, error) {
+	if ur, ok := p.(UserResolver); ok {
+		return ur.ResolveUser(set, id)
+	}
+	mfa := set.MFA().Satisfied(id.AMR, id.ACR)
+	claims := id.Claims
+	if claims == nil {
+		claims = map[string]any{"sub": id.Subject}
+	}
+	u, err := set.UserFromClaims(claims, mfa, id.AuthTime)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, errors.New("caddymodule: the rule file's subject block produced no user")
+	}
+	return u, nil
+}
+
+// challenge asks the provider for a (stronger) sign-in, or answers 401
+// when there is no provider.
+func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
+	need := authn.Need{SignIn: d.Outcome == rules.SignIn, StepUp: d.StepUp, Reason: d.Reason}
+	if p := x.g.opt.Provider; p != nil {
+		sw := &statusWriter{ResponseWriter: w}
+		if err := p.Challenge(sw, x.r, need); err != nil {
+			if sw.status != 0 {
+				x.ev.Status = sw.status
+				x.ev.Reason = err.Error()
+				return nil
+			}
+			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+		}
+		x.ev.Status = sw.status
+		if x.ev.Status == 0 {
+			x.ev.Status = http.StatusUnauthorized
+		}
+		return nil
+	}
+	challenge := `Bearer realm="crmguard"`
+	if d.Outcome == rules.StepUp {
+		challenge += `, error="insufficient_user_authentication"`
+		if d.StepUp.MaxAge > 0 {
+			challenge += fmt.Sprintf(`, max_age=%d`, int(d.StepUp.MaxAge.Seconds()))
+		}
+		if len(d.StepUp.ACR) > 0 {
+			challenge += fmt.Sprintf(`, acr_values="%s"`, strings.Join(d.StepUp.ACR, " "))
+		}
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	reason := d.Reason
+	if reason == "" {
+		reason = "This route needs a signed-in user."
+	}
+	return x.refuse(w, refusal{Status: http.StatusUnauthorized, Rule: d.RouteID, Reason: reason}, x.ev.Decision)
+}
+
+// checkBody reads and checks the request body on routes with body guards.
+// It sets x.ev.Status when it answered.
+func (x *exchange) checkBody(w http.ResponseWriter) error {
+	d, r := x.d, x.r
+	if !d.GuardsBody() || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		if x.shadow {
+			x.ev.Reason = "shadow: a request body with Content-Encoding " + ce + " would be refused"
+			return nil
+		}
+		return x.refuse(w, refusal{Status: http.StatusUnsupportedMediaType, Rule: d.RouteID,
+			Reason: "Request bodies with Content-Encoding " + ce + " cannot be checked on this route; send them uncompressed."}, "deny")
+	}
+	limit := x.g.opt.MaxBody
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID, Reason: "The request body could not be read."}, "error", zap.Error(err))
+	}
+	if int64(len(body)) > limit {
+		if x.shadow {
+			// Never block: pass the whole body on, unchecked.
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+			x.ev.Reason = fmt.Sprintf("shadow: a request body over %d bytes would be refused", limit)
+			return nil
+		}
+		return x.refuse(w, refusal{Status: http.StatusRequestEntityTooLarge, Rule: d.RouteID,
+			Reason: fmt.Sprintf("The request body is larger than %d bytes.", limit)}, "deny")
+	}
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	r.Header.Del("Transfer-Encoding")
+	r.TransferEncoding = nil
+	if be := d.CheckBody(r.Header.Get("Content-Type"), body); be != nil {
+		x.ev.Reason = be.Reason
+		if x.shadow {
+			x.ev.Decision = "deny"
+			return nil
+		}
+		status := be.Status
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: be.Reason}, "deny")
+	}
+	return nil
+}
+
+// prepareUpstream removes forged identity headers and the proxy's
+// cookies, states the verified identity, and makes the CRM answer in a
+// form the rewriter can read whole: uncompressed and never partial.
+func (x *exchange) prepareUpstream(user *rules.User) {
+	h := x.r.Header
+	x.g.scrubber.scrub(h)
+	if user != nil {
+		h.Set(HeaderUser, user.ID)
+		h.Set(HeaderRoles, strings.Join(user.Roles, ","))
+	}
+	if isUpgrade(x.r) {
+		return
+	}
+	// Whether an answer will need rewriting is only known from its
+	// headers, so every guarded request asks for an identity-encoded,
+	// complete answer; Caddy's `encode` can compress towards the client.
+	h.Set("Accept-Encoding", "identity")
+	h.Del("Range")
+	h.Del("If-Range")
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// proxy passes the request on and treats the answer.
+func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err error) {
+	before := w.Header().Clone()
+	var block *rules.Block
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if int64(buf.Cap()) <= 4*x.g.opt.MaxBody && buf.Cap() <= 64<<20 {
+			bufPool.Put(buf)
+		}
+	}()
+	rec := newRecorder(w, buf, x.g.opt.MaxBody, func(status int, h http.Header) bool {
+		buffer, b := x.d.InspectResponse(status, h)
+		if b != nil {
+			block = b
+			return true // hold the answer back: it must not reach the client
+		}
+		return buffer
+	})
+	rec.passOnOverflow = x.shadow
+
+	err = x.callNext(rec, next)
+	switch {
+	case rec.overflow && !x.shadow:
+		x.restore(w, before)
+		return x.refuse(w, refusal{Status: http.StatusBadGateway, Rule: x.d.RouteID,
+			Reason: fmt.Sprintf("The CRM's answer is larger than %d bytes and cannot be checked.", x.g.opt.MaxBody)}, "blocked")
+	case err != nil:
+		if rec.buffering {
+			x.restore(w, before)
+			var he caddyhttp.HandlerError
+			if !errors.As(err, &he) || he.StatusCode == 0 {
+				return x.refuse(w, refusal{Status: http.StatusBadGateway, Rule: x.d.RouteID, Reason: "The CRM's answer could not be read in full."}, "error", zap.Error(err))
+			}
+		}
+		x.ev.Status = statusFromError(err)
+		x.ev.Reason = err.Error()
+		return err
+	}
+	if !rec.buffering {
+		x.ev.Status = rec.status
+		if x.ev.Status == 0 {
+			x.ev.Status = http.StatusOK
+		}
+		return nil
+	}
+	if block != nil {
+		if x.shadow {
+			x.ev.Reason = "shadow: " + block.Reason
+			return x.sendRaw(w, rec)
+		}
+		x.restore(w, before)
+		return x.refuse(w, refusal{Status: block.Status, Rule: x.d.RouteID, Reason: block.Reason}, "blocked")
+	}
+	return x.rewrite(w, rec, before)
+}
+
+// callNext runs the next handler, turning the reverse proxy's abort of a
+// buffered copy (answer too large, upstream died mid-answer) into an error:
+// nothing reached the client yet, so the guard can still answer.
+func (x *exchange) callNext(rec *recorder, next caddyhttp.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler && rec.buffering {
+				err = errors.New("caddymodule: the upstream answer was cut short")
+				return
+			}
+			panic(p)
+		}
+	}()
+	return next.ServeHTTP(rec, x.r)
+}
+
+// restore puts the client's headers back to their state before the
+// upstream answered (refusals must not carry the CRM's headers).
+func (x *exchange) restore(w http.ResponseWriter, before http.Header) {
+	h := w.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	for k, v := range before {
+		h[k] = v
+	}
+}
+
+// sendRaw writes a buffered answer unchanged (shadow mode).
+func (x *exchange) sendRaw(w http.ResponseWriter, rec *recorder) error {
+	x.ev.Status = rec.status
+	w.WriteHeader(rec.status)
+	if _, err := w.Write(rec.buf.Bytes()); err != nil {
+		return nil // the client went away; nothing left to do
+	}
+	return nil
+}
+
+// rewrite decodes a buffered answer, rewrites it and writes the result.
+func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Header) error {
+	d, r := x.d, x.r
+	h := w.Header()
+	status := rec.status
+	fail := func(reason string) error {
+		if x.shadow {
+			x.ev.Reason = "shadow: " + reason
+			return x.sendRaw(w, rec)
+		}
+		x.restore(w, before)
+		return x.refuse(w, refusal{Status: http.StatusBadGateway, Rule: d.RouteID, Reason: reason}, "blocked")
+	}
+	if status == http.StatusPartialContent || h.Get("Content-Range") != "" {
+		return fail("The CRM sent a partial answer, which cannot be checked.")
+	}
+	bodyless := r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified ||
+		(status >= 100 && status < 200)
+	if bodyless {
+		if !x.shadow {
+			dropValidators(h)
+			h.Del("Content-Length")
+		}
+		x.ev.Status = status
+		w.WriteHeader(status)
+		return nil
+	}
+	started := time.Now()
+	body, err := decode(h.Get("Content-Encoding"), rec.buf.Bytes(), x.g.opt.MaxBody)
+	if err != nil {
+		return fail(err.Error())
+	}
+	out := outPool.Get().(*[]byte)
+	res, block, err := d.Rewrite((*out)[:0], status, h, body)
+	defer func() {
+		if cap(res) <= 64<<20 {
+			*out = res[:0]
+		}
+		outPool.Put(out)
+	}()
+	if m := x.g.opt.Metrics; m != nil {
+		route := d.RouteID
+		if route == "" {
+			route = "(none)"
+		}
+		m.rewriteSeconds.WithLabelValues(route).Observe(time.Since(started).Seconds())
+	}
+	if err != nil {
+		return fail("The CRM's answer could not be checked: " + err.Error())
+	}
+	if block != nil {
+		if x.shadow {
+			x.ev.Reason = "shadow: " + block.Reason
+			return x.sendRaw(w, rec)
+		}
+		x.restore(w, before)
+		return x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, "blocked")
+	}
+	if x.shadow {
+		return x.sendRaw(w, rec)
+	}
+	x.ev.Rewritten = true
+	h.Del("Content-Encoding")
+	dropValidators(h)
+	h.Set("Content-Length", strconv.Itoa(len(res)))
+	x.ev.Status = status
+	w.WriteHeader(status)
+	_, _ = w.Write(res)
+	return nil
+}
+
+// dropValidators removes headers that describe the CRM's bytes, not the
+// rewritten ones.
+func dropValidators(h http.Header) {
+	for _, k := range []string{"ETag", "Last-Modified", "Accept-Ranges", "Content-MD5", "Digest", "Repr-Digest", "Content-Digest"} {
+		h.Del(k)
+	}
+}
+
+// errUnsupportedEncoding is returned for a content coding the guard cannot
+// decode; the answer is refused (fail closed).
+var errUnsupportedEncoding = errors.New("caddymodule: unsupported Content-Encoding")
+
+// decode undoes the content codings of an answer (gzip, deflate, zstd, in
+// the order listed), capping the decoded size at limit.
+func decode(encoding string, body []byte, limit int64) ([]byte, error) {
+	if encoding == "" {
+		return body, nil
+	}
+	codings := strings.Split(encoding, ",")
+	for i := len(codings) - 1; i >= 0; i-- {
+		c := strings.ToLower(strings.TrimSpace(codings[i]))
+		var rd io.Reader
+		switch c {
+		case "identity", "":
+			continue
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				return nil, fmt.Errorf("The CRM's gzip answer is corrupt: %v", err)
+			}
+			rd = zr
+		case "deflate":
+			// HTTP deflate is zlib-wrapped; some servers send raw deflate.
+			if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+				rd = zr
+			} else {
+				rd = flate.NewReader(bytes.NewReader(body))
+			}
+		case "zstd":
+			zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)+1))
+			if err != nil {
+				return nil, fmt.Errorf("The CRM's zstd answer is corrupt: %v", err)
+			}
+			defer zr.Close()
+			rd = zr
+		default:
+			return nil, fmt.Errorf("The CRM answered with Content-Encoding %q, which the proxy cannot decode (%w).", c, errUnsupportedEncoding)
+		}
+		decoded, err := io.ReadAll(io.LimitReader(rd, limit+1))
+		if err != nil {
+			return nil, fmt.Errorf("The CRM's %s answer is corrupt: %v", c, err)
+		}
+		if int64(len(decoded)) > limit {
+			return nil, fmt.Errorf("The CRM's answer decodes to more than %d bytes and cannot be checked.", limit)
+		}
+		body = decoded
+	}
+	return body, nil
+}
+
+// audit copies what the rules collected into the event.
+func (x *exchange) audit(d *rules.Decision) {
+	a := d.Audit
+	x.ev.RecordsIn = a.RecordsIn
+	x.ev.RecordsOut = a.RecordsOut
+	x.ev.RecordIDs = a.RecordIDs
+	x.ev.Fields = a.Fields
+	x.ev.EvalErrors = a.EvalErrors
+	x.ev.Export = a.Export
+	if a.Reason != "" && x.ev.Reason == "" {
+		x.ev.Reason = a.Reason
+	}
+}
+
+// refuse writes a refusal and records it.
+func (x *exchange) refuse(w http.ResponseWriter, f refusal, decision string, logFields ...zap.Field) error {
+	x.ev.Decision = decision
+	x.ev.Status = f.Status
+	if f.Reason != "" {
+		x.ev.Reason = f.Reason
+	}
+	if len(logFields) > 0 {
+		x.g.opt.Logger.Warn("request refused", append(logFields, zap.Int("status", f.Status), zap.String("path", x.ev.Path))...)
+	}
+	writeRefusal(w, x.r, f)
+	return nil
+}
+
+// finish writes the audit event and counts it.
+func (x *exchange) finish() {
+	if x.d != nil {
+		x.audit(x.d)
+	}
+	if x.ev.Decision == "" {
+		x.ev.Decision = "error"
+	}
+	x.ev.DurationMS = float64(time.Since(x.start).Microseconds()) / 1000
+	x.g.opt.Metrics.observe(&x.ev)
+	if x.g.opt.Audit == nil {
+		return
+	}
+	if err := x.g.opt.Audit.Write(&x.ev); err != nil {
+		x.g.opt.Logger.Error("AUDIT EVENT LOST: could not write the audit event",
+			zap.Error(err), zap.String("request_id", x.ev.RequestID), zap.String("user", x.ev.User),
+			zap.String("method", x.ev.Method), zap.String("path", x.ev.Path), zap.String("decision", x.ev.Decision))
+	}
+}
+
+// requestID returns Caddy's request id when the request runs in Caddy.
+func requestID(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok || repl == nil {
+		return r.Header.Get("X-Request-Id")
+	}
+	if v, ok := repl.GetString("http.request.uuid"); ok {
+		return v
+	}
+	return ""
+}
+
+// statusWriter records the status a provider wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// statusFromError is the status Caddy will answer for err.
+func statusFromError(err error) int {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		return he.StatusCode
+	}
+	return http.StatusInternalServerError
+}
