@@ -25,5 +25,5 @@ type Custom struct {
 
 // New builds the custom mask c describes: KeepStart and KeepEnd runes stay,
 // every rune between becomes Char. When the string is too short to keep both
-// ends and still hide a rune, fewer runes are kept (at most half the string).
+// ends and still hide a rune, at most half of it is kept (the end first).
 func New(c Custom) (Func, error) { return newCustom(c) }
