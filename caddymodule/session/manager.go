@@ -1,0 +1,196 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// stores shares one Store per configured location among Caddy config
+// generations, so a reload does not open a second file store on the same
+// directory or a second Redis pool.
+var stores = caddy.NewUsagePool()
+
+type pooled struct{ Store }
+
+func (p pooled) Destruct() error { return p.Store.Close() }
+
+// Manager ties the session cookie to the store: it seals the session id
+// into the cookie, loads and checks sessions, and ends them.
+type Manager struct {
+	cfg      Config
+	codec    *Codec
+	store    Store
+	storeKey string
+	// Now is the clock (tests move it); nil means time.Now.
+	Now func() time.Time
+}
+
+// NewManager opens the configured store (sharing it with other managers
+// that name the same store) and derives the cookie keys. dataDir is where
+// the default file store lives (Caddy's data directory).
+func NewManager(ctx context.Context, cfg Config, dataDir string) (*Manager, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	codec, err := NewCodec(cfg.Secrets, "session cookie")
+	if err != nil {
+		return nil, err
+	}
+	key, open, err := storeOpener(ctx, cfg.Store, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		s, err := open()
+		if err != nil {
+			return nil, err
+		}
+		return pooled{s}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{cfg: cfg, codec: codec, store: v.(pooled).Store, storeKey: key}, nil
+}
+
+func storeOpener(ctx context.Context, spec, dataDir string) (string, func() (Store, error), error) {
+	switch {
+	case spec == "file" || spec == "":
+		dir := filepath.Join(dataDir, "crmguard", "sessions")
+		return "file:" + dir, func() (Store, error) { return NewFileStore(dir, 0) }, nil
+	case strings.HasPrefix(spec, "file:"):
+		dir := strings.TrimPrefix(spec, "file:")
+		return "file:" + dir, func() (Store, error) { return NewFileStore(dir, 0) }, nil
+	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://") || strings.HasPrefix(spec, "unix://"):
+		return spec, func() (Store, error) { return NewRedisStore(ctx, spec) }, nil
+	}
+	return "", nil, fmt.Errorf("session: unknown store %q (want file, file:<dir> or redis://host:port/db)", spec)
+}
+
+// Close releases this manager's use of the store.
+func (m *Manager) Close() error {
+	_, err := stores.Delete(m.storeKey)
+	return err
+}
+
+// Store is the session store.
+func (m *Manager) Store() Store { return m.store }
+
+// Config is the effective configuration (defaults applied).
+func (m *Manager) Config() Config { return m.cfg }
+
+// Codec is the cookie codec (also used for the sign-in cookie and CSRF
+// tokens, with their own aad).
+func (m *Manager) Codec() *Codec { return m.codec }
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// Secure reports whether the proxy's cookies for r get the Secure flag.
+func (m *Manager) Secure(r *http.Request) bool {
+	return !m.cfg.InsecureCookie && r.TLS != nil
+}
+
+// SetCookie writes one of the proxy's cookies: HttpOnly, Path=/,
+// SameSite=Lax, Secure over TLS. maxAge < 0 deletes it.
+func (m *Manager) SetCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   m.Secure(r),
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// cookieID returns the session id sealed in r's session cookie, or "".
+func (m *Manager) cookieID(r *http.Request) string {
+	c, err := r.Cookie(m.cfg.CookieName)
+	if err != nil {
+		return ""
+	}
+	id, err := m.codec.Open(c.Value, []byte(m.cfg.CookieName))
+	if err != nil || !validID(string(id)) {
+		return ""
+	}
+	return string(id)
+}
+
+// Load returns the live session named by r's cookie, or nil when there is
+// none or it is tampered, unknown, revoked, idle too long or past its
+// lifetime. An error means the store could not be asked.
+func (m *Manager) Load(r *http.Request) (*Data, error) {
+	id := m.cookieID(r)
+	if id == "" {
+		return nil, nil
+	}
+	d, err := m.store.Get(r.Context(), id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	if !now.Before(d.Expires) || !now.Before(d.IdleUntil) {
+		_ = m.store.Delete(r.Context(), id)
+		return nil, nil
+	}
+	return d, nil
+}
+
+// Touch extends the idle deadline of d when at least a twentieth of the
+// idle timeout passed since the last extension (so not every request
+// writes to the store). A concurrent change is not an error.
+func (m *Manager) Touch(ctx context.Context, d *Data) error {
+	now := m.now()
+	idle := time.Duration(m.cfg.IdleTimeout)
+	if now.Sub(d.LastSeen) < idle/20 {
+		return nil
+	}
+	d.LastSeen = now
+	d.IdleUntil = now.Add(idle)
+	if err := m.store.Update(ctx, d); err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
+}
+
+// Start stores d as a new session (setting its id and deadlines) and
+// sets the cookie.
+func (m *Manager) Start(w http.ResponseWriter, r *http.Request, d *Data) error {
+	now := m.now()
+	d.ID = RandomID(32)
+	d.Created, d.LastSeen = now, now
+	d.Expires = now.Add(time.Duration(m.cfg.Lifetime))
+	d.IdleUntil = now.Add(time.Duration(m.cfg.IdleTimeout))
+	if err := m.store.Create(r.Context(), d); err != nil {
+		return err
+	}
+	m.SetCookie(w, r, m.cfg.CookieName, m.codec.Seal([]byte(d.ID), []byte(m.cfg.CookieName)), int(time.Duration(m.cfg.Lifetime)/time.Second))
+	return nil
+}
+
+// End deletes the session named by r's cookie (if any) and clears the
+// cookie.
+func (m *Manager) End(w http.ResponseWriter, r *http.Request) error {
+	m.SetCookie(w, r, m.cfg.CookieName, "", -1)
+	if id := m.cookieID(r); id != "" {
+		return m.store.Delete(r.Context(), id)
+	}
+	return nil
+}
