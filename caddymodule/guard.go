@@ -241,22 +241,32 @@ func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
 		}
 		return nil
 	}
+	x.ev.Status = http.StatusUnauthorized
+	BearerChallenge(w, x.r, need, d.RouteID)
+	return nil
+}
+
+// BearerChallenge answers an API client whose sign-in is missing or too
+// weak: 401 with a WWW-Authenticate challenge (RFC 6750, with RFC 9470's
+// insufficient_user_authentication, max_age and acr_values for step-up)
+// and the usual refusal body naming the rule.
+func BearerChallenge(w http.ResponseWriter, r *http.Request, need authn.Need, rule string) {
 	challenge := `Bearer realm="crmguard"`
-	if d.Outcome == rules.StepUp {
+	if !need.SignIn {
 		challenge += `, error="insufficient_user_authentication"`
-		if d.StepUp.MaxAge > 0 {
-			challenge += fmt.Sprintf(`, max_age=%d`, int(d.StepUp.MaxAge.Seconds()))
+		if need.StepUp.MaxAge > 0 {
+			challenge += fmt.Sprintf(`, max_age=%d`, int(need.StepUp.MaxAge.Seconds()))
 		}
-		if len(d.StepUp.ACR) > 0 {
-			challenge += fmt.Sprintf(`, acr_values="%s"`, strings.Join(d.StepUp.ACR, " "))
+		if len(need.StepUp.ACR) > 0 {
+			challenge += fmt.Sprintf(`, acr_values="%s"`, strings.Join(need.StepUp.ACR, " "))
 		}
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
-	reason := d.Reason
+	reason := need.Reason
 	if reason == "" {
 		reason = "This route needs a signed-in user."
 	}
-	return x.refuse(w, refusal{Status: http.StatusUnauthorized, Rule: d.RouteID, Reason: reason}, x.ev.Decision)
+	writeRefusal(w, r, refusal{Status: http.StatusUnauthorized, Rule: rule, Reason: reason})
 }
 
 // checkBody reads and checks the request body on routes with body guards.

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"os"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/crmguard/crmguard/cmd/crmguard/internal/rulescli"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "rules",
+		Usage: "lint|test|explain ...",
+		Short: "Checks, tests and explains crm_guard rule files",
+		Long: `
+Work with crm_guard rule files without starting a server.
+
+  crmguard rules lint FILE
+      Load the rule file; print errors and warnings as file:line:col: key: message.
+      Exits 1 when the file does not load.
+
+  crmguard rules test FILE...
+      Run test-case files (see docs/rules.md, "Test cases") through the handler
+      logic in-process: fixed identities, a fake CRM, no network. Prints one line
+      per failing case with what differed; exits 1 on any failure.
+
+  crmguard rules explain --rules FILE [--user JSON] [--upstream FILE] "GET /path"
+      Say which route matches and why, the decision, and what the rules would
+      do to the answer.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.AddCommand(lintCommand(), testCommand(), explainCommand())
+		},
+	})
+}
+
+// exit returns a cobra error carrying an exit code without printing usage.
+func exit(cmd *cobra.Command, code int) error {
+	cmd.SilenceUsage = true
+	cmd.SilenceErrors = true
+	if code != 0 {
+		os.Exit(code)
+	}
+	return nil
+}
+
+func lintCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "lint FILE",
+		Short: "Checks a rule file and prints its errors and warnings",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return exit(cmd, rulescli.Lint(args[0], cmd.OutOrStdout()))
+		},
+	}
+}
+
+func testCommand() *cobra.Command {
+	var opt rulescli.Options
+	var verbose bool
+	c := &cobra.Command{
+		Use:   "test FILE...",
+		Short: "Runs rule test-case files without network",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.HashKey == "" {
+				opt.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
+			}
+			return exit(cmd, rulescli.Test(args, opt, verbose, cmd.OutOrStdout()))
+		},
+	}
+	c.Flags().StringVar(&opt.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	c.Flags().Int64Var(&opt.MaxBody, "max-body", 0, "max_body in bytes (default 16 MiB)")
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print passing cases")
+	return c
+}
+
+func explainCommand() *cobra.Command {
+	var in rulescli.ExplainInput
+	c := &cobra.Command{
+		Use:   `explain --rules FILE [--user JSON] "METHOD /path"`,
+		Short: "Explains what the rules do with one request",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in.Request = args[0]
+			if in.HashKey == "" {
+				in.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
+			}
+			return exit(cmd, rulescli.Explain(in, cmd.OutOrStdout()))
+		},
+	}
+	c.Flags().StringVar(&in.RulesFile, "rules", "", "the rule file (required)")
+	c.Flags().StringVar(&in.UserJSON, "user", "", `the user, e.g. {"id":"zhang","roles":["sales"],"mfa":true}; empty: anonymous`)
+	c.Flags().StringVar(&in.Now, "now", "", "the clock, RFC 3339 (default: now)")
+	c.Flags().StringVar(&in.UpstreamFile, "upstream", "", "a sample CRM answer body to rewrite")
+	c.Flags().StringVar(&in.UpstreamType, "upstream-type", "application/json", "the sample answer's Content-Type")
+	c.Flags().StringVar(&in.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	_ = c.MarkFlagRequired("rules")
+	return c
+}
