@@ -1,0 +1,182 @@
+package rules
+
+import (
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// maxBodyDepth bounds the nesting of a checked request body.
+const maxBodyDepth = 512
+
+// CheckBody checks a request body against the route's body guards that
+// apply to this user. JSON (application/json and */*+json) and form
+// (application/x-www-form-urlencoded) bodies are read; a guarded field
+// anywhere in the body (see docs/rules.md for what a guard path matches)
+// gives 403 naming the field; a body that cannot be read with certainty
+// gives 400. An empty body passes. The result is added to the audit.
+func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
+	if !d.GuardsBody() || len(body) == 0 {
+		return nil
+	}
+	be := d.checkBody(contentType, body)
+	if be != nil {
+		d.Audit.Decision = "deny"
+		d.Audit.Reason = be.Reason
+	}
+	return be
+}
+
+func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
+	bad := func(format string, args ...any) *BodyError {
+		return &BodyError{Status: http.StatusBadRequest, Reason: fmt.Sprintf("route %s checks request bodies and ", d.RouteID) + fmt.Sprintf(format, args...)}
+	}
+	if strings.TrimSpace(contentType) == "" {
+		return bad("this body has no Content-Type")
+	}
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return bad("its Content-Type %q cannot be read: %v", contentType, err)
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+		return bad("reads only UTF-8 bodies, not charset %q", cs)
+	}
+	var found *guardHit
+	switch {
+	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		if !gjson.ValidBytes(body) {
+			return bad("this JSON body is not valid JSON")
+		}
+		var chain []string
+		var walkErr error
+		found, walkErr = d.walkJSON(gjson.ParseBytes(body), chain, "", 0)
+		if walkErr != nil {
+			return bad("%v", walkErr)
+		}
+	case mt == "application/x-www-form-urlencoded":
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return bad("this form body cannot be read: %v", err)
+		}
+		for key := range vals {
+			chain := formKeyChain(key)
+			if g := d.guardFor(chain); g != nil {
+				found = &guardHit{guard: g, at: key}
+				break
+			}
+		}
+	case mt == "multipart/form-data":
+		return bad("cannot read multipart bodies; send JSON or a urlencoded form")
+	default:
+		return bad("cannot read %q bodies (JSON and urlencoded forms only)", mt)
+	}
+	if found == nil {
+		return nil
+	}
+	where := ""
+	if found.at != found.guard.path {
+		where = fmt.Sprintf(" (at %s)", found.at)
+	}
+	who := rolesPhrase(d.user)
+	if found.guard.denyUnless != nil && !hasAny(d.user, found.guard.deny) {
+		who = fmt.Sprintf("%s (the condition %q does not hold)", who, found.guard.denyUnless.src)
+	}
+	return &BodyError{
+		Status: http.StatusForbidden,
+		Field:  found.guard.path,
+		Reason: fmt.Sprintf("route %s: the request body sets %s%s, which %s may not change", d.RouteID, found.guard.path, where, who),
+	}
+}
+
+type guardHit struct {
+	guard *bodyGuard
+	at    string
+}
+
+// walkJSON visits every member of every object, however deep and however
+// often a key repeats; keys are compared decoded (\u escapes).
+func (d *Decision) walkJSON(v gjson.Result, chain []string, at string, depth int) (*guardHit, error) {
+	if depth > maxBodyDepth {
+		return nil, fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
+	}
+	var hit *guardHit
+	var err error
+	switch {
+	case v.IsObject():
+		v.ForEach(func(k, val gjson.Result) bool {
+			c := append(chain, k.String())
+			p := joinAt(at, k.String())
+			if g := d.guardFor(c); g != nil {
+				hit = &guardHit{guard: g, at: p}
+				return false
+			}
+			hit, err = d.walkJSON(val, c, p, depth+1)
+			return hit == nil && err == nil
+		})
+	case v.IsArray():
+		i := 0
+		v.ForEach(func(_, val gjson.Result) bool {
+			hit, err = d.walkJSON(val, chain, joinAt(at, fmt.Sprint(i)), depth+1)
+			i++
+			return hit == nil && err == nil
+		})
+	}
+	return hit, err
+}
+
+func joinAt(at, k string) string {
+	if at == "" {
+		return k
+	}
+	return at + "." + k
+}
+
+// guardFor returns the applying guard whose path ends the chain of keys.
+// Keys compare without case (many servers bind JSON and form fields
+// case-insensitively).
+func (d *Decision) guardFor(chain []string) *bodyGuard {
+	for _, g := range d.guards {
+		if len(g.segs) > len(chain) {
+			continue
+		}
+		tail := chain[len(chain)-len(g.segs):]
+		ok := true
+		for i, s := range g.segs {
+			if !strings.EqualFold(s, tail[i]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return g
+		}
+	}
+	return nil
+}
+
+// formKeyChain splits a form key into its keys: "deal[stage]",
+// "deal.stage", "items[0][stage]" and "deal[stage][]" all end in "stage";
+// indexes and empty brackets are dropped like array positions in JSON.
+func formKeyChain(key string) []string {
+	var out []string
+	for _, part := range strings.FieldsFunc(key, func(r rune) bool { return r == '[' || r == ']' || r == '.' }) {
+		if part == "" || isDigits(part) {
+			continue
+		}
+		out = append(out, part)
+	}
+	return out
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}

@@ -1,0 +1,409 @@
+package rules
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Decision is the rules' verdict on one request. It is used by one request
+// only and is not safe for concurrent use.
+type Decision struct {
+	// Outcome is the kind of decision.
+	Outcome Outcome
+	// Status is the HTTP status a client gets when Outcome is not Allow.
+	Status int
+	// RouteID is the id of the matched route ("" when none matched).
+	RouteID string
+	// Reason is a sentence a person can read.
+	Reason string
+	// Public is true on a route that needs no sign-in.
+	Public bool
+	// Shadow is true when the rule set only reports: the caller must not
+	// block or rewrite.
+	Shadow bool
+	// StepUp says what is missing when Outcome is StepUp or SignIn.
+	StepUp StepUpNeed
+	// Path is the normalised request path.
+	Path string
+	// Params are the path parameters captured by the route.
+	Params map[string]string
+	// Audit collects what happened; CheckBody, InspectResponse and
+	// Rewrite add to it.
+	Audit Audit
+
+	set    *Set
+	route  *route
+	user   *User
+	req    *Request
+	act    *activation
+	guards []*bodyGuard // body guards that apply to this user
+	// exportOK is true when the route is an export this user may run.
+	exportOK bool
+}
+
+// outcomeName is the audit spelling of an outcome.
+func outcomeName(o Outcome) string {
+	switch o {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	case SignIn:
+		return "sign_in"
+	case StepUp:
+		return "step_up"
+	}
+	return "unknown"
+}
+
+func (d *Decision) finish(o Outcome, status int, reason string) *Decision {
+	d.Outcome, d.Status, d.Reason = o, status, reason
+	if o == Allow {
+		d.Status = 0
+	}
+	d.Audit.Route = d.RouteID
+	d.Audit.Decision = outcomeName(o)
+	d.Audit.Reason = reason
+	d.Audit.Shadow = d.Shadow
+	return d
+}
+
+// Decide judges a request. u is nil for an anonymous request.
+func (s *Set) Decide(u *User, r *Request) *Decision {
+	d := &Decision{set: s, user: u, req: r, Shadow: s.mode == Shadow}
+	if r == nil || r.URL == nil {
+		return d.finish(Deny, http.StatusBadRequest, "the request has no URL")
+	}
+	now := r.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	method := strings.ToUpper(r.Method)
+	if !validMethod(method) {
+		return d.finish(Deny, http.StatusBadRequest, fmt.Sprintf("the method %q cannot be judged", r.Method))
+	}
+	if r.URL.Opaque != "" {
+		return d.finish(Deny, http.StatusBadRequest, "an opaque request URL cannot be judged")
+	}
+	path, segs, err := normalizePath(r.URL.EscapedPath())
+	if err != nil {
+		return d.finish(Deny, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "rules: "))
+	}
+	d.Path = path
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return d.finish(Deny, http.StatusBadRequest, fmt.Sprintf("the query string cannot be judged: %v", err))
+	}
+	header := r.Header
+	if header == nil {
+		header = http.Header{}
+	}
+
+	var rt *route
+	params := map[string]string{}
+	for _, cand := range s.routes {
+		clear(params)
+		ok, bad := cand.matches(method, segs, query, header, params)
+		if bad != "" {
+			d.RouteID = cand.id
+			return d.finish(Deny, http.StatusBadRequest, bad)
+		}
+		if ok {
+			rt = cand
+			break
+		}
+	}
+	d.act = &activation{user: celUserOf(u, now), now: now}
+	d.act.request = &celRequest{Method: method, Path: path, Params: params, Query: single(query), Header: singleHeader(header)}
+
+	if rt == nil {
+		if !s.defAllow {
+			return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("no route matches %s %s and the rule file denies by default", method, path))
+		}
+		// default: allow lets any signed-in user through, with the file's
+		// MFA default, and no body guards or rewriting.
+		if u == nil {
+			return d.finish(SignIn, http.StatusUnauthorized, fmt.Sprintf("%s %s needs a signed-in user", method, path))
+		}
+		if s.mfa.Required && !u.MFA {
+			d.StepUp = StepUpNeed{MFA: true, ACR: append([]string(nil), s.mfa.ACR...)}
+			return d.finish(StepUp, http.StatusUnauthorized, "this sign-in did not use multi-factor authentication")
+		}
+		return d.finish(Allow, 0, fmt.Sprintf("no route matches %s %s and the rule file allows by default", method, path))
+	}
+	d.route, d.RouteID = rt, rt.id
+	if len(params) > 0 {
+		d.Params = params
+	}
+	if rt.deny != "" {
+		return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("route %s: %s", rt.id, rt.deny))
+	}
+	if rt.public {
+		d.Public = true
+		if rt.when != nil {
+			if ok, reason := d.holds(rt); !ok {
+				return d.finish(Deny, http.StatusForbidden, reason)
+			}
+		}
+		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
+	}
+	if u == nil {
+		return d.finish(SignIn, http.StatusUnauthorized, fmt.Sprintf("route %s needs a signed-in user", rt.id))
+	}
+	if !rt.anyUser && !hasAny(u, rt.allow) {
+		return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("%s may not call %s; allowed: %s", rolesPhrase(u), rt.id, strings.Join(rt.allow, ", ")))
+	}
+	if rt.when != nil {
+		if ok, reason := d.holds(rt); !ok {
+			return d.finish(Deny, http.StatusForbidden, reason)
+		}
+	}
+	// MFA and step-up.
+	required := s.mfa.Required
+	if rt.mfaReq != nil {
+		required = *rt.mfaReq
+	} else if rt.maxAge > 0 {
+		required = true
+	}
+	need := StepUpNeed{MaxAge: rt.maxAge, ACR: append([]string(nil), s.mfa.ACR...)}
+	var missing []string
+	if required && !u.MFA {
+		need.MFA = true
+		missing = append(missing, "this sign-in did not use multi-factor authentication")
+	}
+	if rt.maxAge > 0 {
+		switch {
+		case u.AuthTime.IsZero():
+			missing = append(missing, fmt.Sprintf("route %s needs a sign-in within %s and the sign-in time is unknown", rt.id, rt.maxAge))
+		case now.Sub(u.AuthTime) > rt.maxAge:
+			missing = append(missing, fmt.Sprintf("route %s needs a sign-in within %s; this one is %s old", rt.id, rt.maxAge, now.Sub(u.AuthTime).Round(time.Second)))
+		}
+	}
+	if len(missing) > 0 {
+		d.StepUp = need
+		return d.finish(StepUp, http.StatusUnauthorized, strings.Join(missing, "; "))
+	}
+	// Exports.
+	if rt.export != nil {
+		d.Audit.Export.Route = true
+		approved := !rt.export.approval || hasAny(u, rt.export.withoutApproval) ||
+			(r.Grants != nil && r.Grants.Approved(u, rt.id, r))
+		if !approved {
+			d.Audit.Export.Blocked = true
+			return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("export requires approval: route %s is an export and %s holds no approved export grant", rt.id, rolesPhrase(u)))
+		}
+		d.exportOK = true
+		d.Audit.Export.Approved = true
+	}
+	// Body guards that apply to this user.
+	for _, g := range rt.body {
+		if d.guardApplies(g) {
+			d.guards = append(d.guards, g)
+		}
+	}
+	return d.finish(Allow, 0, fmt.Sprintf("%s may call %s", rolesPhrase(u), rt.id))
+}
+
+// holds evaluates the route's `when`.
+func (d *Decision) holds(rt *route) (bool, string) {
+	ok, err := rt.when.evalBool(d.act)
+	if err != nil {
+		d.Audit.EvalErrors++
+		return false, fmt.Sprintf("route %s: the condition %q could not be evaluated (%v), so it counts as false", rt.id, rt.when.src, err)
+	}
+	if !ok {
+		return false, fmt.Sprintf("route %s: the condition %q does not hold", rt.id, rt.when.src)
+	}
+	return true, ""
+}
+
+func (d *Decision) guardApplies(g *bodyGuard) bool {
+	if hasAny(d.user, g.deny) {
+		return true
+	}
+	if g.denyUnless != nil {
+		ok, err := g.denyUnless.evalBool(d.act)
+		if err != nil {
+			d.Audit.EvalErrors++
+			return true
+		}
+		return !ok
+	}
+	return false
+}
+
+// GuardsBody reports whether the request body must be read and checked:
+// the request is allowed and at least one body guard applies to this user.
+func (d *Decision) GuardsBody() bool { return d.Outcome == Allow && len(d.guards) > 0 }
+
+func hasAny(u *User, roles []string) bool {
+	for _, r := range roles {
+		if u.HasRole(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func rolesPhrase(u *User) string {
+	switch len(u.Roles) {
+	case 0:
+		return fmt.Sprintf("user %s (no roles)", u.ID)
+	case 1:
+		return "role " + u.Roles[0]
+	}
+	return "roles " + strings.Join(u.Roles, ", ")
+}
+
+// celUserOf is `user` for CEL; an anonymous request gets an empty user.
+func celUserOf(u *User, now time.Time) *celUser {
+	if u == nil {
+		return &celUser{Roles: []string{}, Attrs: map[string]any{}}
+	}
+	cu := &celUser{ID: u.ID, Roles: u.Roles, Attrs: u.Attrs, MFA: u.MFA}
+	if cu.Roles == nil {
+		cu.Roles = []string{}
+	}
+	if cu.Attrs == nil {
+		cu.Attrs = map[string]any{}
+	}
+	if !u.AuthTime.IsZero() {
+		cu.AuthAge = now.Sub(u.AuthTime)
+	} else {
+		// Unknown sign-in time: as old as it gets, so max-age checks in
+		// conditions fail closed.
+		cu.AuthAge = time.Duration(1<<63 - 1)
+	}
+	return cu
+}
+
+// single keeps the query parameters that have one value (or the same value
+// repeated); a parameter given with different values is left out, so a
+// condition reading it fails and counts as false.
+func single(q url.Values) map[string]string {
+	out := make(map[string]string, len(q))
+	for k, vs := range q {
+		if v, ok := oneValue(vs); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// singleHeader gives header values by lower-case name, joined by ", " when
+// a header is repeated (as HTTP allows).
+func singleHeader(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		out[strings.ToLower(k)] = strings.Join(vs, ", ")
+	}
+	return out
+}
+
+func oneValue(vs []string) (string, bool) {
+	if len(vs) == 0 {
+		return "", false
+	}
+	for _, v := range vs[1:] {
+		if v != vs[0] {
+			return "", false
+		}
+	}
+	return vs[0], true
+}
+
+// matches tries the route on a request. bad is a reason to refuse the
+// request as unjudgeable (a matched-on query parameter given twice with
+// different values).
+func (rt *route) matches(method string, segs []string, q url.Values, h http.Header, params map[string]string) (ok bool, bad string) {
+	if rt.methods != nil && !contains(rt.methods, method) {
+		return false, ""
+	}
+	if rt.pattern == nil || !rt.pattern.match(segs, params) {
+		return false, ""
+	}
+	for _, m := range rt.query {
+		vs, present := q[m.name]
+		if present && len(vs) > 1 {
+			if _, same := oneValue(vs); !same {
+				return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
+			}
+		}
+		if !m.test(vs, present) {
+			return false, ""
+		}
+	}
+	for _, m := range rt.headers {
+		vs, present := h[m.name]
+		if present && len(vs) > 1 {
+			if _, same := oneValue(vs); !same {
+				return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
+			}
+		}
+		if !m.test(vs, present) {
+			return false, ""
+		}
+	}
+	return true, ""
+}
+
+func (m matcher) test(vs []string, present bool) bool {
+	if len(m.values) == 0 {
+		return present == m.present
+	}
+	if !present || len(vs) == 0 {
+		return false
+	}
+	return contains(m.values, vs[0])
+}
+
+// Routes lists the routes in match order, for `crmguard rules explain`.
+func (s *Set) Routes() []RouteInfo {
+	out := make([]RouteInfo, len(s.routes))
+	for i, r := range s.routes {
+		ri := RouteInfo{ID: r.id, Methods: append([]string(nil), r.methods...), Public: r.public, Authenticated: r.anyUser,
+			Allow: append([]string(nil), r.allow...), Deny: r.deny, Export: r.export != nil, Rewrites: r.rewrites}
+		if r.pattern != nil {
+			ri.Path = r.pattern.src
+		}
+		if r.when != nil {
+			ri.When = r.when.src
+		}
+		for _, g := range r.body {
+			ri.BodyGuards = append(ri.BodyGuards, g.path)
+		}
+		sort.Strings(ri.BodyGuards)
+		out[i] = ri
+	}
+	return out
+}
+
+// RouteInfo describes one route for tools (`crmguard rules explain`).
+type RouteInfo struct {
+	// ID is the route id.
+	ID string
+	// Methods are the matched methods (empty: all).
+	Methods []string
+	// Path is the path pattern.
+	Path string
+	// Public is true for `allow: public`.
+	Public bool
+	// Authenticated is true when any signed-in user is allowed.
+	Authenticated bool
+	// Allow lists the allowed roles.
+	Allow []string
+	// Deny is the reason of a route that always denies.
+	Deny string
+	// When is the route's condition source.
+	When string
+	// Export is true for export routes.
+	Export bool
+	// Rewrites is true when answers are rewritten (records / record).
+	Rewrites bool
+	// BodyGuards lists the guarded request-body fields.
+	BodyGuards []string
+}

@@ -1,0 +1,286 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// This file normalises request paths and matches them against route
+// patterns. A path is normalised once, before any route is tried; a path
+// that a server behind the proxy could read in more than one way is refused.
+
+// errAmbiguousPath is wrapped by every normalisation refusal.
+var errAmbiguousPath = errors.New("rules: the path cannot be judged unambiguously")
+
+// normalizePath turns an escaped request path into the decoded, clean path
+// the routes are matched against, and its segments. It refuses:
+//   - invalid or truncated percent escapes (%zz, %4, %u002e);
+//   - encoded or raw characters a server may read as a separator or a stop:
+//     "/" and "\" encoded (%2F, %5C), raw "\" , ";" (matrix parameters,
+//     Tomcat/Jetty strip them), "?" and "#" after decoding;
+//   - control characters and NUL (%00), anywhere;
+//   - a "%" left after decoding (double encoding such as %252F);
+//   - bytes that are not valid UTF-8 after decoding (overlong forms such as
+//     %c0%ae);
+//   - ".." that would climb above the root;
+//   - segments ending in a dot or a space (Windows servers drop them, so
+//     "export." would reach "export").
+//
+// It resolves "." and "..", collapses duplicate slashes and drops a
+// trailing slash. Matching is ASCII case-insensitive (see matchSegment).
+func normalizePath(escaped string) (string, []string, error) {
+	if escaped == "" {
+		escaped = "/"
+	}
+	if escaped[0] != '/' {
+		return "", nil, fmt.Errorf("%w: %q does not start with /", errAmbiguousPath, escaped)
+	}
+	// Split on raw slashes first: an encoded slash is refused below, so
+	// every separator the upstream sees is a raw one.
+	raw := strings.Split(escaped[1:], "/")
+	out := make([]string, 0, len(raw))
+	for _, rs := range raw {
+		seg, err := decodeSegment(rs)
+		if err != nil {
+			return "", nil, err
+		}
+		switch seg {
+		case "", ".":
+			continue
+		case "..":
+			if len(out) == 0 {
+				return "", nil, fmt.Errorf("%w: %q climbs above the root", errAmbiguousPath, escaped)
+			}
+			out = out[:len(out)-1]
+			continue
+		}
+		if last := seg[len(seg)-1]; last == '.' || last == ' ' {
+			return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", errAmbiguousPath, seg, string(last))
+		}
+		out = append(out, seg)
+	}
+	return "/" + strings.Join(out, "/"), out, nil
+}
+
+func decodeSegment(s string) (string, error) {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '%' {
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return "", fmt.Errorf("%w: invalid percent escape in %q", errAmbiguousPath, s)
+			}
+			if b == nil {
+				b = append(make([]byte, 0, len(s)), s[:i]...)
+			}
+			c = unhex(s[i+1])<<4 | unhex(s[i+2])
+			i += 2
+			switch c {
+			case '/', '\\':
+				return "", fmt.Errorf("%w: encoded %q in %q", errAmbiguousPath, string(c), s)
+			}
+			b = append(b, c)
+			continue
+		}
+		if b != nil {
+			b = append(b, c)
+		}
+	}
+	dec := s
+	if b != nil {
+		dec = string(b)
+	}
+	for i := 0; i < len(dec); i++ {
+		c := dec[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return "", fmt.Errorf("%w: control character %#x in the path", errAmbiguousPath, c)
+		case c == '\\':
+			return "", fmt.Errorf("%w: backslash in %q (Windows servers read it as /)", errAmbiguousPath, dec)
+		case c == ';':
+			return "", fmt.Errorf("%w: %q holds ';' (path parameters, which some servers strip)", errAmbiguousPath, dec)
+		case c == '%':
+			return "", fmt.Errorf("%w: %q is still encoded after decoding (double encoding)", errAmbiguousPath, dec)
+		case c == '?' || c == '#':
+			return "", fmt.Errorf("%w: encoded %q in %q", errAmbiguousPath, string(c), dec)
+		}
+	}
+	if !utf8.ValidString(dec) {
+		return "", fmt.Errorf("%w: %q is not valid UTF-8 after decoding", errAmbiguousPath, dec)
+	}
+	return dec, nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// pattern is a compiled route path pattern.
+type pattern struct {
+	src  string
+	segs []patSeg
+}
+
+type segKind int
+
+const (
+	segLit   segKind = iota
+	segParam         // {name}
+	segStar          // *
+	segRest          // **
+)
+
+type patSeg struct {
+	kind segKind
+	text string // literal text or parameter name
+}
+
+// parsePattern reads "/api/customers/{id}", "/files/*/meta", "/api/**".
+func parsePattern(p string) (*pattern, error) {
+	if !strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("a path pattern starts with /, got %q", p)
+	}
+	pat := &pattern{src: p}
+	names := map[string]bool{}
+	for _, s := range strings.Split(p[1:], "/") {
+		switch {
+		case s == "":
+			continue
+		case s == "**":
+			pat.segs = append(pat.segs, patSeg{kind: segRest})
+		case s == "*":
+			pat.segs = append(pat.segs, patSeg{kind: segStar})
+		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
+			name := s[1 : len(s)-1]
+			if !validIdent(name) {
+				return nil, fmt.Errorf("path parameter %q: want a name of letters, digits and _", s)
+			}
+			if names[name] {
+				return nil, fmt.Errorf("path parameter {%s} appears twice", name)
+			}
+			names[name] = true
+			pat.segs = append(pat.segs, patSeg{kind: segParam, text: name})
+		default:
+			if strings.ContainsAny(s, "{}*") {
+				return nil, fmt.Errorf("segment %q: {name}, * and ** stand for whole segments only", s)
+			}
+			dec, _, err := normalizePath("/" + s)
+			if err != nil || dec != "/"+s {
+				return nil, fmt.Errorf("segment %q: write path patterns decoded and clean (no %%, ;, \\, dot segments or trailing dots)", s)
+			}
+			pat.segs = append(pat.segs, patSeg{kind: segLit, text: s})
+		}
+	}
+	return pat, nil
+}
+
+func validIdent(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// match matches path segments; params receives the {name} captures.
+func (p *pattern) match(segs []string, params map[string]string) bool {
+	return matchSegs(p.segs, segs, params)
+}
+
+func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
+	for i, ps := range pat {
+		switch ps.kind {
+		case segRest:
+			rest := pat[i+1:]
+			for j := len(segs); j >= i; j-- {
+				if j < i {
+					break
+				}
+				if matchSegs(rest, segs[j:], params) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(segs) == 0 {
+			return false
+		}
+		switch ps.kind {
+		case segLit:
+			if !equalFoldASCII(ps.text, segs[0]) {
+				return false
+			}
+		case segParam:
+			if params != nil {
+				params[ps.text] = segs[0]
+			}
+		}
+		segs = segs[1:]
+	}
+	return len(segs) == 0
+}
+
+// equalFoldASCII compares ASCII letters without case and every other byte
+// exactly: Windows and IIS servers ignore the case of ASCII paths.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// covers reports whether every path a matches is matched by p (lint).
+func (p *pattern) covers(q *pattern) bool { return coverSegs(p.segs, q.segs) }
+
+func coverSegs(a, b []patSeg) bool {
+	if len(a) == 0 {
+		return len(b) == 0
+	}
+	switch a[0].kind {
+	case segRest:
+		for j := 0; j <= len(b); j++ {
+			if coverSegs(a[1:], b[j:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(b) == 0 || b[0].kind == segRest {
+		return false
+	}
+	switch a[0].kind {
+	case segLit:
+		if b[0].kind != segLit || !equalFoldASCII(a[0].text, b[0].text) {
+			return false
+		}
+	}
+	return coverSegs(a[1:], b[1:])
+}

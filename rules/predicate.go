@@ -1,0 +1,522 @@
+package rules
+
+import (
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
+	"cel.dev/cel-go/parser"
+	"github.com/crmguard/crmguard/rules/rewrite"
+	"github.com/tidwall/gjson"
+	"go.yaml.in/yaml/v3"
+)
+
+// A record condition (`visible`, a field's `when` / `unless`) runs once per
+// record, so it must be fast. At load, its checked CEL tree is compiled into
+// a native predicate when it has a common shape:
+//
+//   - `&&`, `||`, `!` of the shapes below;
+//   - comparisons (== != < <= > >=) and `in` between record values
+//     (record.a, record.a.b, record["k"], timestamp(record.a)) and
+//     request constants;
+//   - any sub-expression that does not read `record` (user.*, request.*,
+//     now - duration("8760h"), "role" in user.roles, in_schedule(...)): it
+//     is compiled as its own CEL program and evaluated once per request.
+//
+// The operators use CEL's own value semantics (types.Equal, Compare,
+// Contains, ConvertToType), so the native path and CEL agree, errors
+// included; TestNativeAndCELAgree and FuzzNativeAgreesWithCEL check it.
+// Every other shape runs in CEL with `record` read lazily from the raw
+// record bytes.
+
+// condition is a compiled CEL condition that may read `record`.
+type condition struct {
+	e          *expr
+	usesRecord bool
+	native     *pnode         // nil: evaluate with CEL
+	consts     []*expr        // request-constant leaves of native
+	keys       []rewrite.Path // record paths native reads, by keyIdx
+}
+
+type pkind uint8
+
+const (
+	pOr pkind = iota
+	pAnd
+	pNot
+	pCmp   // op over two operands
+	pIn    // kids[0] in kids[1]
+	pConst // a request constant (constIdx)
+	pRec   // a record value (keyIdx), as timestamp when asTime
+)
+
+// pnode is a node of a native predicate.
+type pnode struct {
+	kind     pkind
+	op       string
+	kids     []*pnode
+	constIdx int
+	keyIdx   int
+	asTime   bool
+}
+
+// condition compiles a record condition at n.
+func (l *loader) condition(n *yaml.Node, key, src string) *condition {
+	e := compileExpr(&l.diag, l.set.env, n, key, src, recordVars, true)
+	if e == nil {
+		return nil
+	}
+	c := &condition{e: e, usesRecord: e.vars[varRecord]}
+	nc := &nativeCompiler{l: l, c: c, info: e.ast.NativeRep().SourceInfo(), keyIdx: map[string]int{}}
+	if root, ok := nc.compile(e.ast.NativeRep().Expr()); ok && nc.err == nil {
+		c.native = root
+	} else {
+		c.consts, c.keys = nil, nil
+	}
+	l.lintRoleLiterals(n, key, e)
+	return c
+}
+
+type nativeCompiler struct {
+	l      *loader
+	c      *condition
+	info   *ast.SourceInfo
+	keyIdx map[string]int
+	err    error
+}
+
+func readsRecord(e ast.Expr) bool {
+	found := false
+	visitor := ast.NewExprVisitor(func(x ast.Expr) {
+		if x.Kind() == ast.IdentKind && x.AsIdent() == varRecord {
+			found = true
+		}
+	})
+	ast.PostOrderVisit(e, visitor)
+	return found
+}
+
+func (nc *nativeCompiler) constant(e ast.Expr) (*pnode, bool) {
+	src, err := parser.Unparse(e, nc.info)
+	if err != nil {
+		return nil, false
+	}
+	var d diag
+	x := compileExpr(&d, nc.l.set.env, nil, "", src, requestVars, false)
+	if x == nil {
+		return nil, false
+	}
+	nc.c.consts = append(nc.c.consts, x)
+	return &pnode{kind: pConst, constIdx: len(nc.c.consts) - 1}, true
+}
+
+func (nc *nativeCompiler) compile(e ast.Expr) (*pnode, bool) {
+	if !readsRecord(e) {
+		return nc.constant(e)
+	}
+	if e.Kind() != ast.CallKind {
+		return nc.operand(e)
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalOr, operators.LogicalAnd:
+		kind := pOr
+		if call.FunctionName() == operators.LogicalAnd {
+			kind = pAnd
+		}
+		n := &pnode{kind: kind}
+		for _, a := range args {
+			k, ok := nc.compile(a)
+			if !ok {
+				return nil, false
+			}
+			n.kids = append(n.kids, k)
+		}
+		return n, true
+	case operators.LogicalNot:
+		k, ok := nc.compile(args[0])
+		if !ok {
+			return nil, false
+		}
+		return &pnode{kind: pNot, kids: []*pnode{k}}, true
+	case operators.Equals, operators.NotEquals, operators.Less, operators.LessEquals,
+		operators.Greater, operators.GreaterEquals, operators.In:
+		if len(args) != 2 {
+			return nil, false
+		}
+		a, ok := nc.side(args[0])
+		if !ok {
+			return nil, false
+		}
+		b, ok := nc.side(args[1])
+		if !ok {
+			return nil, false
+		}
+		if call.FunctionName() == operators.In {
+			return &pnode{kind: pIn, kids: []*pnode{a, b}}, true
+		}
+		return &pnode{kind: pCmp, op: call.FunctionName(), kids: []*pnode{a, b}}, true
+	}
+	return nc.operand(e)
+}
+
+// side compiles one operand of a comparison.
+func (nc *nativeCompiler) side(e ast.Expr) (*pnode, bool) {
+	if !readsRecord(e) {
+		return nc.constant(e)
+	}
+	return nc.operand(e)
+}
+
+// operand compiles record.a.b, record["k"] or timestamp(record...).
+func (nc *nativeCompiler) operand(e ast.Expr) (*pnode, bool) {
+	asTime := false
+	if e.Kind() == ast.CallKind && e.AsCall().FunctionName() == "timestamp" && len(e.AsCall().Args()) == 1 && !e.AsCall().IsMemberFunction() {
+		asTime = true
+		e = e.AsCall().Args()[0]
+	}
+	var keys []string
+	for {
+		switch e.Kind() {
+		case ast.SelectKind:
+			s := e.AsSelect()
+			if s.IsTestOnly() {
+				return nil, false
+			}
+			keys = append(keys, s.FieldName())
+			e = s.Operand()
+			continue
+		case ast.CallKind:
+			c := e.AsCall()
+			if c.FunctionName() != operators.Index || len(c.Args()) != 2 || c.Args()[1].Kind() != ast.LiteralKind {
+				return nil, false
+			}
+			k, ok := c.Args()[1].AsLiteral().(types.String)
+			if !ok {
+				return nil, false
+			}
+			keys = append(keys, string(k))
+			e = c.Args()[0]
+			continue
+		case ast.IdentKind:
+			if e.AsIdent() != varRecord || len(keys) == 0 {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		break
+	}
+	for i, j := 0, len(keys)-1; i < j; i, j = i+1, j-1 {
+		keys[i], keys[j] = keys[j], keys[i]
+	}
+	escaped := make([]string, len(keys))
+	for i, k := range keys {
+		escaped[i] = escapePathKey(k)
+	}
+	p := strings.Join(escaped, ".")
+	idx, ok := nc.keyIdx[p]
+	if !ok {
+		path, err := rewrite.ParsePath(p)
+		if err != nil {
+			nc.err = err
+			return nil, false
+		}
+		idx = len(nc.c.keys)
+		nc.c.keys = append(nc.c.keys, path)
+		nc.keyIdx[p] = idx
+	}
+	return &pnode{kind: pRec, keyIdx: idx, asTime: asTime}, true
+}
+
+// escapePathKey writes a key so that the rewriter's path syntax reads it
+// as exactly that key.
+func escapePathKey(k string) string {
+	var b strings.Builder
+	for _, c := range k {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c > 0x7f) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// keyReader reads the values of condition.keys from one record.
+type keyReader interface {
+	Key(i int) gjson.Result
+}
+
+// evalNative evaluates a native predicate on one record.
+func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
+	switch n.kind {
+	case pOr, pAnd:
+		stop := types.True
+		if n.kind == pAnd {
+			stop = types.False
+		}
+		var err ref.Val
+		for _, k := range n.kids {
+			v := k.eval(consts, rec)
+			b, ok := v.(types.Bool)
+			if ok && b == stop {
+				return stop
+			}
+			if !ok && err == nil {
+				if types.IsError(v) {
+					err = v
+				} else {
+					err = types.MaybeNoSuchOverloadErr(v)
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return stop.Negate()
+	case pNot:
+		v := n.kids[0].eval(consts, rec)
+		b, ok := v.(types.Bool)
+		if !ok {
+			return types.MaybeNoSuchOverloadErr(v)
+		}
+		return b.Negate()
+	case pConst:
+		return consts[n.constIdx]
+	case pRec:
+		r := rec.Key(n.keyIdx)
+		if !r.Exists() {
+			return types.NewErr("no such key: %s", "record value")
+		}
+		v := gjsonToVal(r)
+		if n.asTime {
+			switch v.(type) {
+			case types.String, types.Int, types.Timestamp:
+				return v.ConvertToType(types.TimestampType)
+			}
+			return types.MaybeNoSuchOverloadErr(v)
+		}
+		return v
+	case pIn:
+		a := n.kids[0].eval(consts, rec)
+		if types.IsError(a) {
+			return a
+		}
+		b := n.kids[1].eval(consts, rec)
+		if types.IsError(b) {
+			return b
+		}
+		if b.Type().HasTrait(traits.ContainerType) {
+			return b.(traits.Container).Contains(a)
+		}
+		return types.ValOrErr(b, "no such overload")
+	case pCmp:
+		a := n.kids[0].eval(consts, rec)
+		if types.IsError(a) {
+			return a
+		}
+		b := n.kids[1].eval(consts, rec)
+		if types.IsError(b) {
+			return b
+		}
+		switch n.op {
+		case operators.Equals:
+			return types.Equal(a, b)
+		case operators.NotEquals:
+			v := types.Equal(a, b)
+			if bv, ok := v.(types.Bool); ok {
+				return bv.Negate()
+			}
+			return v
+		}
+		if !a.Type().HasTrait(traits.ComparerType) {
+			return types.MaybeNoSuchOverloadErr(a)
+		}
+		if isNaN(a) || isNaN(b) {
+			return types.False
+		}
+		cmp := a.(traits.Comparer).Compare(b)
+		ci, ok := cmp.(types.Int)
+		if !ok {
+			return cmp
+		}
+		switch n.op {
+		case operators.Less:
+			return types.Bool(ci < 0)
+		case operators.LessEquals:
+			return types.Bool(ci <= 0)
+		case operators.Greater:
+			return types.Bool(ci > 0)
+		case operators.GreaterEquals:
+			return types.Bool(ci >= 0)
+		}
+	}
+	return types.NewErr("rules: unknown predicate node")
+}
+
+func isNaN(v ref.Val) bool {
+	d, ok := v.(types.Double)
+	return ok && math.IsNaN(float64(d))
+}
+
+// gjsonToVal turns a JSON value into a CEL value: strings, integers (as
+// int when the literal is a whole number that fits), other numbers (as
+// double), booleans, null, objects (a lazy map) and arrays.
+func gjsonToVal(r gjson.Result) ref.Val {
+	switch r.Type {
+	case gjson.String:
+		return types.String(r.Str)
+	case gjson.True:
+		return types.True
+	case gjson.False:
+		return types.False
+	case gjson.Null:
+		return types.NullValue
+	case gjson.Number:
+		if !strings.ContainsAny(r.Raw, ".eE") {
+			if i, err := strconv.ParseInt(r.Raw, 10, 64); err == nil {
+				return types.Int(i)
+			}
+		}
+		return types.Double(r.Num)
+	case gjson.JSON:
+		if r.IsObject() {
+			return &jsonMap{raw: r.Raw}
+		}
+		var elems []ref.Val
+		r.ForEach(func(_, v gjson.Result) bool {
+			elems = append(elems, gjsonToVal(v))
+			return true
+		})
+		return types.NewRefValList(types.DefaultTypeAdapter, elems)
+	}
+	return types.NewErr("no such key")
+}
+
+// lookupKey finds key among the members of a raw JSON object. A key that
+// is present several times with different values does not exist (the same
+// rule as rewrite.Record.Key).
+func lookupKey(raw string, key string) (gjson.Result, bool) {
+	var found gjson.Result
+	n := 0
+	ambiguous := false
+	gjson.Parse(raw).ForEach(func(k, v gjson.Result) bool {
+		if k.Str == key {
+			if n > 0 && v.Raw != found.Raw {
+				ambiguous = true
+				return false
+			}
+			found = v
+			n++
+		}
+		return true
+	})
+	if ambiguous || n == 0 {
+		return gjson.Result{}, false
+	}
+	return found, true
+}
+
+// jsonMap is a JSON object as a CEL map whose members are read lazily.
+type jsonMap struct {
+	raw  string
+	full traits.Mapper // built on first need for iteration or equality
+}
+
+var _ traits.Mapper = (*jsonMap)(nil)
+
+func (m *jsonMap) materialize() traits.Mapper {
+	if m.full == nil {
+		vals := map[ref.Val]ref.Val{}
+		gjson.Parse(m.raw).ForEach(func(k, _ gjson.Result) bool {
+			if v, ok := lookupKey(m.raw, k.Str); ok {
+				vals[types.String(k.Str)] = gjsonToVal(v)
+			}
+			return true
+		})
+		m.full = types.NewRefValMap(types.DefaultTypeAdapter, vals)
+	}
+	return m.full
+}
+
+// Find implements traits.Mapper.
+func (m *jsonMap) Find(key ref.Val) (ref.Val, bool) {
+	k, ok := key.(types.String)
+	if !ok {
+		if types.IsError(key) {
+			return key, false
+		}
+		return nil, false
+	}
+	v, ok := lookupKey(m.raw, string(k))
+	if !ok {
+		return nil, false
+	}
+	return gjsonToVal(v), true
+}
+
+// Get implements traits.Indexer.
+func (m *jsonMap) Get(key ref.Val) ref.Val {
+	if v, ok := m.Find(key); ok {
+		return v
+	}
+	return types.NewErr("no such key: %v", key)
+}
+
+// Contains implements traits.Container.
+func (m *jsonMap) Contains(key ref.Val) ref.Val {
+	_, ok := m.Find(key)
+	return types.Bool(ok)
+}
+
+// Iterator implements traits.Iterable.
+func (m *jsonMap) Iterator() traits.Iterator { return m.materialize().Iterator() }
+
+// Size implements traits.Sizer.
+func (m *jsonMap) Size() ref.Val { return m.materialize().Size() }
+
+// ConvertToNative implements ref.Val.
+func (m *jsonMap) ConvertToNative(t reflect.Type) (any, error) {
+	return m.materialize().ConvertToNative(t)
+}
+
+// ConvertToType implements ref.Val.
+func (m *jsonMap) ConvertToType(t ref.Type) ref.Val { return m.materialize().ConvertToType(t) }
+
+// Equal implements ref.Val.
+func (m *jsonMap) Equal(o ref.Val) ref.Val { return m.materialize().Equal(o) }
+
+// Type implements ref.Val.
+func (m *jsonMap) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (m *jsonMap) Value() any { return m.materialize().Value() }
+
+// lintRoleLiterals warns about `"name" in user.roles` with an undeclared
+// role name, and counts declared ones as used.
+func (l *loader) lintRoleLiterals(n *yaml.Node, key string, e *expr) {
+	v := ast.NewExprVisitor(func(x ast.Expr) {
+		if x.Kind() != ast.CallKind || x.AsCall().FunctionName() != operators.In {
+			return
+		}
+		args := x.AsCall().Args()
+		if len(args) != 2 || args[0].Kind() != ast.LiteralKind || args[1].Kind() != ast.SelectKind {
+			return
+		}
+		sel := args[1].AsSelect()
+		if sel.FieldName() != "roles" || sel.Operand().Kind() != ast.IdentKind || sel.Operand().AsIdent() != varUser {
+			return
+		}
+		if s, ok := args[0].AsLiteral().(types.String); ok {
+			l.useRoles(n, key, []string{string(s)})
+		}
+	})
+	ast.PostOrderVisit(e.ast.NativeRep().Expr(), v)
+}

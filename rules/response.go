@@ -1,0 +1,354 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"github.com/crmguard/crmguard/rules/rewrite"
+	"github.com/tidwall/gjson"
+)
+
+// finishRoute gives the native conditions of a route one shared list of
+// record keys (the rewriter captures them during its scan) and compiles a
+// template plan so that rewriter errors show at load.
+func (l *loader) finishRoute(r *route) {
+	if !r.rewrites {
+		return
+	}
+	index := map[string]int{}
+	var renumber func(n *pnode, c *condition)
+	renumber = func(n *pnode, c *condition) {
+		if n.kind == pRec {
+			p := c.keys[n.keyIdx]
+			k := p.String()
+			i, ok := index[k]
+			if !ok {
+				i = len(r.keys)
+				index[k] = i
+				r.keys = append(r.keys, p)
+			}
+			n.keyIdx = i
+		}
+		for _, kid := range n.kids {
+			renumber(kid, c)
+		}
+	}
+	for _, c := range r.conditions() {
+		if c.native != nil {
+			renumber(c.native, c)
+			c.keys = nil
+		}
+	}
+	tpl := &rewrite.Plan{Records: r.recPath, Single: r.single, Keys: r.keys, Expose: r.expose, AuditID: r.auditID, HashKey: []byte("load-time check")}
+	for _, f := range r.fields {
+		tpl.Fields = append(tpl.Fields, f.rewriteField(nil))
+	}
+	if err := tpl.Compile(); err != nil {
+		l.errorf(r.node, r.key, "%s", strings.TrimPrefix(err.Error(), "rewrite: "))
+	}
+}
+
+func (r *route) conditions() []*condition {
+	var out []*condition
+	if r.visible != nil {
+		out = append(out, r.visible)
+	}
+	for _, f := range r.fields {
+		if f.when != nil {
+			out = append(out, f.when)
+		}
+		if f.unless != nil {
+			out = append(out, f.unless)
+		}
+	}
+	return out
+}
+
+var actions = map[string]rewrite.Action{
+	"remove": rewrite.Remove, "mask": rewrite.Mask, "hash": rewrite.Hash, "null": rewrite.Null, "replace": rewrite.Replace,
+}
+
+func (f *fieldRule) rewriteField(when rewrite.Predicate) rewrite.Field {
+	return rewrite.Field{Path: f.p, Action: actions[f.action], Mask: f.maskFn, Replace: f.replace, When: when, Name: f.path}
+}
+
+// condState is a record condition prepared for one request: its request
+// constants are evaluated once.
+type condState struct {
+	c      *condition
+	consts []ref.Val
+	act    *activation
+}
+
+func (d *Decision) prepare(c *condition) *condState {
+	cs := &condState{c: c, act: d.act}
+	if c.native != nil {
+		cs.consts = make([]ref.Val, len(c.consts))
+		for i, x := range c.consts {
+			v, _, err := x.prg.Eval(d.act)
+			if err != nil {
+				v = types.WrapErr(err)
+			}
+			cs.consts[i] = v
+		}
+	}
+	return cs
+}
+
+// eval evaluates the condition on one record (rec may be nil for a
+// condition that does not read `record`).
+func (cs *condState) eval(rec *rewrite.Record) (bool, error) {
+	if cs.c.native != nil {
+		var v ref.Val
+		if rec == nil {
+			v = cs.c.native.eval(cs.consts, noRecord{})
+		} else {
+			v = cs.c.native.eval(cs.consts, rec)
+		}
+		if b, ok := v.(types.Bool); ok {
+			return bool(b), nil
+		}
+		return false, valError(v)
+	}
+	act := cs.act
+	if rec != nil {
+		act = act.withRecord(rec.Raw())
+	}
+	return cs.c.e.evalBool(act)
+}
+
+type noRecord struct{}
+
+func (noRecord) Key(int) gjson.Result { return gjson.Result{} }
+
+func valError(v ref.Val) error {
+	if e, ok := v.(*types.Err); ok {
+		return fmt.Errorf("rules: %v", e)
+	}
+	return fmt.Errorf("rules: the condition gave %s, not a bool", v.Type().TypeName())
+}
+
+// plan builds the rewrite plan of this request: fields filtered by the
+// user's roles, user-only conditions decided once, record conditions as
+// predicates.
+func (d *Decision) plan() (*rewrite.Plan, error) {
+	rt := d.route
+	p := &rewrite.Plan{Records: rt.recPath, Single: rt.single, Keys: rt.keys, Expose: rt.expose, AuditID: rt.auditID, HashKey: d.set.hashKey}
+	if rt.visible != nil {
+		cs := d.prepare(rt.visible)
+		if !rt.visible.usesRecord {
+			ok, err := cs.eval(nil)
+			if err != nil || !ok {
+				// Hidden for every record; the rewriter counts the error
+				// once per record.
+				p.Visible = func(*rewrite.Record) (bool, error) { return false, err }
+			}
+		} else {
+			p.Visible = cs.eval
+		}
+	}
+	for _, f := range rt.fields {
+		if f.forR != nil && !hasAny(d.user, f.forR) {
+			continue
+		}
+		if f.except != nil && hasAny(d.user, f.except) {
+			continue
+		}
+		var when, unless *condState
+		if f.when != nil {
+			when = d.prepare(f.when)
+		}
+		if f.unless != nil {
+			unless = d.prepare(f.unless)
+		}
+		perRecord := f.when != nil && f.when.usesRecord || f.unless != nil && f.unless.usesRecord
+		if !perRecord {
+			applies, err := applyField(when, unless, nil)
+			if err != nil {
+				d.Audit.EvalErrors++
+			}
+			if applies {
+				p.Fields = append(p.Fields, f.rewriteField(nil))
+			}
+			continue
+		}
+		p.Fields = append(p.Fields, f.rewriteField(func(rec *rewrite.Record) (bool, error) {
+			return applyField(when, unless, rec)
+		}))
+	}
+	return p, p.Compile()
+}
+
+// applyField decides whether a field rule applies: `when` holds and
+// `unless` does not. An error applies the rule (fail closed).
+func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
+	if when != nil {
+		ok, err := when.eval(rec)
+		if err != nil {
+			return true, err
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	if unless != nil {
+		ok, err := unless.eval(rec)
+		if err != nil {
+			return true, err
+		}
+		if ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// downloadTypes are content types that make an answer a download (an
+// export) whatever its Content-Disposition.
+var downloadTypes = []string{
+	"text/csv", "application/csv", "text/tab-separated-values",
+	"application/vnd.ms-excel",
+	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+	"application/vnd.openxmlformats-officedocument.spreadsheetml.template",
+	"application/vnd.ms-excel.sheet.macroenabled.12",
+	"application/vnd.ms-excel.sheet.binary.macroenabled.12",
+	"application/vnd.oasis.opendocument.spreadsheet",
+	"application/x-msexcel", "application/excel",
+}
+
+// isDownload reports whether an answer is a download: an attachment, or
+// a CSV or spreadsheet type. A Content-Disposition that cannot be read
+// counts as a download (fail closed).
+func isDownload(h http.Header) bool {
+	for _, cd := range h.Values("Content-Disposition") {
+		disp, _, err := mime.ParseMediaType(cd)
+		if err != nil || strings.EqualFold(disp, "attachment") {
+			return true
+		}
+	}
+	for _, ct := range h.Values("Content-Type") {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil {
+			mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
+		}
+		if contains(downloadTypes, mt) {
+			return true
+		}
+	}
+	return false
+}
+
+// InspectResponse looks at the upstream answer's status and headers. buffer
+// is true when the body must be buffered and passed to Rewrite; a non-nil
+// block means the answer must not reach the client.
+//
+// A download answer (Content-Disposition: attachment, CSV or spreadsheet
+// types) on a route not marked export is blocked with 403. A 206 partial
+// answer on a rewriting route is blocked with 502: part of a document
+// cannot be rewritten. In shadow mode nothing is blocked; the audit says
+// what would have been.
+func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, block *Block) {
+	if d.Outcome != Allow {
+		return false, nil
+	}
+	if h == nil {
+		h = http.Header{}
+	}
+	if isDownload(h) {
+		d.Audit.Export.Download = true
+		if !d.exportOK {
+			where := "a request that matches no route"
+			if d.route != nil {
+				where = "route " + d.route.id + ", which is not marked export"
+			}
+			return false, d.block(http.StatusForbidden, "the answer is a download (a bulk export) on "+where)
+		}
+	}
+	if d.route == nil || !d.route.rewrites {
+		return false, nil
+	}
+	switch {
+	case status == http.StatusPartialContent:
+		return false, d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the upstream sent a partial (206) answer, which cannot be rewritten", d.route.id))
+	case status < 200 || status > 299 || status == http.StatusNoContent:
+		return false, nil
+	}
+	return true, nil
+}
+
+// block records a refused answer; in shadow mode it returns nil (the
+// audit keeps what would have happened).
+func (d *Decision) block(status int, reason string) *Block {
+	d.Audit.Decision = "block"
+	d.Audit.Reason = reason
+	if status == http.StatusForbidden && (d.Audit.Export.Download || d.Audit.Export.TooMany) {
+		d.Audit.Export.Blocked = true
+	}
+	if d.Shadow {
+		d.Audit.Reason = "shadow mode, not enforced: " + reason
+		return nil
+	}
+	return &Block{Status: status, Reason: reason}
+}
+
+// Rewrite rewrites a buffered, decoded answer body in one pass, appending
+// the result to dst. A non-nil block means the client gets block.Status
+// instead (404 for a hidden single record, 403 for a blocked export). An
+// error means the body cannot be rewritten (the caller answers 502). In
+// shadow mode the rewrite runs for the audit and body is returned as it is.
+func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (out []byte, block *Block, err error) {
+	if d.Outcome != Allow || d.route == nil || !d.route.rewrites || status < 200 || status > 299 || status == http.StatusNoContent {
+		return append(dst, body...), nil, nil
+	}
+	p, err := d.plan()
+	if err != nil {
+		return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, err)
+	}
+	var st rewrite.Stats
+	orig := len(dst)
+	out, err = p.Rewrite(dst, body, &st)
+	d.Audit.RecordsIn += st.RecordsIn
+	d.Audit.RecordsOut += st.RecordsOut
+	d.Audit.EvalErrors += st.EvalErrors
+	d.Audit.RecordIDs = append(d.Audit.RecordIDs, st.IDs...)
+	for k, v := range st.Fields {
+		if d.Audit.Fields == nil {
+			d.Audit.Fields = map[string]int{}
+		}
+		d.Audit.Fields[k] += v
+	}
+	if errors.Is(err, rewrite.ErrNotVisible) {
+		b := d.block(http.StatusNotFound, fmt.Sprintf("route %s: the record is not visible to %s", d.route.id, rolesPhrase(d.user)))
+		return d.shadowed(dst[:orig], body), b, nil
+	}
+	if err != nil {
+		d.Audit.Decision = "error"
+		d.Audit.Reason = fmt.Sprintf("route %s: the answer cannot be rewritten: %v", d.route.id, err)
+		return dst[:orig], nil, fmt.Errorf("rules: route %s: the answer cannot be rewritten: %w", d.route.id, err)
+	}
+	if d.route.maxRec > 0 && !d.route.single && st.RecordsOut > d.route.maxRec {
+		d.Audit.Export.TooMany = true
+		if !d.exportOK {
+			b := d.block(http.StatusForbidden, fmt.Sprintf("route %s: the answer holds %d records, more than max_records (%d): a bulk export", d.route.id, st.RecordsOut, d.route.maxRec))
+			return d.shadowed(out[:orig], body), b, nil
+		}
+	}
+	if d.Shadow {
+		return append(out[:orig], body...), nil, nil
+	}
+	return out, nil, nil
+}
+
+// shadowed is the body a blocked answer leaves behind: nothing when
+// enforcing, the original in shadow mode.
+func (d *Decision) shadowed(dst, body []byte) []byte {
+	if d.Shadow {
+		return append(dst, body...)
+	}
+	return dst
+}

@@ -1,0 +1,501 @@
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/crmguard/crmguard/rules/mask"
+	"github.com/crmguard/crmguard/rules/rewrite"
+	"go.yaml.in/yaml/v3"
+)
+
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "body", "export"}
+
+func (l *loader) routes(n *yaml.Node) {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		l.errorf(n, "routes", "want a list of routes, got %s", kindName(n))
+		return
+	}
+	ids := map[string]bool{}
+	for i, rn := range n.Content {
+		key := indexKey("routes", i)
+		r := l.route(resolve(rn), key)
+		if r == nil {
+			continue
+		}
+		if ids[r.id] {
+			l.errorf(rn, joinKey(key, "id"), "duplicate route id %q", r.id)
+		}
+		ids[r.id] = true
+		l.set.routes = append(l.set.routes, r)
+	}
+}
+
+func (l *loader) route(n *yaml.Node, key string) *route {
+	es, ok := l.entries(n, key, routeKeys...)
+	if !ok {
+		return nil
+	}
+	r := &route{node: n, key: key}
+	by := map[string]entry{}
+	for _, e := range es {
+		by[e.name] = e
+	}
+	env := l.set.env
+	if e, ok := by["id"]; ok {
+		r.id, _ = l.str(e.val, joinKey(key, "id"))
+	}
+	if r.id == "" {
+		l.errorf(n, joinKey(key, "id"), "every route needs an id (it names the route in denials and the audit log)")
+	}
+	if e, ok := by["description"]; ok {
+		l.str(e.val, joinKey(key, "description"))
+	}
+	if e, ok := by["match"]; ok {
+		l.match(r, e.val, joinKey(key, "match"))
+	} else {
+		l.errorf(n, joinKey(key, "match"), "missing: a route needs a match with at least a path")
+	}
+	_, hasAllow := by["allow"]
+	_, hasDeny := by["deny"]
+	switch {
+	case hasAllow && hasDeny:
+		l.errorf(by["deny"].key, joinKey(key, "deny"), "a route has either allow or deny, not both")
+	case !hasAllow && !hasDeny:
+		l.errorf(n, joinKey(key, "allow"), "missing: say who may call the route (allow: [roles], authenticated or public) or deny: <reason>")
+	}
+	if e, ok := by["allow"]; ok {
+		ak := joinKey(key, "allow")
+		if list, ok := l.strList(e.val, ak); ok {
+			for _, a := range list {
+				switch a {
+				case allowPublic:
+					r.public = true
+				case allowAuthenticated:
+					r.anyUser = true
+				default:
+					r.allow = append(r.allow, a)
+				}
+			}
+			if r.public && len(list) > 1 {
+				l.errorf(e.val, ak, "public cannot be combined with other entries")
+			}
+			l.useRoles(e.val, ak, r.allow)
+		}
+	}
+	if e, ok := by["deny"]; ok {
+		if v, ok := l.str(e.val, joinKey(key, "deny")); ok {
+			r.deny = v
+			if strings.TrimSpace(v) == "" || v == "true" {
+				r.deny = "the rule file denies this route"
+			}
+		}
+	}
+	if e, ok := by["when"]; ok {
+		wk := joinKey(key, "when")
+		if src, ok := l.str(e.val, wk); ok {
+			r.when = compileExpr(&l.diag, env, e.val, wk, src, requestVars, true)
+		}
+	}
+	if e, ok := by["mfa"]; ok {
+		mk := joinKey(key, "mfa")
+		fs, _ := l.entries(e.val, mk, "required", "max_age")
+		for _, f := range fs {
+			switch f.name {
+			case "required":
+				if b, ok := l.boolean(f.val, joinKey(mk, "required")); ok {
+					r.mfaReq = &b
+				}
+			case "max_age":
+				r.maxAge, _ = l.duration(f.val, joinKey(mk, "max_age"))
+			}
+		}
+		if r.mfaReq != nil && *r.mfaReq && len(l.set.mfa.AMR) == 0 && len(l.set.mfa.ACR) == 0 {
+			l.errorf(e.val, mk, "requires MFA but the file's mfa block lists no amr or acr values that count as MFA")
+		}
+	}
+	if r.public && (r.mfaReq != nil || r.maxAge > 0) {
+		l.errorf(by["mfa"].key, joinKey(key, "mfa"), "a public route needs no sign-in, so it cannot ask for MFA")
+	}
+	_, hasRecords := by["records"]
+	_, hasRecord := by["record"]
+	if hasRecords && hasRecord {
+		l.errorf(by["record"].key, joinKey(key, "record"), "use records (a list) or record (one record), not both")
+	}
+	if e, ok := by["records"]; ok {
+		rk := joinKey(key, "records")
+		if p, ok := l.str(e.val, rk); ok {
+			if path, ok := l.path(e.val, rk, p); ok {
+				r.records, r.recPath = p, path
+			}
+		}
+	}
+	if e, ok := by["record"]; ok {
+		rk := joinKey(key, "record")
+		if p, ok := l.str(e.val, rk); ok {
+			if path, ok := l.path(e.val, rk, p); ok {
+				r.record, r.recPath, r.single = p, path, true
+			}
+		}
+	}
+	needRecords := func(name string) {
+		if !hasRecords && !hasRecord {
+			l.errorf(by[name].key, joinKey(key, name), "needs records or record to say where the records are in the answer")
+		}
+	}
+	if e, ok := by["visible"]; ok {
+		needRecords("visible")
+		vk := joinKey(key, "visible")
+		if src, ok := l.str(e.val, vk); ok {
+			r.visible = l.condition(e.val, vk, src)
+		}
+	}
+	if e, ok := by["expose"]; ok {
+		needRecords("expose")
+		xk := joinKey(key, "expose")
+		if list, ok := l.strList(e.val, xk); ok {
+			for i, p := range list {
+				if path, ok := l.path(resolve(e.val), indexKey(xk, i), p); ok {
+					r.expose = append(r.expose, path)
+				}
+			}
+			if len(list) == 0 {
+				l.errorf(e.val, xk, "an empty expose list would drop every field; remove the key or list fields")
+			}
+		}
+	}
+	if e, ok := by["fields"]; ok {
+		needRecords("fields")
+		l.fields(r, e.val, joinKey(key, "fields"))
+	}
+	if e, ok := by["max_records"]; ok {
+		needRecords("max_records")
+		r.maxRec, _ = l.integer(e.val, joinKey(key, "max_records"), 1)
+	}
+	if e, ok := by["audit_id"]; ok {
+		needRecords("audit_id")
+		ak := joinKey(key, "audit_id")
+		if p, ok := l.str(e.val, ak); ok {
+			if path, ok := l.path(e.val, ak, p); ok {
+				r.auditID = path
+			}
+		}
+	}
+	if e, ok := by["body"]; ok {
+		l.bodyGuards(r, e.val, joinKey(key, "body"))
+	}
+	if e, ok := by["export"]; ok {
+		ek := joinKey(key, "export")
+		fs, _ := l.entries(e.val, ek, "approval", "without_approval")
+		r.export = &exportSpec{approval: true}
+		for _, f := range fs {
+			switch f.name {
+			case "approval":
+				r.export.approval, _ = l.boolean(f.val, joinKey(ek, "approval"))
+			case "without_approval":
+				wk := joinKey(ek, "without_approval")
+				r.export.withoutApproval, _ = l.strList(f.val, wk)
+				l.useRoles(f.val, wk, r.export.withoutApproval)
+			}
+		}
+	}
+	r.rewrites = r.records != "" || r.record != ""
+	l.finishRoute(r)
+	return r
+}
+
+func (l *loader) match(r *route, n *yaml.Node, key string) {
+	es, ok := l.entries(n, key, "methods", "path", "query", "headers")
+	if !ok {
+		return
+	}
+	hasPath := false
+	for _, e := range es {
+		fk := joinKey(key, e.name)
+		switch e.name {
+		case "methods":
+			if ms, ok := l.strList(e.val, fk); ok {
+				for _, m := range ms {
+					u := strings.ToUpper(m)
+					if !validMethod(u) {
+						l.errorf(e.val, fk, "%q is not an HTTP method", m)
+						continue
+					}
+					r.methods = append(r.methods, u)
+				}
+				if len(ms) == 0 {
+					l.errorf(e.val, fk, "an empty methods list matches nothing; remove the key to match every method")
+				}
+			}
+		case "path":
+			hasPath = true
+			if p, ok := l.str(e.val, fk); ok {
+				pat, err := parsePattern(p)
+				if err != nil {
+					l.errorf(e.val, fk, "%v", err)
+				} else {
+					r.pattern = pat
+				}
+			}
+		case "query", "headers":
+			ms, _ := l.entries(e.val, fk)
+			for _, m := range ms {
+				mk := joinKey(fk, m.name)
+				mt := matcher{name: m.name}
+				if e.name == "headers" {
+					mt.name = http.CanonicalHeaderKey(m.name)
+				}
+				v := resolve(m.val)
+				switch {
+				case v.Kind == yaml.ScalarNode && v.Tag == "!!bool":
+					mt.present, _ = l.boolean(v, mk)
+				default:
+					vals, ok := l.strList(v, mk)
+					if !ok {
+						continue
+					}
+					if len(vals) == 0 {
+						l.errorf(v, mk, "an empty list matches nothing")
+						continue
+					}
+					mt.values = vals
+				}
+				if e.name == "headers" {
+					r.headers = append(r.headers, mt)
+				} else {
+					r.query = append(r.query, mt)
+				}
+			}
+		}
+	}
+	if !hasPath {
+		l.errorf(n, joinKey(key, "path"), "missing: a route must match a path (use /** for every path)")
+	}
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// path compiles a field path.
+func (l *loader) path(n *yaml.Node, key, p string) (rewrite.Path, bool) {
+	path, err := checkFieldPath(p)
+	if err != nil {
+		l.errorf(n, key, "%v", err)
+		return path, false
+	}
+	return path, true
+}
+
+var fieldKeys = []string{"remove", "mask", "hash", "null", "replace", "for", "except", "when", "unless"}
+
+func (l *loader) fields(r *route, n *yaml.Node, key string) {
+	es, _ := l.entries(n, key)
+	for _, e := range es {
+		fk := joinKey(key, e.name)
+		path, ok := l.path(e.key, fk, e.name)
+		if !ok {
+			continue
+		}
+		f := &fieldRule{path: e.name, p: path, key: fk}
+		v := resolve(e.val)
+		if v.Kind == yaml.ScalarNode {
+			switch v.Value {
+			case "remove", "hash", "null":
+				f.action = v.Value
+			default:
+				l.errorf(v, fk, "unknown action %q (remove, hash, null, or a mapping such as {mask: phone} or {replace: VALUE})", v.Value)
+				continue
+			}
+			l.fieldAction(f, v, fk)
+			r.fields = append(r.fields, f)
+			continue
+		}
+		fs, ok := l.entries(v, fk, fieldKeys...)
+		if !ok {
+			continue
+		}
+		good := true
+		for _, a := range fs {
+			ak := joinKey(fk, a.name)
+			switch a.name {
+			case "remove", "hash", "null":
+				b, ok := l.boolean(a.val, ak)
+				if ok && b {
+					good = good && l.setAction(f, a, fk, a.name)
+				} else if ok {
+					l.errorf(a.val, ak, "write the action only when it applies (%s: true)", a.name)
+					good = false
+				}
+			case "mask":
+				if m, ok := l.str(a.val, ak); ok {
+					if fn, ok := l.set.masks[m]; ok {
+						f.maskFn = fn
+					} else if fn, ok := mask.Builtin(m); ok {
+						f.maskFn = fn
+					} else {
+						l.errorf(a.val, ak, "unknown mask %q (built in: %s; or declare it under masks)", m, strings.Join(builtinMasks, ", "))
+						good = false
+					}
+					f.mask = m
+					good = good && l.setAction(f, a, fk, "mask")
+				}
+			case "replace":
+				var val any
+				if err := a.val.Decode(&val); err != nil {
+					l.errorf(a.val, ak, "cannot read the value: %v", err)
+					good = false
+					continue
+				}
+				raw, err := json.Marshal(yamlToJSONable(val))
+				if err != nil {
+					l.errorf(a.val, ak, "the value cannot be written as JSON: %v", err)
+					good = false
+					continue
+				}
+				f.replace = raw
+				good = good && l.setAction(f, a, fk, "replace")
+			case "for":
+				f.forR, _ = l.strList(a.val, ak)
+				l.useRoles(a.val, ak, f.forR)
+			case "except":
+				f.except, _ = l.strList(a.val, ak)
+				l.useRoles(a.val, ak, f.except)
+			case "when", "unless":
+				if src, ok := l.str(a.val, ak); ok {
+					c := l.condition(a.val, ak, src)
+					if a.name == "when" {
+						f.when = c
+					} else {
+						f.unless = c
+					}
+				}
+			}
+		}
+		if f.forR != nil && f.except != nil {
+			l.errorf(v, fk, "use for or except, not both")
+			good = false
+		}
+		if f.action == "" {
+			l.errorf(v, fk, "no action (one of remove, mask, hash, null, replace)")
+			good = false
+		}
+		if good {
+			l.fieldAction(f, v, fk)
+			r.fields = append(r.fields, f)
+		}
+	}
+}
+
+func (l *loader) setAction(f *fieldRule, a entry, fk, action string) bool {
+	if f.action != "" {
+		l.errorf(a.key, fk, "two actions (%s and %s); a field gets one", f.action, action)
+		return false
+	}
+	f.action = action
+	return true
+}
+
+func (l *loader) fieldAction(f *fieldRule, n *yaml.Node, key string) {
+	if f.action == "hash" && len(l.cfg.hashKey) == 0 {
+		l.errorf(n, key, "hash needs a secret key (the handler's hash_key setting), and none was given")
+	}
+}
+
+// yamlToJSONable turns the map[string]any / map[any]any trees yaml
+// decodes into values encoding/json can write.
+func yamlToJSONable(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[k] = yamlToJSONable(x)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[fmt.Sprint(k)] = yamlToJSONable(x)
+		}
+		return out
+	case []any:
+		for i, x := range v {
+			v[i] = yamlToJSONable(x)
+		}
+		return v
+	}
+	return v
+}
+
+func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
+	es, _ := l.entries(n, key)
+	for _, e := range es {
+		gk := joinKey(key, e.name)
+		segs, err := splitGuardPath(e.name)
+		if err != nil {
+			l.errorf(e.key, gk, "%v", err)
+			continue
+		}
+		g := &bodyGuard{path: e.name, segs: segs}
+		fs, ok := l.entries(e.val, gk, "deny", "deny_unless")
+		if !ok {
+			continue
+		}
+		for _, f := range fs {
+			fk := joinKey(gk, f.name)
+			switch f.name {
+			case "deny":
+				g.deny, _ = l.strList(f.val, fk)
+				l.useRoles(f.val, fk, g.deny)
+			case "deny_unless":
+				if src, ok := l.str(f.val, fk); ok {
+					g.denyUnless = compileExpr(&l.diag, l.set.env, f.val, fk, src, requestVars, true)
+				}
+			}
+		}
+		if g.deny == nil && g.denyUnless == nil {
+			l.errorf(e.val, gk, "a body guard needs deny: [roles] or deny_unless: CONDITION")
+			continue
+		}
+		r.body = append(r.body, g)
+	}
+}
+
+// splitGuardPath splits a body guard path on unescaped dots.
+func splitGuardPath(p string) ([]string, error) {
+	var segs []string
+	var cur strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\' && i+1 < len(p):
+			i++
+			cur.WriteByte(p[i])
+		case c == '.':
+			segs = append(segs, cur.String())
+			cur.Reset()
+		case strings.IndexByte("*?#@|[]{}()", c) >= 0:
+			return nil, fmt.Errorf("%q: a body guard names a field by its keys (a.b); %q is not allowed here (escape it with \\ if it is part of a key)", p, c)
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	segs = append(segs, cur.String())
+	for _, s := range segs {
+		if s == "" {
+			return nil, fmt.Errorf("%q: empty key in the path", p)
+		}
+	}
+	return segs, nil
+}
