@@ -208,10 +208,7 @@ func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
 		switch ps.kind {
 		case segRest:
 			rest := pat[i+1:]
-			for j := len(segs); j >= i; j-- {
-				if j < i {
-					break
-				}
+			for j := len(segs); j >= 0; j-- {
 				if matchSegs(rest, segs[j:], params) {
 					return true
 				}

@@ -98,6 +98,9 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 		wk := joinKey(key, "when")
 		if src, ok := l.str(e.val, wk); ok {
 			r.when = compileExpr(&l.diag, env, e.val, wk, src, requestVars, true)
+			if r.when != nil {
+				l.lintRoleLiterals(e.val, wk, r.when)
+			}
 		}
 	}
 	if e, ok := by["mfa"]; ok {
@@ -461,6 +464,9 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 			case "deny_unless":
 				if src, ok := l.str(f.val, fk); ok {
 					g.denyUnless = compileExpr(&l.diag, l.set.env, f.val, fk, src, requestVars, true)
+					if g.denyUnless != nil {
+						l.lintRoleLiterals(f.val, fk, g.denyUnless)
+					}
 				}
 			}
 		}

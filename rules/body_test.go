@@ -1,0 +1,138 @@
+package rules
+
+import (
+	"strings"
+	"testing"
+)
+
+const bodyRules = `version: 1
+roles: {sales: {}, service: {}, sales_manager: {inherits: [sales]}}
+routes:
+  - id: customers.update
+    match: {methods: [PUT, PATCH, POST], path: "/api/customers/**"}
+    allow: [sales, service, sales_manager]
+    body:
+      stage: {deny: [service]}
+      contract_amount: {deny: [service]}
+      owner_id: {deny_unless: '"sales_manager" in user.roles'}
+      deal.discount: {deny: [sales]}
+`
+
+func TestRequestBodyGuards(t *testing.T) {
+	s := mustLoad(t, bodyRules)
+	service := s.UserFromRoles("li", []string{"service"}, nil, true, shanghaiWorkday)
+	sales := s.UserFromRoles("zhang", []string{"sales"}, nil, true, shanghaiWorkday)
+	manager := s.UserFromRoles("wang", []string{"sales_manager"}, nil, true, shanghaiWorkday)
+	const js, form = "application/json", "application/x-www-form-urlencoded"
+	cases := []struct {
+		name   string
+		user   *User
+		ctype  string
+		body   string
+		status int    // 0: passes
+		field  string // the field named in a 403
+	}{
+		{"a top-level guarded field is refused", service, js, `{"stage":"won"}`, 403, "stage"},
+		{"an unguarded field passes", service, js, `{"notes":"called"}`, 0, ""},
+		{"a guarded field nested in an object is refused", service, js, `{"deal":{"stage":"won"}}`, 403, "stage"},
+		{"a guarded field in a bulk update array is refused", service, js, `[{"id":1,"notes":"x"},{"id":2,"stage":"won"}]`, 403, "stage"},
+		{"a guarded field deep in arrays of objects is refused", service, js, `{"ops":[{"set":[{"contract_amount":1}]}]}`, 403, "contract_amount"},
+		{"a key written with \\u escapes is refused", service, js, `{"st\u0061ge":"won"}`, 403, "stage"},
+		{"a key in another case is refused", service, js, `{"Stage":"won"}`, 403, "stage"},
+		{"a duplicate key is refused even when the first copy is harmless", service, js, `{"notes":"a","notes":"b","stage":"x","stage":"y"}`, 403, "stage"},
+		{"a guarded key as a value is not a field", service, js, `{"notes":"stage"}`, 0, ""},
+		{"a dotted guard matches the key under its parent", sales, js, `{"deal":{"discount":5}}`, 403, "deal.discount"},
+		{"a dotted guard matches under arrays", sales, js, `{"deal":[{"discount":5}]}`, 403, "deal.discount"},
+		{"a dotted guard does not match the key under another parent", sales, js, `{"item":{"discount":5}}`, 0, ""},
+		{"deny_unless refuses when its condition fails", sales, js, `{"owner_id":"li"}`, 403, "owner_id"},
+		{"deny_unless passes when its condition holds", manager, js, `{"owner_id":"li"}`, 0, ""},
+		{"a role not in deny passes", sales, js, `{"stage":"won"}`, 0, ""},
+		{"a form field is refused", service, form, `notes=x&stage=won`, 403, "stage"},
+		{"a bracketed form field is refused", service, form, `deal%5Bstage%5D=won`, 403, "stage"},
+		{"a nested bracketed form field is refused", service, form, `items[0][stage]=won`, 403, "stage"},
+		{"a dotted form field is refused", service, form, `deal.stage=won`, 403, "stage"},
+		{"a percent-encoded form key is refused", service, form, `st%61ge=won`, 403, "stage"},
+		{"a dotted guard matches a bracketed form key", sales, form, `deal[discount]=5`, 403, "deal.discount"},
+		{"an unguarded form passes", service, form, `notes=called`, 0, ""},
+		{"a charset parameter of UTF-8 is read", service, "application/json; charset=utf-8", `{"stage":1}`, 403, "stage"},
+		{"a +json type is read as JSON", service, "application/merge-patch+json", `{"stage":1}`, 403, "stage"},
+		{"invalid JSON is refused as unreadable", service, js, `{"stage":`, 400, ""},
+		{"JSON with trailing data is refused", service, js, `{"notes":1} {"stage":2}`, 400, ""},
+		{"a form with ; separators is refused", service, form, `notes=x;stage=won`, 400, ""},
+		{"a form with a bad escape is refused", service, form, `notes=%zz`, 400, ""},
+		{"an unknown content type is refused", service, "text/plain", `stage=won`, 400, ""},
+		{"a missing content type is refused", service, "", `{"stage":1}`, 400, ""},
+		{"multipart is refused", service, "multipart/form-data; boundary=x", "--x\r\n", 400, ""},
+		{"another charset is refused", service, "application/json; charset=utf-16", `{"notes":1}`, 400, ""},
+		{"an empty body passes", service, js, ``, 0, ""},
+		{"nesting beyond the limit is refused", service, js, strings.Repeat("[", 600) + strings.Repeat("]", 600), 400, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(c.user, request("PATCH", "/api/customers/42"))
+			if d.Outcome != Allow {
+				t.Fatalf("not allowed: %s", d.Reason)
+			}
+			be := d.CheckBody(c.ctype, []byte(c.body))
+			if c.status == 0 {
+				if be != nil {
+					t.Fatalf("refused: %+v", be)
+				}
+				return
+			}
+			if be == nil {
+				if !d.GuardsBody() {
+					t.Fatalf("no guard applies to %v", c.user.Roles)
+				}
+				t.Fatalf("passed, want %d", c.status)
+			}
+			if be.Status != c.status || be.Field != c.field {
+				t.Fatalf("got %d field %q (%s), want %d field %q", be.Status, be.Field, be.Reason, c.status, c.field)
+			}
+			if c.status == 403 && !strings.Contains(be.Reason, c.field) {
+				t.Errorf("reason %q does not name the field", be.Reason)
+			}
+			if d.Audit.Decision != "deny" || d.Audit.Reason != be.Reason {
+				t.Errorf("audit %+v", d.Audit)
+			}
+		})
+	}
+}
+
+func TestGuardsBodyIsFalseWhenNoGuardApplies(t *testing.T) {
+	s := mustLoad(t, bodyRules)
+	cases := []struct {
+		name  string
+		roles []string
+		want  bool
+	}{
+		{"a denied role must have its body read", []string{"service"}, true},
+		{"a role failing deny_unless must have its body read", []string{"sales"}, true},
+		{"an inheriting role carries its parent's restrictions", []string{"sales_manager"}, true},
+	}
+	// sales_manager inherits sales, so deal.discount (deny: [sales])
+	// applies to it too: inheritance gives a role everything its parent
+	// has, restrictions included.
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(s.UserFromRoles("u", c.roles, nil, true, shanghaiWorkday), request("PUT", "/api/customers/1"))
+			if got := d.GuardsBody(); got != c.want {
+				t.Fatalf("GuardsBody() = %v, want %v", got, c.want)
+			}
+		})
+	}
+	t.Run("a route without guards never reads the body", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {a: {}}\nroutes:\n  - id: x\n    match: {path: /x}\n    allow: [a]\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("POST", "/x"))
+		if d.GuardsBody() || d.CheckBody("text/plain", []byte("anything")) != nil {
+			t.Fatal("a route without guards checked the body")
+		}
+	})
+	t.Run("a user only deny_unless concerns skips the body when it holds", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {a: {}, b: {}}\nroutes:\n  - id: x\n    match: {path: /x}\n    allow: [a, b]\n    body: {owner_id: {deny_unless: '\"b\" in user.roles'}}\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"b"}, nil, true, shanghaiWorkday), request("POST", "/x"))
+		if d.GuardsBody() {
+			t.Fatal("GuardsBody() is true although deny_unless holds")
+		}
+	})
+}

@@ -1,0 +1,187 @@
+package rules
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func TestPathsAreNormalisedOnceBeforeMatching(t *testing.T) {
+	cases := []struct {
+		name, in, want string
+	}{
+		{"a plain path stays as it is", "/api/customers", "/api/customers"},
+		{"duplicate slashes collapse", "//api///customers", "/api/customers"},
+		{"a trailing slash is dropped", "/api/customers/", "/api/customers"},
+		{"dot segments resolve", "/api/./x/../customers", "/api/customers"},
+		{"encoded dot segments resolve after decoding", "/api/x/%2e%2E/customers", "/api/customers"},
+		{"percent escapes decode", "/api/%63ustomers", "/api/customers"},
+		{"UTF-8 in the path decodes", "/api/%E5%AE%A2%E6%88%B7", "/api/客户"},
+		{"the empty path is the root", "", "/"},
+		{"the root stays the root", "/", "/"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, _, err := normalizePath(c.in)
+			if err != nil || got != c.want {
+				t.Fatalf("normalizePath(%q) = %q, %v; want %q", c.in, got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestPathsAServerCouldReadDifferentlyAreRefused(t *testing.T) {
+	cases := []struct {
+		name, in, why string
+	}{
+		{"an encoded slash", "/api/customers%2Fexport", "encoded \"/\""},
+		{"an encoded slash in lower case", "/api/customers%2fexport", "encoded \"/\""},
+		{"an encoded backslash", "/api/customers%5Cexport", "encoded \"\\\\\""},
+		{"a raw backslash", "/api\\customers", "backslash"},
+		{"a matrix parameter", "/api/customers;x=1/export", "';'"},
+		{"an encoded semicolon", "/api/customers%3Bx/export", "';'"},
+		{"an encoded NUL", "/api/customers/export%00", "control character"},
+		{"an encoded newline", "/api/customers/export%0a", "control character"},
+		{"double encoding of a slash", "/api/customers%252Fexport", "double encoding"},
+		{"double encoding of dots", "/api/%252e%252e/admin", "double encoding"},
+		{"an invalid escape", "/api/%zzcustomers", "invalid percent escape"},
+		{"a truncated escape", "/api/customers%4", "invalid percent escape"},
+		{"IIS %u escapes", "/api/%u0065xport", "invalid percent escape"},
+		{"an overlong UTF-8 dot", "/api/%c0%ae%c0%ae/admin", "not valid UTF-8"},
+		{"an encoded question mark", "/api/customers/export%3F.json", "encoded \"?\""},
+		{"an encoded hash", "/api/customers/export%23x", "encoded \"#\""},
+		{"a trailing dot that Windows drops", "/api/customers/export.", "ends in \".\""},
+		{"a trailing space that Windows drops", "/api/customers/export%20", "ends in \" \""},
+		{"dot segments above the root", "/../api/customers", "climbs above the root"},
+		{"a path that does not start with a slash", "api/customers", "does not start with /"},
+	}
+	for _, c := range cases {
+		t.Run(c.name+" is refused", func(t *testing.T) {
+			got, _, err := normalizePath(c.in)
+			if err == nil {
+				t.Fatalf("normalizePath(%q) = %q, want an error", c.in, got)
+			}
+			if !errors.Is(err, errAmbiguousPath) || !strings.Contains(err.Error(), c.why) {
+				t.Fatalf("error %q does not say %q", err, c.why)
+			}
+		})
+	}
+}
+
+const bypassRules = `version: 1
+roles: {admin: {}, sales: {}}
+routes:
+  - id: export
+    match: {path: /api/customers/export}
+    allow: [admin]
+  - id: sensitive
+    match: {path: "/api/customers/{id}/sensitive"}
+    allow: [admin]
+  - id: api
+    match: {path: /api/**}
+    allow: [sales]
+`
+
+// TestTrickyPathsNeverReachARouteTheyWouldBypass is written from the
+// attacker's side: a sales user tries to reach the admin-only routes
+// through the broad /api/** route by dressing the path up.
+func TestTrickyPathsNeverReachARouteTheyWouldBypass(t *testing.T) {
+	s := mustLoad(t, bypassRules)
+	sales := s.UserFromRoles("eve", []string{"sales"}, nil, true, shanghaiWorkday)
+	cases := []struct{ name, target string }{
+		{"a trailing slash", "/api/customers/export/"},
+		{"a doubled slash", "/api//customers/export"},
+		{"a dot segment", "/api/./customers/export"},
+		{"a dot-dot segment", "/api/x/../customers/export"},
+		{"encoded dot-dot", "/api/x/%2e%2e/customers/export"},
+		{"an encoded letter", "/api/customers/%65xport"},
+		{"upper case (IIS ignores case)", "/API/Customers/EXPORT"},
+		{"mixed case on a parameter route", "/api/customers/7/Sensitive"},
+		{"a matrix parameter", "/api/customers;x=1/export"},
+		{"a session parameter", "/api/customers/export;jsessionid=1"},
+		{"an encoded slash", "/api/customers%2Fexport"},
+		{"an encoded backslash", "/api/customers%5Cexport"},
+		{"a NUL byte", "/api/customers/export%00"},
+		{"a NUL byte and an extension", "/api/customers/export%00.json"},
+		{"double encoding", "/api/customers/%2565xport"},
+		{"a trailing dot", "/api/customers/export."},
+		{"a trailing space", "/api/customers/export%20"},
+		{"an overlong dot-dot", "/api/x/%c0%ae%c0%ae/customers/export"},
+		{"an encoded question mark", "/api/customers/export%3F"},
+		{"a climb above the root", "/../api/customers/export"},
+		{"a lower-case method", "/api/customers/export"},
+	}
+	for _, c := range cases {
+		t.Run("a sales user cannot reach an admin route through "+c.name, func(t *testing.T) {
+			u, err := url.ParseRequestURI(c.target)
+			if err != nil {
+				t.Fatalf("test input does not parse: %v", err)
+			}
+			method := "GET"
+			if strings.Contains(c.name, "lower-case") {
+				method = "get"
+			}
+			d := s.Decide(sales, &Request{Method: method, URL: u, Now: shanghaiWorkday})
+			if d.Outcome == Allow {
+				t.Fatalf("%s was allowed on route %q (path %q)", c.target, d.RouteID, d.Path)
+			}
+			if d.Status != 400 && d.Status != 403 {
+				t.Fatalf("status %d, want 400 or 403", d.Status)
+			}
+			if d.Status == 403 && d.RouteID == "api" {
+				t.Fatalf("denied by the wrong route")
+			}
+		})
+	}
+	t.Run("an admin still reaches the export route through a harmless variant", func(t *testing.T) {
+		admin := s.UserFromRoles("root", []string{"admin"}, nil, true, shanghaiWorkday)
+		d := s.Decide(admin, request("GET", "/api//Customers/./export/"))
+		if d.Outcome != Allow || d.RouteID != "export" || d.Path != "/api/Customers/export" {
+			t.Fatalf("outcome %v route %q path %q", d.Outcome, d.RouteID, d.Path)
+		}
+	})
+}
+
+func TestPathPatterns(t *testing.T) {
+	cases := []struct {
+		name, pattern, path string
+		match              bool
+		params             map[string]string
+	}{
+		{"a literal matches itself", "/a/b", "/a/b", true, nil},
+		{"a literal ignores ASCII case", "/a/b", "/A/B", true, nil},
+		{"a literal does not match a longer path", "/a/b", "/a/b/c", false, nil},
+		{"{id} captures one segment", "/c/{id}", "/c/42", true, map[string]string{"id": "42"}},
+		{"{id} keeps the segment's case and decoding", "/c/{id}", "/c/Ab%20c", true, map[string]string{"id": "Ab c"}},
+		{"{id} does not match two segments", "/c/{id}", "/c/4/2", false, nil},
+		{"{id} does not match nothing", "/c/{id}", "/c", false, nil},
+		{"* matches one segment", "/c/*/x", "/c/9/x", true, nil},
+		{"** matches the rest", "/api/**", "/api/a/b/c", true, nil},
+		{"** matches nothing", "/api/**", "/api", true, nil},
+		{"** in the middle", "/api/**/export", "/api/a/b/export", true, nil},
+		{"** in the middle needs the tail", "/api/**/export", "/api/a/b", false, nil},
+		{"non-ASCII literals match exactly", "/客户", "/客户", true, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := parsePattern(c.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, segs, err := normalizePath(c.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			params := map[string]string{}
+			if got := p.match(segs, params); got != c.match {
+				t.Fatalf("match = %v, want %v", got, c.match)
+			}
+			for k, v := range c.params {
+				if params[k] != v {
+					t.Errorf("params[%s] = %q, want %q", k, params[k], v)
+				}
+			}
+		})
+	}
+}
