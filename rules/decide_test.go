@@ -219,7 +219,7 @@ func TestSchedules(t *testing.T) {
 		at                    time.Time
 		in                    bool
 	}{
-		{"a weekday inside the hours", "mon-fri", "08:00-20:00", "Asia/Shanghai", time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC), true}, // Tue 10:00 CST
+		{"a weekday inside the hours", "mon-fri", "08:00-20:00", "Asia/Shanghai", time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC), true},                  // Tue 10:00 CST
 		{"the hours are read in the schedule's zone", "mon-fri", "08:00-20:00", "Asia/Shanghai", time.Date(2026, 11, 24, 13, 0, 0, 0, time.UTC), false}, // Tue 21:00 CST
 		{"the end of a range is excluded", "mon-fri", "08:00-20:00", "UTC", time.Date(2026, 11, 24, 20, 0, 0, 0, time.UTC), false},
 		{"a Saturday is outside mon-fri", "mon-fri", "", "UTC", time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), false},

@@ -146,8 +146,8 @@ func TestTrickyPathsNeverReachARouteTheyWouldBypass(t *testing.T) {
 func TestPathPatterns(t *testing.T) {
 	cases := []struct {
 		name, pattern, path string
-		match              bool
-		params             map[string]string
+		match               bool
+		params              map[string]string
 	}{
 		{"a literal matches itself", "/a/b", "/a/b", true, nil},
 		{"a literal ignores ASCII case", "/a/b", "/A/B", true, nil},
