@@ -48,7 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		hash_key <secret>
 //		strip_headers <name>...      # a trailing * strips a prefix
 //		cookie_prefixes <prefix>...
-//		mode enforce|shadow
+//		mode shadow                  # decide and audit, never enforce
 //		reload_interval <duration>|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -122,8 +122,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.Mode); err != nil {
 				return err
 			}
-			if h.Mode != "enforce" && h.Mode != "shadow" {
-				return d.Errf("crm_guard: mode must be enforce or shadow, got %q", h.Mode)
+			if h.Mode != "shadow" {
+				return d.Errf("crm_guard: mode must be shadow, got %q (without `mode` the rule file decides)", h.Mode)
 			}
 		case "reload_interval":
 			var s string

@@ -54,9 +54,10 @@ type GuardOptions struct {
 	// prefix) removed before the request goes upstream.
 	StripHeaders []string
 	// CookiePrefixes name the proxy's own cookies (by prefix); they never
-	// reach the CRM.
+	// reach the CRM. Default: DefaultCookiePrefix.
 	CookiePrefixes []string
-	// Mode, when non-nil, overrides the rule file's mode.
+	// Mode, when it points to rules.Shadow, runs in shadow mode whatever
+	// the rule file says.
 	Mode *rules.Mode
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
@@ -85,6 +86,9 @@ func NewGuard(opt GuardOptions) (*Guard, error) {
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
+	}
+	if len(opt.CookiePrefixes) == 0 {
+		opt.CookiePrefixes = []string{DefaultCookiePrefix}
 	}
 	return &Guard{opt: opt, scrubber: newHeaderScrubber(opt.StripHeaders, opt.CookiePrefixes)}, nil
 }
@@ -161,10 +165,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 
 	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants})
 	x.d = d
-	x.shadow = d.Shadow
-	if g.opt.Mode != nil {
-		x.shadow = *g.opt.Mode == rules.Shadow
-	}
+	x.shadow = d.Shadow || (g.opt.Mode != nil && *g.opt.Mode == rules.Shadow)
 	x.ev.Shadow = x.shadow
 	if d.Path != "" {
 		x.ev.Path = d.Path

@@ -79,8 +79,10 @@ type Handler struct {
 	// CRM. Default: the session cookie name and "crmguard".
 	CookiePrefixes []string `json:"cookie_prefixes,omitempty"`
 
-	// Mode overrides the rule file's mode: "enforce" or "shadow" (decide
-	// and audit, never block or rewrite). Empty: the rule file decides.
+	// Mode, when "shadow", runs the rules in shadow mode whatever the rule
+	// file says: decide and audit, never block or rewrite. Empty: the rule
+	// file's own `mode` decides. (There is no "enforce" override: a file
+	// that says shadow is not meant to block.)
 	Mode string `json:"mode,omitempty"`
 
 	// ReloadInterval is how often the rules file is checked for changes.
@@ -199,11 +201,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	var mode *rules.Mode
-	switch h.Mode {
-	case "enforce":
-		m := rules.Enforce
-		mode = &m
-	case "shadow":
+	if h.Mode == "shadow" {
 		m := rules.Shadow
 		mode = &m
 	}
@@ -231,9 +229,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("caddymodule: max_body must not be negative, got %d", h.MaxBody)
 	}
 	switch h.Mode {
-	case "", "enforce", "shadow":
+	case "", "shadow":
 	default:
-		return fmt.Errorf("caddymodule: mode must be enforce or shadow, got %q", h.Mode)
+		return fmt.Errorf("caddymodule: mode must be shadow (or empty: the rule file decides), got %q", h.Mode)
 	}
 	if h.OIDC != nil && h.IdentityRaw != nil {
 		return fmt.Errorf("caddymodule: configure either oidc or an identity module, not both")

@@ -1,0 +1,66 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/crmguard/crmguard/rules"
+)
+
+func TestMetricsCountDecisionsFieldsExportsAndRewrites(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := newGuardMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := newGuardMetrics(reg)
+	if err != nil {
+		t.Fatalf("a second handler in the same configuration must share the metrics: %v", err)
+	}
+	if again.decisions != m.decisions {
+		t.Fatalf("the second registration did not return the registered collectors")
+	}
+	set := loadTestRules(t)
+	g, err := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(path string, up *upstream) {
+		rec := httptest.NewRecorder()
+		if err := g.ServeHTTP(rec, httptest.NewRequest("GET", path, nil), up.handler()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("/api/customers", jsonUpstream(customers))
+	run("/api/customers", jsonUpstream(customers))
+	run("/api/nowhere", jsonUpstream(`{}`))
+	run("/files/x.csv", &upstream{header: http.Header{"Content-Type": {"text/csv"}}, body: []byte("a,b\n")})
+
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("customers.list", "allow")); got != 2 {
+		t.Errorf("allow decisions on customers.list: want 2, got %v", got)
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("(none)", "deny")); got != 1 {
+		t.Errorf("deny decisions without a route: want 1, got %v", got)
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("files", "blocked")); got != 1 {
+		t.Errorf("blocked answers on files: want 1, got %v", got)
+	}
+	// Each customers answer keeps one record: its phone masked; the
+	// bank account removed.
+	if got := testutil.ToFloat64(m.fields.WithLabelValues("customers.list", "mask")); got != 2 {
+		t.Errorf("masked fields: want 2, got %v", got)
+	}
+	if got := testutil.ToFloat64(m.exportsBlocked.WithLabelValues("files")); got != 1 {
+		t.Errorf("exports blocked: want 1, got %v", got)
+	}
+	if n := testutil.CollectAndCount(m.rewriteSeconds); n != 1 {
+		t.Errorf("rewrite duration series: want 1, got %d", n)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", err, problems)
+	}
+}
