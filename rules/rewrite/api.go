@@ -10,6 +10,7 @@ package rewrite
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/tidwall/gjson"
 )
@@ -124,7 +125,9 @@ type Plan struct {
 	// MaxDepth limits nesting (0: DefaultMaxDepth); deeper is an error.
 	MaxDepth int
 
-	c *compiled
+	once sync.Once
+	c    *compiled
+	cerr error
 }
 
 // DefaultMaxDepth is the nesting limit when Plan.MaxDepth is 0.

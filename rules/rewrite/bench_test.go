@@ -1,0 +1,143 @@
+package rewrite
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/crmguard/crmguard/rules/internal/crmgen"
+	"github.com/crmguard/crmguard/rules/mask"
+	"github.com/tidwall/gjson"
+)
+
+// benchDoc is the generated list of 3,000 customers (~1.3 MB).
+var benchDoc = crmgen.Customers(3000, 1)
+
+var benchCutoff = crmgen.Now.Add(-8760 * time.Hour)
+
+// benchVisible is owner-or-team-or-public-pool as a native predicate.
+func benchVisible(r *Record) (bool, error) {
+	if r.Key(0).Str == crmgen.UserID {
+		return true, nil
+	}
+	if slices.Contains(crmgen.UserTeams, r.Key(1).Str) {
+		return true, nil
+	}
+	ts, err := time.Parse(time.RFC3339, r.Key(2).Str)
+	if err != nil {
+		return false, err
+	}
+	return ts.Before(benchCutoff), nil
+}
+
+func benchPlan() *Plan {
+	return &Plan{
+		Records: MustParsePath("list"),
+		Keys:    []Path{MustParsePath("owner_id"), MustParsePath("team"), MustParsePath("last_contact_at")},
+		Visible: benchVisible,
+		Fields: []Field{
+			{Path: MustParsePath("phone"), Action: Mask, Mask: mask.Phone},
+			{Path: MustParsePath("id_card"), Action: Mask, Mask: mask.IDCard},
+			{Path: MustParsePath("notes"), Action: Remove},
+			{Path: MustParsePath("email"), Action: Hash},
+			{Path: MustParsePath("**.street"), Action: Remove},
+		},
+		HashKey: []byte("benchmark-hash-key"),
+		AuditID: MustParsePath("id"),
+	}
+}
+
+func BenchmarkRewriteCRMList(b *testing.B) {
+	p := benchPlan()
+	if err := p.Compile(); err != nil {
+		b.Fatal(err)
+	}
+	var out []byte
+	b.SetBytes(int64(len(benchDoc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var st Stats
+		var err error
+		out, err = p.Rewrite(out[:0], benchDoc, &st)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	var st Stats
+	out, _ = p.Rewrite(nil, benchDoc, &st)
+	b.ReportMetric(float64(st.RecordsOut), "visible/op")
+	if st.RecordsOut == 0 || st.RecordsOut == st.RecordsIn {
+		b.Fatalf("visible kept %d of %d records: the benchmark does not filter", st.RecordsOut, st.RecordsIn)
+	}
+}
+
+// stdlibRewrite is the same rewrite done the usual way: decode, edit, encode.
+func stdlibRewrite(doc []byte, key []byte) ([]byte, error) {
+	var v map[string]any
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return nil, err
+	}
+	list, _ := v["list"].([]any)
+	kept := list[:0]
+	h := hmac.New(sha256.New, key)
+	for _, x := range list {
+		rec, ok := x.(map[string]any)
+		if !ok {
+			continue
+		}
+		owner, _ := rec["owner_id"].(string)
+		team, _ := rec["team"].(string)
+		last, _ := rec["last_contact_at"].(string)
+		vis := owner == crmgen.UserID || slices.Contains(crmgen.UserTeams, team)
+		if !vis {
+			ts, err := time.Parse(time.RFC3339, last)
+			vis = err == nil && ts.Before(benchCutoff)
+		}
+		if !vis {
+			continue
+		}
+		if s, ok := rec["phone"].(string); ok {
+			rec["phone"] = string(mask.Phone(nil, s))
+		}
+		if s, ok := rec["id_card"].(string); ok {
+			rec["id_card"] = string(mask.IDCard(nil, s))
+		}
+		delete(rec, "notes")
+		if s, ok := rec["email"].(string); ok {
+			h.Reset()
+			h.Write([]byte(s))
+			rec["email"] = hex.EncodeToString(h.Sum(nil))
+		}
+		if a, ok := rec["address"].(map[string]any); ok {
+			delete(a, "street")
+		}
+		kept = append(kept, rec)
+	}
+	v["list"] = kept
+	return json.Marshal(v)
+}
+
+func BenchmarkBaselineStdlibRoundTrip(b *testing.B) {
+	b.SetBytes(int64(len(benchDoc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := stdlibRewrite(benchDoc, []byte("benchmark-hash-key")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBaselineGjsonValid(b *testing.B) {
+	b.SetBytes(int64(len(benchDoc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !gjson.ValidBytes(benchDoc) {
+			b.Fatal("invalid")
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package rewrite
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"sync"
+
+	"github.com/tidwall/gjson"
+)
+
+// compiled is what Compile derives from a Plan.
+type compiled struct {
+	recSegs   []seg
+	dfa       []dstate
+	root      int32
+	nkeys     int
+	auditSlot int // capture slot of AuditID, -1 when none
+	maxDepth  int
+	fieldKeys []string // "action:name" per field
+	dropKey   string
+	hmacs     sync.Pool
+	hashKey   []byte
+}
+
+// strength orders actions, strongest first.
+func strength(a Action) int {
+	switch a {
+	case Remove:
+		return 0
+	case Null:
+		return 1
+	case Replace:
+		return 2
+	case Hash:
+		return 3
+	}
+	return 4
+}
+
+// compile builds p.c once. A Plan is compiled before it is shared, so the
+// unsynchronised check of p.c only races when a caller changes a Plan in use.
+func (p *Plan) compile() error {
+	p.once.Do(func() { p.c, p.cerr = p.build() })
+	return p.cerr
+}
+
+func (p *Plan) build() (*compiled, error) {
+	c := &compiled{auditSlot: -1, maxDepth: p.MaxDepth, nkeys: len(p.Keys), dropKey: "expose:dropped"}
+	if c.maxDepth <= 0 {
+		c.maxDepth = DefaultMaxDepth
+	}
+	if !p.Records.plain() {
+		return nil, fmt.Errorf("rewrite: records path %q: only plain keys and indexes are allowed", p.Records.String())
+	}
+	c.recSegs = p.Records.segs
+	b := &builder{}
+	for i, k := range p.Keys {
+		if len(k.segs) == 0 || !k.plain() {
+			return nil, fmt.Errorf("rewrite: key %d (%q): only plain keys and indexes are allowed, and it must name a key", i, k.String())
+		}
+		b.paths = append(b.paths, npath{segs: k.segs, kind: kCap, idx: int32(i)})
+	}
+	if len(p.AuditID.segs) > 0 {
+		if !p.AuditID.plain() {
+			return nil, fmt.Errorf("rewrite: audit id path %q: only plain keys and indexes are allowed", p.AuditID.String())
+		}
+		c.auditSlot = len(p.Keys)
+		b.paths = append(b.paths, npath{segs: p.AuditID.segs, kind: kCap, idx: int32(c.auditSlot)})
+	}
+	filter := len(p.Expose) > 0
+	for _, e := range p.Expose {
+		if len(e.segs) == 0 {
+			filter = false // "@this": everything is exposed
+			continue
+		}
+		b.paths = append(b.paths, npath{segs: e.segs, kind: kExpose})
+	}
+	c.fieldKeys = make([]string, len(p.Fields))
+	for i := range p.Fields {
+		f := &p.Fields[i]
+		if len(f.Path.segs) == 0 {
+			return nil, fmt.Errorf("rewrite: field %d: the path must name a key, not the record itself", i)
+		}
+		switch f.Action {
+		case Remove, Null, Hash:
+		case Mask:
+			if f.Mask == nil {
+				return nil, fmt.Errorf("rewrite: field %q: action mask without a mask function", f.Path.String())
+			}
+		case Replace:
+			if !gjson.ValidBytes(f.Replace) {
+				return nil, fmt.Errorf("rewrite: field %q: the replacement %q is not valid JSON", f.Path.String(), f.Replace)
+			}
+		default:
+			return nil, fmt.Errorf("rewrite: field %q: unknown action %d", f.Path.String(), f.Action)
+		}
+		if f.Action == Hash && len(p.HashKey) == 0 {
+			return nil, fmt.Errorf("rewrite: field %q: action hash needs a hash key", f.Path.String())
+		}
+		name := f.Name
+		if name == "" {
+			name = f.Path.String()
+		}
+		c.fieldKeys[i] = f.Action.String() + ":" + name
+		b.paths = append(b.paths, npath{segs: f.Path.segs, kind: kField, idx: int32(i)})
+	}
+	b.rank = func(f int32) int { return strength(p.Fields[f].Action)*1<<20 + int(f) }
+	root, err := b.build(filter)
+	if err != nil {
+		return nil, err
+	}
+	c.root, c.dfa = root, b.states
+	c.hashKey = append([]byte(nil), p.HashKey...)
+	c.hmacs.New = func() any { return hmac.New(sha256.New, c.hashKey) }
+	return c, nil
+}
+
+func (c *compiled) getHMAC() hash.Hash  { return c.hmacs.Get().(hash.Hash) }
+func (c *compiled) putHMAC(h hash.Hash) { c.hmacs.Put(h) }

@@ -1,0 +1,326 @@
+package rewrite
+
+import (
+	"bytes"
+	"encoding/hex"
+	"strconv"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+)
+
+// nodeStart notes a value inside a record that a rule may change.
+func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
+	rw.pendingEdit = -1
+	if f == nil || f.mode != modeRec {
+		return
+	}
+	ds := &rw.dfa[ch.state]
+	if !ds.touch {
+		f.allEdits = false
+		f.lastChild = -1
+		f.n++
+		return
+	}
+	b := rw.doc[vstart]
+	drop := ds.drop || (ds.partial && b != '{' && b != '[')
+	if drop || len(ds.fields) > 0 {
+		k := len(rw.edits)
+		if k < cap(rw.edits) {
+			rw.edits = rw.edits[:k+1]
+		} else {
+			rw.edits = append(rw.edits, edit{})
+		}
+		e := &rw.edits[k]
+		*e = edit{start: ch.keyStart, vstart: vstart, end: -1, prevComma: -1, nextComma: -1, state: ch.state, drop: drop}
+		switch {
+		case f.n == 0:
+			e.prevSib = -1
+		case f.allEdits:
+			e.prevSib = f.lastChild
+			e.prevComma = f.lastComma
+		default:
+			e.prevSib = -2
+			e.prevComma = f.lastComma
+		}
+		rw.pendingEdit = int32(k)
+		f.lastChild = rw.pendingEdit
+	} else {
+		f.allEdits = false
+		f.lastChild = -1
+	}
+	f.n++
+}
+
+// nodeEnd completes a scalar value inside a record.
+func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
+	if ch.mode != modeRec {
+		return
+	}
+	if rw.pendingEdit >= 0 {
+		rw.edits[rw.pendingEdit].end = end
+		rw.pendingEdit = -1
+	}
+	if ds := &rw.dfa[ch.state]; ds.hasCaps {
+		rw.capture(ds.caps, vstart, end)
+	}
+}
+
+// capture records the value [start, end) for the capture slots.
+func (rw *rewriter) capture(slots []int32, start, end int) {
+	for _, s := range slots {
+		cp := &rw.caps[s]
+		switch cp.n {
+		case 0:
+			cp.start, cp.end, cp.n = start, end, 1
+		case 1:
+			if !bytes.Equal(rw.doc[cp.start:cp.end], rw.doc[start:end]) {
+				cp.n = 2
+			}
+		}
+	}
+}
+
+// startRecord resets the per-record state.
+func (rw *rewriter) startRecord(start int, parent *frame) {
+	rw.recStart = start
+	rw.recIndex = 0
+	if parent != nil && parent.recArr {
+		rw.recIndex = parent.n - 1
+	}
+	rw.edits = rw.edits[:0]
+	rw.pendingEdit = -1
+	for k := range rw.caps {
+		rw.caps[k] = capture{}
+	}
+	for k := range rw.resOK {
+		rw.resOK[k] = false
+	}
+	for k := range rw.when {
+		rw.when[k] = 0
+	}
+}
+
+// finishRecord decides whether the record just closed is visible and writes
+// it (or drops it).
+func (rw *rewriter) finishRecord() error {
+	visible := true
+	if rw.p.Visible != nil {
+		ok, err := rw.p.Visible(&rw.rec)
+		if err != nil {
+			rw.evalErrors++
+			ok = false
+		}
+		visible = ok
+	}
+	var arr *frame
+	if len(rw.frames) > 0 && rw.frames[len(rw.frames)-1].recArr {
+		arr = &rw.frames[len(rw.frames)-1]
+	}
+	if !visible {
+		rw.changed = true
+		if arr == nil {
+			return ErrNotVisible
+		}
+		if arr.kept == 0 {
+			rw.emit(rw.recStart)
+			rw.flushed = rw.recEnd
+			arr.skipComma = true
+		} else {
+			// drop from the end of the last kept record: the comma, the
+			// space and any hidden records before this one
+			if rw.flushed < arr.lastKeptEnd {
+				rw.emit(arr.lastKeptEnd)
+			}
+			rw.flushed = rw.recEnd
+		}
+		return nil
+	}
+	rw.recordsOut++
+	if arr != nil {
+		arr.kept++
+		arr.lastKeptEnd = rw.recEnd
+	}
+	if s := rw.c.auditSlot; s >= 0 && rw.caps[s].n > 0 {
+		raw := rw.doc[rw.caps[s].start:rw.caps[s].end]
+		if raw[0] == '"' {
+			rw.idBuf = decodeString(rw.idBuf, raw)
+		} else {
+			rw.idBuf = append(rw.idBuf, raw...)
+		}
+		rw.idEnds = append(rw.idEnds, len(rw.idBuf))
+	}
+	return rw.apply()
+}
+
+// apply writes the visible record with its edits.
+func (rw *rewriter) apply() error {
+	skipUntil := -1
+	for k := range rw.edits {
+		e := &rw.edits[k]
+		if e.start < skipUntil {
+			continue
+		}
+		act, fi := rw.resolve(e)
+		if act == 0 {
+			continue
+		}
+		if act == Remove {
+			first := e.prevSib == -1 || (e.prevSib >= 0 && rw.edits[e.prevSib].removed && rw.edits[e.prevSib].effFirst)
+			e.removed, e.effFirst = true, first
+			a, b := e.prevComma, e.end
+			if first {
+				a = e.start
+				if e.nextComma >= 0 {
+					b = e.nextComma + 1
+				}
+			}
+			rw.emit(a)
+			rw.flushed = b
+			skipUntil = b
+		} else {
+			v := rw.doc[e.vstart:e.end]
+			if (act == Mask || act == Hash) && v[0] == 'n' {
+				continue // null stays null
+			}
+			rw.emit(e.vstart)
+			rw.writeValue(act, fi, v)
+			rw.flushed = e.end
+			skipUntil = e.end
+		}
+		rw.changed = true
+		if e.drop {
+			rw.dropCount++
+		} else {
+			rw.fieldCount[fi]++
+		}
+	}
+	return nil
+}
+
+// resolve picks the action for an edit: expose's drop, else the strongest
+// field rule whose condition holds (or fails).
+func (rw *rewriter) resolve(e *edit) (Action, int32) {
+	if e.drop {
+		return Remove, -1
+	}
+	for _, fi := range rw.dfa[e.state].fields {
+		f := &rw.p.Fields[fi]
+		if f.When == nil {
+			return f.Action, fi
+		}
+		w := rw.when[fi]
+		if w == 0 {
+			ok, err := f.When(&rw.rec)
+			if err != nil {
+				rw.evalErrors++
+				ok = true
+			}
+			w = 2
+			if ok {
+				w = 1
+			}
+			rw.when[fi] = w
+		}
+		if w == 1 {
+			return f.Action, fi
+		}
+	}
+	return 0, -1
+}
+
+// writeValue writes the new value for a mask, hash, null or replace.
+func (rw *rewriter) writeValue(act Action, fi int32, v []byte) {
+	f := &rw.p.Fields[fi]
+	switch act {
+	case Null:
+		rw.out = append(rw.out, "null"...)
+		return
+	case Replace:
+		rw.out = append(rw.out, f.Replace...)
+		return
+	}
+	var text []byte
+	switch v[0] {
+	case '{', '[':
+		rw.out = append(rw.out, "null"...) // no text to mask or hash: fail closed
+		return
+	case '"':
+		if bytes.IndexByte(v, '\\') >= 0 {
+			rw.scratch = decodeString(rw.scratch[:0], v)
+			text = rw.scratch
+		} else {
+			text = v[1 : len(v)-1]
+		}
+	default:
+		text = v // numbers, true, false: their literal text
+	}
+	if act == Hash {
+		if rw.h == nil {
+			rw.h = rw.c.getHMAC()
+		}
+		rw.h.Reset()
+		rw.h.Write(text)
+		rw.sum = rw.h.Sum(rw.sum[:0])
+		rw.out = append(rw.out, '"')
+		rw.out = hex.AppendEncode(rw.out, rw.sum)
+		rw.out = append(rw.out, '"')
+		return
+	}
+	s := unsafe.String(unsafe.SliceData(text), len(text))
+	rw.scratch2 = f.Mask(rw.scratch2[:0], s)
+	rw.out = appendString(rw.out, rw.scratch2)
+}
+
+// key returns the captured value of Plan.Keys[i].
+func (rw *rewriter) key(i int) gjson.Result {
+	if i < 0 || i >= len(rw.res) {
+		return gjson.Result{}
+	}
+	if rw.resOK[i] {
+		return rw.res[i]
+	}
+	cp := rw.caps[i]
+	rw.resOK[i] = true
+	if cp.n == 1 {
+		rw.res[i] = rw.result(cp.start, cp.end)
+	} else {
+		rw.res[i] = gjson.Result{}
+	}
+	return rw.res[i]
+}
+
+// result builds the gjson result of the value [start, end) without copying.
+func (rw *rewriter) result(start, end int) gjson.Result {
+	raw := rw.ds[start:end]
+	r := gjson.Result{Raw: raw, Index: start}
+	switch raw[0] {
+	case '"':
+		r.Type = gjson.String
+		if bytes.IndexByte(rw.doc[start:end], '\\') >= 0 {
+			r.Str = string(decodeString(nil, rw.doc[start:end]))
+		} else {
+			r.Str = raw[1 : len(raw)-1]
+		}
+	case 't':
+		r.Type = gjson.True
+	case 'f':
+		r.Type = gjson.False
+	case 'n':
+		r.Type = gjson.Null
+	case '{', '[':
+		r.Type = gjson.JSON
+	default:
+		r.Type = gjson.Number
+		r.Num, _ = strconv.ParseFloat(raw, 64)
+	}
+	return r
+}
+
+// get reads a gjson path from the record.
+func (rw *rewriter) get(path string) gjson.Result {
+	return gjson.Get(rw.ds[rw.recStart:rw.recEnd], path)
+}
+
+// recordRaw returns the record's bytes.
+func (rw *rewriter) recordRaw() []byte { return rw.doc[rw.recStart:rw.recEnd:rw.recEnd] }

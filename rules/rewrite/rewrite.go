@@ -1,0 +1,426 @@
+package rewrite
+
+import (
+	"fmt"
+	"hash"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+)
+
+// frame modes.
+const (
+	modeNone uint8 = iota // nothing to match below
+	modeDoc               // on the way to the records
+	modeRec               // inside a record
+)
+
+// frame is one open container.
+type frame struct {
+	arr     bool
+	mode    uint8
+	recArr  bool  // the array of records
+	recRoot bool  // a record
+	state   int32 // modeRec: automaton state of this container
+	docPos  int32 // modeDoc: records path segments matched to reach it
+	n       int   // children seen so far
+
+	// the container as a node of its parent (modeRec)
+	isNode    bool
+	nodeEdit  int32
+	nodeState int32
+	nodeStart int
+
+	// its children (modeRec)
+	lastChild int32 // edit of the previous child, -1 when it had none
+	allEdits  bool  // every child so far had an edit
+	lastComma int
+
+	// the records array
+	kept        int
+	lastKeptEnd int
+	skipComma   bool
+}
+
+// edit is a change a record may get, decided when the record is complete.
+type edit struct {
+	start     int // the member's key (or the element's value)
+	vstart    int
+	end       int // after the value
+	prevComma int // the comma before the member, -1 for the first child
+	nextComma int // the comma after, -1 for the last child
+	prevSib   int32
+	state     int32
+	drop      bool
+	removed   bool
+	effFirst  bool
+}
+
+// capture is a value read for predicates.
+type capture struct {
+	start, end int
+	n          uint8 // 0 absent, 1 one value, 2 several different values
+}
+
+// rewriter is the state of one Rewrite call.
+type rewriter struct {
+	p   *Plan
+	c   *compiled
+	dfa []dstate
+	doc []byte
+	ds  string // doc as a string, shared memory (doc is not changed)
+	out []byte
+
+	flushed int
+	frames  []frame
+	edits   []edit
+	caps    []capture
+	res     []gjson.Result
+	resOK   []bool
+	when    []int8
+
+	recStart, recEnd, recIndex int
+	rec                        Record
+
+	recordsIn, recordsOut, evalErrors int
+	found                             int
+	changed                           bool
+	fieldCount                        []int
+	dropCount                         int
+	idBuf                             []byte
+	idEnds                            []int
+
+	pendingEdit int32
+
+	scratch, scratch2, sum []byte
+	h                      hash.Hash
+}
+
+func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
+	if err := p.compile(); err != nil {
+		return dst, err
+	}
+	c := p.c
+	orig := len(dst)
+	if cap(dst)-len(dst) < len(doc) {
+		nd := make([]byte, len(dst), len(dst)+len(doc)+len(doc)/8)
+		copy(nd, dst)
+		dst = nd
+	}
+	rw := &rewriter{p: p, c: c, dfa: c.dfa, doc: doc, out: dst}
+	if len(doc) > 0 {
+		rw.ds = unsafe.String(unsafe.SliceData(doc), len(doc))
+	}
+	rw.rec.rw = rw
+	nslots := c.nkeys
+	if c.auditSlot >= 0 {
+		nslots++
+	}
+	rw.caps = make([]capture, nslots)
+	rw.res = make([]gjson.Result, c.nkeys)
+	rw.resOK = make([]bool, c.nkeys)
+	rw.when = make([]int8, len(p.Fields))
+	rw.fieldCount = make([]int, len(p.Fields))
+	rw.frames = make([]frame, 0, 16)
+	err := rw.run()
+	if rw.h != nil {
+		c.putHMAC(rw.h)
+	}
+	if err == nil && rw.found == 0 {
+		err = ErrNoRecords
+	}
+	if st != nil {
+		st.RecordsIn += rw.recordsIn
+		st.RecordsOut += rw.recordsOut
+		st.EvalErrors += rw.evalErrors
+		if err == ErrNotVisible {
+			st.NotVisible = true
+		}
+	}
+	if err != nil {
+		return rw.out[:orig], err
+	}
+	if st != nil {
+		if rw.changed {
+			st.Changed = true
+		}
+		if len(rw.idEnds) > 0 {
+			all := string(rw.idBuf)
+			from := 0
+			for _, e := range rw.idEnds {
+				st.IDs = append(st.IDs, all[from:e])
+				from = e
+			}
+		}
+		for i, n := range rw.fieldCount {
+			if n > 0 {
+				if st.Fields == nil {
+					st.Fields = map[string]int{}
+				}
+				st.Fields[c.fieldKeys[i]] += n
+			}
+		}
+		if rw.dropCount > 0 {
+			if st.Fields == nil {
+				st.Fields = map[string]int{}
+			}
+			st.Fields[c.dropKey] += rw.dropCount
+		}
+	}
+	return rw.out, nil
+}
+
+// emit copies the document up to offset to.
+func (rw *rewriter) emit(to int) {
+	rw.out = append(rw.out, rw.doc[rw.flushed:to]...)
+	rw.flushed = to
+}
+
+// child is the context of the value about to be read.
+type child struct {
+	keyStart int
+	mode     uint8
+	state    int32
+	docPos   int32
+}
+
+func (rw *rewriter) run() error {
+	doc := rw.doc
+	c := rw.c
+	i := skipWS(doc, 0)
+	ch := child{keyStart: i, mode: modeDoc}
+	if len(c.recSegs) == 0 {
+		ch.docPos = 0
+	}
+	for {
+		// A value starts at i.
+		if i >= len(doc) {
+			return syntaxError(i, "unexpected end of input, a value was expected")
+		}
+		vstart := i
+		b := doc[i]
+		var parent *frame
+		if len(rw.frames) > 0 {
+			parent = &rw.frames[len(rw.frames)-1]
+		}
+		recRoot := false
+		// Where the value sits: a record, the records, or a node in a record.
+		switch ch.mode {
+		case modeDoc:
+			if int(ch.docPos) == len(c.recSegs) {
+				rw.found++
+				if rw.p.Single {
+					if b != '{' {
+						return fmt.Errorf("rewrite: the record at %q is not an object", rw.p.Records.String())
+					}
+					recRoot = true
+				} else if b != '[' && b != 'n' {
+					return fmt.Errorf("rewrite: the records at %q are not an array", rw.p.Records.String())
+				}
+			}
+		case modeRec:
+			if parent != nil && parent.recArr {
+				if b != '{' {
+					return fmt.Errorf("rewrite: record %d at byte %d is not an object", parent.n, i)
+				}
+				parent.n++
+				recRoot = true
+			} else {
+				rw.nodeStart(parent, &ch, vstart)
+			}
+		}
+		if recRoot {
+			rw.recordsIn++
+			rw.startRecord(vstart, parent)
+			ch = child{mode: modeRec, state: c.root}
+		}
+		switch b {
+		case '{', '[':
+			if len(rw.frames) >= c.maxDepth {
+				return fmt.Errorf("rewrite: nesting deeper than %d levels at byte %d", c.maxDepth, i)
+			}
+			f := frame{arr: b == '[', mode: ch.mode, state: ch.state, docPos: ch.docPos,
+				recRoot: recRoot, nodeEdit: -1, lastChild: -1, allEdits: true, nodeStart: vstart, nodeState: ch.state}
+			if ch.mode == modeRec && !recRoot {
+				f.isNode = true
+				f.nodeEdit = rw.pendingEdit
+				if c.dfa[ch.state].dead {
+					f.mode = modeNone
+				}
+			}
+			if ch.mode == modeDoc {
+				if int(ch.docPos) == len(c.recSegs) {
+					if !recRoot {
+						f.recArr = true
+						f.mode = modeRec
+					}
+				}
+			}
+			if recRoot {
+				f.mode = modeRec
+			}
+			rw.frames = append(rw.frames, f)
+			i = skipWS(doc, i+1)
+			if i >= len(doc) {
+				return syntaxError(i, "unexpected end of input in a container")
+			}
+			if (b == '{' && doc[i] == '}') || (b == '[' && doc[i] == ']') {
+				// empty container: fall to the close below
+			} else {
+				var err error
+				if i, err = rw.beginChild(i, &ch); err != nil {
+					return err
+				}
+				continue
+			}
+		case '"':
+			end, _, err := scanString(doc, i)
+			if err != nil {
+				return err
+			}
+			i = end
+			rw.nodeEnd(&ch, vstart, i)
+		case 't', 'f', 'n':
+			end, err := scanLiteral(doc, i)
+			if err != nil {
+				return err
+			}
+			i = end
+			rw.nodeEnd(&ch, vstart, i)
+		default:
+			if b != '-' && (b < '0' || b > '9') {
+				return syntaxError(i, fmt.Sprintf("unexpected %q, a value was expected", b))
+			}
+			end, err := scanNumber(doc, i)
+			if err != nil {
+				return err
+			}
+			i = end
+			rw.nodeEnd(&ch, vstart, i)
+		}
+		// After a value: close containers or go on with the next child.
+		for {
+			if len(rw.frames) == 0 {
+				i = skipWS(doc, i)
+				if i != len(doc) {
+					return syntaxError(i, "data after the end of the document")
+				}
+				rw.emit(len(doc))
+				return nil
+			}
+			f := &rw.frames[len(rw.frames)-1]
+			i = skipWS(doc, i)
+			if i >= len(doc) {
+				return syntaxError(i, "unexpected end of input in a container")
+			}
+			b := doc[i]
+			if b == ',' {
+				if f.mode == modeRec {
+					if f.recArr {
+						if f.skipComma {
+							rw.emit(i)
+							rw.flushed = i + 1
+							f.skipComma = false
+						}
+					} else {
+						if f.lastChild >= 0 {
+							rw.edits[f.lastChild].nextComma = i
+						}
+						f.lastComma = i
+					}
+				}
+				i = skipWS(doc, i+1)
+				if i >= len(doc) {
+					return syntaxError(i, "unexpected end of input after a comma")
+				}
+				var err error
+				if i, err = rw.beginChild(i, &ch); err != nil {
+					return err
+				}
+				break
+			}
+			if (f.arr && b != ']') || (!f.arr && b != '}') {
+				if f.arr {
+					return syntaxError(i, fmt.Sprintf("unexpected %q in an array", b))
+				}
+				return syntaxError(i, fmt.Sprintf("unexpected %q in an object", b))
+			}
+			i++
+			closed := *f
+			rw.frames = rw.frames[:len(rw.frames)-1]
+			if closed.recRoot {
+				rw.recEnd = i
+				if err := rw.finishRecord(); err != nil {
+					return err
+				}
+				continue
+			}
+			if closed.isNode {
+				if closed.nodeEdit >= 0 {
+					rw.edits[closed.nodeEdit].end = i
+				}
+				if ds := &c.dfa[closed.nodeState]; len(ds.caps) > 0 {
+					rw.capture(ds.caps, closed.nodeStart, i)
+				}
+			}
+		}
+	}
+}
+
+// beginChild reads the key of the next member (objects) and sets ch for the
+// value that follows; i is at the member's first byte.
+func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
+	doc := rw.doc
+	f := &rw.frames[len(rw.frames)-1]
+	ch.keyStart = i
+	ch.mode = f.mode
+	if f.arr {
+		switch f.mode {
+		case modeDoc:
+			ch.docPos = -1
+			if sg := rw.c.recSegs[f.docPos]; sg.idx == f.n {
+				ch.docPos = f.docPos + 1
+			} else {
+				ch.mode = modeNone
+			}
+			f.n++
+		case modeRec:
+			if !f.recArr {
+				ch.state = rw.dfa[f.state].arrChild(f.n)
+			}
+		}
+		return i, nil
+	}
+	if doc[i] != '"' {
+		return 0, syntaxError(i, fmt.Sprintf("unexpected %q, a key was expected", doc[i]))
+	}
+	end, esc, err := scanString(doc, i)
+	if err != nil {
+		return 0, err
+	}
+	if f.mode != modeNone {
+		var key string
+		if esc {
+			rw.scratch = decodeString(rw.scratch[:0], doc[i:end])
+			key = unsafe.String(unsafe.SliceData(rw.scratch), len(rw.scratch))
+		} else {
+			key = rw.ds[i+1 : end-1]
+		}
+		switch f.mode {
+		case modeDoc:
+			if rw.c.recSegs[f.docPos].key == key {
+				ch.docPos = f.docPos + 1
+			} else {
+				ch.mode = modeNone
+			}
+		case modeRec:
+			ch.state = rw.dfa[f.state].objChild(key)
+		}
+	}
+	i = skipWS(doc, end)
+	if i >= len(doc) || doc[i] != ':' {
+		return 0, syntaxError(i, "a colon was expected after the key")
+	}
+	i = skipWS(doc, i+1)
+	return i, nil
+}
