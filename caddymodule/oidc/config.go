@@ -15,6 +15,8 @@ import (
 const (
 	// DefaultCallbackPath is where the provider sends the browser back.
 	DefaultCallbackPath = "/.crmguard/callback"
+	// DefaultLoginPath starts a sign-in explicitly (?return=/path).
+	DefaultLoginPath = "/.crmguard/login"
 	// DefaultLogoutPath ends the session (POST with a CSRF token).
 	DefaultLogoutPath = "/.crmguard/logout"
 	// DefaultBackchannelLogoutPath receives OIDC Back-Channel Logout tokens.
@@ -50,6 +52,7 @@ var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "P
 //		callback_path /.crmguard/callback
 //		scopes openid profile email offline_access groups
 //		acr_values urn:example:mfa
+//		login_path /.crmguard/login
 //		logout_path /.crmguard/logout
 //		backchannel_logout_path /.crmguard/backchannel-logout
 //		post_logout_redirect /
@@ -91,6 +94,11 @@ type Config struct {
 	// ACRValues are sent as `acr_values` when a sign-in must use MFA. They
 	// only ask; the returned token's amr/acr claims are what is checked.
 	ACRValues []string `json:"acr_values,omitempty"`
+
+	// LoginPath starts a sign-in explicitly: GET <LoginPath>?return=/path
+	// (a same-origin relative path; anything else returns to "/").
+	// Default "/.crmguard/login".
+	LoginPath string `json:"login_path,omitempty"`
 
 	// LogoutPath ends the proxy session and then the provider session.
 	// Default "/.crmguard/logout".
@@ -142,6 +150,9 @@ func (c Config) WithDefaults() Config {
 	c.Issuer = strings.TrimSuffix(c.Issuer, "/")
 	if c.CallbackPath == "" {
 		c.CallbackPath = DefaultCallbackPath
+	}
+	if c.LoginPath == "" {
+		c.LoginPath = DefaultLoginPath
 	}
 	if c.LogoutPath == "" {
 		c.LogoutPath = DefaultLogoutPath
@@ -201,7 +212,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("oidc: redirect_url %q is not an absolute URL", c.RedirectURL)
 		}
 	}
-	for name, p := range map[string]string{"callback_path": c.CallbackPath, "logout_path": c.LogoutPath, "backchannel_logout_path": c.BackchannelLogoutPath} {
+	for name, p := range map[string]string{"callback_path": c.CallbackPath, "login_path": c.LoginPath, "logout_path": c.LogoutPath, "backchannel_logout_path": c.BackchannelLogoutPath} {
 		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
 			return fmt.Errorf("oidc: %s %q must be an absolute path", name, p)
 		}
@@ -273,6 +284,8 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = many(&c.Scopes)
 		case "acr_values":
 			err = many(&c.ACRValues)
+		case "login_path":
+			err = one(&c.LoginPath)
 		case "logout_path":
 			err = one(&c.LogoutPath)
 		case "backchannel_logout_path":

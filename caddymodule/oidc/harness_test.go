@@ -1,0 +1,407 @@
+package oidc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/session"
+	"github.com/crmguard/crmguard/examples/devidp"
+	"github.com/crmguard/crmguard/rules"
+)
+
+const (
+	testSecret      = "0123456789abcdef0123456789abcdef-test-secret"
+	clientSecret    = "proxy-client-secret"
+	sensitiveMaxAge = time.Hour
+)
+
+var testKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// testUsers: "zhang" has TOTP; "pat" has only a password.
+func testUsers() []devidp.User {
+	users := []devidp.User{
+		{Username: "pat", Password: "pat-pw", Name: "Pat", Groups: []string{"crm-sales"}, Teams: []string{"east"}},
+	}
+	for _, n := range []string{"zhang", "wang", "li", "zhao", "sun", "xiao", "qian", "admin"} {
+		users = append(users, devidp.User{Username: n, Password: n + "-pw", TOTPSecret: devidp.NewTOTPSecret(), Groups: []string{"crm-" + n}, Teams: []string{"east"}})
+	}
+	return users
+}
+
+// env is a development OpenID Provider and one or more proxies in front of
+// a tiny handler that uses the Provider like the crm_guard handler does.
+type env struct {
+	t       *testing.T
+	idp     *devidp.Server
+	idpURL  string
+	users   map[string]devidp.User
+	proxies []*proxy
+}
+
+type envOptions struct {
+	proxies        int
+	store          string // session store ("" = a temp dir file store shared by the proxies)
+	conditionalMFA bool
+	accessTTL      time.Duration
+	extraClients   []devidp.Client
+	idpListener    net.Listener // nil: a fresh one; closed: provider down
+	noIdP          bool
+}
+
+type proxy struct {
+	p      *Provider
+	url    string
+	srv    *httptest.Server
+	logs   *observer.ObservedLogs
+	offset atomic.Int64 // clock offset in ns
+}
+
+func (px *proxy) shift(d time.Duration) { px.offset.Store(int64(d)) }
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	if o.proxies == 0 {
+		o.proxies = 1
+	}
+	e := &env{t: t, users: map[string]devidp.User{}}
+	idpLn := o.idpListener
+	if idpLn == nil {
+		var err error
+		if idpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.idpURL = "http://" + idpLn.Addr().String()
+	var lns []net.Listener
+	var origins []string
+	for range o.proxies {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		origins = append(origins, "http://"+ln.Addr().String())
+	}
+	crm := devidp.Client{ID: "crm", Secret: clientSecret, BackchannelLogoutURI: origins[0] + DefaultBackchannelLogoutPath}
+	for _, o := range origins {
+		crm.RedirectURIs = append(crm.RedirectURIs, o+DefaultCallbackPath)
+		crm.PostLogoutRedirectURIs = append(crm.PostLogoutRedirectURIs, o+"/")
+	}
+	users := testUsers()
+	for _, u := range users {
+		e.users[u.Username] = u
+	}
+	idp, err := devidp.New(devidp.Config{
+		Issuer:              e.idpURL,
+		Users:               users,
+		Clients:             append([]devidp.Client{crm}, o.extraClients...),
+		SigningKey:          testKey(),
+		ConditionalMFA:      o.conditionalMFA,
+		AccessTokenLifetime: o.accessTTL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.idp = idp
+	if !o.noIdP {
+		srv := &httptest.Server{Listener: idpLn, Config: &http.Server{Handler: idp}}
+		srv.Start()
+		t.Cleanup(srv.Close)
+	}
+	store := o.store
+	if store == "" {
+		store = "file:" + t.TempDir()
+	}
+	for i, ln := range lns {
+		e.proxies = append(e.proxies, e.startProxy(ln, origins[i], store))
+	}
+	return e
+}
+
+func (e *env) startProxy(ln net.Listener, origin, store string) *proxy {
+	t := e.t
+	core, logs := observer.New(zapcore.DebugLevel)
+	px := &proxy{url: origin, logs: logs}
+	p, err := newProvider(context.Background(),
+		Config{Issuer: e.idpURL, ClientID: "crm", ClientSecret: clientSecret, ACRValues: []string{devidp.ACRMFA}},
+		session.Config{Secrets: []string{testSecret}, Store: store},
+		t.TempDir(), mfaPolicy, zap.New(core), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.now = func() time.Time { return time.Now().Add(time.Duration(px.offset.Load())) }
+	px.p = p
+	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
+	px.srv.Start()
+	t.Cleanup(func() {
+		px.srv.Close()
+		if err := p.Cleanup(); err != nil {
+			t.Errorf("Cleanup: %v", err)
+		}
+	})
+	return px
+}
+
+func mfaPolicy() rules.MFAPolicy {
+	return rules.MFAPolicy{Required: true, AMR: []string{"otp", "mfa", "hwk"}, ACR: []string{devidp.ACRMFA}}
+}
+
+// ServeHTTP does what the crm_guard handler does with an authn.Provider:
+// own endpoints, identify, decide (MFA always; /sensitive needs a sign-in
+// younger than sensitiveMaxAge), challenge or answer.
+func (px *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if handled, err := px.p.Handle(w, r); handled || err != nil {
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+		return
+	}
+	id, err := px.p.Identify(r)
+	if err != nil {
+		http.Error(w, "provider unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	pol := mfaPolicy()
+	var need authn.Need
+	switch {
+	case id == nil:
+		need.SignIn = true
+	case !pol.Satisfied(id.AMR, id.ACR):
+		need.StepUp = rules.StepUpNeed{MFA: true, ACR: pol.ACR}
+	case strings.HasPrefix(r.URL.Path, "/sensitive") && px.p.now().Sub(id.AuthTime) > sensitiveMaxAge:
+		need.StepUp = rules.StepUpNeed{MaxAge: sensitiveMaxAge}
+	}
+	if need.SignIn || need.StepUp.MFA || need.StepUp.MaxAge > 0 {
+		if err := px.p.Challenge(w, r, need); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"sub": id.Subject, "amr": id.AMR, "acr": id.ACR, "auth_time": id.AuthTime.Unix(),
+		"bearer": id.Bearer, "path": r.URL.Path, "groups": id.Claims["groups"], "session": id.SessionID,
+	})
+}
+
+// logged reports whether the proxy logged a message containing msg.
+func (px *proxy) logged(msg string) bool {
+	return px.logs.FilterMessageSnippet(msg).Len() > 0
+}
+
+// browser is a cookie-jar client that follows every redirect itself and
+// fills the development provider's login forms.
+type browser struct {
+	t        *testing.T
+	e        *env
+	c        *http.Client
+	user     string
+	password string
+	// rewrite may change a URL before it is requested.
+	rewrite func(u *url.URL)
+	// stop, when it returns true, ends a visit before u is requested.
+	stop       func(u *url.URL) bool
+	hops       []*url.URL
+	logins     int
+	totpLogins int
+	lastStep   int64
+}
+
+func (e *env) browser(user string) *browser {
+	jar, _ := cookiejar.New(nil)
+	b := &browser{t: e.t, e: e, user: user, c: &http.Client{
+		Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+	if u, ok := e.users[user]; ok {
+		b.password = u.Password
+	}
+	return b
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+	url    *url.URL
+}
+
+func (pg answer) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(pg.body), &m); err != nil {
+		t.Fatalf("%s answered %d, not JSON: %.300s", pg.url, pg.status, pg.body)
+	}
+	return m
+}
+
+var hiddenID = regexp.MustCompile(`name="id" value="([^"]+)"`)
+
+// visit requests rawURL as a browser (Accept: text/html) and follows
+// redirects and login forms until a final page.
+func (b *browser) visit(rawURL string) answer {
+	b.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return b.follow(req)
+}
+
+func (b *browser) follow(req *http.Request) answer {
+	b.t.Helper()
+	for range 30 {
+		if b.rewrite != nil {
+			b.rewrite(req.URL)
+		}
+		if b.stop != nil && b.stop(req.URL) {
+			return answer{url: req.URL}
+		}
+		req.Header.Set("Accept", "text/html,application/xhtml+xml")
+		b.hops = append(b.hops, req.URL)
+		resp, err := b.c.Do(req)
+		if err != nil {
+			b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pg := answer{status: resp.StatusCode, header: resp.Header, body: string(body), url: req.URL}
+		switch {
+		case resp.StatusCode >= 300 && resp.StatusCode < 400:
+			loc, err := req.URL.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				b.t.Fatalf("bad Location %q: %v", resp.Header.Get("Location"), err)
+			}
+			req, _ = http.NewRequest(http.MethodGet, loc.String(), nil)
+		case strings.Contains(pg.body, `id="login-form"`):
+			b.logins++
+			req = b.form(req.URL, "/login/password", pg.body, url.Values{"username": {b.user}, "password": {b.password}})
+		case strings.Contains(pg.body, `id="totp-form"`):
+			b.totpLogins++
+			req = b.form(req.URL, "/login/totp", pg.body, url.Values{"code": {b.totpCode()}})
+		default:
+			return pg
+		}
+	}
+	b.t.Fatalf("too many redirects; hops: %v", b.hops)
+	return answer{}
+}
+
+func (b *browser) form(base *url.URL, action, body string, v url.Values) *http.Request {
+	m := hiddenID.FindStringSubmatch(body)
+	if m == nil {
+		b.t.Fatalf("login form without id: %.300s", body)
+	}
+	v.Set("id", m[1])
+	u, _ := base.Parse(action)
+	req, _ := http.NewRequest(http.MethodPost, u.String(), strings.NewReader(v.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req
+}
+
+// totpCode returns a code the provider has not seen for this user: each
+// RFC 6238 step is usable once, and the provider accepts the previous,
+// current and next step.
+func (b *browser) totpCode() string {
+	u := b.e.users[b.user]
+	now := time.Now()
+	cur := now.Unix() / 30
+	step := max(b.lastStep+1, cur-1)
+	if step > cur+1 {
+		b.t.Fatalf("test signs %s in more than three times in 30 s", b.user)
+	}
+	b.lastStep = step
+	code, err := devidp.TOTP(u.TOTPSecret, time.Unix(step*30, 0))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return code
+}
+
+// do sends one request with the browser's cookies, without following.
+func (b *browser) do(req *http.Request) answer {
+	b.t.Helper()
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return answer{status: resp.StatusCode, header: resp.Header, body: string(body), url: req.URL}
+}
+
+// api sends a request as an API client (no Accept: text/html).
+func (b *browser) api(rawURL string) answer {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, rawURL, nil)
+	req.Header.Set("Accept", "application/json")
+	return b.do(req)
+}
+
+// authRequests are the hops that went to the provider's authorization
+// endpoint.
+func (b *browser) authRequests() []*url.URL {
+	var out []*url.URL
+	for _, h := range b.hops {
+		if strings.HasPrefix(h.String(), b.e.idpURL) && strings.HasSuffix(h.Path, "/authorize") {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (b *browser) cookie(px *proxy, name string) *http.Cookie {
+	u, _ := url.Parse(px.url)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// signIn signs b's user in at px and checks that it worked.
+func (b *browser) signIn(px *proxy) map[string]any {
+	b.t.Helper()
+	pg := b.visit(px.url + "/app")
+	if pg.status != http.StatusOK {
+		b.t.Fatalf("sign-in of %s ended with %d at %s: %.400s", b.user, pg.status, pg.url, pg.body)
+	}
+	m := pg.json(b.t)
+	if m["sub"] != b.user {
+		b.t.Fatalf("signed in as %v, want %s", m["sub"], b.user)
+	}
+	return m
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(fmt.Sprintf("unexpected error: %v", err))
+	}
+	return v
+}
