@@ -309,7 +309,7 @@ func (p *Provider) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	skew := time.Duration(p.cfg.ClockSkew)
 	now := p.now()
-	if idt.IssuedAt.IsZero() || idt.IssuedAt.After(now.Add(skew)) || idt.IssuedAt.Before(time.Unix(f.Created, 0).Add(-skew)) {
+	if idt.IssuedAt.IsZero() || idt.IssuedAt.After(now.Add(skew)) || now.Sub(idt.IssuedAt) > time.Duration(p.cfg.FlowTimeout)+skew {
 		p.refuse(w, r, http.StatusUnauthorized, "the ID token's issue time is missing or outside this sign-in", zap.Time("iat", idt.IssuedAt))
 		return
 	}

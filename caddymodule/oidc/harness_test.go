@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -62,6 +63,8 @@ type env struct {
 	idpURL  string
 	users   map[string]devidp.User
 	proxies []*proxy
+	// idpOffset moves the provider's sign-in clock (auth_time).
+	idpOffset atomic.Int64
 }
 
 type envOptions struct {
@@ -72,6 +75,7 @@ type envOptions struct {
 	extraClients   []devidp.Client
 	idpListener    net.Listener // nil: a fresh one; closed: provider down
 	noIdP          bool
+	configure      func(*Config)
 }
 
 type proxy struct {
@@ -124,6 +128,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		SigningKey:          testKey(),
 		ConditionalMFA:      o.conditionalMFA,
 		AccessTokenLifetime: o.accessTTL,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now:                 func() time.Time { return time.Now().Add(time.Duration(e.idpOffset.Load())) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -139,17 +145,20 @@ func newEnv(t *testing.T, o envOptions) *env {
 		store = "file:" + t.TempDir()
 	}
 	for i, ln := range lns {
-		e.proxies = append(e.proxies, e.startProxy(ln, origins[i], store))
+		e.proxies = append(e.proxies, e.startProxy(ln, origins[i], store, o.configure))
 	}
 	return e
 }
 
-func (e *env) startProxy(ln net.Listener, origin, store string) *proxy {
+func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*Config)) *proxy {
 	t := e.t
 	core, logs := observer.New(zapcore.DebugLevel)
 	px := &proxy{url: origin, logs: logs}
-	p, err := newProvider(context.Background(),
-		Config{Issuer: e.idpURL, ClientID: "crm", ClientSecret: clientSecret, ACRValues: []string{devidp.ACRMFA}},
+	cfg := Config{Issuer: e.idpURL, ClientID: "crm", ClientSecret: clientSecret, ACRValues: []string{devidp.ACRMFA}}
+	if configure != nil {
+		configure(&cfg)
+	}
+	p, err := newProvider(context.Background(), cfg,
 		session.Config{Secrets: []string{testSecret}, Store: store},
 		t.TempDir(), mfaPolicy, zap.New(core), nil)
 	if err != nil {

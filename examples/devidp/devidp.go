@@ -132,6 +132,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger logs sign-ins and logouts (default slog.Default()).
 	Logger *slog.Logger
+	// Now is the clock that stamps sign-ins (auth_time) and judges
+	// max_age; nil means time.Now. Tests move it to make sign-ins look old.
+	Now func() time.Time
 }
 
 // Server is the development OpenID Provider; it is an http.Handler.
@@ -156,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -74,7 +74,7 @@ func (l *login) reusable(a *authRequest, ss ssoSession) bool {
 	if slices.Contains(a.prompt, oidc.PromptLogin) {
 		return false
 	}
-	if a.maxAge != nil && time.Since(ss.authTime) > time.Duration(*a.maxAge)*time.Second {
+	if a.maxAge != nil && l.s.cfg.Now().Sub(ss.authTime) > time.Duration(*a.maxAge)*time.Second {
 		return false
 	}
 	if a.wantsMFA() && ss.acr != ACRMFA {

@@ -504,7 +504,7 @@ func (s *storage) Health(context.Context) error { return nil }
 func (s *storage) startSession(user string, amr []string, acr string) *ssoSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss := &ssoSession{sid: randomID(), user: user, authTime: time.Now(), amr: amr, acr: acr, clients: map[string]bool{}}
+	ss := &ssoSession{sid: randomID(), user: user, authTime: s.server.cfg.Now().Truncate(time.Second), amr: amr, acr: acr, clients: map[string]bool{}}
 	s.sessions[ss.sid] = ss
 	return ss
 }
