@@ -181,7 +181,10 @@ func referencedVars(a *cel.Ast) map[string]bool {
 			if i := strings.IndexByte(name, '.'); i >= 0 {
 				name = name[:i]
 			}
-			out[name] = true
+			switch name {
+			case varUser, varRequest, varRecord, varNow, varClaims:
+				out[name] = true
+			}
 		}
 	}
 	return out

@@ -1,0 +1,146 @@
+package rules
+
+import (
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// agreementExprs are record conditions of the shapes the native compiler
+// handles, and a few it leaves to CEL.
+var agreementExprs = []struct {
+	src    string
+	native bool // the native compiler must take it
+}{
+	{`record.owner_id == user.id`, true},
+	{`record.team in user.attrs.teams`, true},
+	{`"sales_manager" in user.roles`, true},
+	{`timestamp(record.last_contact_at) < now - duration("8760h")`, true},
+	{`record.owner_id == user.id || record.team in user.attrs.teams || "sales_manager" in user.roles || timestamp(record.last_contact_at) < now - duration("8760h")`, true},
+	{`record.amount > 100`, true},
+	{`record.amount >= 100.5 && record.amount <= 1000`, true},
+	{`!(record.owner_id == user.id)`, true},
+	{`record.owner_id != user.id && record.stage == "won"`, true},
+	{`record.address.city == "Shanghai"`, true},
+	{`record["odd-key.x"] == "x"`, true},
+	{`"vip" in record.tags`, true},
+	{`record.owner_id == user.id || record.missing == 1`, true},
+	{`record.missing == 1 || record.owner_id == user.id`, true},
+	{`record.missing == 1 && record.owner_id == "nobody"`, true},
+	{`record.flag`, true},
+	{`record.flag || record.owner_id == user.id`, true},
+	{`record.n == 1`, true},
+	{`record.n < 2.5`, true},
+	{`record.owner_id == 7`, true},
+	{`record.address == {"city": "Shanghai"}`, true},
+	{`user.attrs.nothing == record.owner_id || record.stage == "won"`, true},
+	{`record.stage in ["won", "lost"]`, true},
+	{`record.owner_id.startsWith("zh")`, false},
+	{`has(record.team) && record.team == "east"`, false},
+	{`size(record.tags) > 1`, false},
+	{`record.tags.exists(t, t == "vip")`, false},
+}
+
+// agreementRecords are records of every awkward kind.
+var agreementRecords = []string{
+	`{"id":"1","owner_id":"zhang","team":"east","last_contact_at":"2026-10-01T00:00:00Z","amount":50,"stage":"won","tags":["vip"],"flag":true,"n":1,"address":{"city":"Shanghai"}}`,
+	`{"id":"2","owner_id":"li","team":"west","last_contact_at":"2024-01-01T00:00:00Z","amount":150.5,"stage":"lost","tags":[],"flag":false,"n":1.0,"address":{"city":"Beijing"}}`,
+	`{"id":"3"}`,
+	`{"id":"4","owner_id":null,"team":7,"last_contact_at":"yesterday","amount":"100","stage":null,"tags":"vip","flag":"true","n":"1","address":"Shanghai"}`,
+	`{"id":"5","owner_id":"zhang","owner_id":"li","team":"east","team":"east"}`,
+	`{"id":"6","owner_id":7,"amount":1e3,"n":1.5e0,"last_contact_at":1700000000,"address":{"city":"Shanghai","city":"Shanghai"},"odd-key.x":"x"}`,
+	`{"id":"7","owner_id":"zh\u0061ng","te\u0061m":"east","tags":["vip","vip"],"address":{"city":null},"amount":-0,"n":99999999999999999999}`,
+	`{"id":"8","last_contact_at":"2025-11-24T10:00:00+08:00","amount":1000,"flag":null,"address":{"city":"Shanghai","zip":{"a":[1,2]}}}`,
+}
+
+// bothPaths loads rules twice: once as usual and once with every native
+// predicate removed, so that CEL decides everything.
+func bothPaths(t testing.TB, src string) (native, cel *Set) {
+	t.Helper()
+	native = mustLoad(t, src)
+	cel = mustLoad(t, src)
+	for _, r := range cel.routes {
+		for _, c := range r.conditions() {
+			c.native = nil
+		}
+	}
+	return native, cel
+}
+
+func visibleRules(expr string) string {
+	return fmt.Sprintf("version: 1\nroles: {sales: {}, sales_manager: {}}\nroutes:\n  - id: list\n    match: {path: /list}\n    allow: [sales, sales_manager]\n    records: list\n    visible: %q\n    audit_id: id\n", expr)
+}
+
+func runVisible(t testing.TB, s *Set, roles []string, body string) (ids []string, evalErrors int, err error) {
+	u := s.UserFromRoles("zhang", roles, map[string]any{"teams": []any{"east", "north"}}, true, time.Time{})
+	d := s.Decide(u, request("GET", "/list"))
+	if d.Outcome != Allow {
+		t.Fatalf("not allowed: %s", d.Reason)
+	}
+	_, _, err = d.Rewrite(nil, 200, http.Header{}, []byte(body))
+	return d.Audit.RecordIDs, d.Audit.EvalErrors, err
+}
+
+func TestNativeAndCELAgree(t *testing.T) {
+	body := `{"list":[` + strings.Join(agreementRecords, ",") + `]}`
+	for _, e := range agreementExprs {
+		for _, roles := range [][]string{{"sales"}, {"sales_manager"}} {
+			t.Run(fmt.Sprintf("%s for %v gives the same records natively and in CEL", e.src, roles), func(t *testing.T) {
+				ns, cs := bothPaths(t, visibleRules(e.src))
+				if got := ns.routes[0].visible.native != nil; got != e.native {
+					t.Fatalf("native compiled = %v, want %v", got, e.native)
+				}
+				nIDs, nErr, nFail := runVisible(t, ns, roles, body)
+				cIDs, cErr, cFail := runVisible(t, cs, roles, body)
+				if fmt.Sprint(nFail) != fmt.Sprint(cFail) {
+					t.Fatalf("errors differ: native %v, CEL %v", nFail, cFail)
+				}
+				if !reflect.DeepEqual(nIDs, cIDs) || nErr != cErr {
+					t.Fatalf("native shows %v with %d eval errors, CEL shows %v with %d", nIDs, nErr, cIDs, cErr)
+				}
+			})
+		}
+	}
+}
+
+func TestTheExampleVisibleConditionRunsNatively(t *testing.T) {
+	s := loadExample(t)
+	for _, r := range s.routes {
+		for _, c := range r.conditions() {
+			if c.native == nil {
+				t.Errorf("route %s: %q falls back to CEL", r.id, c.e.src)
+			}
+		}
+	}
+}
+
+// FuzzNativeAgreesWithCEL feeds arbitrary records to every agreement
+// expression: the native predicates and CEL must show the same records and
+// count the same evaluation errors.
+func FuzzNativeAgreesWithCEL(f *testing.F) {
+	for i, r := range agreementRecords {
+		f.Add(uint8(i), r)
+	}
+	sets := make([][2]*Set, len(agreementExprs))
+	for i, e := range agreementExprs {
+		n, c := bothPaths(f, visibleRules(e.src))
+		sets[i] = [2]*Set{n, c}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, record string) {
+		pair := sets[int(which)%len(sets)]
+		body := `{"list":[` + record + `]}`
+		for _, roles := range [][]string{{"sales"}, {"sales_manager"}} {
+			nIDs, nErr, nFail := runVisible(t, pair[0], roles, body)
+			cIDs, cErr, cFail := runVisible(t, pair[1], roles, body)
+			if (nFail == nil) != (cFail == nil) {
+				t.Fatalf("errors differ: native %v, CEL %v", nFail, cFail)
+			}
+			if nFail == nil && (!reflect.DeepEqual(nIDs, cIDs) || nErr != cErr) {
+				t.Fatalf("%s on %s: native shows %v with %d errors, CEL %v with %d", agreementExprs[int(which)%len(sets)].src, record, nIDs, nErr, cIDs, cErr)
+			}
+		}
+	})
+}
