@@ -1,12 +1,14 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -83,11 +85,12 @@ type fileSink struct {
 
 // Write appends ev as one line.
 func (s *fileSink) Write(ev *AuditEvent) error {
-	line, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("caddymodule: encoding audit event: %w", err)
-	}
-	line = append(line, '\n')
+	bp := linePool.Get().(*[]byte)
+	line := append(ev.appendJSON((*bp)[:0]), '\n')
+	defer func() {
+		*bp = line[:0]
+		linePool.Put(bp)
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -110,6 +113,8 @@ func (s *fileSink) Destruct() error {
 	s.f = nil
 	return err
 }
+
+var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // auditFiles shares one open file per path across config reloads.
 var auditFiles = caddy.NewUsagePool()
@@ -144,4 +149,171 @@ func releaseAuditFile(path string) {
 		return
 	}
 	_, _ = auditFiles.Delete(abs)
+}
+
+// MarshalJSON encodes the event without reflection: one event is written
+// per request, so this is on the hot path. The output is the same as
+// encoding/json's for the struct tags above (a test checks it).
+func (ev *AuditEvent) MarshalJSON() ([]byte, error) {
+	return ev.appendJSON(make([]byte, 0, 512)), nil
+}
+
+func (ev *AuditEvent) appendJSON(b []byte) []byte {
+	b = append(b, `{"time":`...)
+	b = append(b, '"')
+	b = ev.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if ev.RequestID != "" {
+		b = appendKey(b, "request_id")
+		b = appendString(b, ev.RequestID)
+	}
+	if ev.User != "" {
+		b = appendKey(b, "user")
+		b = appendString(b, ev.User)
+	}
+	if len(ev.Roles) > 0 {
+		b = appendKey(b, "roles")
+		b = appendStrings(b, ev.Roles)
+	}
+	b = appendKey(b, "method")
+	b = appendString(b, ev.Method)
+	b = appendKey(b, "path")
+	b = appendString(b, ev.Path)
+	if ev.Route != "" {
+		b = appendKey(b, "route")
+		b = appendString(b, ev.Route)
+	}
+	b = appendKey(b, "decision")
+	b = appendString(b, ev.Decision)
+	if ev.Reason != "" {
+		b = appendKey(b, "reason")
+		b = appendString(b, ev.Reason)
+	}
+	b = appendKey(b, "status")
+	b = strconv.AppendInt(b, int64(ev.Status), 10)
+	b = appendKey(b, "records_in")
+	b = strconv.AppendInt(b, int64(ev.RecordsIn), 10)
+	b = appendKey(b, "records_out")
+	b = strconv.AppendInt(b, int64(ev.RecordsOut), 10)
+	if len(ev.RecordIDs) > 0 {
+		b = appendKey(b, "record_ids")
+		b = appendStrings(b, ev.RecordIDs)
+	}
+	if len(ev.Fields) > 0 {
+		b = appendKey(b, "fields")
+		keys := make([]string, 0, len(ev.Fields))
+		for k := range ev.Fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = strconv.AppendInt(b, int64(ev.Fields[k]), 10)
+		}
+		b = append(b, '}')
+	}
+	if ev.EvalErrors != 0 {
+		b = appendKey(b, "eval_errors")
+		b = strconv.AppendInt(b, int64(ev.EvalErrors), 10)
+	}
+	b = appendKey(b, "export")
+	b = append(b, '{')
+	first := true
+	for _, f := range []struct {
+		name string
+		on   bool
+	}{{"route", ev.Export.Route}, {"download", ev.Export.Download}, {"too_many", ev.Export.TooMany}, {"approved", ev.Export.Approved}, {"blocked", ev.Export.Blocked}} {
+		if !f.on {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendString(b, f.name)
+		b = append(b, ":true"...)
+	}
+	b = append(b, '}')
+	if ev.Shadow {
+		b = append(b, `,"shadow":true`...)
+	}
+	if ev.Rewritten {
+		b = append(b, `,"rewritten":true`...)
+	}
+	b = appendKey(b, "duration_ms")
+	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
+	return append(b, '}')
+}
+
+func appendKey(b []byte, k string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	return append(b, '"', ':')
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendString appends s as a JSON string the way encoding/json does
+// (HTML-safe escapes, invalid UTF-8 replaced by U+FFFD).
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

@@ -36,7 +36,7 @@ type proxyTestIdentity struct{}
 
 // CaddyModule returns the module information.
 func (proxyTestIdentity) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "crm_guard.identity.proxy_test_header", New: func() caddy.Module { return proxyTestIdentity{} }}
+	return caddy.ModuleInfo{ID: "crm_guard.identity.proxy_test_header", New: func() caddy.Module { return new(proxyTestIdentity) }}
 }
 
 // UnmarshalCaddyfile reads `identity proxy_test_header`.

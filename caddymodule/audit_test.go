@@ -1,0 +1,51 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/crmguard/crmguard/rules"
+)
+
+func TestAuditEventJSONMatchesEncodingJSON(t *testing.T) {
+	// plainEvent has the same fields and tags without the MarshalJSON
+	// method, so encoding/json encodes it by reflection.
+	type plainEvent AuditEvent
+	tests := []struct {
+		name string
+		ev   AuditEvent
+	}{
+		{name: "an empty event keeps its required keys", ev: AuditEvent{}},
+		{name: "a full event encodes every field", ev: AuditEvent{
+			Time: time.Date(2026, 11, 20, 10, 0, 0, 123456789, time.UTC), RequestID: "r-1", User: "zhang",
+			Roles: []string{"sales", "sales_manager"}, Method: "GET", Path: "/api/customers", Route: "customers.list",
+			Decision: "allow", Reason: "role sales is allowed", Status: 200, RecordsIn: 9, RecordsOut: 3,
+			RecordIDs: []string{"1", "4"}, Fields: map[string]int{"mask:phone": 3, "remove:bank_account": 3},
+			EvalErrors: 2, Export: rules.ExportFlags{Route: true, Blocked: true}, Shadow: true, Rewritten: true, DurationMS: 1.234,
+		}},
+		{name: "strings with quotes, controls, HTML, bad UTF-8 and separators are escaped like encoding/json",
+			ev: AuditEvent{User: "a\"b\\c\n\t\x01<script>&\xff\u2028张三", Path: "/x?<y>", Reason: "\x7f end"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := json.Marshal(&tt.ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(plainEvent(tt.ev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g, w any
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatalf("not JSON: %v: %s", err, got)
+			}
+			_ = json.Unmarshal(want, &w)
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("\ngot  %s\nwant %s", got, want)
+			}
+		})
+	}
+}
