@@ -65,6 +65,8 @@ type env struct {
 	proxies []*proxy
 	// idpOffset moves the provider's sign-in clock (auth_time).
 	idpOffset atomic.Int64
+	// idpDown makes the provider cut every connection.
+	idpDown atomic.Bool
 }
 
 type envOptions struct {
@@ -73,8 +75,7 @@ type envOptions struct {
 	conditionalMFA bool
 	accessTTL      time.Duration
 	extraClients   []devidp.Client
-	idpListener    net.Listener // nil: a fresh one; closed: provider down
-	noIdP          bool
+	idpDown        bool // the provider starts down (connections are cut)
 	configure      func(*Config)
 }
 
@@ -94,13 +95,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.proxies = 1
 	}
 	e := &env{t: t, users: map[string]devidp.User{}}
-	idpLn := o.idpListener
-	if idpLn == nil {
-		var err error
-		if idpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
+	idpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	e.idpDown.Store(o.idpDown)
 	e.idpURL = "http://" + idpLn.Addr().String()
 	var lns []net.Listener
 	var origins []string
@@ -135,11 +134,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.idp = idp
-	if !o.noIdP {
-		srv := &httptest.Server{Listener: idpLn, Config: &http.Server{Handler: idp}}
-		srv.Start()
-		t.Cleanup(srv.Close)
-	}
+	srv := &httptest.Server{Listener: idpLn, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if e.idpDown.Load() { // a crashed provider: the connection is cut
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+			return
+		}
+		idp.ServeHTTP(w, r)
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
 	store := o.store
 	if store == "" {
 		store = "file:" + t.TempDir()
@@ -160,11 +165,13 @@ func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*
 	}
 	p, err := newProvider(context.Background(), cfg,
 		session.Config{Secrets: []string{testSecret}, Store: store},
-		t.TempDir(), mfaPolicy, zap.New(core), nil)
+		t.TempDir(), mfaPolicy, zap.New(core), nil, func(p *Provider) {
+			p.now = func() time.Time { return time.Now().Add(time.Duration(px.offset.Load())) }
+			p.minBackoff, p.maxBackoff = time.Hour, 4*time.Hour // no retry before a test moves the clock
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.now = func() time.Time { return time.Now().Add(time.Duration(px.offset.Load())) }
 	px.p = p
 	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
 	px.srv.Start()
@@ -413,4 +420,15 @@ func must[T any](v T, err error) T {
 		panic(fmt.Sprintf("unexpected error: %v", err))
 	}
 	return v
+}
+
+var reCache sync.Map
+
+func mustCompile(expr string) *regexp.Regexp {
+	if re, ok := reCache.Load(expr); ok {
+		return re.(*regexp.Regexp)
+	}
+	re := regexp.MustCompile(expr)
+	reCache.Store(expr, re)
+	return re
 }

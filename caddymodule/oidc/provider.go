@@ -62,6 +62,8 @@ type Provider struct {
 	nextTry  time.Time
 	backoff  time.Duration
 	inflight chan struct{}
+	// minBackoff and maxBackoff bound the wait between discovery attempts.
+	minBackoff, maxBackoff time.Duration
 
 	refreshes singleflight.Group
 }
@@ -93,8 +95,8 @@ func New(ctx caddy.Context, cfg *Config, sess *session.Config, mfa func() rules.
 }
 
 // newProvider is New without Caddy (tests pass their own data directory,
-// HTTP client and clock).
-func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDir string, mfa func() rules.MFAPolicy, logger *zap.Logger, client *http.Client) (*Provider, error) {
+// HTTP client, and options that set the clock or the backoff).
+func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDir string, mfa func() rules.MFAPolicy, logger *zap.Logger, client *http.Client, opts ...func(*Provider)) (*Provider, error) {
 	c := cfg.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -132,6 +134,10 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	p := &Provider{
 		cfg: c, sess: sm, flows: flows, csrf: csrf, mfa: mfa,
 		logger: logger, audit: logger.Named("audit"), client: client, now: time.Now,
+		minBackoff: DefaultMinBackoff, maxBackoff: DefaultMaxBackoff,
+	}
+	for _, o := range opts {
+		o(p)
 	}
 	sm.Now = func() time.Time { return p.now() }
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(parent))
@@ -161,9 +167,10 @@ func (p *Provider) policy() rules.MFAPolicy {
 	return pol
 }
 
+// Discovery retry backoff bounds.
 const (
-	minBackoff = time.Second
-	maxBackoff = time.Minute
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
 )
 
 // discovery returns the provider's metadata, fetching it when needed. After
@@ -203,9 +210,9 @@ func (p *Provider) discovery(ctx context.Context) (*discovered, error) {
 		close(ch)
 		if err != nil {
 			if p.backoff == 0 {
-				p.backoff = minBackoff
-			} else if p.backoff < maxBackoff {
-				p.backoff = min(2*p.backoff, maxBackoff)
+				p.backoff = p.minBackoff
+			} else if p.backoff < p.maxBackoff {
+				p.backoff = min(2*p.backoff, p.maxBackoff)
 			}
 			p.lastErr = fmt.Errorf("%w: discovery at %s failed: %v (next try in %s)", ErrUnavailable, p.cfg.Issuer, err, p.backoff)
 			p.nextTry = p.now().Add(p.backoff)

@@ -42,8 +42,13 @@ func isSafeReturn(raw string) bool {
 		if err != nil {
 			return false
 		}
-		if strings.HasPrefix(dec, "//") || strings.HasPrefix(dec, "/\\") || strings.ContainsAny(dec, "\\\x00\r\n\t") {
+		if strings.HasPrefix(dec, "//") || strings.HasPrefix(dec, "/\\") || strings.ContainsRune(dec, '\\') {
 			return false
+		}
+		for j := 0; j < len(dec); j++ {
+			if dec[j] < 0x20 || dec[j] == 0x7f {
+				return false
+			}
 		}
 		if dec == p {
 			break
