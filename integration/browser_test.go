@@ -1,0 +1,430 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+// stepUpAge replaces the example rules' 5-minute step-up age in the
+// browser test, so that a compliance sign-in grows too old in seconds.
+const stepUpAge = 5 * time.Second
+
+// chromiumPath finds Debian's Chromium (or $CRMGUARD_CHROMIUM). Without a
+// browser the test fails when CI=true and is skipped, saying why, elsewhere.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CRMGUARD_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "no Chromium found (/usr/bin/chromium, chromium, chromium-browser, or $CRMGUARD_CHROMIUM); install it with `apt-get install -y chromium`"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; skipping the browser test outside CI")
+	return ""
+}
+
+// artifactsDir is where screenshots of failed browser tests go.
+func artifactsDir() string {
+	if d := os.Getenv("CRMGUARD_ARTIFACTS"); d != "" {
+		return d
+	}
+	return "artifacts"
+}
+
+// browser is one fresh headless Chromium (its own profile: no cookies)
+// driven through the DevTools protocol.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+	d   *Demo
+}
+
+func newBrowser(t *testing.T, d *Demo) *browser {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1400, 1000),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelAlloc)
+	t.Cleanup(cancelCtx)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, with no timeout
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	b := &browser{t: t, ctx: ctx, d: d}
+	t.Cleanup(b.screenshotOnFailure) // runs before the browser is closed
+	return b
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+func (b *browser) screenshotOnFailure() {
+	if !b.t.Failed() {
+		return
+	}
+	dir := artifactsDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Logf("cannot create the artifacts folder %s: %v", dir, err)
+		return
+	}
+	base := filepath.Join(dir, unsafeName.ReplaceAllString(b.t.Name(), "_"))
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90)); err == nil {
+		if err := os.WriteFile(base+".png", png, 0o644); err == nil {
+			b.t.Logf("screenshot of the failure: %s.png", base)
+		}
+	} else {
+		b.t.Logf("no screenshot: %v", err)
+	}
+	if html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n\n" + document.documentElement.outerHTML`)); err == nil {
+		_ = os.WriteFile(base+".html", []byte(html), 0o644)
+	}
+}
+
+// do runs steps with a time limit, failing the test with the page's
+// address when one of them fails.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v (page: %s)", what, err, b.location())
+	}
+}
+
+func (b *browser) location() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return loc
+}
+
+// waitFor waits until the JavaScript condition holds in the page. The
+// condition is polled inside the page; a navigation tears the poll down
+// with the old document, so it starts again in the new one.
+func (b *browser) waitFor(what, cond string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond)))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil || !navigatedAway(err) {
+			b.t.Fatalf("waiting until %s: %v (page: %s)", what, err, b.location())
+		}
+	}
+}
+
+// navigatedAway reports whether err only says that the page changed under
+// a running script.
+func navigatedAway(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"navigated or closed", "Execution context was destroyed", "Cannot find context", "context with specified id"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.t.Fatalf("evaluating %q: %v (page: %s)", expr, err, b.location())
+	}
+	return v
+}
+
+// onSignInPage waits for the development provider's sign-in form.
+func (b *browser) onSignInPage() {
+	b.t.Helper()
+	b.waitFor("the provider's sign-in form shows",
+		fmt.Sprintf(`location.href.startsWith(%q) && !!document.getElementById("username")`, b.d.Issuer+"/login"))
+}
+
+// signIn fills the provider's form with the user's password and the TOTP
+// code of codeAt, and submits it.
+func (b *browser) signIn(user string, codeAt time.Time) {
+	b.t.Helper()
+	b.onSignInPage()
+	u, ok := b.d.User(user)
+	if !ok {
+		b.t.Fatalf("no demo user %q", user)
+	}
+	b.do("entering the password",
+		chromedp.SendKeys(chromedp.ID("username"), user),
+		chromedp.SendKeys(chromedp.ID("password"), u.Password),
+		chromedp.Click(chromedp.ID("submit")),
+	)
+	b.waitFor("the provider asks for the TOTP code", `!!document.getElementById("code")`)
+	code, err := b.d.TOTP(user, codeAt)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.do("entering the TOTP code",
+		chromedp.SendKeys(chromedp.ID("code"), code),
+		chromedp.Click(chromedp.ID("submit")),
+	)
+}
+
+// onCRM waits until the CRM's page has loaded its customer table through
+// the guard.
+func (b *browser) onCRM() {
+	b.t.Helper()
+	b.waitFor("the CRM's customer table is loaded",
+		fmt.Sprintf(`location.href.startsWith(%q) && document.getElementById("customers-table")?.dataset.loaded === "true"`, b.d.URL+"/"))
+}
+
+// row is one customer row as the page shows it.
+type row struct {
+	ID          string `json:"id"`
+	Owner       string `json:"owner"`
+	Team        string `json:"team"`
+	Phone       string `json:"phone"`
+	IDCard      string `json:"id_card"`
+	BankAccount string `json:"bank_account"`
+	Mobiles     string `json:"contacts"`
+}
+
+const rowsJS = `[...document.querySelectorAll("#customers-table tbody tr")].map(tr => ({
+	id: tr.dataset.id, owner: tr.dataset.owner, team: tr.dataset.team,
+	phone: tr.querySelector(".col-phone").textContent,
+	id_card: tr.querySelector(".col-id_card").textContent,
+	bank_account: tr.querySelector(".col-bank_account").textContent,
+	contacts: tr.querySelector(".col-contacts").textContent,
+}))`
+
+var maskedInTextRe = regexp.MustCompile(`1\d{10}`)
+
+// TestBrowser drives a real headless Chromium through the demo stack (the
+// repository's Caddyfile, examples/rules.yaml, the example CRM and the
+// development provider) the way people use it.
+func TestBrowser(t *testing.T) {
+	chromiumPath(t) // fail or skip before starting anything
+	d := startDemo(t, rulesWithStepUp(t, stepUpAge))
+
+	t.Run("a sales rep signs in with password and TOTP and sees only own, team and pool customers, masked; the export is refused; logout ends the session", func(t *testing.T) {
+		b := newBrowser(t, d)
+		now := time.Now()
+		b.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+		b.signIn("zhang", now)
+		b.onCRM()
+		if who := eval[string](b, `document.getElementById("whoami").textContent`); !strings.Contains(who, "zhang") {
+			t.Errorf("the page says %q, not that zhang is signed in", who)
+		}
+
+		rows := eval[[]row](b, rowsJS)
+		truth := d.CRM.Data().Customers[:100] // the page shows the CRM's first 100
+		var want, got []string
+		for _, c := range truth {
+			if visibleToSalesRep(*c, "zhang", "east", now) {
+				want = append(want, fmt.Sprint(c.ID))
+			}
+		}
+		for _, r := range rows {
+			got = append(got, r.ID)
+			if !maskedPhoneRe.MatchString(r.Phone) {
+				t.Errorf("customer %s: the page shows phone %q unmasked", r.ID, r.Phone)
+			}
+			if !maskedIDCardRe.MatchString(r.IDCard) {
+				t.Errorf("customer %s: the page shows ID number %q unmasked", r.ID, r.IDCard)
+			}
+			if r.BankAccount != "—" {
+				t.Errorf("customer %s: the page shows bank account %q", r.ID, r.BankAccount)
+			}
+			if m := maskedInTextRe.FindString(r.Mobiles); m != "" {
+				t.Errorf("customer %s: a contact's mobile %q is shown unmasked", r.ID, m)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("the page lists customers %v\nthe rules allow exactly %v", got, want)
+		}
+		var pool int
+		for _, c := range truth {
+			if slices.Contains(got, fmt.Sprint(c.ID)) && c.OwnerID != "zhang" && c.Team != "east" {
+				pool++
+			}
+		}
+		if pool == 0 || len(got) == len(truth) {
+			t.Errorf("%d pool customers of %d shown: the seeded page does not show the difference the rules make", pool, len(got))
+		}
+
+		// The export.
+		b.do("clicking Export CSV", chromedp.Click(chromedp.ID("export")))
+		b.waitFor("the page shows the answer to the export", `!document.getElementById("message").hidden`)
+		msg := eval[string](b, `document.getElementById("message").textContent`)
+		if !strings.Contains(msg, "403") || !strings.Contains(msg, "customers.export") {
+			t.Errorf("the export's refusal on the page is %q; want the 403 and the rule customers.export", msg)
+		}
+
+		// Logout.
+		cookies, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{d.URL + "/"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var before []string
+		for _, c := range cookies.Cookies {
+			before = append(before, c.Name+"="+c.Value)
+		}
+		if len(before) == 0 {
+			t.Fatal("the browser holds no cookie for the guard while signed in")
+		}
+		b.do("clicking Sign out", chromedp.Click(chromedp.ID("logout")))
+		b.finishLogout()
+		b.onSignInPage()
+
+		req, _ := http.NewRequest("GET", d.URL+"/api/customers", nil)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Cookie", strings.Join(before, "; "))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("the session cookies from before the logout, replayed: status %d, want 401", resp.StatusCode)
+		}
+		b.do("opening the guard's health page", chromedp.Navigate(d.URL+"/healthz"))
+		status := eval[int](b, `fetch("/api/customers", {headers: {Accept: "application/json"}}).then(r => r.status)`)
+		if status != http.StatusUnauthorized {
+			t.Errorf("an API call from the page after logout: status %d, want 401", status)
+		}
+		b.do("opening the CRM again", chromedp.Navigate(d.URL+"/"))
+		b.onSignInPage() // a new sign-in, not a silent single sign-on
+	})
+
+	t.Run("customer service tries to change a deal's stage and the page shows the proxy's refusal", func(t *testing.T) {
+		b := newBrowser(t, d)
+		b.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+		b.signIn("li", time.Now())
+		b.onCRM()
+		eval[chromedp.Void](b, `location.hash = "#deals"`)
+		b.waitFor("the deals are loaded", `document.getElementById("deals-table")?.dataset.loaded === "true"`)
+		type deal struct {
+			ID    string `json:"id"`
+			Stage string `json:"stage"`
+		}
+		first := eval[deal](b, `(() => { const tr = document.querySelector("#deals-table tbody tr");
+			return {id: tr.dataset.id, stage: tr.querySelector(".col-stage").textContent}; })()`)
+		newStage := "won"
+		if first.Stage == "won" {
+			newStage = "lost"
+		}
+		b.do("editing the first deal's stage",
+			chromedp.Click(chromedp.CSS("#deals-table tbody tr:first-child .edit-deal")),
+			chromedp.WaitVisible(chromedp.ID("deal-form")),
+			chromedp.SetValue(chromedp.ID("deal-stage"), newStage),
+			chromedp.Click(chromedp.ID("deal-save")),
+		)
+		b.waitFor("the page shows the answer", `document.getElementById("deal-result").textContent !== ""`)
+		res := eval[string](b, `document.getElementById("deal-result").className + ": " + document.getElementById("deal-result").textContent`)
+		if !strings.HasPrefix(res, "error: Refused (403)") || !strings.Contains(res, "stage") || !strings.Contains(res, "deals.update") {
+			t.Errorf("the page shows %q; want the proxy's 403 naming the field stage and the rule deals.update", res)
+		}
+		id := 0
+		fmt.Sscan(first.ID, &id)
+		if got := d.CRM.Data().Deals[id-1].Stage; got != first.Stage {
+			t.Errorf("the CRM's deal %d has stage %q after the refusal, want %q unchanged", id, got, first.Stage)
+		}
+
+		// A change service may make goes through, and the CRM knows who made it.
+		b.do("changing only the next step",
+			chromedp.SetValue(chromedp.ID("deal-stage"), first.Stage),
+			chromedp.SetValue(chromedp.ID("deal-next-step"), "call back after the repair"),
+			chromedp.Click(chromedp.ID("deal-save")),
+		)
+		b.waitFor("the page shows the save", `document.getElementById("deal-result").textContent.startsWith("Saved deal")`)
+		got := d.CRM.Data().Deals[id-1]
+		if got.NextStep != "call back after the repair" || got.UpdatedBy != "li" || got.Stage != first.Stage {
+			t.Errorf("the CRM's deal after the allowed change: next step %q by %q, stage %q", got.NextStep, got.UpdatedBy, got.Stage)
+		}
+	})
+
+	t.Run("compliance must sign in again before the ID numbers appear", func(t *testing.T) {
+		b := newBrowser(t, d)
+		b.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+		signedIn := time.Now()
+		b.signIn("qian", signedIn)
+		b.onCRM()
+		rows := eval[[]row](b, rowsJS)
+		if len(rows) == 0 {
+			t.Fatal("compliance sees no customers")
+		}
+		for _, r := range rows {
+			if !maskedIDCardRe.MatchString(r.IDCard) {
+				t.Errorf("customer %s: the list shows ID number %q unmasked", r.ID, r.IDCard)
+			}
+		}
+		b.do("opening the first customer", chromedp.Click(chromedp.CSS("#customers-table tbody tr:first-child .open-customer")))
+		b.waitFor("the customer's details show", `!!document.getElementById("show-sensitive")`)
+
+		// The step-up age is a wall-clock rule: let the sign-in grow older
+		// than it (the rule file's 5 minutes are stepUpAge here).
+		time.Sleep(time.Until(signedIn.Add(stepUpAge + 1500*time.Millisecond)))
+		b.do("asking for the ID number", chromedp.Click(chromedp.ID("show-sensitive")))
+		b.onSignInPage() // the guard sent the browser to sign in again
+		// The code of the previous sign-in cannot be used twice; the
+		// provider accepts the next step's code.
+		b.signIn("qian", time.Now().Add(30*time.Second))
+		b.waitFor("the ID number page has loaded", `document.getElementById("sensitive")?.dataset.loaded === "true"`)
+		id := 0
+		fmt.Sscan(rows[0].ID, &id)
+		c := d.CRM.Data().Customers[id-1]
+		if got := eval[string](b, `document.getElementById("s-id_card").textContent`); got != c.IDCard {
+			t.Errorf("after signing in again the page shows ID number %q, want %q", got, c.IDCard)
+		}
+		if got := eval[string](b, `document.getElementById("s-bank_account").textContent`); got != c.BankAccount {
+			t.Errorf("after signing in again the page shows bank account %q, want %q", got, c.BankAccount)
+		}
+	})
+}
+
+// finishLogout follows the logout to its end: when the guard asks to
+// confirm (logout is a POST with a CSRF token), it presses the button.
+func (b *browser) finishLogout() {
+	b.t.Helper()
+	b.waitFor("the logout is answered", fmt.Sprintf(
+		`document.readyState === "complete" && (location.href.startsWith(%q) || (location.href.startsWith(%q) && !!document.querySelector("form")))`,
+		b.d.Issuer, b.d.URL+"/.crmguard/"))
+	if strings.HasPrefix(b.location(), b.d.URL+"/.crmguard/") {
+		b.do("confirming the logout", chromedp.Click(chromedp.CSS(`form button, form input[type="submit"]`)))
+	}
+}

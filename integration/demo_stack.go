@@ -1,0 +1,338 @@
+// Package integration holds crmguard's end-to-end tests and the demo stack
+// they share with `crmguard demo`: the example CRM, the development OpenID
+// Provider and the guard (Caddy with crm_guard, configured from a
+// Caddyfile), all on loopback, started in-process by StartDemo.
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	// The Caddyfile adapter and the standard modules (reverse_proxy, ...).
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// The crm_guard handler.
+	_ "github.com/crmguard/crmguard/caddymodule"
+
+	"github.com/crmguard/crmguard/examples/crm"
+	"github.com/crmguard/crmguard/examples/devidp"
+)
+
+// Demo defaults.
+const (
+	// DefaultDemoListen is where the guard listens unless told otherwise.
+	DefaultDemoListen = "localhost:8080"
+	// DefaultTOTPSeed derives the demo users' TOTP secrets, so that
+	// `crmguard demo totp <user>` prints codes the running demo accepts.
+	DefaultTOTPSeed = "crmguard-demo"
+	// DemoClientID is the guard's client id at the development provider.
+	DemoClientID = "crmguard-demo"
+)
+
+// DemoConfig configures StartDemo. The zero value runs the repository's
+// Caddyfile from the current directory on localhost:8080.
+type DemoConfig struct {
+	// Caddyfile is the configuration the guard runs. Default "Caddyfile".
+	Caddyfile string
+	// Rules is the rule file; it is passed to the Caddyfile as
+	// {$CRMGUARD_RULES}. Default: examples/rules.yaml beside the Caddyfile.
+	Rules string
+	// Listen is the guard's host:port; the host must be a loopback name.
+	// Default "localhost:8080". Port 0 picks a free port.
+	Listen string
+	// Seed generates the CRM's data. Default 1.
+	Seed int64
+	// Now is the clock the CRM's data is generated around. Default: now.
+	Now time.Time
+	// TOTPSeed derives the demo users' TOTP secrets. Default DefaultTOTPSeed.
+	TOTPSeed string
+	// SessionStore is the session store ({$CRMGUARD_SESSION_STORE}), e.g.
+	// "file:/tmp/x". Default "file" (Caddy's data directory).
+	SessionStore string
+	// StorageDir is Caddy's storage folder (certificates, the default
+	// session files). Default: Caddy's data directory.
+	StorageDir string
+	// Admin is Caddy's admin address ({$CRMGUARD_ADMIN}), or "off".
+	// Default "localhost:2019".
+	Admin string
+	// Log receives the CRM's and the identity provider's log lines.
+	// Default: standard error.
+	Log io.Writer
+}
+
+// Demo is a running demo stack.
+type Demo struct {
+	// URL is where a browser opens the guarded CRM, e.g. http://localhost:8080.
+	URL string
+	// Issuer is the development identity provider's issuer URL.
+	Issuer string
+	// CRMAddr is the example CRM's address (reachable without the guard:
+	// for tests only).
+	CRMAddr string
+	// CRM is the example CRM.
+	CRM *crm.Server
+	// IdP is the development identity provider.
+	IdP *devidp.Server
+	// Users are the demo users.
+	Users []devidp.User
+
+	servers []*http.Server
+}
+
+// StartDemo starts the CRM and the identity provider on free loopback
+// ports, then the guard from the Caddyfile with the {$...} values filled
+// in. It returns once everything accepts connections. Stop ends it.
+func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
+	if cfg.Caddyfile == "" {
+		cfg.Caddyfile = "Caddyfile"
+	}
+	caddyfilePath, err := filepath.Abs(cfg.Caddyfile)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	body, err := os.ReadFile(caddyfilePath)
+	if err != nil {
+		return nil, fmt.Errorf("demo: reading the Caddyfile (run from the repository's top folder, or give --config): %w", err)
+	}
+	if cfg.Rules == "" {
+		cfg.Rules = filepath.Join(filepath.Dir(caddyfilePath), "examples", "rules.yaml")
+	}
+	rulesPath, err := filepath.Abs(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if _, err := os.Stat(rulesPath); err != nil {
+		return nil, fmt.Errorf("demo: the rule file: %w", err)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultDemoListen
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	if cfg.TOTPSeed == "" {
+		cfg.TOTPSeed = DefaultTOTPSeed
+	}
+	if cfg.SessionStore == "" {
+		cfg.SessionStore = "file"
+	}
+	if cfg.Admin == "" {
+		cfg.Admin = "localhost:2019"
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("demo: listen address %q: %w", cfg.Listen, err)
+	}
+	if !isLoopbackName(host) {
+		return nil, fmt.Errorf("demo: listen address %q: the demo only runs on loopback (localhost, 127.0.0.1)", cfg.Listen)
+	}
+	if port == "0" {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	d := &Demo{URL: "http://" + net.JoinHostPort(host, port), Users: devidp.DemoUsers(cfg.TOTPSeed)}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Stop()
+		}
+	}()
+
+	// The CRM.
+	crmLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo: CRM listener: %w", err)
+	}
+	d.CRMAddr = crmLn.Addr().String()
+	d.CRM = crm.New(crm.Options{Seed: cfg.Seed, Now: cfg.Now, Log: log.New(cfg.Log, "", log.LstdFlags)})
+	d.serve(crmLn, d.CRM)
+
+	// The identity provider.
+	idpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo: identity provider listener: %w", err)
+	}
+	d.Issuer = "http://" + idpLn.Addr().String()
+	secret := randomHex(24)
+	d.IdP, err = devidp.New(devidp.Config{
+		Issuer: d.Issuer,
+		Users:  d.Users,
+		Clients: []devidp.Client{{
+			ID:                     DemoClientID,
+			Secret:                 secret,
+			RedirectURIs:           []string{d.URL + "/.crmguard/callback"},
+			PostLogoutRedirectURIs: []string{d.URL + "/"},
+			BackchannelLogoutURI:   d.URL + "/.crmguard/backchannel-logout",
+		}},
+		Logger: slog.New(slog.NewTextHandler(cfg.Log, nil)),
+	})
+	if err != nil {
+		idpLn.Close()
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	d.serve(idpLn, d.IdP)
+
+	// The guard.
+	env := map[string]string{
+		"CRMGUARD_SITE":           d.URL,
+		"CRMGUARD_BIND":           "127.0.0.1",
+		"CRMGUARD_RULES":          rulesPath,
+		"CRMGUARD_UPSTREAM":       d.CRMAddr,
+		"CRMGUARD_ADMIN":          cfg.Admin,
+		"CRMGUARD_SESSION_SECRET": randomHex(32),
+		"CRMGUARD_SESSION_STORE":  cfg.SessionStore,
+		"CRMGUARD_HASH_KEY":       randomHex(32),
+		"OIDC_ISSUER":             d.Issuer,
+		"OIDC_CLIENT_ID":          DemoClientID,
+		"OIDC_CLIENT_SECRET":      secret,
+	}
+	for k, v := range env {
+		if err := os.Setenv(k, v); err != nil {
+			return nil, fmt.Errorf("demo: setting %s: %w", k, err)
+		}
+	}
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	if adapter == nil {
+		return nil, errors.New("demo: the Caddyfile adapter is not linked in")
+	}
+	cfgJSON, warns, err := adapter.Adapt(body, map[string]any{"filename": caddyfilePath})
+	if err != nil {
+		return nil, fmt.Errorf("demo: %s: %w", caddyfilePath, err)
+	}
+	for _, w := range warns {
+		fmt.Fprintf(cfg.Log, "demo: %s:%d: %s\n", w.File, w.Line, w.Message)
+	}
+	if !strings.Contains(string(cfgJSON), `"crm_guard"`) {
+		return nil, fmt.Errorf("demo: %s has no crm_guard handler: the demo would run an unguarded CRM", caddyfilePath)
+	}
+	if cfg.StorageDir != "" {
+		if cfgJSON, err = withStorage(cfgJSON, cfg.StorageDir); err != nil {
+			return nil, err
+		}
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		return nil, fmt.Errorf("demo: starting the guard from %s: %w", caddyfilePath, err)
+	}
+	if err := checkListening(ctx, net.JoinHostPort("127.0.0.1", port)); err != nil {
+		return nil, fmt.Errorf("demo: the guard does not accept connections on %s: %w", cfg.Listen, err)
+	}
+	ok = true
+	return d, nil
+}
+
+// Stop stops the guard, the identity provider and the CRM.
+func (d *Demo) Stop() {
+	_ = caddy.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range d.servers {
+		_ = s.Shutdown(ctx)
+	}
+	d.servers = nil
+}
+
+// TOTP returns the code the demo user's authenticator shows at t.
+func (d *Demo) TOTP(username string, t time.Time) (string, error) {
+	return DemoTOTP(d.Users, username, t)
+}
+
+// User returns the demo user with the given name.
+func (d *Demo) User(username string) (devidp.User, bool) {
+	for _, u := range d.Users {
+		if u.Username == username {
+			return u, true
+		}
+	}
+	return devidp.User{}, false
+}
+
+// DemoTOTP returns the code the user's authenticator shows at t.
+func DemoTOTP(users []devidp.User, username string, t time.Time) (string, error) {
+	for _, u := range users {
+		if u.Username == username {
+			return devidp.TOTP(u.TOTPSecret, t)
+		}
+	}
+	names := make([]string, len(users))
+	for i, u := range users {
+		names[i] = u.Username
+	}
+	return "", fmt.Errorf("demo: no demo user %q (the users are %s)", username, strings.Join(names, ", "))
+}
+
+func (d *Demo) serve(ln net.Listener, h http.Handler) {
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	d.servers = append(d.servers, s)
+	go func() { _ = s.Serve(ln) }()
+}
+
+func isLoopbackName(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("demo: finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
+}
+
+// checkListening dials addr once: caddy.Load has bound the listeners when
+// it returns, so a refused connection means the Caddyfile's site address
+// is not the demo's listen address.
+func checkListening(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var dialer net.Dialer
+	c, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// withStorage sets Caddy's storage to a file_system folder.
+func withStorage(cfgJSON []byte, dir string) ([]byte, error) {
+	var cfg map[string]any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return nil, fmt.Errorf("demo: reading the adapted config: %w", err)
+	}
+	cfg["storage"] = map[string]any{"module": "file_system", "root": dir}
+	return json.Marshal(cfg)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,280 @@
+package integration
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crmguard/crmguard/examples/crm"
+)
+
+var (
+	hiddenIDRe     = regexp.MustCompile(`name="id" value="([^"]+)"`)
+	maskedPhoneRe  = regexp.MustCompile(`^1\d{2}\*{4}\d{4}$`)
+	maskedIDCardRe = regexp.MustCompile(`^\d{6}\*{8}\d{3}[\dX]$`)
+)
+
+// browserLike is an HTTP client with a cookie jar that follows redirects,
+// like a browser without JavaScript.
+func browserLike(t *testing.T) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second}
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func getHTML(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readAll(t, resp)
+}
+
+// signInHTTP signs user in through the guard and the development provider
+// with password and TOTP, starting at path, and returns the page the
+// browser ends on.
+func signInHTTP(t *testing.T, c *http.Client, d *Demo, user, path string, codeAt time.Time) (*http.Response, string) {
+	t.Helper()
+	resp, body := getHTML(t, c, d.URL+path)
+	if !strings.HasPrefix(resp.Request.URL.String(), d.Issuer+"/login") {
+		t.Fatalf("GET %s ended at %s, not the provider's sign-in page:\n%.500s", path, resp.Request.URL, body)
+	}
+	m := hiddenIDRe.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no sign-in request id on the provider's page:\n%.500s", body)
+	}
+	u, _ := d.User(user)
+	resp, err := c.PostForm(d.Issuer+"/login/password", url.Values{"id": {m[1]}, "username": {user}, "password": {u.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body = readAll(t, resp); !strings.Contains(body, `id="code"`) {
+		t.Fatalf("the password step did not ask for a TOTP code (status %d):\n%.500s", resp.StatusCode, body)
+	}
+	code, err := d.TOTP(user, codeAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.PostForm(d.Issuer+"/login/totp", url.Values{"id": {m[1]}, "code": {code}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readAll(t, resp)
+}
+
+func apiGet(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readAll(t, resp)
+}
+
+// TestDemoStackGuardsTheCRMEndToEnd runs the demo from the repository's
+// Caddyfile and examples/rules.yaml and goes through it as a browser
+// without JavaScript would: sign-in with password and TOTP at the real
+// development provider, the CRM's page, its API through the guard, an
+// export, logout.
+func TestDemoStackGuardsTheCRMEndToEnd(t *testing.T) {
+	d := startDemo(t, filepath.Join(repoRoot(t), "examples", "rules.yaml"))
+	now := time.Now()
+	c := browserLike(t)
+
+	t.Run("an anonymous API call is refused, not served", func(t *testing.T) {
+		resp, body := apiGet(t, browserLike(t), d.URL+"/api/customers")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("status %d, want 401: %.300s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("a sales rep signs in with password and TOTP and lands on the CRM", func(t *testing.T) {
+		resp, body := signInHTTP(t, c, d, "zhang", "/", now)
+		if resp.StatusCode != 200 || !strings.Contains(body, "Signed in as <b>zhang</b>") {
+			t.Fatalf("after sign-in: %s status %d:\n%.800s", resp.Request.URL, resp.StatusCode, body)
+		}
+		if !strings.HasPrefix(resp.Request.URL.String(), d.URL+"/") {
+			t.Errorf("the sign-in ended at %s, not on the guard", resp.Request.URL)
+		}
+	})
+
+	t.Run("the sales rep's customer list holds exactly own, team and pool customers, masked", func(t *testing.T) {
+		resp, body := apiGet(t, c, d.URL+"/api/customers?limit=100")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %.500s", resp.StatusCode, body)
+		}
+		var env struct {
+			List []map[string]any `json:"list"`
+		}
+		if err := json.Unmarshal([]byte(body), &env); err != nil {
+			t.Fatal(err)
+		}
+		truth := d.CRM.Data().Customers[:100]
+		var want, got []int
+		for _, cu := range truth {
+			if visibleToSalesRep(*cu, "zhang", "east", now) {
+				want = append(want, cu.ID)
+			}
+		}
+		for _, r := range env.List {
+			got = append(got, int(r["id"].(float64)))
+			if p, _ := r["phone"].(string); !maskedPhoneRe.MatchString(p) {
+				t.Errorf("customer %v: phone %q is not masked", r["id"], p)
+			}
+			if p, _ := r["id_card"].(string); !maskedIDCardRe.MatchString(p) {
+				t.Errorf("customer %v: ID number %q is not masked", r["id"], p)
+			}
+			if _, ok := r["bank_account"]; ok {
+				t.Errorf("customer %v: the bank account reached the client", r["id"])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("visible customers %v\nwant %v", got, want)
+		}
+		if len(want) == 0 || len(want) == 100 {
+			t.Errorf("the seeded data gives %d visible of 100: the check would prove nothing", len(want))
+		}
+		for _, cu := range truth {
+			if strings.Contains(body, cu.Phone) || strings.Contains(body, cu.IDCard) || strings.Contains(body, cu.BankAccount) {
+				t.Errorf("customer %d: a raw phone, ID number or bank account is in the answer", cu.ID)
+			}
+		}
+	})
+
+	t.Run("the sales rep's export is refused with the rule and the reason", func(t *testing.T) {
+		resp, body := apiGet(t, c, d.URL+"/api/customers/export")
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403: %.300s", resp.StatusCode, body)
+		}
+		var e struct{ Error, Rule, Reason string }
+		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Rule != "customers.export" || e.Reason == "" {
+			t.Errorf("refusal %q does not name rule customers.export with a reason (%v)", body, err)
+		}
+	})
+
+	t.Run("the CRM logs the verified user, not one the client claims", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", d.URL+"/api/whoami", nil)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("X-CRM-User", "admin")
+		req.Header.Set("X-CRM-Roles", "admin")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		if body != `{"roles":["sales"],"user":"zhang"}` {
+			t.Errorf("the CRM saw %s, want zhang with role sales", body)
+		}
+	})
+
+	t.Run("after logout the same cookies no longer reach the CRM", func(t *testing.T) {
+		before := cookieHeader(c, d.URL)
+		if before == "" {
+			t.Fatal("no session cookie before logout")
+		}
+		logout(t, c, d)
+		// The same cookies the browser had before logging out, replayed.
+		req, _ := http.NewRequest("GET", d.URL+"/api/customers", nil)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Cookie", before)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a replayed pre-logout cookie: status %d, want 401: %.300s", resp.StatusCode, body)
+		}
+		resp, body := getHTML(t, c, d.URL+"/")
+		if !strings.HasPrefix(resp.Request.URL.String(), d.Issuer+"/login") || !strings.Contains(body, `id="username"`) {
+			t.Errorf("after logout, the CRM page ended at %s instead of a fresh sign-in:\n%.300s", resp.Request.URL, body)
+		}
+	})
+}
+
+func cookieHeader(c *http.Client, u string) string {
+	pu, _ := url.Parse(u)
+	var parts []string
+	for _, ck := range c.Jar.Cookies(pu) {
+		parts = append(parts, ck.Name+"="+ck.Value)
+	}
+	return strings.Join(parts, "; ")
+}
+
+var formRe = regexp.MustCompile(`(?s)<form[^>]*action="([^"]*)"[^>]*>(.*?)</form>`)
+var inputRe = regexp.MustCompile(`<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"`)
+
+// logout follows the CRM's "Sign out" link. When the guard answers with a
+// confirmation form (logout is a POST with a CSRF token), it submits it.
+func logout(t *testing.T, c *http.Client, d *Demo) {
+	t.Helper()
+	resp, body := getHTML(t, c, d.URL+"/.crmguard/logout")
+	if m := formRe.FindStringSubmatch(body); m != nil && strings.HasPrefix(resp.Request.URL.String(), d.URL) {
+		vals := url.Values{}
+		for _, in := range inputRe.FindAllStringSubmatch(m[2], -1) {
+			vals.Set(in[1], in[2])
+		}
+		action, err := resp.Request.URL.Parse(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", action.String(), strings.NewReader(vals.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "text/html") // a browser's form post; kept on the redirects that follow
+		resp, err = c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = readAll(t, resp)
+	}
+	if resp.StatusCode >= 400 {
+		t.Fatalf("logout: %s status %d:\n%.500s", resp.Request.URL, resp.StatusCode, body)
+	}
+}
+
+// The ground truth helper must agree with the rule file's pool boundary.
+func TestVisibleToSalesRepUsesTheOneYearPool(t *testing.T) {
+	now := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		c    crm.Customer
+		want bool
+	}{
+		{"an own customer is visible", crm.Customer{OwnerID: "zhang", Team: "west", LastContactAt: now}, true},
+		{"a team customer is visible", crm.Customer{OwnerID: "wu", Team: "east", LastContactAt: now}, true},
+		{"another team's customer contacted last month is hidden", crm.Customer{OwnerID: "chen", Team: "west", LastContactAt: now.AddDate(0, -1, 0)}, false},
+		{"another team's customer not contacted for 13 months is in the pool", crm.Customer{OwnerID: "chen", Team: "west", LastContactAt: now.AddDate(0, -13, 0)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := visibleToSalesRep(tt.c, "zhang", "east", now); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
