@@ -53,7 +53,8 @@ type DemoConfig struct {
 	// Caddyfile is the configuration the guard runs. Default "Caddyfile".
 	Caddyfile string
 	// Rules is the rule file; it is passed to the Caddyfile as
-	// {$CRMGUARD_RULES}. Default: examples/rules.yaml beside the Caddyfile.
+	// {$CRMGUARD_RULES}. Default: examples/rules.yaml in the Caddyfile's
+	// folder or the nearest folder above it that has one.
 	Rules string
 	// Listen is the guard's host:port; the host must be a loopback name.
 	// Default "localhost:8080". Port 0 picks a free port.
@@ -93,6 +94,8 @@ type Demo struct {
 	IdP *devidp.Server
 	// Users are the demo users.
 	Users []devidp.User
+	// Rules is the rule file the guard runs.
+	Rules string
 
 	servers []*http.Server
 }
@@ -113,7 +116,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 		return nil, fmt.Errorf("demo: reading the Caddyfile (run from the repository's top folder, or give --config): %w", err)
 	}
 	if cfg.Rules == "" {
-		cfg.Rules = filepath.Join(filepath.Dir(caddyfilePath), "examples", "rules.yaml")
+		cfg.Rules = findUp(filepath.Dir(caddyfilePath), filepath.Join("examples", "rules.yaml"))
 	}
 	rulesPath, err := filepath.Abs(cfg.Rules)
 	if err != nil {
@@ -152,7 +155,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 			return nil, err
 		}
 	}
-	d := &Demo{URL: "http://" + net.JoinHostPort(host, port), Users: devidp.DemoUsers(cfg.TOTPSeed)}
+	d := &Demo{URL: "http://" + net.JoinHostPort(host, port), Users: devidp.DemoUsers(cfg.TOTPSeed), Rules: rulesPath}
 	ok := false
 	defer func() {
 		if !ok {
@@ -286,6 +289,19 @@ func (d *Demo) serve(ln net.Listener, h http.Handler) {
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	d.servers = append(d.servers, s)
 	go func() { _ = s.Serve(ln) }()
+}
+
+// findUp returns dir/rel for the first of dir and its parents where it
+// exists, else dir/rel.
+func findUp(dir, rel string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, rel)); err == nil {
+			return filepath.Join(d, rel)
+		}
+		if filepath.Dir(d) == d {
+			return filepath.Join(dir, rel)
+		}
+	}
 }
 
 func isLoopbackName(host string) bool {

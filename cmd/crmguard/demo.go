@@ -41,7 +41,7 @@ live in memory.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			f := cmd.Flags()
 			f.String("config", "Caddyfile", "the Caddyfile the guard runs")
-			f.String("rules", "", "the rule file (default: examples/rules.yaml beside the Caddyfile)")
+			f.String("rules", "", "the rule file (default: examples/rules.yaml of the Caddyfile's repository)")
 			f.String("listen", integration.DefaultDemoListen, "the guard's address (loopback only)")
 			f.Int64("seed", 1, "the seed of the CRM's generated data")
 			f.String("totp-seed", integration.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
@@ -88,7 +88,7 @@ func runDemo(ctx context.Context, cfg integration.DemoConfig, out io.Writer) err
 	if err != nil {
 		return err
 	}
-	printBanner(out, d, cfg)
+	printBanner(out, d)
 	<-ctx.Done()
 	fmt.Fprintln(out, "\ncrmguard demo: stopping the guard, the identity provider and the CRM")
 	d.Stop()
@@ -107,7 +107,7 @@ var demoRoles = map[string]string{
 	"admin": "administrator",
 }
 
-func printBanner(out io.Writer, d *integration.Demo, cfg integration.DemoConfig) {
+func printBanner(out io.Writer, d *integration.Demo) {
 	self := "crmguard"
 	if strings.Contains(os.Args[0], "go-build") {
 		self = "go run ./cmd/crmguard"
@@ -124,7 +124,7 @@ Users sign in with the password below, then the 6-digit code printed by
   %s demo totp <user>
 (a code is accepted once; wait for the next one to sign in again)
 
-`, d.URL, d.Issuer, d.CRMAddr, ruleFileOf(cfg), self)
+`, d.URL, d.Issuer, d.CRMAddr, d.Rules, self)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  user\tpassword\tgroups\twho")
 	for _, u := range d.Users {
@@ -152,11 +152,4 @@ Test a rule change first: %s rules test examples/rules_test.yaml
 
 Ctrl-C stops everything.
 `, self)
-}
-
-func ruleFileOf(cfg integration.DemoConfig) string {
-	if cfg.Rules != "" {
-		return cfg.Rules
-	}
-	return "examples/rules.yaml"
 }
