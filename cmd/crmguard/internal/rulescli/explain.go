@@ -87,6 +87,33 @@ func Explain(in ExplainInput, out io.Writer) int {
 		fmt.Fprintln(out, "route:     none matched (the file's default applies)")
 	} else {
 		fmt.Fprintf(out, "route:     %s%s\n", d.RouteID, formatParams(d.Params))
+		for _, ri := range set.Routes() {
+			if ri.ID != d.RouteID {
+				continue
+			}
+			methods := "any method"
+			if len(ri.Methods) > 0 {
+				methods = strings.Join(ri.Methods, ",")
+			}
+			fmt.Fprintf(out, "matched:   %s %s (the first route that matches wins)\n", methods, ri.Path)
+			switch {
+			case ri.Public:
+				fmt.Fprintln(out, "allow:     public")
+			case ri.Authenticated:
+				fmt.Fprintln(out, "allow:     any signed-in user")
+			case ri.Deny != "":
+				fmt.Fprintf(out, "allow:     nobody (%s)\n", ri.Deny)
+			default:
+				fmt.Fprintf(out, "allow:     %s\n", strings.Join(ri.Allow, ", "))
+			}
+			if ri.When != "" {
+				fmt.Fprintf(out, "when:      %s\n", ri.When)
+			}
+			if ri.Export {
+				fmt.Fprintln(out, "export:    this route is an export (needs approval unless the role is exempt)")
+			}
+			break
+		}
 	}
 	fmt.Fprintf(out, "decision:  %s", outcomeName(d.Outcome))
 	if d.Outcome != rules.Allow {

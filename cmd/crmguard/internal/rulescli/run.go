@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -207,7 +208,8 @@ func compare(expect Expect, rec *httptest.ResponseRecorder, ev *caddymodule.Audi
 			}
 		}
 	}
-	for name, want := range expect.Headers {
+	for _, name := range sortedNames(expect.Headers) {
+		want := expect.Headers[name]
 		values, present := rec.Header()[http.CanonicalHeaderKey(name)]
 		switch {
 		case want == nil && present:
@@ -243,7 +245,8 @@ func compare(expect Expect, rec *httptest.ResponseRecorder, ev *caddymodule.Audi
 		if upstream == nil {
 			fails = append(fails, "upstream_headers: the request did not reach the upstream")
 		} else {
-			for name, want := range expect.UpstreamHeaders {
+			for _, name := range sortedNames(expect.UpstreamHeaders) {
+				want := expect.UpstreamHeaders[name]
 				values, present := upstream.Header[http.CanonicalHeaderKey(name)]
 				switch {
 				case want == nil && present:
@@ -268,4 +271,13 @@ func clip(b []byte) string {
 		return "(empty)"
 	}
 	return s
+}
+
+func sortedNames(m map[string]*string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -113,19 +113,28 @@ type Expect struct {
 	hasBody bool
 }
 
-// UnmarshalYAML notes whether `body` was given (a null body is a valid
-// expectation).
+// expectKeys are the keys an `expect` block may hold.
+var expectKeys = map[string]bool{"status": true, "body": true, "headers": true, "body_includes": true,
+	"body_excludes": true, "audit": true, "upstream_headers": true, "upstream_called": true}
+
+// UnmarshalYAML refuses unknown keys (a custom unmarshaler does not get
+// the decoder's KnownFields check) and notes whether `body` was given (a
+// null body is a valid expectation).
 func (e *Expect) UnmarshalYAML(n *yaml.Node) error {
-	type plain Expect
-	if err := n.Decode((*plain)(e)); err != nil {
-		return err
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: expect must be a mapping", n.Line)
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "body" {
+		k := n.Content[i]
+		if !expectKeys[k.Value] {
+			return fmt.Errorf("line %d: unknown key %q in expect", k.Line, k.Value)
+		}
+		if k.Value == "body" {
 			e.hasBody = true
 		}
 	}
-	return nil
+	type plain Expect
+	return n.Decode((*plain)(e))
 }
 
 // LoadSuite reads a case file. Unknown keys are errors, so a typo cannot
