@@ -432,3 +432,5 @@ func mustCompile(expr string) *regexp.Regexp {
 	reCache.Store(expr, re)
 	return re
 }
+
+func mustURL(s string) *url.URL { return must(url.Parse(s)) }

@@ -1,0 +1,173 @@
+package oidc
+
+import (
+	"bufio"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startRedis runs a private redis-server on a unix socket in a temp dir
+// and returns its URL. Without redis-server the test fails in CI
+// (CI=true) and is skipped elsewhere.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("redis-server is not installed (CI must install it): %v", err)
+		}
+		t.Skipf("redis-server is not installed: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "redis") // short: unix socket paths are limited to ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "redis.sock")
+	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "notice")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(strings.ToLower(sc.Text()), "ready to accept connections") {
+				ready <- true
+				break
+			}
+		}
+		for sc.Scan() { // keep draining
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("redis-server exited before it was ready")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("redis-server did not become ready in 20 s")
+	}
+	return "unix://" + sock
+}
+
+func TestRedisStoreSharedByTwoInstances(t *testing.T) {
+	store := startRedis(t)
+	e := newEnv(t, envOptions{proxies: 2, store: store, accessTTL: 30 * time.Second})
+	a, b := e.proxies[0], e.proxies[1]
+
+	br := e.browser("zhang")
+	br.signIn(a)
+	// The same cookie at the other instance (another origin in this test,
+	// the same one behind a load balancer): copy it over.
+	moveCookie := func(br *browser, from, to *proxy) {
+		c := br.cookie(from, "crmguard_session")
+		if c == nil {
+			t.Fatal("no session cookie")
+		}
+		tu := mustURL(to.url)
+		br.c.Jar.SetCookies(tu, []*http.Cookie{{Name: c.Name, Value: c.Value, Path: "/"}})
+	}
+	moveCookie(br, a, b)
+
+	t.Run("a session made on one instance works on the other", func(t *testing.T) {
+		if got := br.api(b.url + "/app"); got.status != http.StatusOK || got.json(t)["sub"] != "zhang" {
+			t.Fatalf("status %d %.200s", got.status, got.body)
+		}
+	})
+	t.Run("a sign-in started on one instance finishes on the other", func(t *testing.T) {
+		nb := e.browser("wang")
+		cb, fc := captureCallback(t, nb, a, a.url+"/app")
+		nb.c.Jar.SetCookies(mustURL(b.url), []*http.Cookie{{Name: fc.Name, Value: fc.Value, Path: "/"}})
+		cbB := *cb
+		cbB.Host = mustURL(b.url).Host
+		req, _ := http.NewRequest(http.MethodGet, cbB.String(), nil)
+		req.Header.Set("Accept", "text/html")
+		if got := nb.do(req); got.status != http.StatusSeeOther {
+			t.Fatalf("callback at the other instance: %d %.300s", got.status, got.body)
+		}
+		if got := nb.api(b.url + "/app"); got.status != http.StatusOK {
+			t.Fatalf("status %d", got.status)
+		}
+	})
+	t.Run("concurrent requests on both instances refresh the tokens once", func(t *testing.T) {
+		e.idp.SetAccessTokenLifetime(time.Hour)
+		defer e.idp.SetAccessTokenLifetime(30 * time.Second)
+		base := e.idp.RefreshCount()
+		var wg sync.WaitGroup
+		codes := make(chan int, 40)
+		for i := range 40 {
+			px := []*proxy{a, b}[i%2]
+			wg.Go(func() { codes <- br.api(px.url + "/app").status })
+		}
+		wg.Wait()
+		close(codes)
+		for c := range codes {
+			if c != http.StatusOK {
+				t.Fatalf("a concurrent request got %d", c)
+			}
+		}
+		if got := e.idp.RefreshCount() - base; got != 1 {
+			t.Fatalf("%d refreshes, want 1", got)
+		}
+	})
+	t.Run("a revocation through the admin API of one instance ends the session on both", func(t *testing.T) {
+		v := e.browser("li")
+		v.signIn(b)
+		moveCookie(v, b, a)
+		rec := httptest.NewRecorder()
+		if err := (AdminAPI{}).revoke(rec, httptest.NewRequest(http.MethodPost, "/crm_guard/revoke", strings.NewReader(`{"sub":"li"}`))); err != nil {
+			t.Fatal(err)
+		}
+		for _, px := range []*proxy{a, b} {
+			if got := v.api(px.url + "/app"); got.status != http.StatusUnauthorized {
+				t.Fatalf("%s: status %d after revoke", px.url, got.status)
+			}
+		}
+	})
+	t.Run("a back-channel logout received by one instance ends the session on both", func(t *testing.T) {
+		v := e.browser("qian")
+		v.signIn(b)
+		moveCookie(v, b, a)
+		if err := e.idp.LogoutUser(t.Context(), "qian"); err != nil { // the provider notifies instance a only
+			t.Fatal(err)
+		}
+		for _, px := range []*proxy{a, b} {
+			if got := v.api(px.url + "/app"); got.status != http.StatusUnauthorized {
+				t.Fatalf("%s: status %d after back-channel logout", px.url, got.status)
+			}
+		}
+	})
+	t.Run("a replayed state is refused across instances", func(t *testing.T) {
+		nb := e.browser("sun")
+		cb, fc := captureCallback(t, nb, a, a.url+"/app")
+		req, _ := http.NewRequest(http.MethodGet, cb.String(), nil)
+		if got := nb.do(req); got.status != http.StatusSeeOther {
+			t.Fatalf("first callback: %d", got.status)
+		}
+		nb.c.Jar.SetCookies(mustURL(b.url), []*http.Cookie{{Name: fc.Name, Value: fc.Value, Path: "/"}})
+		cbB := *cb
+		cbB.Host = mustURL(b.url).Host
+		req, _ = http.NewRequest(http.MethodGet, cbB.String(), nil)
+		if got := nb.do(req); got.status != http.StatusBadRequest {
+			t.Fatalf("replay at the other instance: %d", got.status)
+		}
+	})
+}
