@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -274,6 +276,37 @@ func TestVisibleToSalesRepUsesTheOneYearPool(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := visibleToSalesRep(tt.c, "zhang", "east", now); got != tt.want {
 				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStartDemoRefusesWhatWouldExposeTheCRM(t *testing.T) {
+	unguarded := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(unguarded, []byte("{$CRMGUARD_SITE} {\n\treverse_proxy {$CRMGUARD_UPSTREAM}\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules := filepath.Join(repoRoot(t), "examples", "rules.yaml")
+	tests := []struct {
+		name    string
+		cfg     DemoConfig
+		wantErr string
+	}{
+		{"a Caddyfile without crm_guard is refused", DemoConfig{Caddyfile: unguarded, Rules: rules, Listen: "localhost:0", Admin: "off"}, "no crm_guard handler"},
+		{"a listen address off loopback is refused", DemoConfig{Caddyfile: unguarded, Rules: rules, Listen: "0.0.0.0:0", Admin: "off"}, "loopback"},
+		{"a missing Caddyfile is named", DemoConfig{Caddyfile: filepath.Join(t.TempDir(), "nope"), Rules: rules}, "reading the Caddyfile"},
+		{"a missing rule file is named", DemoConfig{Caddyfile: unguarded, Rules: filepath.Join(t.TempDir(), "none.yaml")}, "the rule file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Log = testLogWriter{t}
+			d, err := StartDemo(context.Background(), tt.cfg)
+			if err == nil {
+				d.Stop()
+				t.Fatal("the demo started")
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %q does not say %q", err, tt.wantErr)
 			}
 		})
 	}
