@@ -10,7 +10,6 @@ package rewrite
 
 import (
 	"errors"
-	"sync"
 
 	"github.com/tidwall/gjson"
 )
@@ -90,7 +89,9 @@ type Field struct {
 }
 
 // Plan says how to rewrite one kind of answer. Set the fields, call Compile
-// once, then do not change the Plan; Rewrite is safe for concurrent use.
+// once before the Plan is shared, then do not change it; Rewrite is then
+// safe for concurrent use. (Rewrite on a Plan never compiled compiles a
+// private copy on every call: correct, but slow.)
 type Plan struct {
 	// Records is where the records are: the array of records (or, with
 	// Single, the one record). The zero Path ("@this") is the whole body.
@@ -109,6 +110,9 @@ type Plan struct {
 	// Visible hides the records for which it is false (or fails); nil: every
 	// record is visible. A hidden list record is dropped from its array; a
 	// hidden Single record makes Rewrite return ErrNotVisible (answer 404).
+	// A record in which a key of Keys appears several times with different
+	// values is hidden without calling Visible (and Field.When conditions on
+	// it count as failed), so a predicate cannot be fooled by duplicates.
 	Visible Predicate
 	// Expose is an allow-list of record paths: every other member of the
 	// record is removed, before Fields apply. Empty: no allow-list.
@@ -125,9 +129,7 @@ type Plan struct {
 	// MaxDepth limits nesting (0: DefaultMaxDepth); deeper is an error.
 	MaxDepth int
 
-	once sync.Once
-	c    *compiled
-	cerr error
+	c *compiled
 }
 
 // DefaultMaxDepth is the nesting limit when Plan.MaxDepth is 0.
@@ -179,9 +181,17 @@ func (r *Record) Raw() []byte { return r.rw.recordRaw() }
 // Index is the record's position in its array (0 for a Single record).
 func (r *Record) Index() int { return r.rw.recIndex }
 
-// Compile checks the plan and prepares its matchers. Rewrite calls it when
-// it has not been called; call it at load time to see errors early.
-func (p *Plan) Compile() error { return p.compile() }
+// Compile checks the plan and prepares its matchers. Call it once, when the
+// rules load and before the Plan is shared; it is not safe to call while
+// another goroutine uses the Plan.
+func (p *Plan) Compile() error {
+	c, err := p.build()
+	if err != nil {
+		return err
+	}
+	p.c = c
+	return nil
+}
 
 // Rewrite appends the rewritten doc to dst and returns it. A plan that
 // changes nothing appends doc byte for byte. Invalid JSON anywhere in doc

@@ -39,13 +39,6 @@ func strength(a Action) int {
 	return 4
 }
 
-// compile builds p.c once. A Plan is compiled before it is shared, so the
-// unsynchronised check of p.c only races when a caller changes a Plan in use.
-func (p *Plan) compile() error {
-	p.once.Do(func() { p.c, p.cerr = p.build() })
-	return p.cerr
-}
-
 func (p *Plan) build() (*compiled, error) {
 	c := &compiled{auditSlot: -1, maxDepth: p.MaxDepth, nkeys: len(p.Keys), dropKey: "expose:dropped"}
 	if c.maxDepth <= 0 {

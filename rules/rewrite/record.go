@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"bytes"
+	"errors"
 	"encoding/hex"
 	"strconv"
 	"unsafe"
@@ -66,6 +67,9 @@ func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
 	}
 }
 
+// errAmbiguous stands for a condition read on a record with an ambiguous key.
+var errAmbiguous = errors.New("rewrite: a key the conditions read appears twice with different values")
+
 // capture records the value [start, end) for the capture slots.
 func (rw *rewriter) capture(slots []int32, start, end int) {
 	for _, s := range slots {
@@ -105,7 +109,14 @@ func (rw *rewriter) startRecord(start int, parent *frame) {
 // it (or drops it).
 func (rw *rewriter) finishRecord() error {
 	visible := true
-	if rw.p.Visible != nil {
+	rw.ambiguous = false
+	for k := 0; k < rw.c.nkeys; k++ {
+		rw.ambiguous = rw.ambiguous || rw.caps[k].n == 2
+	}
+	if rw.p.Visible != nil && rw.ambiguous {
+		rw.evalErrors++
+		visible = false
+	} else if rw.p.Visible != nil {
 		ok, err := rw.p.Visible(&rw.rec)
 		if err != nil {
 			rw.evalErrors++
@@ -212,6 +223,9 @@ func (rw *rewriter) resolve(e *edit) (Action, int32) {
 		w := rw.when[fi]
 		if w == 0 {
 			ok, err := f.When(&rw.rec)
+			if rw.ambiguous {
+				err = errAmbiguous
+			}
 			if err != nil {
 				rw.evalErrors++
 				ok = true

@@ -80,6 +80,7 @@ type rewriter struct {
 	when    []int8
 
 	recStart, recEnd, recIndex int
+	ambiguous                  bool // a key in Plan.Keys has different values
 	rec                        Record
 
 	recordsIn, recordsOut, evalErrors int
@@ -97,10 +98,13 @@ type rewriter struct {
 }
 
 func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
-	if err := p.compile(); err != nil {
-		return dst, err
-	}
 	c := p.c
+	if c == nil {
+		var err error
+		if c, err = p.build(); err != nil {
+			return dst, err
+		}
+	}
 	orig := len(dst)
 	if cap(dst)-len(dst) < len(doc) {
 		nd := make([]byte, len(dst), len(dst)+len(doc)+len(doc)/8)
