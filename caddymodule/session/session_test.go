@@ -1,0 +1,297 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+const (
+	secretA = "secret-A-secret-A-secret-A-secret-A"
+	secretB = "secret-B-secret-B-secret-B-secret-B"
+)
+
+func TestCodecKeyRotation(t *testing.T) {
+	old := must(NewCodec([]string{secretA}, "p"))
+	rotated := must(NewCodec([]string{secretB, secretA}, "p"))
+	retired := must(NewCodec([]string{secretB}, "p"))
+	sealedOld := old.Seal([]byte("id-1"), []byte("c"))
+	sealedNew := rotated.Seal([]byte("id-2"), []byte("c"))
+
+	t.Run("a value sealed with the old key opens after rotation", func(t *testing.T) {
+		if got, err := rotated.Open(sealedOld, []byte("c")); err != nil || string(got) != "id-1" {
+			t.Fatalf("%q %v", got, err)
+		}
+	})
+	t.Run("new values are sealed with the newest key", func(t *testing.T) {
+		if _, err := retired.Open(sealedNew, []byte("c")); err != nil {
+			t.Fatalf("the newest key alone cannot open it: %v", err)
+		}
+		if _, err := old.Open(sealedNew, []byte("c")); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("the old key opened a new value: %v", err)
+		}
+	})
+	t.Run("a retired key's values no longer open", func(t *testing.T) {
+		if _, err := retired.Open(sealedOld, []byte("c")); !errors.Is(err, ErrInvalid) {
+			t.Fatal("opened")
+		}
+	})
+	t.Run("another purpose or aad does not open", func(t *testing.T) {
+		other := must(NewCodec([]string{secretA}, "q"))
+		if _, err := other.Open(sealedOld, []byte("c")); err == nil {
+			t.Fatal("another purpose opened it")
+		}
+		if _, err := old.Open(sealedOld, []byte("d")); err == nil {
+			t.Fatal("another aad opened it")
+		}
+	})
+	for _, bad := range []string{"", "x", sealedOld[:len(sealedOld)-1], sealedOld + "A", "!!" + sealedOld, strings.Repeat("A", 10000)} {
+		t.Run("tampered input is ErrInvalid", func(t *testing.T) {
+			if _, err := old.Open(bad, []byte("c")); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Open(%.20q) = %v", bad, err)
+			}
+		})
+	}
+	t.Run("MACs verify under every key and fail when changed", func(t *testing.T) {
+		tag := old.MAC([]byte("m"))
+		if !rotated.VerifyMAC([]byte("m"), tag) || rotated.VerifyMAC([]byte("n"), tag) || rotated.VerifyMAC([]byte("m"), tag[:10]) {
+			t.Fatal("MAC check wrong")
+		}
+	})
+	t.Run("short secrets are refused", func(t *testing.T) {
+		if _, err := NewCodec([]string{"short"}, "p"); err == nil {
+			t.Fatal("accepted")
+		}
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func newData(sub, sid string) *Data {
+	now := time.Now()
+	return &Data{ID: RandomID(32), Subject: sub, SID: sid, Created: now, LastSeen: now, Expires: now.Add(time.Hour), IdleUntil: now.Add(30 * time.Minute)}
+}
+
+func TestFileStore(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := must(NewFileStore(dir, 0))
+	d := newData("zhang", "sid-1")
+	if err := s.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	other := newData("zhang", "sid-2")
+	third := newData("wang", "sid-3")
+	_ = s.Create(ctx, other)
+	_ = s.Create(ctx, third)
+
+	t.Run("sessions survive a restart", func(t *testing.T) {
+		s.Close()
+		s = must(NewFileStore(dir, 0))
+		got, err := s.Get(ctx, d.ID)
+		if err != nil || got.Subject != "zhang" || got.Version != 1 {
+			t.Fatalf("%+v %v", got, err)
+		}
+	})
+	t.Run("an update with a stale version is a conflict", func(t *testing.T) {
+		a, _ := s.Get(ctx, d.ID)
+		b, _ := s.Get(ctx, d.ID)
+		if err := s.Update(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(ctx, b); !errors.Is(err, ErrConflict) {
+			t.Fatalf("err = %v, want ErrConflict", err)
+		}
+	})
+	t.Run("concurrent updates: exactly one wins per version", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		base, _ := s.Get(ctx, d.ID)
+		for range 16 {
+			wg.Go(func() {
+				c := *base
+				if s.Update(ctx, &c) == nil {
+					mu.Lock()
+					wins++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d updates won", wins)
+		}
+	})
+	t.Run("ids that could name other files are not found", func(t *testing.T) {
+		for _, id := range []string{"../../etc/passwd", "", "a/b", strings.Repeat("a", 300)} {
+			if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get(%q) = %v", id, err)
+			}
+		}
+	})
+	t.Run("revoking by sid ends only that session", func(t *testing.T) {
+		if n, err := s.DeleteBySID(ctx, "sid-2"); n != 1 || err != nil {
+			t.Fatalf("%d %v", n, err)
+		}
+		if _, err := s.Get(ctx, other.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatal("still there")
+		}
+		if _, err := s.Get(ctx, d.ID); err != nil {
+			t.Fatal("another session went too")
+		}
+	})
+	t.Run("revoking by subject ends all of the user's sessions", func(t *testing.T) {
+		_ = s.Create(ctx, newData("zhang", ""))
+		if n, err := s.DeleteBySubject(ctx, "zhang"); n != 2 || err != nil {
+			t.Fatalf("%d %v", n, err)
+		}
+		if _, err := s.Get(ctx, third.ID); err != nil {
+			t.Fatal("wang's session went too")
+		}
+	})
+	t.Run("Once reports a key only the first time, also after a restart", func(t *testing.T) {
+		if ok, _ := s.Once(ctx, "k", time.Minute); !ok {
+			t.Fatal("first")
+		}
+		if ok, _ := s.Once(ctx, "k", time.Minute); ok {
+			t.Fatal("second")
+		}
+		s.Close()
+		s = must(NewFileStore(dir, 0))
+		if ok, _ := s.Once(ctx, "k", time.Minute); ok {
+			t.Fatal("after restart")
+		}
+	})
+	t.Run("a lock is exclusive until released", func(t *testing.T) {
+		rel, ok, _ := s.Lock(ctx, "l", time.Minute)
+		if !ok {
+			t.Fatal("not taken")
+		}
+		if _, ok2, _ := s.Lock(ctx, "l", time.Minute); ok2 {
+			t.Fatal("taken twice")
+		}
+		rel()
+		if _, ok3, _ := s.Lock(ctx, "l", time.Minute); !ok3 {
+			t.Fatal("not released")
+		}
+	})
+	t.Run("expired sessions are gone and swept", func(t *testing.T) {
+		x := newData("sun", "")
+		_ = s.Create(ctx, x)
+		s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		defer func() { s.now = time.Now }()
+		if _, err := s.Get(ctx, x.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatal("an expired session was returned")
+		}
+		y := newData("sun", "")
+		_ = s.Create(ctx, y)
+		s.Sweep()
+		s.now = time.Now
+		if _, err := s.Get(ctx, y.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatal("the sweep left an expired session")
+		}
+	})
+	s.Close()
+}
+
+func TestManagerCookies(t *testing.T) {
+	m := must(NewManager(context.Background(), Config{Secrets: []string{secretA}, Store: "file:" + t.TempDir()}, ""))
+	defer m.Close()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "https://crm.example/", nil)
+	d := &Data{Subject: "zhang", IDToken: strings.Repeat("t", 3000), AccessToken: strings.Repeat("a", 3000)}
+	if err := m.Start(rec, req, d); err != nil {
+		t.Fatal(err)
+	}
+	c := rec.Result().Cookies()[0]
+	t.Run("the cookie is HttpOnly, Secure over TLS, SameSite=Lax and small", func(t *testing.T) {
+		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteLaxMode || len(c.String()) > 300 {
+			t.Fatalf("%s (%d bytes)", c, len(c.String()))
+		}
+	})
+	t.Run("the cookie loads the session", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(c)
+		got, err := m.Load(r)
+		if err != nil || got == nil || got.Subject != "zhang" {
+			t.Fatalf("%v %v", got, err)
+		}
+	})
+	t.Run("End deletes the session and clears the cookie", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(c)
+		rec := httptest.NewRecorder()
+		if err := m.End(rec, r); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := m.Load(r); got != nil {
+			t.Fatal("still loads")
+		}
+		if rc := rec.Result().Cookies(); len(rc) != 1 || rc[0].MaxAge >= 0 {
+			t.Fatalf("cookie not cleared: %v", rc)
+		}
+	})
+	t.Run("an unknown store is refused", func(t *testing.T) {
+		if _, err := NewManager(context.Background(), Config{Secrets: []string{secretA}, Store: "memcached://x"}, ""); err == nil {
+			t.Fatal("accepted")
+		}
+	})
+}
+
+func TestCaddyfile(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		ok       bool
+		check    func(Config) bool
+	}{
+		{"a full block parses", `session {
+			secret ` + secretB + ` ` + secretA + `
+			store redis://127.0.0.1:6379/0
+			idle_timeout 15m
+			lifetime 8h
+			cookie_name crm_sess
+			insecure_cookie
+		}`, true, func(c Config) bool {
+			return len(c.Secrets) == 2 && c.Secrets[0] == secretB && c.Store == "redis://127.0.0.1:6379/0" &&
+				time.Duration(c.IdleTimeout) == 15*time.Minute && time.Duration(c.Lifetime) == 8*time.Hour && c.CookieName == "crm_sess" && c.InsecureCookie
+		}},
+		{"file store with a directory", "session {\nsecret " + secretA + "\nstore file /var/lib/crm\n}", true, func(c Config) bool { return c.Store == "file:/var/lib/crm" }},
+		{"an unknown subdirective is an error", "session {\nsecrte x\n}", false, nil},
+		{"a bad duration is an error", "session {\nidle_timeout soon\n}", false, nil},
+		{"arguments on the session line are an error", "session x {\n}", false, nil},
+		{"secret without a value is an error", "session {\nsecret\n}", false, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := caddyfile.NewTestDispenser(c.in)
+			d.Next()
+			var cfg Config
+			err := cfg.UnmarshalCaddyfile(d)
+			if (err == nil) != c.ok {
+				t.Fatalf("err = %v", err)
+			}
+			if c.check != nil && !c.check(cfg) {
+				t.Fatalf("parsed %+v", cfg)
+			}
+		})
+	}
+	t.Run("validation refuses short secrets and idle longer than lifetime", func(t *testing.T) {
+		for _, c := range []Config{{}, {Secrets: []string{"short"}}, {Secrets: []string{secretA}, IdleTimeout: 100, Lifetime: 10}} {
+			if err := c.Validate(); err == nil {
+				t.Fatalf("%+v accepted", c)
+			}
+		}
+	})
+}
