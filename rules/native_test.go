@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cel.dev/cel-go/common/types"
 )
 
 // agreementExprs are record conditions of the shapes the native compiler
@@ -143,4 +145,41 @@ func FuzzNativeAgreesWithCEL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// celTimestampAgrees checks the fast timestamp parser against CEL's own
+// timestamp(string).
+func celTimestampAgrees(t *testing.T, s string) {
+	got, ok := celTimestamp(s)
+	v := types.String(s).ConvertToType(types.TimestampType)
+	want, isTS := v.(types.Timestamp)
+	if ok != isTS {
+		t.Fatalf("celTimestamp(%q) ok = %v, CEL gives %v", s, ok, v)
+	}
+	if ok && !got.Equal(want.Time) {
+		t.Fatalf("celTimestamp(%q) = %v, CEL gives %v", s, got, want.Time)
+	}
+}
+
+var timestampSeeds = []string{
+	"2026-10-01T00:00:00Z", "2026-10-01t00:00:00z", "2026-10-01T00:00:00.123456789+08:00", "2026-10-01T00:00:00-23:59",
+	"2026-10-01T00:00:00+24:00", "2026-10-01T24:00:00Z", "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-02-30T00:00:00Z",
+	"2026-10-01T00:00:60Z", "2026-10-01T00:00:00,5Z", "2026-10-01T0:00:00Z", "2026-10-01 00:00:00Z", "0000-01-01T00:00:00Z",
+	"9999-12-31T23:59:59+00:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", " 2026-10-01T00:00:00Z", "2026-10-01T00:00:00.Z",
+	"yesterday", "", "2026-10-01T00:00:00+0800", "２０２６-10-01T00:00:00Z",
+}
+
+func TestTheFastTimestampParserAgreesWithCEL(t *testing.T) {
+	for _, s := range timestampSeeds {
+		t.Run(fmt.Sprintf("%q parses as in CEL", s), func(t *testing.T) { celTimestampAgrees(t, s) })
+	}
+}
+
+// FuzzCELTimestamp: the fast parser and CEL accept the same strings and
+// give the same instants.
+func FuzzCELTimestamp(f *testing.F) {
+	for _, s := range timestampSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { celTimestampAgrees(t, s) })
 }

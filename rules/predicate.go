@@ -2,6 +2,7 @@ package rules
 
 import (
 	"math"
+	"time"
 	"reflect"
 	"strconv"
 	"strings"
@@ -42,6 +43,7 @@ type condition struct {
 	native     *pnode         // nil: evaluate with CEL
 	consts     []*expr        // request-constant leaves of native
 	keys       []rewrite.Path // record paths native reads, by keyIdx
+	nlists     int            // pIn nodes with a constant right side
 }
 
 type pkind uint8
@@ -64,6 +66,7 @@ type pnode struct {
 	constIdx int
 	keyIdx   int
 	asTime   bool
+	slot     int // pIn with a constant list: index into condState.lists
 }
 
 // condition compiles a record condition at n.
@@ -160,7 +163,12 @@ func (nc *nativeCompiler) compile(e ast.Expr) (*pnode, bool) {
 			return nil, false
 		}
 		if call.FunctionName() == operators.In {
-			return &pnode{kind: pIn, kids: []*pnode{a, b}}, true
+			n := &pnode{kind: pIn, kids: []*pnode{a, b}, slot: -1}
+			if b.kind == pConst {
+				n.slot = nc.c.nlists
+				nc.c.nlists++
+			}
+			return n, true
 		}
 		return &pnode{kind: pCmp, op: call.FunctionName(), kids: []*pnode{a, b}}, true
 	}
@@ -254,8 +262,9 @@ type keyReader interface {
 	Key(i int) gjson.Result
 }
 
-// evalNative evaluates a native predicate on one record.
-func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
+// eval evaluates a native predicate on one record. st holds the request
+// constants.
+func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 	switch n.kind {
 	case pOr, pAnd:
 		stop := types.True
@@ -264,7 +273,7 @@ func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
 		}
 		var err ref.Val
 		for _, k := range n.kids {
-			v := k.eval(consts, rec)
+			v := k.eval(st, rec)
 			b, ok := v.(types.Bool)
 			if ok && b == stop {
 				return stop
@@ -282,14 +291,14 @@ func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
 		}
 		return stop.Negate()
 	case pNot:
-		v := n.kids[0].eval(consts, rec)
+		v := n.kids[0].eval(st, rec)
 		b, ok := v.(types.Bool)
 		if !ok {
 			return types.MaybeNoSuchOverloadErr(v)
 		}
 		return b.Negate()
 	case pConst:
-		return consts[n.constIdx]
+		return st.consts[n.constIdx]
 	case pRec:
 		r := rec.Key(n.keyIdx)
 		if !r.Exists() {
@@ -305,11 +314,24 @@ func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
 		}
 		return v
 	case pIn:
-		a := n.kids[0].eval(consts, rec)
+		if n.slot >= 0 && n.kids[0].kind == pRec && !n.kids[0].asTime {
+			// Fast path: a record string in a constant list of strings.
+			if list := st.lists[n.slot]; list != nil {
+				if r := rec.Key(n.kids[0].keyIdx); r.Type == gjson.String {
+					for _, s := range list {
+						if s == r.Str {
+							return types.True
+						}
+					}
+					return types.False
+				}
+			}
+		}
+		a := n.kids[0].eval(st, rec)
 		if types.IsError(a) {
 			return a
 		}
-		b := n.kids[1].eval(consts, rec)
+		b := n.kids[1].eval(st, rec)
 		if types.IsError(b) {
 			return b
 		}
@@ -318,11 +340,14 @@ func (n *pnode) eval(consts []ref.Val, rec keyReader) ref.Val {
 		}
 		return types.ValOrErr(b, "no such overload")
 	case pCmp:
-		a := n.kids[0].eval(consts, rec)
+		if v, ok := n.fastCmp(st, rec); ok {
+			return v
+		}
+		a := n.kids[0].eval(st, rec)
 		if types.IsError(a) {
 			return a
 		}
-		b := n.kids[1].eval(consts, rec)
+		b := n.kids[1].eval(st, rec)
 		if types.IsError(b) {
 			return b
 		}
@@ -520,3 +545,129 @@ func (l *loader) lintRoleLiterals(n *yaml.Node, key string, e *expr) {
 	})
 	ast.PostOrderVisit(e.ast.NativeRep().Expr(), v)
 }
+
+// fastCmp compares a record value with a request constant without boxing
+// values, for the cases where the result is plain: a record string against
+// a constant string (== and !=), and timestamp(record string) against a
+// constant timestamp. ok is false when the general path must decide.
+func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
+	recSide, constSide := n.kids[0], n.kids[1]
+	flip := false
+	if recSide.kind != pRec {
+		recSide, constSide, flip = constSide, recSide, true
+	}
+	if recSide.kind != pRec || constSide.kind != pConst {
+		return nil, false
+	}
+	c := st.consts[constSide.constIdx]
+	r := rec.Key(recSide.keyIdx)
+	if r.Type != gjson.String {
+		return nil, false
+	}
+	if !recSide.asTime {
+		cs, ok := c.(types.String)
+		if !ok {
+			return nil, false
+		}
+		switch n.op {
+		case operators.Equals:
+			return types.Bool(r.Str == string(cs)), true
+		case operators.NotEquals:
+			return types.Bool(r.Str != string(cs)), true
+		}
+		return nil, false
+	}
+	ct, ok := c.(types.Timestamp)
+	if !ok {
+		return nil, false
+	}
+	t, ok := celTimestamp(r.Str)
+	if !ok {
+		return nil, false // the general path makes the same error
+	}
+	cmp := t.Compare(ct.Time)
+	if flip {
+		cmp = -cmp
+	}
+	switch n.op {
+	case operators.Equals:
+		return types.Bool(cmp == 0), true
+	case operators.NotEquals:
+		return types.Bool(cmp != 0), true
+	case operators.Less:
+		return types.Bool(cmp < 0), true
+	case operators.LessEquals:
+		return types.Bool(cmp <= 0), true
+	case operators.Greater:
+		return types.Bool(cmp > 0), true
+	case operators.GreaterEquals:
+		return types.Bool(cmp >= 0), true
+	}
+	return nil, false
+}
+
+// celTimestamp parses s the way CEL's timestamp(string) does when it
+// succeeds: strict RFC 3339 (two-digit fields, '.' fractions, Z or ±hh:mm
+// with hh ≤ 23), then time.Parse, then the range of years 1 to 9999. ok is
+// false whenever CEL would not give a timestamp; FuzzCELTimestamp checks
+// that both agree.
+func celTimestamp(s string) (time.Time, bool) {
+	if !strictRFC3339(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	if u := t.Unix(); u < -62135596800 || u > 253402300799 {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// strictRFC3339 reports whether s is
+// YYYY-MM-DD(T|t)hh:mm:ss[.frac](Z|z|(+|-)hh:mm) with months 01-12, days
+// 01-31, hours 00-23, minutes 00-59 and seconds 00-60.
+func strictRFC3339(s string) bool {
+	if len(s) < 20 {
+		return false
+	}
+	two := func(i int, max int) bool {
+		if !isDigit(s[i]) || !isDigit(s[i+1]) {
+			return false
+		}
+		v := int(s[i]-'0')*10 + int(s[i+1]-'0')
+		return v <= max
+	}
+	for i := 0; i < 4; i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	if s[4] != '-' || !two(5, 12) || s[5:7] == "00" || s[7] != '-' || !two(8, 31) || s[8:10] == "00" ||
+		(s[10] != 'T' && s[10] != 't') || !two(11, 23) || s[13] != ':' || !two(14, 59) || s[16] != ':' || !two(17, 60) {
+		return false
+	}
+	rest := s[19:]
+	if rest[0] == '.' {
+		i := 1
+		for i < len(rest) && isDigit(rest[i]) {
+			i++
+		}
+		if i == 1 {
+			return false
+		}
+		rest = rest[i:]
+	}
+	switch {
+	case len(rest) == 1:
+		return rest[0] == 'Z' || rest[0] == 'z'
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-'):
+		zone := "x" + rest[1:] // keep the offsets of two()'s indexes simple
+		return isDigit(zone[1]) && isDigit(zone[2]) && int(zone[1]-'0')*10+int(zone[2]-'0') <= 23 &&
+			zone[3] == ':' && isDigit(zone[4]) && isDigit(zone[5]) && int(zone[4]-'0')*10+int(zone[5]-'0') <= 59
+	}
+	return false
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

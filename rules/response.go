@@ -9,6 +9,7 @@ import (
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"github.com/tidwall/gjson"
 )
@@ -82,6 +83,7 @@ func (f *fieldRule) rewriteField(when rewrite.Predicate) rewrite.Field {
 type condState struct {
 	c      *condition
 	consts []ref.Val
+	lists  [][]string // per pIn slot: the constant list when all strings
 	act    *activation
 }
 
@@ -96,6 +98,10 @@ func (d *Decision) prepare(c *condition) *condState {
 			}
 			cs.consts[i] = v
 		}
+		if c.nlists > 0 {
+			cs.lists = make([][]string, c.nlists)
+			fillLists(c.native, cs)
+		}
 	}
 	return cs
 }
@@ -106,9 +112,9 @@ func (cs *condState) eval(rec *rewrite.Record) (bool, error) {
 	if cs.c.native != nil {
 		var v ref.Val
 		if rec == nil {
-			v = cs.c.native.eval(cs.consts, noRecord{})
+			v = cs.c.native.eval(cs, noRecord{})
 		} else {
-			v = cs.c.native.eval(cs.consts, rec)
+			v = cs.c.native.eval(cs, rec)
 		}
 		if b, ok := v.(types.Bool); ok {
 			return bool(b), nil
@@ -351,4 +357,27 @@ func (d *Decision) shadowed(dst, body []byte) []byte {
 		return append(dst, body...)
 	}
 	return dst
+}
+
+// fillLists keeps, for each `x in CONSTANT` node, the constant as a list of
+// strings when it is one (the fast path of pIn).
+func fillLists(n *pnode, cs *condState) {
+	if n.kind == pIn && n.slot >= 0 {
+		if l, ok := cs.consts[n.kids[1].constIdx].(traits.Lister); ok && l.Type() == types.ListType {
+			size, _ := l.Size().(types.Int)
+			strs := make([]string, 0, int(size))
+			all := true
+			for i := types.Int(0); i < size && all; i++ {
+				s, ok := l.Get(i).(types.String)
+				all = ok
+				strs = append(strs, string(s))
+			}
+			if all {
+				cs.lists[n.slot] = strs
+			}
+		}
+	}
+	for _, k := range n.kids {
+		fillLists(k, cs)
+	}
 }

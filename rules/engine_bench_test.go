@@ -1,0 +1,107 @@
+package rules
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/crmguard/crmguard/rules/internal/crmgen"
+	"github.com/tidwall/gjson"
+)
+
+// benchRules is the issue's benchmark rule set written as a rule file:
+// visible owner-or-team-or-public-pool, mask phone and id_card, remove
+// notes for one role, hash email, remove **.street.
+const benchRules = `version: 1
+roles: {sales: {}, finance: {}}
+routes:
+  - id: customers.list
+    match: {methods: [GET], path: /api/customers}
+    allow: [sales, finance]
+    records: list
+    visible: >-
+      record.owner_id == user.id
+      || record.team in user.attrs.teams
+      || timestamp(record.last_contact_at) < now - duration("8760h")
+    fields:
+      phone: {mask: phone}
+      id_card: {mask: id_card}
+      notes: {remove: true, for: [sales]}
+      email: hash
+      "**.street": remove
+    audit_id: id
+`
+
+var engineDoc = crmgen.Customers(3000, 1)
+
+func benchEngine(b *testing.B, s *Set) {
+	teams := make([]any, len(crmgen.UserTeams))
+	for i, t := range crmgen.UserTeams {
+		teams[i] = t
+	}
+	u := s.UserFromRoles(crmgen.UserID, []string{"sales"}, map[string]any{"teams": teams}, true, crmgen.Now)
+	r := request("GET", "/api/customers")
+	r.Now = crmgen.Now
+	h := http.Header{"Content-Type": {"application/json"}}
+	var out []byte
+	b.SetBytes(int64(len(engineDoc)))
+	b.ReportAllocs()
+	var d *Decision
+	for b.Loop() {
+		d = s.Decide(u, r)
+		if buf, blk := d.InspectResponse(200, h); !buf || blk != nil {
+			b.Fatal("not buffered")
+		}
+		var err error
+		var blk *Block
+		out, blk, err = d.Rewrite(out[:0], 200, h, engineDoc)
+		if err != nil || blk != nil {
+			b.Fatal(err, blk)
+		}
+	}
+	b.StopTimer()
+	if d.Audit.RecordsOut == 0 || d.Audit.RecordsOut == d.Audit.RecordsIn || d.Audit.EvalErrors != 0 {
+		b.Fatalf("the benchmark does not filter as meant: %d of %d records, %d eval errors", d.Audit.RecordsOut, d.Audit.RecordsIn, d.Audit.EvalErrors)
+	}
+	b.ReportMetric(float64(d.Audit.RecordsOut), "visible/op")
+}
+
+// BenchmarkEngineRewriteCRMList is the whole engine per request: Decide,
+// InspectResponse, building the plan, and the one-pass rewrite with the
+// visible condition compiled to native predicates.
+func BenchmarkEngineRewriteCRMList(b *testing.B) {
+	benchEngine(b, mustLoad(b, benchRules))
+}
+
+// BenchmarkEngineRewriteCRMListCEL is the same with every record condition
+// evaluated by CEL (the general fallback), to show what the native
+// predicates save.
+func BenchmarkEngineRewriteCRMListCEL(b *testing.B) {
+	_, cel := bothPaths(b, benchRules)
+	benchEngine(b, cel)
+}
+
+// BenchmarkEngineBaselineGjsonValid is gjson.ValidBytes over the same
+// document, the yardstick for the ratio.
+func BenchmarkEngineBaselineGjsonValid(b *testing.B) {
+	b.SetBytes(int64(len(engineDoc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !gjson.ValidBytes(engineDoc) {
+			b.Fatal("invalid")
+		}
+	}
+}
+
+// BenchmarkDecide is one decision on the example rule file.
+func BenchmarkDecide(b *testing.B) {
+	s := loadExample(b)
+	u := s.UserFromRoles("zhang", []string{"sales"}, map[string]any{"teams": []any{"east"}}, true, shanghaiWorkday)
+	r := request("GET", "/api/customers/42")
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := s.Decide(u, r); d.Outcome != Allow {
+			b.Fatal(fmt.Sprint(d.Reason))
+		}
+	}
+}
