@@ -2,10 +2,10 @@ package rules
 
 import (
 	"math"
-	"time"
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
