@@ -98,8 +98,8 @@ func walk(t *testing.T, doc []byte) []node {
 		}
 		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
 			stack = stack[:len(stack)-1]
-			if len(path) > 0 {
-				path = path[:len(path)-1]
+			if len(stack) > 0 {
+				path = path[:len(stack)-1]
 			}
 			continue
 		}
@@ -110,24 +110,31 @@ func walk(t *testing.T, doc []byte) []node {
 				continue
 			}
 		}
-		// a value
-		var p []any
+		// a value: its path is the stack's path plus its key or index
+		var elem any
 		if len(stack) > 0 {
 			top := &stack[len(stack)-1]
 			if top.arr {
-				p = append(append([]any(nil), path...), top.n)
+				elem = top.n
 				top.n++
 			} else {
-				p = append(append([]any(nil), path...), top.key)
+				elem = top.key
 				top.want = true
 			}
 		}
-		if len(p) <= maxWalkDepth {
+		depth := len(stack)
+		if depth <= maxWalkDepth {
+			p := append([]any(nil), path...)
+			if depth > 0 {
+				p = append(p, elem)
+			}
 			out = append(out, node{p, tok})
 		}
 		if d, ok := tok.(json.Delim); ok {
 			stack = append(stack, level{arr: d == '[', want: d == '{'})
-			path = p
+			if depth > 0 {
+				path = append(path, elem)
+			}
 		}
 	}
 }
