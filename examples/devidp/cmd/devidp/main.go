@@ -7,6 +7,9 @@
 package main
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
@@ -27,6 +30,7 @@ func main() {
 	origin := flag.String("origin", "http://localhost:8080", "origin of the crmguard proxy")
 	seed := flag.String("seed", "crmguard-demo", "seed of the demo users' TOTP secrets")
 	totpFor := flag.String("totp", "", "print the current TOTP code of this demo user and exit")
+	keyFile := flag.String("key", "", "PEM file with the RSA signing key (PKCS#1 or PKCS#8); default: a new key per start")
 	flag.Parse()
 
 	users := devidp.DemoUsers(*seed)
@@ -47,10 +51,18 @@ func main() {
 	if *issuer == "" {
 		*issuer = "http://" + *addr
 	}
+	var key *rsa.PrivateKey
+	if *keyFile != "" {
+		var err error
+		if key, err = readKey(*keyFile); err != nil {
+			log.Fatal(err)
+		}
+	}
 	o := strings.TrimSuffix(*origin, "/")
 	srv, err := devidp.New(devidp.Config{
-		Issuer: *issuer,
-		Users:  users,
+		Issuer:     *issuer,
+		SigningKey: key,
+		Users:      users,
 		Clients: []devidp.Client{{
 			ID: *clientID, Secret: *secret,
 			RedirectURIs:           []string{o + "/.crmguard/callback"},
@@ -70,4 +82,28 @@ func main() {
 		fmt.Fprintf(os.Stderr, "  %-6s password %-13s groups %v (TOTP: go run ./examples/devidp/cmd/devidp -totp %s)\n", u.Username, u.Password, u.Groups, u.Username)
 	}
 	log.Fatal(http.Serve(ln, srv))
+}
+
+// readKey reads an RSA private key from a PEM file.
+func readKey(path string) (*rsa.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("devidp: signing key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("devidp: signing key %s is not PEM", path)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("devidp: signing key %s: %w", path, err)
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("devidp: signing key %s is not an RSA key", path)
+	}
+	return rk, nil
 }
