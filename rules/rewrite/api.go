@@ -170,7 +170,12 @@ type Record struct {
 // Key returns the value of Plan.Keys[i] in this record. A key that is absent,
 // or present several times with different values, does not exist (so a
 // condition reading it fails and hides the record).
-func (r *Record) Key(i int) gjson.Result { return r.rw.key(i) }
+func (r *Record) Key(i int) gjson.Result {
+	if rw := r.rw; uint(i) < uint(len(rw.resOK)) && rw.resOK[i] {
+		return rw.res[i]
+	}
+	return r.rw.key(i)
+}
 
 // Get reads any gjson path from the record (first match).
 func (r *Record) Get(path string) gjson.Result { return r.rw.get(path) }

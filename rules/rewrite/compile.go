@@ -3,9 +3,11 @@ package rewrite
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tidwall/gjson"
 )
@@ -100,14 +102,63 @@ func (p *Plan) build() (*compiled, error) {
 		b.paths = append(b.paths, npath{segs: f.Path.segs, kind: kField, idx: int32(i)})
 	}
 	b.rank = func(f int32) int { return strength(p.Fields[f].Action)*1<<20 + int(f) }
-	root, err := b.build(filter)
-	if err != nil {
-		return nil, err
+	// The automaton depends only on the paths, their kinds and the action
+	// strengths: plans built per request for the same route and roles share
+	// one.
+	key := automatonKey(b, filter, p.Fields)
+	if a, ok := automata.Load(key); ok {
+		c.root, c.dfa = a.(*automaton).root, a.(*automaton).dfa
+	} else {
+		root, err := b.build(filter)
+		if err != nil {
+			return nil, err
+		}
+		c.root, c.dfa = root, b.states
+		if automataCount.Add(1) <= maxAutomata {
+			automata.Store(key, &automaton{root: root, dfa: b.states})
+		}
 	}
-	c.root, c.dfa = root, b.states
 	c.hashKey = append([]byte(nil), p.HashKey...)
 	c.hmacs.New = func() any { return hmac.New(sha256.New, c.hashKey) }
 	return c, nil
+}
+
+// automaton is a built automaton, shared read-only by the plans that have
+// the same paths.
+type automaton struct {
+	root int32
+	dfa  []dstate
+}
+
+// automata caches automata by automatonKey; at most maxAutomata are kept
+// (beyond that, plans build their own).
+var (
+	automata      sync.Map
+	automataCount atomic.Int64
+)
+
+const maxAutomata = 4096
+
+// automatonKey names everything the automaton is built from.
+func automatonKey(b *builder, filter bool, fields []Field) string {
+	var k []byte
+	if filter {
+		k = append(k, 'F')
+	}
+	for _, np := range b.paths {
+		k = append(k, byte(np.kind))
+		k = binary.AppendUvarint(k, uint64(np.idx))
+		if np.kind == kField {
+			k = append(k, byte(strength(fields[np.idx].Action)))
+		}
+		for _, sg := range np.segs {
+			k = append(k, byte(sg.kind))
+			k = binary.AppendUvarint(k, uint64(len(sg.key)))
+			k = append(k, sg.key...)
+		}
+		k = append(k, 0xff)
+	}
+	return string(k)
 }
 
 func (c *compiled) getHMAC() hash.Hash  { return c.hmacs.Get().(hash.Hash) }

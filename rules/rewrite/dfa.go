@@ -1,9 +1,9 @@
 package rewrite
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -77,6 +77,7 @@ type builder struct {
 	sets   [][]nst
 	filt   []bool
 	index  map[string]int32
+	kbuf   []byte
 	rank   func(f int32) int // strength order of fields
 }
 
@@ -90,16 +91,30 @@ type descriptor struct {
 	partial bool
 }
 
-func (d *descriptor) key() string {
-	var b strings.Builder
+func (d *descriptor) key(buf []byte) []byte {
 	for _, n := range d.set {
-		b.WriteString(strconv.Itoa(int(n.p)))
-		b.WriteByte(':')
-		b.WriteString(strconv.Itoa(int(n.pos)))
-		b.WriteByte(',')
+		buf = binary.AppendUvarint(buf, uint64(n.p))
+		buf = binary.AppendUvarint(buf, uint64(n.pos))
 	}
-	fmt.Fprintf(&b, "|%v|%v|%v|%v|%v", d.filter, d.fields, d.caps, d.drop, d.partial)
-	return b.String()
+	buf = append(buf, 0xff)
+	for _, f := range d.fields {
+		buf = binary.AppendUvarint(buf, uint64(f))
+	}
+	buf = append(buf, 0xff)
+	for _, c := range d.caps {
+		buf = binary.AppendUvarint(buf, uint64(c))
+	}
+	flags := byte(0)
+	if d.filter {
+		flags |= 1
+	}
+	if d.drop {
+		flags |= 2
+	}
+	if d.partial {
+		flags |= 4
+	}
+	return append(buf, 0xff, flags)
 }
 
 // add puts (p, pos) and its `**` closure into set.
@@ -133,10 +148,11 @@ func (b *builder) intern(d *descriptor) (int32, error) {
 	})
 	sort.Slice(d.fields, func(i, j int) bool { return b.rank(d.fields[i]) < b.rank(d.fields[j]) })
 	sort.Slice(d.caps, func(i, j int) bool { return d.caps[i] < d.caps[j] })
-	k := d.key()
-	if id, ok := b.index[k]; ok {
+	b.kbuf = d.key(b.kbuf[:0])
+	if id, ok := b.index[string(b.kbuf)]; ok {
 		return id, nil
 	}
+	k := string(b.kbuf)
 	if len(b.states) >= maxStates {
 		return 0, fmt.Errorf("rewrite: the record paths need more than %d matcher states; use fewer `**` and wildcards", maxStates)
 	}

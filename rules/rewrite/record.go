@@ -33,16 +33,16 @@ func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
 			rw.edits = append(rw.edits, edit{})
 		}
 		e := &rw.edits[k]
-		*e = edit{start: ch.keyStart, vstart: vstart, end: -1, prevComma: -1, nextComma: -1, state: ch.state, drop: drop}
+		*e = edit{start: int32(ch.keyStart), vstart: int32(vstart), end: -1, prevComma: -1, nextComma: -1, state: ch.state, drop: drop}
 		switch {
 		case f.n == 0:
 			e.prevSib = -1
 		case f.allEdits:
 			e.prevSib = f.lastChild
-			e.prevComma = f.lastComma
+			e.prevComma = int32(f.lastComma)
 		default:
 			e.prevSib = -2
-			e.prevComma = f.lastComma
+			e.prevComma = int32(f.lastComma)
 		}
 		rw.pendingEdit = int32(k)
 		f.lastChild = rw.pendingEdit
@@ -59,7 +59,7 @@ func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
 		return
 	}
 	if rw.pendingEdit >= 0 {
-		rw.edits[rw.pendingEdit].end = end
+		rw.edits[rw.pendingEdit].end = int32(end)
 		rw.pendingEdit = -1
 	}
 	if ds := &rw.dfa[ch.state]; ds.hasCaps {
@@ -169,7 +169,7 @@ func (rw *rewriter) apply() error {
 	skipUntil := -1
 	for k := range rw.edits {
 		e := &rw.edits[k]
-		if e.start < skipUntil {
+		if int(e.start) < skipUntil {
 			continue
 		}
 		act, fi := rw.resolve(e)
@@ -179,11 +179,11 @@ func (rw *rewriter) apply() error {
 		if act == Remove {
 			first := e.prevSib == -1 || (e.prevSib >= 0 && rw.edits[e.prevSib].removed && rw.edits[e.prevSib].effFirst)
 			e.removed, e.effFirst = true, first
-			a, b := e.prevComma, e.end
+			a, b := int(e.prevComma), int(e.end)
 			if first {
-				a = e.start
+				a = int(e.start)
 				if e.nextComma >= 0 {
-					b = e.nextComma + 1
+					b = int(e.nextComma) + 1
 				}
 			}
 			rw.emit(a)
@@ -194,10 +194,10 @@ func (rw *rewriter) apply() error {
 			if (act == Mask || act == Hash) && v[0] == 'n' {
 				continue // null stays null
 			}
-			rw.emit(e.vstart)
+			rw.emit(int(e.vstart))
 			rw.writeValue(act, fi, v)
-			rw.flushed = e.end
-			skipUntil = e.end
+			rw.flushed = int(e.end)
+			skipUntil = int(e.end)
 		}
 		rw.changed = true
 		if e.drop {

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"math"
 	"hash"
 	"unsafe"
 
@@ -44,11 +45,11 @@ type frame struct {
 
 // edit is a change a record may get, decided when the record is complete.
 type edit struct {
-	start     int // the member's key (or the element's value)
-	vstart    int
-	end       int // after the value
-	prevComma int // the comma before the member, -1 for the first child
-	nextComma int // the comma after, -1 for the last child
+	start     int32 // the member's key (or the element's value)
+	vstart    int32
+	end       int32 // after the value
+	prevComma int32 // the comma before the member, -1 for the first child
+	nextComma int32 // the comma after, -1 for the last child
 	prevSib   int32
 	state     int32
 	drop      bool
@@ -98,6 +99,9 @@ type rewriter struct {
 }
 
 func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
+	if len(doc) >= math.MaxInt32 {
+		return dst, fmt.Errorf("rewrite: a document of %d bytes is too large", len(doc))
+	}
 	c := p.c
 	if c == nil {
 		var err error
@@ -283,7 +287,9 @@ func (rw *rewriter) run() error {
 				return err
 			}
 			i = end
-			rw.nodeEnd(&ch, vstart, i)
+			if ch.mode == modeRec {
+				rw.nodeEnd(&ch, vstart, i)
+			}
 		case 't', 'f', 'n':
 			end, err := scanLiteral(doc, i)
 			if err != nil {
@@ -328,7 +334,7 @@ func (rw *rewriter) run() error {
 						}
 					} else {
 						if f.lastChild >= 0 {
-							rw.edits[f.lastChild].nextComma = i
+							rw.edits[f.lastChild].nextComma = int32(i)
 						}
 						f.lastComma = i
 					}
@@ -361,7 +367,7 @@ func (rw *rewriter) run() error {
 			}
 			if closed.isNode {
 				if closed.nodeEdit >= 0 {
-					rw.edits[closed.nodeEdit].end = i
+					rw.edits[closed.nodeEdit].end = int32(i)
 				}
 				if ds := &c.dfa[closed.nodeState]; len(ds.caps) > 0 {
 					rw.capture(ds.caps, closed.nodeStart, i)

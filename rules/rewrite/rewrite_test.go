@@ -555,3 +555,55 @@ func TestCompileErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentRewrite(t *testing.T) {
+	t.Run("one compiled plan serves many goroutines with the same result", func(t *testing.T) {
+		p := benchPlan()
+		if err := p.Compile(); err != nil {
+			t.Fatal(err)
+		}
+		doc := benchDoc[:0:0]
+		doc = append(doc, benchDoc...)
+		want, err := p.Rewrite(nil, doc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan string, 8)
+		for range 8 {
+			go func() {
+				var st Stats
+				out, err := p.Rewrite(nil, doc, &st)
+				switch {
+				case err != nil:
+					errs <- err.Error()
+				case string(out) != string(want):
+					errs <- "a concurrent rewrite differs"
+				default:
+					errs <- ""
+				}
+			}()
+		}
+		for range 8 {
+			if e := <-errs; e != "" {
+				t.Fatal(e)
+			}
+		}
+	})
+	t.Run("plans built separately with the same paths share an automaton and keep their own actions", func(t *testing.T) {
+		a := &Plan{Records: MustParsePath("@this"), Fields: []Field{mk("x", mask.All)}}
+		b := &Plan{Records: MustParsePath("@this"), Fields: []Field{mk("x", func(dst []byte, s string) []byte { return append(dst, "other"...) })}}
+		for _, p := range []*Plan{a, b} {
+			if err := p.Compile(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if &a.c.dfa[0] != &b.c.dfa[0] {
+			t.Fatal("the automaton was built twice")
+		}
+		oa, _ := a.Rewrite(nil, []byte(`[{"x":"ab"}]`), nil)
+		ob, _ := b.Rewrite(nil, []byte(`[{"x":"ab"}]`), nil)
+		if string(oa) != `[{"x":"**"}]` || string(ob) != `[{"x":"other"}]` {
+			t.Fatalf("got %s and %s", oa, ob)
+		}
+	})
+}
