@@ -50,8 +50,8 @@ var (
 	}()
 	fuzzSingle = mustCompile(&Plan{
 		Records: MustParsePath("@this"), Single: true,
-		Expose:  paths("id", "name", "phone", "attributes.*", "**.keep", "list.#.id"),
-		Fields:  []Field{mk("phone", mask.All), rm("**.secret")},
+		Expose: paths("id", "name", "phone", "attributes.*", "**.keep", "list.#.id"),
+		Fields: []Field{mk("phone", mask.All), rm("**.secret")},
 	})
 	fuzzIdentity = mustCompile(&Plan{Records: MustParsePath("@this")})
 	fuzzSecret   = MustParsePath("**.secret").segs

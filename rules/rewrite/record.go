@@ -2,8 +2,8 @@ package rewrite
 
 import (
 	"bytes"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"unsafe"
 

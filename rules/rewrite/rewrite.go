@@ -2,8 +2,8 @@ package rewrite
 
 import (
 	"fmt"
-	"math"
 	"hash"
+	"math"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
