@@ -6,6 +6,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
@@ -139,12 +140,33 @@ func valError(v ref.Val) error {
 	return fmt.Errorf("rules: the condition gave %s, not a bool", v.Type().TypeName())
 }
 
-// plan builds the rewrite plan of this request: fields filtered by the
-// user's roles, user-only conditions decided once, record conditions as
-// predicates.
-func (d *Decision) plan() (*rewrite.Plan, error) {
+// A rewrite plan depends on the request only through which field rules
+// apply (roles, user-only conditions), whether `visible` is constant, and
+// the request constants inside record conditions. Compiling a plan builds
+// the rewriter's path automaton, so compiled plans are kept in pools, one
+// per route and selection of field rules: a pooled plan's predicates call
+// through slots that are set for the one request using it.
+
+// planKey names a selection of a route's field rules.
+type planKey struct {
+	route   *route
+	visible uint8  // 0: none or constant true, 1: per record or constant false
+	fields  string // one byte per field rule: 0 left out, 1 applies
+}
+
+// pooledPlan is a compiled plan whose predicates are set per request.
+type pooledPlan struct {
+	plan    *rewrite.Plan
+	visible rewrite.Predicate
+	whens   []rewrite.Predicate // by field rule index
+}
+
+// plan returns a compiled rewrite plan for this request and a function
+// that gives it back once the rewrite is done.
+func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 	rt := d.route
-	p := &rewrite.Plan{Records: rt.recPath, Single: rt.single, Keys: rt.keys, Expose: rt.expose, AuditID: rt.auditID, HashKey: d.set.hashKey}
+	key := planKey{route: rt}
+	var visible rewrite.Predicate
 	if rt.visible != nil {
 		cs := d.prepare(rt.visible)
 		if !rt.visible.usesRecord {
@@ -152,13 +174,18 @@ func (d *Decision) plan() (*rewrite.Plan, error) {
 			if err != nil || !ok {
 				// Hidden for every record; the rewriter counts the error
 				// once per record.
-				p.Visible = func(*rewrite.Record) (bool, error) { return false, err }
+				visible = func(*rewrite.Record) (bool, error) { return false, err }
 			}
 		} else {
-			p.Visible = cs.eval
+			visible = cs.eval
 		}
 	}
-	for _, f := range rt.fields {
+	if visible != nil {
+		key.visible = 1
+	}
+	sel := make([]byte, len(rt.fields))
+	whens := make([]rewrite.Predicate, len(rt.fields))
+	for i, f := range rt.fields {
 		if f.forR != nil && !hasAny(d.user, f.forR) {
 			continue
 		}
@@ -172,22 +199,75 @@ func (d *Decision) plan() (*rewrite.Plan, error) {
 		if f.unless != nil {
 			unless = d.prepare(f.unless)
 		}
-		perRecord := f.when != nil && f.when.usesRecord || f.unless != nil && f.unless.usesRecord
-		if !perRecord {
+		if !f.perRecord() {
 			applies, err := applyField(when, unless, nil)
 			if err != nil {
 				d.Audit.EvalErrors++
 			}
 			if applies {
-				p.Fields = append(p.Fields, f.rewriteField(nil))
+				sel[i] = 1
 			}
 			continue
 		}
-		p.Fields = append(p.Fields, f.rewriteField(func(rec *rewrite.Record) (bool, error) {
-			return applyField(when, unless, rec)
-		}))
+		sel[i] = 1
+		whens[i] = func(rec *rewrite.Record) (bool, error) { return applyField(when, unless, rec) }
 	}
-	return p, p.Compile()
+	key.fields = string(sel)
+	pool := d.set.planPool(key)
+	pp, _ := pool.Get().(*pooledPlan)
+	if pp == nil {
+		var err error
+		if pp, err = d.set.newPooledPlan(key); err != nil {
+			return nil, nil, err
+		}
+	}
+	pp.visible = visible
+	copy(pp.whens, whens)
+	release := func() {
+		pp.visible = nil
+		clear(pp.whens)
+		pool.Put(pp)
+	}
+	return pp.plan, release, nil
+}
+
+func (f *fieldRule) perRecord() bool {
+	return f.when != nil && f.when.usesRecord || f.unless != nil && f.unless.usesRecord
+}
+
+// planPool returns the pool of compiled plans for a selection.
+func (s *Set) planPool(k planKey) *sync.Pool {
+	if p, ok := s.plans.Load(k); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := s.plans.LoadOrStore(k, &sync.Pool{})
+	return p.(*sync.Pool)
+}
+
+// newPooledPlan compiles the plan of a selection, with predicates that
+// call through the pooled plan's slots.
+func (s *Set) newPooledPlan(k planKey) (*pooledPlan, error) {
+	rt := k.route
+	pp := &pooledPlan{whens: make([]rewrite.Predicate, len(rt.fields))}
+	p := &rewrite.Plan{Records: rt.recPath, Single: rt.single, Keys: rt.keys, Expose: rt.expose, AuditID: rt.auditID, HashKey: s.hashKey}
+	if k.visible == 1 {
+		p.Visible = func(r *rewrite.Record) (bool, error) { return pp.visible(r) }
+	}
+	for i, f := range rt.fields {
+		if k.fields[i] == 0 {
+			continue
+		}
+		var when rewrite.Predicate
+		if f.perRecord() {
+			when = func(r *rewrite.Record) (bool, error) { return pp.whens[i](r) }
+		}
+		p.Fields = append(p.Fields, f.rewriteField(when))
+	}
+	if err := p.Compile(); err != nil {
+		return nil, err
+	}
+	pp.plan = p
+	return pp, nil
 }
 
 // applyField decides whether a field rule applies: `when` holds and
@@ -311,13 +391,14 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 	if d.Outcome != Allow || d.route == nil || !d.route.rewrites || status < 200 || status > 299 || status == http.StatusNoContent {
 		return append(dst, body...), nil, nil
 	}
-	p, err := d.plan()
+	p, release, err := d.plan()
 	if err != nil {
 		return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, err)
 	}
 	var st rewrite.Stats
 	orig := len(dst)
 	out, err = p.Rewrite(dst, body, &st)
+	release()
 	d.Audit.RecordsIn += st.RecordsIn
 	d.Audit.RecordsOut += st.RecordsOut
 	d.Audit.EvalErrors += st.EvalErrors

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -314,5 +315,48 @@ func TestShadowModeRewritesNothingButAuditsEverything(t *testing.T) {
 	out, blk, err = d.Rewrite(nil, 200, nil, []byte(`{"id":2,"owner_id":"li"}`))
 	if err != nil || blk != nil || string(out) != `{"id":2,"owner_id":"li"}` || d.Audit.Decision != "block" || !strings.HasPrefix(d.Audit.Reason, "shadow mode, not enforced") {
 		t.Fatalf("out %q block %v err %v audit %+v", out, blk, err, d.Audit)
+	}
+}
+
+// TestConcurrentRequestsGetTheirOwnAnswers runs users with different
+// rights at the same time on one Set: compiled plans are shared through
+// pools, and no request may see another's predicates or field selection.
+func TestConcurrentRequestsGetTheirOwnAnswers(t *testing.T) {
+	s := mustLoad(t, responseRules)
+	body := `{"list":[` + rec(1, "zhang", "2026-10-01T00:00:00Z", "") + `,` + rec(2, "li", "2026-10-01T00:00:00Z", "") + `,` + rec(3, "wang", "2026-10-01T00:00:00Z", "") + `]}`
+	users := []struct {
+		id, role string
+		ids      []string
+		phone    string
+	}{
+		{"zhang", "sales", []string{"1"}, "138****5678"},
+		{"li", "sales", []string{"2"}, "138****5678"},
+		{"wang", "manager", []string{"1", "2", "3"}, "13812345678"},
+		{"wang", "finance", []string{"3"}, "138****5678"},
+	}
+	done := make(chan error)
+	const rounds = 50
+	for _, u := range users {
+		go func() {
+			user := s.UserFromRoles(u.id, []string{u.role}, nil, true, shanghaiWorkday)
+			for range rounds {
+				d := s.Decide(user, request("GET", "/api/customers"))
+				out, blk, err := d.Rewrite(nil, 200, nil, []byte(body))
+				if err != nil || blk != nil {
+					done <- fmt.Errorf("%s: %v %v", u.id, blk, err)
+					return
+				}
+				if !reflect.DeepEqual(d.Audit.RecordIDs, u.ids) || !strings.Contains(string(out), `"phone":"`+u.phone+`"`) {
+					done <- fmt.Errorf("%s/%s got ids %v and %s", u.id, u.role, d.Audit.RecordIDs, out)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range users {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }

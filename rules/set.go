@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"cel.dev/cel-go/cel"
 	"github.com/crmguard/crmguard/rules/mask"
@@ -24,6 +25,7 @@ type Set struct {
 	warnings  []Warning
 	hashKey   []byte
 	env       *cel.Env
+	plans     sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
 }
 
 // LoadOption changes how a rule file is loaded.
