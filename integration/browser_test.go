@@ -135,7 +135,11 @@ func (b *browser) location() string {
 // waitFor waits until the JavaScript condition holds in the page. The
 // condition is polled inside the page; a navigation tears the poll down
 // with the old document, so it starts again in the new one.
-func (b *browser) waitFor(what, cond string) {
+func (b *browser) waitFor(what, cond string) { b.t.Helper(); b.waitForOrExplain(what, cond, "") }
+
+// waitForOrExplain is waitFor that, on failure, adds the value of the
+// JavaScript expression explain (what the page knows about why).
+func (b *browser) waitForOrExplain(what, cond, explain string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
@@ -145,7 +149,11 @@ func (b *browser) waitFor(what, cond string) {
 			return
 		}
 		if ctx.Err() != nil || !navigatedAway(err) {
-			b.t.Fatalf("waiting until %s: %v (page: %s)", what, err, b.location())
+			why := ""
+			if explain != "" {
+				why = "; the page says: " + eval[string](b, explain)
+			}
+			b.t.Fatalf("waiting until %s: %v (page: %s)%s", what, err, b.location(), why)
 		}
 	}
 }
@@ -424,7 +432,15 @@ func (b *browser) finishLogout() {
 	b.waitFor("the logout is answered", fmt.Sprintf(
 		`document.readyState === "complete" && (location.href.startsWith(%q) || (location.href.startsWith(%q) && !!document.querySelector("form")))`,
 		b.d.Issuer, b.d.URL+"/.crmguard/"))
-	if strings.HasPrefix(b.location(), b.d.URL+"/.crmguard/") {
-		b.do("confirming the logout", chromedp.Click(chromedp.CSS(`form button, form input[type="submit"]`)))
+	if !strings.HasPrefix(b.location(), b.d.URL+"/.crmguard/") {
+		return
 	}
+	// Record Content-Security-Policy violations: a policy that blocks the
+	// form's redirect to the provider leaves the browser on this page.
+	eval[chromedp.Void](b, `window.__csp = []; document.addEventListener("securitypolicyviolation",
+		e => window.__csp.push(e.violatedDirective + " blocked " + e.blockedURI))`)
+	b.do("confirming the logout", chromedp.Click(chromedp.CSS(`form button, form input[type="submit"]`)))
+	b.waitForOrExplain("the logout leaves the guard for the provider",
+		fmt.Sprintf(`!location.href.startsWith(%q)`, b.d.URL+"/.crmguard/"),
+		`"still on " + location.href + "; CSP violations: " + JSON.stringify(window.__csp || [])`)
 }

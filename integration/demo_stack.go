@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -150,12 +152,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 	if !isLoopbackName(host) {
 		return nil, fmt.Errorf("demo: listen address %q: the demo only runs on loopback (localhost, 127.0.0.1)", cfg.Listen)
 	}
-	if port == "0" {
-		if port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	d := &Demo{URL: "http://" + net.JoinHostPort(host, port), Users: devidp.DemoUsers(cfg.TOTPSeed), Rules: rulesPath}
+	d := &Demo{Users: devidp.DemoUsers(cfg.TOTPSeed), Rules: rulesPath}
 	ok := false
 	defer func() {
 		if !ok {
@@ -172,74 +169,100 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 	d.CRM = crm.New(crm.Options{Seed: cfg.Seed, Now: cfg.Now, Log: log.New(cfg.Log, "", log.LstdFlags)})
 	d.serve(crmLn, d.CRM)
 
-	// The identity provider.
+	// The identity provider: its address is fixed now; its client
+	// registration follows the guard's address below.
 	idpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("demo: identity provider listener: %w", err)
 	}
 	d.Issuer = "http://" + idpLn.Addr().String()
-	secret := randomHex(24)
-	d.IdP, err = devidp.New(devidp.Config{
-		Issuer: d.Issuer,
-		Users:  d.Users,
-		Clients: []devidp.Client{{
-			ID:                     DemoClientID,
-			Secret:                 secret,
-			RedirectURIs:           []string{d.URL + "/.crmguard/callback"},
-			PostLogoutRedirectURIs: []string{d.URL + "/"},
-			BackchannelLogoutURI:   d.URL + "/.crmguard/backchannel-logout",
-		}},
-		Logger: slog.New(slog.NewTextHandler(cfg.Log, nil)),
-	})
-	if err != nil {
-		idpLn.Close()
-		return nil, fmt.Errorf("demo: %w", err)
-	}
-	d.serve(idpLn, d.IdP)
-
-	// The guard.
-	env := map[string]string{
-		"CRMGUARD_SITE":           d.URL,
-		"CRMGUARD_BIND":           "127.0.0.1",
-		"CRMGUARD_RULES":          rulesPath,
-		"CRMGUARD_UPSTREAM":       d.CRMAddr,
-		"CRMGUARD_ADMIN":          cfg.Admin,
-		"CRMGUARD_SESSION_SECRET": randomHex(32),
-		"CRMGUARD_SESSION_STORE":  cfg.SessionStore,
-		"CRMGUARD_HASH_KEY":       randomHex(32),
-		"OIDC_ISSUER":             d.Issuer,
-		"OIDC_CLIENT_ID":          DemoClientID,
-		"OIDC_CLIENT_SECRET":      secret,
-	}
-	for k, v := range env {
-		if err := os.Setenv(k, v); err != nil {
-			return nil, fmt.Errorf("demo: setting %s: %w", k, err)
+	var idp atomic.Pointer[devidp.Server]
+	d.serve(idpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := idp.Load(); s != nil {
+			s.ServeHTTP(w, r)
+			return
 		}
-	}
+		http.Error(w, "demo: the identity provider is starting", http.StatusServiceUnavailable)
+	}))
+
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	if adapter == nil {
 		return nil, errors.New("demo: the Caddyfile adapter is not linked in")
 	}
-	cfgJSON, warns, err := adapter.Adapt(body, map[string]any{"filename": caddyfilePath})
-	if err != nil {
-		return nil, fmt.Errorf("demo: %s: %w", caddyfilePath, err)
-	}
-	for _, w := range warns {
-		fmt.Fprintf(cfg.Log, "demo: %s:%d: %s\n", w.File, w.Line, w.Message)
-	}
-	if !strings.Contains(string(cfgJSON), `"crm_guard"`) {
-		return nil, fmt.Errorf("demo: %s has no crm_guard handler: the demo would run an unguarded CRM", caddyfilePath)
-	}
-	if cfg.StorageDir != "" {
-		if cfgJSON, err = withStorage(cfgJSON, cfg.StorageDir); err != nil {
-			return nil, err
+	// A free port picked for the guard can be taken by another socket
+	// before Caddy binds it; then pick again.
+	for attempt := 1; ; attempt++ {
+		guardPort := port
+		if port == "0" {
+			if guardPort, err = freePort(); err != nil {
+				return nil, err
+			}
 		}
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		return nil, fmt.Errorf("demo: starting the guard from %s: %w", caddyfilePath, err)
-	}
-	if err := checkListening(ctx, net.JoinHostPort("127.0.0.1", port)); err != nil {
-		return nil, fmt.Errorf("demo: the guard does not accept connections on %s: %w", cfg.Listen, err)
+		d.URL = "http://" + net.JoinHostPort(host, guardPort)
+		secret := randomHex(24)
+		srv, err := devidp.New(devidp.Config{
+			Issuer: d.Issuer,
+			Users:  d.Users,
+			Clients: []devidp.Client{{
+				ID:                     DemoClientID,
+				Secret:                 secret,
+				RedirectURIs:           []string{d.URL + "/.crmguard/callback"},
+				PostLogoutRedirectURIs: []string{d.URL + "/"},
+				BackchannelLogoutURI:   d.URL + "/.crmguard/backchannel-logout",
+			}},
+			Logger: slog.New(slog.NewTextHandler(cfg.Log, nil)),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		d.IdP = srv
+		idp.Store(srv)
+
+		env := map[string]string{
+			"CRMGUARD_SITE":           d.URL,
+			"CRMGUARD_BIND":           "127.0.0.1",
+			"CRMGUARD_RULES":          rulesPath,
+			"CRMGUARD_UPSTREAM":       d.CRMAddr,
+			"CRMGUARD_ADMIN":          cfg.Admin,
+			"CRMGUARD_SESSION_SECRET": randomHex(32),
+			"CRMGUARD_SESSION_STORE":  cfg.SessionStore,
+			"CRMGUARD_HASH_KEY":       randomHex(32),
+			"OIDC_ISSUER":             d.Issuer,
+			"OIDC_CLIENT_ID":          DemoClientID,
+			"OIDC_CLIENT_SECRET":      secret,
+		}
+		for k, v := range env {
+			if err := os.Setenv(k, v); err != nil {
+				return nil, fmt.Errorf("demo: setting %s: %w", k, err)
+			}
+		}
+		cfgJSON, warns, err := adapter.Adapt(body, map[string]any{"filename": caddyfilePath})
+		if err != nil {
+			return nil, fmt.Errorf("demo: %s: %w", caddyfilePath, err)
+		}
+		for _, w := range warns {
+			fmt.Fprintf(cfg.Log, "demo: %s:%d: %s\n", w.File, w.Line, w.Message)
+		}
+		if !strings.Contains(string(cfgJSON), `"crm_guard"`) {
+			return nil, fmt.Errorf("demo: %s has no crm_guard handler: the demo would run an unguarded CRM", caddyfilePath)
+		}
+		if cfg.StorageDir != "" {
+			if cfgJSON, err = withStorage(cfgJSON, cfg.StorageDir); err != nil {
+				return nil, err
+			}
+		}
+		err = caddy.Load(cfgJSON, true)
+		if err != nil && port == "0" && attempt < 5 && isAddrInUse(err) {
+			fmt.Fprintf(cfg.Log, "demo: port %s was taken meanwhile; picking another\n", guardPort)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("demo: starting the guard from %s: %w", caddyfilePath, err)
+		}
+		if err := checkListening(ctx, net.JoinHostPort("127.0.0.1", guardPort)); err != nil {
+			return nil, fmt.Errorf("demo: the guard does not accept connections on %s: %w", d.URL, err)
+		}
+		break
 	}
 	ok = true
 	return d, nil
@@ -333,6 +356,12 @@ func checkListening(ctx context.Context, addr string) error {
 		return err
 	}
 	return c.Close()
+}
+
+// isAddrInUse reports whether err is a listener's "address already in
+// use" (Caddy does not always wrap the syscall error).
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
 
 // withStorage sets Caddy's storage to a file_system folder.
