@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -71,8 +72,16 @@ func BenchmarkRewriteCRMList(b *testing.B) {
 	var st Stats
 	out, _ = p.Rewrite(nil, benchDoc, &st)
 	b.ReportMetric(float64(st.RecordsOut), "visible/op")
-	if st.RecordsOut == 0 || st.RecordsOut == st.RecordsIn {
-		b.Fatalf("visible kept %d of %d records: the benchmark does not filter", st.RecordsOut, st.RecordsIn)
+	if st.RecordsOut == 0 || st.RecordsOut == st.RecordsIn || len(st.IDs) != st.RecordsOut {
+		b.Fatalf("visible kept %d of %d records (%d ids): the benchmark does not filter", st.RecordsOut, st.RecordsIn, len(st.IDs))
+	}
+	want, err := stdlibRewrite(benchDoc, p.HashKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var got, exp any
+	if json.Unmarshal(out, &got) != nil || json.Unmarshal(want, &exp) != nil || !reflect.DeepEqual(got, exp) {
+		b.Fatal("the rewrite differs from the stdlib baseline's")
 	}
 }
 
