@@ -171,10 +171,14 @@ type Record struct {
 // or present several times with different values, does not exist (so a
 // condition reading it fails and hides the record).
 func (r *Record) Key(i int) gjson.Result {
-	if rw := r.rw; uint(i) < uint(len(rw.resOK)) && rw.resOK[i] {
-		return rw.res[i]
+	rw := r.rw
+	if uint(i) >= uint(len(rw.res)) {
+		return gjson.Result{}
 	}
-	return r.rw.key(i)
+	if !rw.resOK[i] {
+		rw.fill(i)
+	}
+	return rw.res[i]
 }
 
 // Get reads any gjson path from the record (first match).

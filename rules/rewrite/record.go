@@ -54,7 +54,7 @@ func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
 }
 
 // nodeEnd completes a scalar value inside a record.
-func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
+func (rw *rewriter) nodeEnd(ch *child, vstart, end int, esc bool) {
 	if ch.mode != modeRec {
 		return
 	}
@@ -63,7 +63,7 @@ func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
 		rw.pendingEdit = -1
 	}
 	if ds := &rw.dfa[ch.state]; ds.hasCaps {
-		rw.capture(ds.caps, vstart, end)
+		rw.capture(ds.caps, vstart, end, esc)
 	}
 }
 
@@ -71,12 +71,12 @@ func (rw *rewriter) nodeEnd(ch *child, vstart, end int) {
 var errAmbiguous = errors.New("rewrite: a key the conditions read appears twice with different values")
 
 // capture records the value [start, end) for the capture slots.
-func (rw *rewriter) capture(slots []int32, start, end int) {
+func (rw *rewriter) capture(slots []int32, start, end int, esc bool) {
 	for _, s := range slots {
 		cp := &rw.caps[s]
 		switch cp.n {
 		case 0:
-			cp.start, cp.end, cp.n = start, end, 1
+			cp.start, cp.end, cp.n, cp.esc = start, end, 1, esc
 		case 1:
 			if !bytes.Equal(rw.doc[cp.start:cp.end], rw.doc[start:end]) {
 				cp.n = 2
@@ -286,33 +286,22 @@ func (rw *rewriter) writeValue(act Action, fi int32, v []byte) {
 	rw.out = appendString(rw.out, rw.scratch2)
 }
 
-// key returns the captured value of Plan.Keys[i].
-func (rw *rewriter) key(i int) gjson.Result {
-	if i < 0 || i >= len(rw.res) {
-		return gjson.Result{}
-	}
-	if rw.resOK[i] {
-		return rw.res[i]
-	}
-	cp := rw.caps[i]
+// fill builds the result of Plan.Keys[i] for this record.
+func (rw *rewriter) fill(i int) {
 	rw.resOK[i] = true
-	if cp.n == 1 {
-		rw.res[i] = rw.result(cp.start, cp.end)
-	} else {
-		rw.res[i] = gjson.Result{}
+	r := &rw.res[i]
+	cp := &rw.caps[i]
+	if cp.n != 1 {
+		*r = gjson.Result{}
+		return
 	}
-	return rw.res[i]
-}
-
-// result builds the gjson result of the value [start, end) without copying.
-func (rw *rewriter) result(start, end int) gjson.Result {
-	raw := rw.ds[start:end]
-	r := gjson.Result{Raw: raw, Index: start}
+	raw := rw.ds[cp.start:cp.end]
+	*r = gjson.Result{Raw: raw, Index: cp.start}
 	switch raw[0] {
 	case '"':
 		r.Type = gjson.String
-		if bytes.IndexByte(rw.doc[start:end], '\\') >= 0 {
-			r.Str = string(decodeString(nil, rw.doc[start:end]))
+		if cp.esc {
+			r.Str = string(decodeString(nil, rw.doc[cp.start:cp.end]))
 		} else {
 			r.Str = raw[1 : len(raw)-1]
 		}
@@ -328,7 +317,6 @@ func (rw *rewriter) result(start, end int) gjson.Result {
 		r.Type = gjson.Number
 		r.Num, _ = strconv.ParseFloat(raw, 64)
 	}
-	return r
 }
 
 // get reads a gjson path from the record.

@@ -61,6 +61,7 @@ type edit struct {
 type capture struct {
 	start, end int
 	n          uint8 // 0 absent, 1 one value, 2 several different values
+	esc        bool  // a string with escapes
 }
 
 // rewriter is the state of one Rewrite call.
@@ -233,8 +234,14 @@ func (rw *rewriter) run() error {
 				}
 				parent.n++
 				recRoot = true
-			} else {
+			} else if rw.dfa[ch.state].touch {
 				rw.nodeStart(parent, &ch, vstart)
+			} else {
+				// nothing can change this node: only the sibling facts
+				rw.pendingEdit = -1
+				parent.allEdits = false
+				parent.lastChild = -1
+				parent.n++
 			}
 		}
 		if recRoot {
@@ -282,13 +289,13 @@ func (rw *rewriter) run() error {
 				continue
 			}
 		case '"':
-			end, _, err := scanString(doc, i)
+			end, esc, err := scanString(doc, i)
 			if err != nil {
 				return err
 			}
 			i = end
-			if ch.mode == modeRec {
-				rw.nodeEnd(&ch, vstart, i)
+			if ch.mode == modeRec && (rw.pendingEdit >= 0 || rw.dfa[ch.state].hasCaps) {
+				rw.nodeEnd(&ch, vstart, i, esc)
 			}
 		case 't', 'f', 'n':
 			end, err := scanLiteral(doc, i)
@@ -296,7 +303,7 @@ func (rw *rewriter) run() error {
 				return err
 			}
 			i = end
-			rw.nodeEnd(&ch, vstart, i)
+			rw.nodeEnd(&ch, vstart, i, false)
 		default:
 			if b != '-' && (b < '0' || b > '9') {
 				return syntaxError(i, fmt.Sprintf("unexpected %q, a value was expected", b))
@@ -306,7 +313,7 @@ func (rw *rewriter) run() error {
 				return err
 			}
 			i = end
-			rw.nodeEnd(&ch, vstart, i)
+			rw.nodeEnd(&ch, vstart, i, false)
 		}
 		// After a value: close containers or go on with the next child.
 		for {
@@ -370,7 +377,7 @@ func (rw *rewriter) run() error {
 					rw.edits[closed.nodeEdit].end = int32(i)
 				}
 				if ds := &c.dfa[closed.nodeState]; len(ds.caps) > 0 {
-					rw.capture(ds.caps, closed.nodeStart, i)
+					rw.capture(ds.caps, closed.nodeStart, i, false)
 				}
 			}
 		}
