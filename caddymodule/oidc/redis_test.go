@@ -1,75 +1,18 @@
 package oidc
 
 import (
-	"bufio"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crmguard/crmguard/caddymodule/session/redistest"
 )
 
-// startRedis runs a private redis-server on a unix socket in a temp dir
-// and returns its URL. Without redis-server the test fails in CI
-// (CI=true) and is skipped elsewhere.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server is not installed (CI must install it): %v", err)
-		}
-		t.Skipf("redis-server is not installed: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "redis") // short: unix socket paths are limited to ~100 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "notice")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(strings.ToLower(sc.Text()), "ready to accept connections") {
-				ready <- true
-				break
-			}
-		}
-		for sc.Scan() { // keep draining
-		}
-		ready <- false
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("redis-server exited before it was ready")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("redis-server did not become ready in 20 s")
-	}
-	return "unix://" + sock
-}
-
 func TestRedisStoreSharedByTwoInstances(t *testing.T) {
-	store := startRedis(t)
+	store := redistest.Start(t)
 	e := newEnv(t, envOptions{proxies: 2, store: store, accessTTL: 30 * time.Second})
 	a, b := e.proxies[0], e.proxies[1]
 
