@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -308,6 +309,133 @@ func TestStartDemoRefusesWhatWouldExposeTheCRM(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q does not say %q", err, tt.wantErr)
 			}
+		})
+	}
+}
+
+// TestDemoStackServesEachRoleWhatTheRulesSay signs each kind of user in
+// through the real provider and checks one promise of examples/rules.yaml
+// per role against the CRM's own data.
+func TestDemoStackServesEachRoleWhatTheRulesSay(t *testing.T) {
+	d := startDemo(t, filepath.Join(repoRoot(t), "examples", "rules.yaml"))
+	truth := d.CRM.Data()
+	send := func(t *testing.T, c *http.Client, method, path, body string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, d.URL+path, strings.NewReader(body))
+		req.Header.Set("Accept", "application/json")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, readAll(t, resp)
+	}
+	list := func(t *testing.T, body string) []map[string]any {
+		t.Helper()
+		var env struct {
+			List []map[string]any `json:"list"`
+		}
+		if err := json.Unmarshal([]byte(body), &env); err != nil {
+			t.Fatalf("not a list envelope: %v\n%.300s", err, body)
+		}
+		if len(env.List) == 0 {
+			t.Fatalf("an empty list proves nothing:\n%.300s", body)
+		}
+		return env.List
+	}
+	maskedCard := regexp.MustCompile(`^\*+\d{4}$`)
+	tests := []struct {
+		name, user string
+		check      func(t *testing.T, c *http.Client)
+	}{
+		{"finance reads payments with the payer's account masked and no sales conversation, and no notes", "zhao", func(t *testing.T, c *http.Client) {
+			resp, body := send(t, c, "GET", "/api/payments?limit=50", "")
+			if resp.StatusCode != 200 {
+				t.Fatalf("payments: status %d: %.300s", resp.StatusCode, body)
+			}
+			for _, p := range list(t, body) {
+				if acct, _ := p["payer_account"].(string); !maskedCard.MatchString(acct) {
+					t.Errorf("payment %v: payer account %q is not masked", p["id"], acct)
+				}
+				if _, ok := p["sales_notes"]; ok {
+					t.Errorf("payment %v: the sales conversation reached finance", p["id"])
+				}
+			}
+			if resp, _ := send(t, c, "GET", "/api/notes", ""); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("conversation notes for finance: status %d, want 403", resp.StatusCode)
+			}
+		}},
+		{"marketing gets hashed ids, masked names and no ID numbers", "sun", func(t *testing.T, c *http.Client) {
+			resp, body := send(t, c, "GET", "/api/customers?limit=50", "")
+			if resp.StatusCode != 200 {
+				t.Fatalf("customers: status %d: %.300s", resp.StatusCode, body)
+			}
+			for i, r := range list(t, body) {
+				orig := truth.Customers[i]
+				if id, ok := r["id"].(string); !ok || id == fmt.Sprint(orig.ID) || len(id) < 16 {
+					t.Errorf("record %d: id %v is not a keyed hash", i, r["id"])
+				}
+				if name, _ := r["name"].(string); name == orig.Name || !strings.Contains(name, "*") {
+					t.Errorf("record %d: name %q is not masked", i, name)
+				}
+				for _, k := range []string{"id_card", "bank_account", "notes"} {
+					if _, ok := r[k]; ok {
+						t.Errorf("record %d: %s reached marketing", i, k)
+					}
+				}
+			}
+		}},
+		{"customer service cannot move a deal's stage and the CRM's deal stays as it was", "li", func(t *testing.T, c *http.Client) {
+			before := truth.Deals[0].Stage
+			next := "won"
+			if before == "won" {
+				next = "lost"
+			}
+			resp, body := send(t, c, "PATCH", "/api/deals/1", `{"stage":"`+next+`"}`)
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "stage") || !strings.Contains(body, "deals.update") {
+				t.Errorf("status %d %s; want 403 naming stage and deals.update", resp.StatusCode, body)
+			}
+			if got := d.CRM.Data().Deals[0].Stage; got != before {
+				t.Errorf("the CRM's deal 1 moved to %q", got)
+			}
+		}},
+		{"a new hire reads but cannot write", "xiao", func(t *testing.T, c *http.Client) {
+			if resp, body := send(t, c, "GET", "/api/customers?limit=20", ""); resp.StatusCode != 200 {
+				t.Errorf("reading: status %d: %.200s", resp.StatusCode, body)
+			}
+			before := truth.Customers[0].Notes
+			if resp, _ := send(t, c, "PATCH", "/api/customers/1", `{"notes":"my first note"}`); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("writing: status %d, want 403", resp.StatusCode)
+			}
+			if got := d.CRM.Data().Customers[0].Notes; got != before {
+				t.Errorf("the CRM's customer 1 changed to %q", got)
+			}
+		}},
+		{"compliance reads an ID number right after an MFA sign-in", "qian", func(t *testing.T, c *http.Client) {
+			resp, body := send(t, c, "GET", "/api/customers/7/sensitive", "")
+			if resp.StatusCode != 200 || !strings.Contains(body, `"id_card":"`+truth.Customers[6].IDCard+`"`) {
+				t.Errorf("status %d %.300s; want customer 7's full ID number", resp.StatusCode, body)
+			}
+		}},
+		{"a sales manager moves a customer to another rep", "wang", func(t *testing.T, c *http.Client) {
+			resp, body := send(t, c, "PATCH", "/api/customers/2", `{"owner_id":"zhang"}`)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %.300s", resp.StatusCode, body)
+			}
+			if got := d.CRM.Data().Customers[1]; got.OwnerID != "zhang" || got.UpdatedBy != "wang" {
+				t.Errorf("the CRM's customer 2: owner %q changed by %q", got.OwnerID, got.UpdatedBy)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := browserLike(t)
+			if resp, body := signInHTTP(t, c, d, tt.user, "/", time.Now()); resp.StatusCode != 200 || !strings.Contains(body, "Signed in as <b>"+tt.user+"</b>") {
+				t.Fatalf("signing in %s: status %d\n%.300s", tt.user, resp.StatusCode, body)
+			}
+			tt.check(t, c)
 		})
 	}
 }
