@@ -243,12 +243,18 @@ const PoolAge = 365 * 24 * time.Hour
 
 // Data is the CRM's whole content.
 type Data struct {
+	// Customers are numbered from 1, in order.
 	Customers []*Customer
-	Deals     []*Deal
-	Payments  []*Payment
-	Invoices  []*Invoice
-	Tickets   []*Ticket
-	Notes     []*Note
+	// Deals are numbered from 1, in order.
+	Deals []*Deal
+	// Payments are numbered from 1, in order.
+	Payments []*Payment
+	// Invoices are numbered from 1, in order.
+	Invoices []*Invoice
+	// Tickets are numbered from 1, in order.
+	Tickets []*Ticket
+	// Notes are numbered from 1, in order.
+	Notes []*Note
 }
 
 type namePart struct{ han, pinyin string }
