@@ -251,3 +251,39 @@ func TestSchedules(t *testing.T) {
 		})
 	}
 }
+
+func TestRequestValuesReachConditions(t *testing.T) {
+	s := mustLoad(t, `version: 1
+roles: {a: {}}
+routes:
+  - id: r
+    match: {path: "/api/{kind}/**"}
+    allow: [a]
+    when: >-
+      request.method == "GET" && request.path.startsWith("/api/") && request.params.kind == "deals"
+      && request.query.view == "compact" && request.header["x-client"] == "web, mobile"
+`)
+	u := s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday)
+	cases := []struct {
+		name, method, target string
+		header               http.Header
+		outcome              Outcome
+	}{
+		{"every request value is as the condition expects", "GET", "/api/deals/1?view=compact", http.Header{"X-Client": {"web", "mobile"}}, Allow},
+		{"another method fails", "POST", "/api/deals/1?view=compact", http.Header{"X-Client": {"web", "mobile"}}, Deny},
+		{"another path parameter fails", "GET", "/api/notes/1?view=compact", http.Header{"X-Client": {"web", "mobile"}}, Deny},
+		{"a query parameter given twice with different values is absent", "GET", "/api/deals/1?view=compact&view=full", http.Header{"X-Client": {"web", "mobile"}}, Deny},
+		{"a query parameter repeated with the same value is kept", "GET", "/api/deals/1?view=compact&view=compact", http.Header{"X-Client": {"web", "mobile"}}, Allow},
+		{"a missing header fails closed", "GET", "/api/deals/1?view=compact", nil, Deny},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := request(c.method, c.target)
+			r.Header = c.header
+			d := s.Decide(u, r)
+			if d.Outcome != c.outcome {
+				t.Fatalf("outcome %d: %s", d.Outcome, d.Reason)
+			}
+		})
+	}
+}
