@@ -327,38 +327,66 @@ func (rt *route) matches(method string, segs []string, q url.Values, h http.Head
 		return false, ""
 	}
 	for _, m := range rt.query {
-		vs, present := q[m.name]
-		if present && len(vs) > 1 {
-			if _, same := oneValue(vs); !same {
-				return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
-			}
+		vs := foldValues(q, m.name)
+		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
+			return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}
-		if !m.test(vs, present) {
+		if !m.test(vs) {
 			return false, ""
 		}
 	}
 	for _, m := range rt.headers {
-		vs, present := h[m.name]
-		if present && len(vs) > 1 {
-			if _, same := oneValue(vs); !same {
-				return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
-			}
+		vs := foldValues(h, m.name)
+		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
+			return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}
-		if !m.test(vs, present) {
+		if !m.test(vs) {
 			return false, ""
 		}
 	}
 	return true, ""
 }
 
-func (m matcher) test(vs []string, present bool) bool {
-	if len(m.values) == 0 {
-		return present == m.present
+// foldValues collects the values of every key that equals name without
+// regard to ASCII case: many servers read query parameters and headers
+// case-insensitively, so FORMAT=csv must not slip past a format matcher.
+func foldValues(m map[string][]string, name string) []string {
+	var out []string
+	for k, vs := range m {
+		if equalFoldASCII(k, name) {
+			out = append(out, vs...)
+		}
 	}
-	if !present || len(vs) == 0 {
+	return out
+}
+
+func oneValueFold(vs []string) (string, bool) {
+	if len(vs) == 0 {
+		return "", false
+	}
+	for _, v := range vs[1:] {
+		if !equalFoldASCII(v, vs[0]) {
+			return "", false
+		}
+	}
+	return vs[0], true
+}
+
+// test matches the values found for the matcher's key; values compare
+// without regard to ASCII case.
+func (m matcher) test(vs []string) bool {
+	if len(m.values) == 0 {
+		return (len(vs) > 0) == m.present
+	}
+	if len(vs) == 0 {
 		return false
 	}
-	return contains(m.values, vs[0])
+	for _, want := range m.values {
+		if equalFoldASCII(want, vs[0]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Routes lists the routes in match order, for `crmguard rules explain`.
