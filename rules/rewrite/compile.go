@@ -1,11 +1,8 @@
 package rewrite
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"hash"
 	"sync"
 	"sync/atomic"
 
@@ -22,8 +19,8 @@ type compiled struct {
 	maxDepth  int
 	fieldKeys []string // "action:name" per field
 	dropKey   string
-	hmacs     sync.Pool
-	hashKey   []byte
+	macs      sync.Pool // of *mac under the plan's key
+	macKey    *macKey
 }
 
 // strength orders actions, strongest first.
@@ -118,8 +115,8 @@ func (p *Plan) build() (*compiled, error) {
 			automata.Store(key, &automaton{root: root, dfa: b.states})
 		}
 	}
-	c.hashKey = append([]byte(nil), p.HashKey...)
-	c.hmacs.New = func() any { return hmac.New(sha256.New, c.hashKey) }
+	c.macKey = newMacKey(p.HashKey)
+	c.macs.New = func() any { return newMac(c.macKey) }
 	return c, nil
 }
 
@@ -161,5 +158,5 @@ func automatonKey(b *builder, filter bool, fields []Field) string {
 	return string(k)
 }
 
-func (c *compiled) getHMAC() hash.Hash  { return c.hmacs.Get().(hash.Hash) }
-func (c *compiled) putHMAC(h hash.Hash) { c.hmacs.Put(h) }
+func (c *compiled) getMac() *mac  { return c.macs.Get().(*mac) }
+func (c *compiled) putMac(m *mac) { c.macs.Put(m) }

@@ -270,12 +270,10 @@ func (rw *rewriter) writeValue(act Action, fi int32, v []byte) {
 		text = v // numbers, true, false: their literal text
 	}
 	if act == Hash {
-		if rw.h == nil {
-			rw.h = rw.c.getHMAC()
+		if rw.mac == nil {
+			rw.mac = rw.c.getMac()
 		}
-		rw.h.Reset()
-		rw.h.Write(text)
-		rw.sum = rw.h.Sum(rw.sum[:0])
+		rw.sum = rw.mac.sum(rw.sum[:0], text)
 		rw.out = append(rw.out, '"')
 		rw.out = hex.AppendEncode(rw.out, rw.sum)
 		rw.out = append(rw.out, '"')

@@ -2,8 +2,9 @@ package rewrite
 
 import (
 	"fmt"
-	"hash"
 	"math"
+	"slices"
+	"sync"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -96,7 +97,7 @@ type rewriter struct {
 	pendingEdit int32
 
 	scratch, scratch2, sum []byte
-	h                      hash.Hash
+	mac                    *mac
 }
 
 func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
@@ -116,25 +117,9 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 		copy(nd, dst)
 		dst = nd
 	}
-	rw := &rewriter{p: p, c: c, dfa: c.dfa, doc: doc, out: dst}
-	if len(doc) > 0 {
-		rw.ds = unsafe.String(unsafe.SliceData(doc), len(doc))
-	}
-	rw.rec.rw = rw
-	nslots := c.nkeys
-	if c.auditSlot >= 0 {
-		nslots++
-	}
-	rw.caps = make([]capture, nslots)
-	rw.res = make([]gjson.Result, c.nkeys)
-	rw.resOK = make([]bool, c.nkeys)
-	rw.when = make([]int8, len(p.Fields))
-	rw.fieldCount = make([]int, len(p.Fields))
-	rw.frames = make([]frame, 0, 16)
+	rw := getRewriter(p, c, doc, dst)
+	defer putRewriter(rw)
 	err := rw.run()
-	if rw.h != nil {
-		c.putHMAC(rw.h)
-	}
 	if err == nil && rw.found == 0 {
 		err = ErrNoRecords
 	}
@@ -154,6 +139,7 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 			st.Changed = true
 		}
 		if len(rw.idEnds) > 0 {
+			st.IDs = slices.Grow(st.IDs, len(rw.idEnds))
 			all := string(rw.idBuf)
 			from := 0
 			for _, e := range rw.idEnds {
@@ -177,6 +163,56 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 		}
 	}
 	return rw.out, nil
+}
+
+// rewriters keeps the per-call state (and its buffers) between calls.
+var rewriters = sync.Pool{New: func() any { return new(rewriter) }}
+
+// getRewriter prepares a rewriter for one call, reusing pooled buffers.
+func getRewriter(p *Plan, c *compiled, doc, dst []byte) *rewriter {
+	rw := rewriters.Get().(*rewriter)
+	frames, edits, caps, res, resOK, when, counts := rw.frames[:0], rw.edits[:0], rw.caps, rw.res, rw.resOK, rw.when, rw.fieldCount
+	idBuf, idEnds, scratch, scratch2, sum := rw.idBuf[:0], rw.idEnds[:0], rw.scratch[:0], rw.scratch2[:0], rw.sum[:0]
+	*rw = rewriter{p: p, c: c, dfa: c.dfa, doc: doc, out: dst,
+		frames: frames, edits: edits, idBuf: idBuf, idEnds: idEnds, scratch: scratch, scratch2: scratch2, sum: sum}
+	if len(doc) > 0 {
+		rw.ds = unsafe.String(unsafe.SliceData(doc), len(doc))
+	}
+	rw.rec.rw = rw
+	nslots := c.nkeys
+	if c.auditSlot >= 0 {
+		nslots++
+	}
+	rw.caps = resize(caps, nslots)
+	rw.res = resize(res, c.nkeys)
+	rw.resOK = resize(resOK, c.nkeys)
+	rw.when = resize(when, len(p.Fields))
+	rw.fieldCount = resize(counts, len(p.Fields))
+	return rw
+}
+
+// resize returns s with n zero elements, reusing its memory when it can.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
+// putRewriter drops the references to the call's data and pools rw.
+func putRewriter(rw *rewriter) {
+	if rw.mac != nil {
+		rw.c.putMac(rw.mac)
+	}
+	clear(rw.res)
+	if cap(rw.frames) > 1<<12 || cap(rw.edits) > 1<<12 || cap(rw.idBuf) > 1<<20 {
+		return // a very deep or large document: let its buffers go
+	}
+	rw.p, rw.c, rw.dfa, rw.doc, rw.ds, rw.out, rw.mac = nil, nil, nil, nil, "", nil, nil
+	rw.rec.rw = nil
+	rewriters.Put(rw)
 }
 
 // emit copies the document up to offset to.
