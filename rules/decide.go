@@ -103,6 +103,10 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		header = http.Header{}
 	}
 
+	if bad := methodOverride(method, query, header); bad != "" {
+		return d.finish(Deny, http.StatusBadRequest, bad)
+	}
+
 	var rt *route
 	params := map[string]string{}
 	for _, cand := range s.routes {
@@ -434,4 +438,28 @@ type RouteInfo struct {
 	Rewrites bool
 	// BodyGuards lists the guarded request-body fields.
 	BodyGuards []string
+}
+
+// overrideHeaders are the headers with which many frameworks (Rails,
+// Laravel, ASP.NET, Express method-override) let a POST act as another
+// method.
+var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// methodOverride refuses a request that asks the server, through a header
+// or the _method query parameter, to treat it as another method than the
+// one the routes are matched on.
+func methodOverride(method string, q url.Values, h http.Header) string {
+	for _, name := range overrideHeaders {
+		for _, v := range foldValues(h, name) {
+			if !strings.EqualFold(strings.TrimSpace(v), method) {
+				return fmt.Sprintf("the request asks to be treated as %q through %s; the proxy judges the real method %s only", v, name, method)
+			}
+		}
+	}
+	for _, v := range foldValues(q, "_method") {
+		if !strings.EqualFold(strings.TrimSpace(v), method) {
+			return fmt.Sprintf("the request asks to be treated as %q through the _method parameter; the proxy judges the real method %s only", v, method)
+		}
+	}
+	return ""
 }
