@@ -172,9 +172,9 @@ func captureCallback(t *testing.T, b *browser, px *proxy, start string) (*url.UR
 	if cb == nil {
 		t.Fatal("no callback reached")
 	}
-	pu, _ := url.Parse(px.url)
-	for _, c := range b.c.Jar.Cookies(pu) {
+	for _, c := range b.c.Jar.Cookies(mustURL(px.url + DefaultCallbackPath)) {
 		if strings.Contains(c.Name, "_signin_") {
+			c.Path = DefaultCallbackPath
 			return cb, c
 		}
 	}
@@ -226,7 +226,7 @@ func TestCallbackAttacks(t *testing.T) {
 		f.Nonce = session.RandomID(24)
 		nb, _ := json.Marshal(&f)
 		pu, _ := url.Parse(px.url)
-		b.c.Jar.SetCookies(pu, []*http.Cookie{{Name: fc.Name, Value: px.p.flows.Seal(nb, []byte(fc.Name)), Path: "/"}})
+		b.c.Jar.SetCookies(pu, []*http.Cookie{{Name: fc.Name, Value: px.p.flows.Seal(nb, []byte(fc.Name)), Path: DefaultCallbackPath}})
 		got := get(b, cb.String())
 		if got.status != http.StatusUnauthorized || !strings.Contains(got.body, "nonce") {
 			t.Fatalf("status %d %.300s", got.status, got.body)
@@ -275,7 +275,7 @@ func TestCallbackAttacks(t *testing.T) {
 		b := e.browser("xiao")
 		cb, fc := captureCallback(t, b, px, px.url+"/app")
 		pu, _ := url.Parse(px.url)
-		b.c.Jar.SetCookies(pu, []*http.Cookie{{Name: fc.Name, Value: flip(fc.Value), Path: "/"}})
+		b.c.Jar.SetCookies(pu, []*http.Cookie{{Name: fc.Name, Value: flip(fc.Value), Path: DefaultCallbackPath}})
 		if got := get(b, cb.String()); got.status != http.StatusBadRequest {
 			t.Fatalf("status %d", got.status)
 		}

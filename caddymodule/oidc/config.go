@@ -147,7 +147,6 @@ type Config struct {
 
 // WithDefaults returns a copy of c with empty fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.Issuer = strings.TrimSuffix(c.Issuer, "/")
 	if c.CallbackPath == "" {
 		c.CallbackPath = DefaultCallbackPath
 	}

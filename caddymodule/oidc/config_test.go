@@ -67,7 +67,7 @@ func TestConfigCaddyfile(t *testing.T) {
 func TestConfigDefaultsAndValidation(t *testing.T) {
 	c := Config{Issuer: "https://idp.example/", ClientID: "crm"}.WithDefaults()
 	t.Run("defaults are filled in", func(t *testing.T) {
-		if c.Issuer != "https://idp.example" || c.CallbackPath != "/.crmguard/callback" || c.LogoutPath != DefaultLogoutPath ||
+		if c.Issuer != "https://idp.example/" || c.CallbackPath != "/.crmguard/callback" || c.LogoutPath != DefaultLogoutPath ||
 			c.BearerAudiences[0] != "crm" || c.MFARetries != 3 || c.Scopes[0] != "openid" {
 			t.Fatalf("%+v", c)
 		}

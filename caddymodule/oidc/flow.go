@@ -51,6 +51,17 @@ func origin(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
+// callbackPath is the path the sign-in cookies are scoped to, so they only
+// travel with the callback request.
+func (p *Provider) callbackPath() string {
+	if p.cfg.RedirectURL != "" {
+		if u, err := url.Parse(p.cfg.RedirectURL); err == nil && u.Path != "" {
+			return u.Path
+		}
+	}
+	return p.cfg.CallbackPath
+}
+
 func (p *Provider) redirectURL(r *http.Request) string {
 	if p.cfg.RedirectURL != "" {
 		return p.cfg.RedirectURL
@@ -190,7 +201,7 @@ func (p *Provider) startSignIn(w http.ResponseWriter, r *http.Request, ret strin
 	}
 	b, _ := json.Marshal(&f)
 	name := p.flowCookieName(f.State)
-	p.sess.SetCookie(w, r, name, p.flows.Seal(b, []byte(name)), int(time.Duration(p.cfg.FlowTimeout)/time.Second))
+	p.sess.SetCookiePath(w, r, name, p.flows.Seal(b, []byte(name)), p.callbackPath(), int(time.Duration(p.cfg.FlowTimeout)/time.Second))
 	w.Header().Set("Cache-Control", "no-store")
 	status := http.StatusFound
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -245,7 +256,7 @@ func (p *Provider) callback(w http.ResponseWriter, r *http.Request) {
 	state := q.Get("state")
 	f, name := p.readFlow(r, state)
 	if name != "" {
-		p.sess.SetCookie(w, r, name, "", -1)
+		p.sess.SetCookiePath(w, r, name, "", p.callbackPath(), -1)
 	}
 	if f == nil {
 		p.refuse(w, r, http.StatusBadRequest, "the sign-in state is unknown, expired or does not belong to this browser", zap.String("state", truncate(state)))
@@ -271,7 +282,7 @@ func (p *Provider) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if iss := q.Get("iss"); iss != "" || d.issParam {
-		if strings.TrimSuffix(iss, "/") != p.cfg.Issuer {
+		if iss != p.cfg.Issuer {
 			p.refuse(w, r, http.StatusBadRequest, "the response names issuer "+strconv.Quote(truncate(iss))+", not the configured one (RFC 9207 mix-up defence)")
 			return
 		}
@@ -337,7 +348,7 @@ func (p *Provider) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	sd.SID, _ = claims["sid"].(string)
 	// A new sign-in replaces the browser's previous session (fixation).
-	if err := p.sess.End(w, r); err != nil {
+	if err := p.sess.Forget(r); err != nil {
 		p.logger.Warn("could not end the previous session", zap.Error(err))
 	}
 	if err := p.sess.Start(w, r, sd); err != nil {

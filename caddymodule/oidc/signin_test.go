@@ -70,8 +70,19 @@ func TestBrowserSignIn(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the sign-in cookie is HttpOnly, SameSite=Lax, short-lived and scoped to the callback", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, px.url+"/app", nil)
+		req.Header.Set("Accept", "text/html")
+		resp := must(noRedirect.Do(req))
+		resp.Body.Close()
+		cs := resp.Cookies()
+		if len(cs) != 1 || !strings.Contains(cs[0].Name, "_signin_") || cs[0].Path != DefaultCallbackPath ||
+			!cs[0].HttpOnly || cs[0].SameSite != http.SameSiteLaxMode || cs[0].MaxAge != int(DefaultFlowTimeout.Seconds()) || len(cs[0].Value) > 1024 {
+			t.Fatalf("Set-Cookie: %v", resp.Header.Values("Set-Cookie"))
+		}
+	})
 	t.Run("the sign-in cookie is gone after the callback", func(t *testing.T) {
-		u, _ := url.Parse(px.url)
+		u, _ := url.Parse(px.url + DefaultCallbackPath)
 		for _, c := range b.c.Jar.Cookies(u) {
 			if strings.Contains(c.Name, "_signin_") {
 				t.Fatalf("sign-in cookie %s still set", c.Name)

@@ -106,10 +106,15 @@ func (m *Manager) Secure(r *http.Request) bool {
 // SetCookie writes one of the proxy's cookies: HttpOnly, Path=/,
 // SameSite=Lax, Secure over TLS. maxAge < 0 deletes it.
 func (m *Manager) SetCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
+	m.SetCookiePath(w, r, name, value, "/", maxAge)
+}
+
+// SetCookiePath is SetCookie for a cookie sent only to path and below.
+func (m *Manager) SetCookiePath(w http.ResponseWriter, r *http.Request, name, value, path string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     name,
 		Value:    value,
-		Path:     "/",
+		Path:     path,
 		MaxAge:   maxAge,
 		HttpOnly: true,
 		Secure:   m.Secure(r),
@@ -182,6 +187,15 @@ func (m *Manager) Start(w http.ResponseWriter, r *http.Request, d *Data) error {
 		return err
 	}
 	m.SetCookie(w, r, m.cfg.CookieName, m.codec.Seal([]byte(d.ID), []byte(m.cfg.CookieName)), int(time.Duration(m.cfg.Lifetime)/time.Second))
+	return nil
+}
+
+// Forget deletes the session named by r's cookie (if any) from the store
+// and leaves the cookie alone (a new session's cookie replaces it).
+func (m *Manager) Forget(r *http.Request) error {
+	if id := m.cookieID(r); id != "" {
+		return m.store.Delete(r.Context(), id)
+	}
 	return nil
 }
 
