@@ -362,6 +362,9 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 		}
 	}()
 	rec := newRecorder(w, buf, x.g.opt.MaxBody, func(status int, h http.Header) bool {
+		if !x.d.Public && !x.shadow {
+			privatise(h)
+		}
 		buffer, b := x.d.InspectResponse(status, h)
 		if b != nil {
 			block = b
@@ -509,11 +512,37 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	x.ev.Rewritten = true
 	h.Del("Content-Encoding")
 	dropValidators(h)
+	// The answer is now this user's view: no cache may keep or share it.
+	h.Set("Cache-Control", "private, no-store")
 	h.Set("Content-Length", strconv.Itoa(len(res)))
 	x.ev.Status = status
 	w.WriteHeader(status)
 	_, _ = w.Write(res)
 	return nil
+}
+
+// privatise keeps shared caches from storing an answer that depends on
+// who asked (the CRM saw X-CRM-User): "public" becomes "private".
+func privatise(h http.Header) {
+	cc := h.Values("Cache-Control")
+	if len(cc) == 0 {
+		return
+	}
+	joined := strings.Join(cc, ", ")
+	lower := strings.ToLower(joined)
+	if !strings.Contains(lower, "public") && !strings.Contains(lower, "s-maxage") {
+		return
+	}
+	var kept []string
+	for _, d := range strings.Split(joined, ",") {
+		d = strings.TrimSpace(d)
+		l := strings.ToLower(d)
+		if l == "public" || strings.HasPrefix(l, "s-maxage") || d == "" {
+			continue
+		}
+		kept = append(kept, d)
+	}
+	h.Set("Cache-Control", strings.Join(append([]string{"private"}, kept...), ", "))
 }
 
 // dropValidators removes headers that describe the CRM's bytes, not the

@@ -16,6 +16,7 @@ routes:
       contract_amount: {deny: [service]}
       owner_id: {deny_unless: '"sales_manager" in user.roles'}
       deal.discount: {deny: [sales]}
+      _method: {deny_unless: "false"}
 `
 
 func TestRequestBodyGuards(t *testing.T) {
@@ -54,6 +55,7 @@ func TestRequestBodyGuards(t *testing.T) {
 		{"a percent-encoded form key is refused", service, form, `st%61ge=won`, 403, "stage"},
 		{"a dotted guard matches a bracketed form key", sales, form, `deal[discount]=5`, 403, "deal.discount"},
 		{"an unguarded form passes", service, form, `notes=called`, 0, ""},
+		{"a method override in a form body is refused for everyone", manager, form, `_method=DELETE`, 403, "_method"},
 		{"a charset parameter of UTF-8 is read", service, "application/json; charset=utf-8", `{"stage":1}`, 403, "stage"},
 		{"a +json type is read as JSON", service, "application/merge-patch+json", `{"stage":1}`, 403, "stage"},
 		{"invalid JSON is refused as unreadable", service, js, `{"stage":`, 400, ""},
