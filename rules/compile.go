@@ -2,7 +2,9 @@ package rules
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,7 +128,7 @@ func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &LoadError{Errors: []*Error{{Position: Position{File: name}, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}}
+		return nil, &LoadError{Errors: []*Error{yamlSyntaxError(name, err)}}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return nil, &LoadError{Errors: []*Error{{Position: Position{File: name}, Msg: "the rule file is empty"}}}
@@ -478,4 +480,18 @@ func checkFieldPath(p string) (rewrite.Path, error) {
 		return path, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "rewrite: "))
 	}
 	return path, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// yamlSyntaxError places a YAML syntax error at its line.
+func yamlSyntaxError(name string, err error) *Error {
+	msg := err.Error()
+	pos := Position{File: name}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		pos.Line, _ = strconv.Atoi(m[1])
+		pos.Column = 1
+		msg = msg[len(m[0]):]
+	}
+	return &Error{Position: pos, Msg: "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")}
 }

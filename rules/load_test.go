@@ -127,6 +127,8 @@ func TestABadRuleFileIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 			"  - id: a\n    match: {path: /a}\n",
 			[]string{"routes[0].allow: missing"}},
 		{"hash without a key is an error", "", []string{"hash needs a secret key"}},
+		{"a YAML syntax error names its line", "version: 1\nroles: {a: {}}\nroutes:\n  - id: [x\n", []string{"rules.yaml:3:1: YAML syntax: did not find expected"}},
+		{"an empty file is an error", "# nothing\n", []string{"rules.yaml: the rule file is empty"}},
 		{"several problems are all reported", head +
 			"  - id: a\n    match: {path: /a}\n    allow: [sales]\n    when: nosuch\n  - id: b\n    match: {path: /b}\n    allow: [sales]\n    bogus: 1\n",
 			[]string{"routes[0].when: undeclared reference to 'nosuch'", "routes[1].bogus: unknown key"}},
