@@ -29,7 +29,7 @@ var errAmbiguousPath = errors.New("rules: the path cannot be judged unambiguousl
 //     "export." would reach "export").
 //
 // It resolves "." and "..", collapses duplicate slashes and drops a
-// trailing slash. Matching is ASCII case-insensitive (see matchSegment).
+// trailing slash. Matching ignores case (see equalFoldSegment).
 func normalizePath(escaped string) (string, []string, error) {
 	if escaped == "" {
 		escaped = "/"
@@ -220,7 +220,7 @@ func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
 		}
 		switch ps.kind {
 		case segLit:
-			if !equalFoldASCII(ps.text, segs[0]) {
+			if !equalFoldSegment(ps.text, segs[0]) {
 				return false
 			}
 		case segParam:
@@ -233,8 +233,24 @@ func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
 	return len(segs) == 0
 }
 
+// equalFoldSegment compares path segments without case, as Windows and IIS
+// servers do (Unicode simple case folding, so "Übersicht" is "übersicht").
+func equalFoldSegment(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		if a[i] >= 0x80 {
+			return strings.EqualFold(a, b)
+		}
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] >= 0x80 {
+			return strings.EqualFold(a, b)
+		}
+	}
+	return equalFoldASCII(a, b)
+}
+
 // equalFoldASCII compares ASCII letters without case and every other byte
-// exactly: Windows and IIS servers ignore the case of ASCII paths.
+// exactly.
 func equalFoldASCII(a, b string) bool {
 	if len(a) != len(b) {
 		return false
@@ -275,7 +291,7 @@ func coverSegs(a, b []patSeg) bool {
 	}
 	switch a[0].kind {
 	case segLit:
-		if b[0].kind != segLit || !equalFoldASCII(a[0].text, b[0].text) {
+		if b[0].kind != segLit || !equalFoldSegment(a[0].text, b[0].text) {
 			return false
 		}
 	}

@@ -161,7 +161,9 @@ func TestPathPatterns(t *testing.T) {
 		{"** matches nothing", "/api/**", "/api", true, nil},
 		{"** in the middle", "/api/**/export", "/api/a/b/export", true, nil},
 		{"** in the middle needs the tail", "/api/**/export", "/api/a/b", false, nil},
-		{"non-ASCII literals match exactly", "/客户", "/客户", true, nil},
+		{"non-ASCII literals match themselves", "/客户", "/客户", true, nil},
+		{"non-ASCII literals ignore case as Windows does", "/api/Übersicht", "/api/%C3%BCbersicht", true, nil},
+		{"non-ASCII literals do not match other letters", "/api/客户", "/api/客房", false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
