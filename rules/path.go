@@ -110,8 +110,18 @@ func decodeSegment(s string) (string, error) {
 	if !utf8.ValidString(dec) {
 		return "", fmt.Errorf("%w: %q is not valid UTF-8 after decoding", errAmbiguousPath, dec)
 	}
+	for _, r := range dec {
+		if r >= 0x80 && strings.ContainsRune(lookalikes, r) {
+			return "", fmt.Errorf("%w: %q holds %U, which Windows best-fit conversion turns into a separator or dot", errAmbiguousPath, dec, r)
+		}
+	}
 	return dec, nil
 }
+
+// lookalikes are characters that Windows' best-fit ANSI conversion (and
+// some Unicode normalisations) turn into / \ . ; % ? or #: fullwidth and
+// small forms, division and fraction slashes, set minus, one-dot leader.
+const lookalikes = "\uff0f\uff3c\uff0e\uff1b\uff05\uff1f\uff03\u2215\u2044\u2216\u29f5\u29f8\u29f9\ufe68\ufe52\ufe54\ufe6a\u2024\u3002"
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'

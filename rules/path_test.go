@@ -55,6 +55,9 @@ func TestPathsAServerCouldReadDifferentlyAreRefused(t *testing.T) {
 		{"a trailing space that Windows drops", "/api/customers/export%20", "ends in \" \""},
 		{"dot segments above the root", "/../api/customers", "climbs above the root"},
 		{"a path that does not start with a slash", "api/customers", "does not start with /"},
+		{"a fullwidth slash", "/api/customers%EF%BC%8Fexport", "best-fit"},
+		{"a fullwidth full stop pair", "/api/%EF%BC%8E%EF%BC%8E/admin", "best-fit"},
+		{"a division slash", "/api/customers%E2%88%95export", "best-fit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+" is refused", func(t *testing.T) {
