@@ -153,6 +153,16 @@ func allDigits(s string) bool {
 
 // keepEnds keeps the first and last runes and writes c for the others.
 func keepEnds(dst []byte, s string, n, first, last int, c rune) []byte {
+	if n == len(s) && c < utf8.RuneSelf { // ASCII: bytes are runes
+		if first+last > n {
+			first, last = n, 0
+		}
+		dst = append(dst, s[:first]...)
+		for range n - first - last {
+			dst = append(dst, byte(c))
+		}
+		return append(dst, s[n-last:]...)
+	}
 	i := 0
 	for _, r := range s {
 		if i < first || i >= n-last {

@@ -406,6 +406,8 @@ func TestUnchangedIsByteForByte(t *testing.T) {
 		"{\n  \"list\" : [ { \"a\" : 1.0e+2 , \"b\" : \"\\u00e9\\/\" } ,{\"c\":[ ]}\t] ,\"z\":{}}\r\n",
 		`{"list":[]}`,
 		`{"list":[{"phone":null}]}`,
+		// valid UTF-8 of every length, at the edges of the ranges
+		"{\"list\":[{\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe0\xa0\x80\xef\xbf\xbf\xee\x80\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf张伟a\"}]}",
 	}
 	plans := map[string]*Plan{
 		"no rules":                   {Records: MustParsePath("list")},
@@ -447,6 +449,11 @@ func TestInvalidJSON(t *testing.T) {
 		{"an overlong UTF-8 form", "{\"list\":[],\"x\":\"\xc0\xaf\"}"},
 		{"a UTF-8 encoded surrogate", "{\"list\":[],\"x\":\"\xed\xa0\x80\"}"},
 		{"a truncated UTF-8 sequence", "{\"list\":[],\"x\":\"\xe5\xbc\"}"},
+		{"a truncated UTF-8 sequence after CJK text", "{\"list\":[],\"x\":\"张伟\xe5\"}"},
+		{"an overlong three-byte form after CJK text", "{\"list\":[],\"x\":\"张伟\xe0\x80\xaf张\"}"},
+		{"a surrogate after CJK text", "{\"list\":[],\"x\":\"张伟\xed\xbf\xbf张\"}"},
+		{"a code point above U+10FFFF", "{\"list\":[],\"x\":\"\xf4\x90\x80\x80\"}"},
+		{"a stray continuation byte", "{\"list\":[],\"x\":\"a\x80\"}"},
 		{"a trailing comma in an object", `{"list":[],}`},
 		{"a trailing comma in an array", `{"list":[{"a":1},]}`},
 		{"a missing colon", `{"list" []}`},

@@ -159,6 +159,20 @@ func scanStringRest(doc []byte, start, i int) (int, bool, error) {
 			// a run of non-ASCII runes (CJK text) without going back to
 			// the ASCII path for each
 			for {
+				// three-byte runes (most CJK), checked three bytes at once
+				for i+4 <= len(doc) {
+					x := binary.LittleEndian.Uint32(doc[i:])
+					if x&0xC0C0F0 != 0x8080E0 {
+						break
+					}
+					if lead, second := byte(x), byte(x>>8); (lead == 0xE0 && second < 0xA0) || (lead == 0xED && second >= 0xA0) {
+						return 0, false, syntaxError(i, "invalid UTF-8 in string")
+					}
+					i += 3
+				}
+				if i >= len(doc) || doc[i] < 0x80 {
+					break
+				}
 				n := utf8Len(doc, i)
 				if n == 0 {
 					return 0, false, syntaxError(i, "invalid UTF-8 in string")
