@@ -66,6 +66,9 @@ func startDemo(t *testing.T, rules string) *Demo {
 	t.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	t.Setenv("HOME", tmp)
+	for _, k := range DemoEnv { // StartDemo sets them; restore them after the test
+		t.Setenv(k, os.Getenv(k))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, err := StartDemo(ctx, DemoConfig{

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -48,6 +49,14 @@ const (
 	// DemoClientID is the guard's client id at the development provider.
 	DemoClientID = "crmguard-demo"
 )
+
+// DemoEnv lists the environment variables StartDemo sets for the
+// Caddyfile's {$...} placeholders.
+var DemoEnv = []string{
+	"CRMGUARD_SITE", "CRMGUARD_BIND", "CRMGUARD_RULES", "CRMGUARD_UPSTREAM", "CRMGUARD_ADMIN",
+	"CRMGUARD_SESSION_SECRET", "CRMGUARD_SESSION_STORE", "CRMGUARD_HASH_KEY",
+	"OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET",
+}
 
 // DemoConfig configures StartDemo. The zero value runs the repository's
 // Caddyfile from the current directory on localhost:8080.
@@ -232,6 +241,9 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 			"OIDC_CLIENT_SECRET":      secret,
 		}
 		for k, v := range env {
+			if !slices.Contains(DemoEnv, k) {
+				return nil, fmt.Errorf("demo: %s is missing from DemoEnv", k)
+			}
 			if err := os.Setenv(k, v); err != nil {
 				return nil, fmt.Errorf("demo: setting %s: %w", k, err)
 			}
