@@ -4,8 +4,35 @@
 // one output buffer. It never unmarshals the document and validates all of
 // it (also the parts it does not touch) while it copies.
 //
-// A Plan is built once (by the rule engine, per route and role set), compiled
-// with Compile, and then used by any number of goroutines.
+// A Plan is built by the rule engine (per route and role set), compiled with
+// Compile, and then used by any number of goroutines.
+//
+// How it works: the record paths (fields, expose, the keys predicates read,
+// the audit id) are compiled into one deterministic automaton over keys and
+// array indexes. The scanner is iterative (an explicit stack, so nesting
+// depth is bounded by Plan.MaxDepth, never by the Go stack) and copies
+// unchanged spans of the input in bulk. While a record is scanned, the
+// values predicates read are captured and the changes rules may make are
+// noted; when the record closes, Visible decides, and only a visible
+// record's changes are applied (masks and HMACs run only on what the client
+// receives).
+//
+// Decisions where the rule format is silent:
+//   - Every copy of a duplicate key is treated. A key that predicates read
+//     (Plan.Keys) appearing with different values hides the record: a
+//     predicate cannot be fooled by the copy the client does not use.
+//   - Keys and values are matched and masked decoded: "ph\u006fne" is phone.
+//   - Mask and Hash of a number or boolean work on its literal text and
+//     give a string; of null keep null; of an object or array give null
+//     (there is no text to mask: fail closed).
+//   - When several rules match one value the strongest wins: Remove, Null,
+//     Replace, Hash, Mask. A rule on a value hides rules inside it.
+//   - Invalid JSON anywhere is an error, including invalid UTF-8 in strings
+//     (overlong forms and encoded surrogates too), a byte order mark and
+//     data after the document. A \u escape of a lone surrogate is valid JSON
+//     and is passed through; masks see it as U+FFFD.
+//   - A rule set that changes nothing gives the input byte for byte;
+//     removing members keeps the rest of the input's spacing.
 package rewrite
 
 import (
