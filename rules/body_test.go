@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -135,6 +136,46 @@ func TestGuardsBodyIsFalseWhenNoGuardApplies(t *testing.T) {
 		d := s.Decide(s.UserFromRoles("u", []string{"b"}, nil, true, shanghaiWorkday), request("POST", "/x"))
 		if d.GuardsBody() {
 			t.Fatal("GuardsBody() is true although deny_unless holds")
+		}
+	})
+}
+
+// stdlibHasKey walks a decoded JSON value for a key equal to name
+// (ignoring case): the oracle for FuzzBodyGuardNeverMissesAField.
+func stdlibHasKey(v any, name string) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if strings.EqualFold(k, name) || stdlibHasKey(x, name) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if stdlibHasKey(x, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// FuzzBodyGuardNeverMissesAField: whenever encoding/json finds a guarded
+// key anywhere in a body, CheckBody refuses the body.
+func FuzzBodyGuardNeverMissesAField(f *testing.F) {
+	for _, s := range []string{`{"stage":1}`, `[{"id":1},{"st\u0061ge":2}]`, `{"a":{"b":[{"STAGE":null}]}}`, `{"notes":"stage"}`, `{"stage":1,"stage":2}`} {
+		f.Add(s)
+	}
+	s := mustLoad(f, bodyRules)
+	service := s.UserFromRoles("li", []string{"service"}, nil, true, shanghaiWorkday)
+	f.Fuzz(func(t *testing.T, body string) {
+		var v any
+		if err := json.Unmarshal([]byte(body), &v); err != nil || !stdlibHasKey(v, "stage") {
+			return
+		}
+		d := s.Decide(service, request("PATCH", "/api/customers/1"))
+		if be := d.CheckBody("application/json", []byte(body)); be == nil {
+			t.Fatalf("body %s passed although it sets stage", body)
 		}
 	})
 }

@@ -190,3 +190,31 @@ func TestPathPatterns(t *testing.T) {
 		})
 	}
 }
+
+// FuzzNormalizePath: an accepted path is clean (no empty, "." or ".."
+// segments, no character a server could read as a separator, a stop or an
+// escape) and normalising it again changes nothing.
+func FuzzNormalizePath(f *testing.F) {
+	for _, s := range []string{"/api/customers", "//a/./b/../c/", "/a%2fb", "/a;b", "/%2e%2e/x", "/a%252f", "/客户/%E5%AE%A2", "/a/b%20", "/x%00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got, segs, err := normalizePath(in)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(got, "/") || strings.ContainsAny(got, ";\\%?#\x00") || strings.Contains(got, "//") {
+			t.Fatalf("normalizePath(%q) = %q", in, got)
+		}
+		for _, s := range segs {
+			if s == "" || s == "." || s == ".." || strings.Contains(s, "/") {
+				t.Fatalf("normalizePath(%q) has segment %q", in, s)
+			}
+		}
+		// The decoded path, escaped again, normalises to itself.
+		again, _, err := normalizePath((&url.URL{Path: got}).EscapedPath())
+		if err != nil || again != got {
+			t.Fatalf("normalizePath(%q) = %q, but again gives %q, %v", in, got, again, err)
+		}
+	})
+}
