@@ -153,6 +153,7 @@ type BodyError struct {
 	Reason string
 }
 
+// Error returns the reason.
 func (e *BodyError) Error() string { return e.Reason }
 
 // Block is an answer the rules refuse to pass to the client.
@@ -165,16 +166,30 @@ type Block struct {
 
 // Audit is what happened to one request, for the audit event.
 type Audit struct {
-	Route      string         `json:"route,omitempty"`
-	Decision   string         `json:"decision"`
-	Reason     string         `json:"reason,omitempty"`
-	Shadow     bool           `json:"shadow,omitempty"`
-	RecordsIn  int            `json:"records_in"`
-	RecordsOut int            `json:"records_out"`
-	RecordIDs  []string       `json:"record_ids,omitempty"`
-	EvalErrors int            `json:"eval_errors,omitempty"`
-	Fields     map[string]int `json:"fields,omitempty"` // "action:path" -> count
-	Export     ExportFlags    `json:"export"`
+	// Route is the id of the matched route ("" when none matched).
+	Route string `json:"route,omitempty"`
+	// Decision is allow, deny, sign_in, step_up, block (an answer was
+	// refused after the request was allowed) or error (the answer could
+	// not be rewritten).
+	Decision string `json:"decision"`
+	// Reason is a sentence a person can read.
+	Reason string `json:"reason,omitempty"`
+	// Shadow is true when the rule set only reports.
+	Shadow bool `json:"shadow,omitempty"`
+	// RecordsIn counts the records the upstream answer held.
+	RecordsIn int `json:"records_in"`
+	// RecordsOut counts the records the client receives (after visible).
+	RecordsOut int `json:"records_out"`
+	// RecordIDs names the records the client receives (by audit_id).
+	RecordIDs []string `json:"record_ids,omitempty"`
+	// EvalErrors counts conditions that failed to evaluate (each hid a
+	// record, applied a field rule or denied).
+	EvalErrors int `json:"eval_errors,omitempty"`
+	// Fields counts treated values per "action:path".
+	Fields map[string]int `json:"fields,omitempty"`
+	// Export says why the exchange counted as an export and what became
+	// of it.
+	Export ExportFlags `json:"export"`
 }
 
 // ExportFlags says why an exchange counted as an export and what became of it.

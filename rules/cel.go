@@ -18,20 +18,20 @@ import (
 
 // celUser is `user` in CEL expressions (see celtypes.go).
 type celUser struct {
-	ID      string
-	Roles   []string
-	Attrs   map[string]any
-	MFA     bool
-	AuthAge time.Duration
+	ID      string         // user.id
+	Roles   []string       // user.roles
+	Attrs   map[string]any // user.attrs
+	MFA     bool           // user.mfa
+	AuthAge time.Duration  // user.auth_age
 }
 
 // celRequest is `request` in CEL expressions (see celtypes.go).
 type celRequest struct {
-	Method string
-	Path   string
-	Params map[string]string
-	Query  map[string]string
-	Header map[string]string
+	Method string            // request.method
+	Path   string            // request.path
+	Params map[string]string // request.params
+	Query  map[string]string // request.query
+	Header map[string]string // request.header
 }
 
 // The variables an expression may use, by kind of expression.
