@@ -343,7 +343,7 @@ var noRedirect = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*ht
 
 // tokenFor gets an access token for user from client "cli" (whose tokens
 // are also meant for the audience "crm") or "other" (they are not).
-func tokenFor(t *testing.T, e *env, clientID, user string) string {
+func tokenFor(t testing.TB, e *env, clientID, user string) string {
 	t.Helper()
 	b := e.browser(user)
 	const cb = "http://127.0.0.1:1/cli"

@@ -58,7 +58,7 @@ func testUsers() []devidp.User {
 // env is a development OpenID Provider and one or more proxies in front of
 // a tiny handler that uses the Provider like the crm_guard handler does.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	idp     *devidp.Server
 	idpURL  string
 	users   map[string]devidp.User
@@ -89,7 +89,7 @@ type proxy struct {
 
 func (px *proxy) shift(d time.Duration) { px.offset.Store(int64(d)) }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	if o.proxies == 0 {
 		o.proxies = 1
@@ -233,7 +233,7 @@ func (px *proxy) logged(msg string) bool {
 // browser is a cookie-jar client that follows every redirect itself and
 // fills the development provider's login forms.
 type browser struct {
-	t        *testing.T
+	t        testing.TB
 	e        *env
 	c        *http.Client
 	user     string
@@ -267,7 +267,7 @@ type answer struct {
 	url    *url.URL
 }
 
-func (pg answer) json(t *testing.T) map[string]any {
+func (pg answer) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal([]byte(pg.body), &m); err != nil {
