@@ -71,6 +71,13 @@ func (c *proxyCRM) last() *http.Request {
 	return c.requests[len(c.requests)-1]
 }
 
+// count is the number of requests the CRM has received.
+func (c *proxyCRM) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.requests)
+}
+
 func newProxyCRM(t testing.TB) *proxyCRM {
 	t.Helper()
 	c := &proxyCRM{release: make(chan struct{})}
