@@ -360,3 +360,40 @@ func TestConcurrentRequestsGetTheirOwnAnswers(t *testing.T) {
 		}
 	}
 }
+
+func TestOtherAnswerShapes(t *testing.T) {
+	t.Run("a bare array of records is filtered", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {a: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: [a]\n    records: \"@this\"\n    visible: record.owner == user.id\n    fields: {phone: {mask: phone}}\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("GET", "/r"))
+		out, blk, err := d.Rewrite(nil, 200, nil, []byte(`[{"owner":"u","phone":"13812345678"},{"owner":"v","phone":"13812345678"}]`))
+		if err != nil || blk != nil || string(out) != `[{"owner":"u","phone":"138****5678"}]` {
+			t.Fatalf("out %s block %v err %v", out, blk, err)
+		}
+	})
+	t.Run("a records path that matches nothing is an error", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {a: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: [a]\n    records: list\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("GET", "/r"))
+		if _, _, err := d.Rewrite(nil, 200, nil, []byte(`{"items":[]}`)); err == nil {
+			t.Fatal("no error")
+		}
+	})
+	t.Run("a rule set that changes nothing returns the answer byte for byte", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {a: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: [a]\n    records: list\n    fields: {secret: remove}\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("GET", "/r"))
+		body := "{ \"list\" : [ {\"a\":1 , \"b\":\"\\u0041\"} ] }\n"
+		out, blk, err := d.Rewrite(nil, 200, nil, []byte(body))
+		if err != nil || blk != nil || string(out) != body {
+			t.Fatalf("out %q block %v err %v", out, blk, err)
+		}
+	})
+	t.Run("a download on a request no route matches is blocked under default allow", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\ndefault: allow\nroles: {a: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: [a]\n")
+		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("GET", "/elsewhere.csv"))
+		if d.Outcome != Allow {
+			t.Fatalf("not allowed: %s", d.Reason)
+		}
+		if _, blk := d.InspectResponse(200, http.Header{"Content-Type": {"text/csv"}}); blk == nil || blk.Status != 403 {
+			t.Fatalf("block %+v", blk)
+		}
+	})
+}
