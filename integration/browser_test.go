@@ -170,11 +170,12 @@ func navigatedAway(err error) bool {
 	return false
 }
 
+// eval evaluates expr in the page; a promise is awaited.
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
 		b.t.Fatalf("evaluating %q: %v (page: %s)", expr, err, b.location())
 	}
@@ -337,6 +338,18 @@ func TestBrowser(t *testing.T) {
 		}
 		b.do("opening the CRM again", chromedp.Navigate(d.URL+"/"))
 		b.onSignInPage() // a new sign-in, not a silent single sign-on
+	})
+
+	t.Run("the guard's own sign-out page, opened by address, signs out at the guard and the provider", func(t *testing.T) {
+		b := newBrowser(t, d)
+		b.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+		b.signIn("wang", time.Now())
+		b.onCRM()
+		b.do("opening the sign-out page", chromedp.Navigate(d.URL+"/.crmguard/logout"))
+		b.finishLogout()
+		b.onSignInPage()
+		b.do("opening the CRM again", chromedp.Navigate(d.URL+"/"))
+		b.onSignInPage() // the provider's session ended too: no silent sign-in
 	})
 
 	t.Run("customer service tries to change a deal's stage and the page shows the proxy's refusal", func(t *testing.T) {

@@ -399,7 +399,7 @@ func TestWhoamiAndPagesShowTheUserTheProxySent(t *testing.T) {
 	for _, p := range []string{"/", "/customers/3/sensitive"} {
 		rec := do(t, s, "GET", p, "", hdr)
 		body := rec.Body.String()
-		if rec.Code != 200 || !strings.Contains(body, "Signed in as <b>zhang</b> (sales)") || !strings.Contains(body, `href="/.crmguard/logout"`) {
+		if rec.Code != 200 || !strings.Contains(body, "Signed in as <b>zhang</b> (sales)") || !strings.Contains(body, `method="post" action="/.crmguard/logout"`) {
 			t.Errorf("page %s: status %d\n%.500s", p, rec.Code, body)
 		}
 	}
