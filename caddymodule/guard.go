@@ -131,6 +131,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 
 	// The provider's own endpoints (callback, logout) come first.
 	var user *rules.User
+	var ident *authn.Identity
 	if p := g.opt.Provider; p != nil {
 		sw := &statusWriter{ResponseWriter: w}
 		handled, err := p.Handle(sw, r)
@@ -152,6 +153,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
 		}
 		if id != nil {
+			ident = id
 			user, err = resolveUser(p, set, id)
 			if err != nil {
 				return x.refuse(w, refusal{Status: http.StatusForbidden, Reason: "Your sign-in could not be mapped to a CRM user: " + err.Error()}, "deny")
@@ -198,7 +200,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	if err := x.checkBody(w); err != nil || x.ev.Status != 0 {
 		return err
 	}
-	x.prepareUpstream(user)
+	x.prepareUpstream(user, ident)
 	return x.proxy(w, next)
 }
 
@@ -325,12 +327,17 @@ func (x *exchange) checkBody(w http.ResponseWriter) error {
 	return nil
 }
 
-// prepareUpstream removes forged identity headers and the proxy's
-// cookies, states the verified identity, and makes the CRM answer in a
+// prepareUpstream removes forged identity headers, the proxy's cookies
+// and a bearer token the proxy consumed, states the verified identity, and makes the CRM answer in a
 // form the rewriter can read whole: uncompressed and never partial.
-func (x *exchange) prepareUpstream(user *rules.User) {
+func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	h := x.r.Header
 	x.g.scrubber.scrub(h)
+	if id != nil && id.Bearer {
+		// The token was issued for the proxy; the CRM must not be able to
+		// replay it.
+		h.Del("Authorization")
+	}
 	if user != nil {
 		h.Set(HeaderUser, user.ID)
 		h.Set(HeaderRoles, strings.Join(user.Roles, ","))

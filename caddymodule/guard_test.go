@@ -44,7 +44,7 @@ func (p *testProvider) Identify(*http.Request) (*authn.Identity, error) {
 	if p.user == nil {
 		return nil, nil
 	}
-	return &authn.Identity{Subject: p.user.id}, nil
+	return &authn.Identity{Subject: p.user.id, Bearer: p.bearer}, nil
 }
 
 func (p *testProvider) Challenge(w http.ResponseWriter, r *http.Request, need authn.Need) error {
@@ -608,6 +608,34 @@ func TestCachingOfUserSpecificAnswers(t *testing.T) {
 			rec := serve(t, g, httptest.NewRequest("GET", tt.path, nil), up)
 			if got := rec.Header().Get("Cache-Control"); got != tt.want {
 				t.Errorf("Cache-Control: want %q, got %q", tt.want, got)
+			}
+		})
+	}
+}
+
+func TestAuthorizationHeader(t *testing.T) {
+	tests := []struct {
+		name   string
+		bearer bool
+		want   string
+	}{
+		{name: "a bearer token the proxy verified does not reach the CRM", bearer: true, want: ""},
+		{name: "the CRM's own Authorization passes when the identity came from a session", bearer: false, want: "Basic Y3JtOmNybQ=="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set := loadTestRules(t)
+			g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang, bearer: tt.bearer}})
+			req := httptest.NewRequest("GET", "/api/customers", nil)
+			if tt.bearer {
+				req.Header.Set("Authorization", "Bearer eyJ.token.sig")
+			} else {
+				req.Header.Set("Authorization", "Basic Y3JtOmNybQ==")
+			}
+			up := jsonUpstream(customers)
+			serve(t, g, req, up)
+			if got := up.got.Header.Get("Authorization"); got != tt.want {
+				t.Errorf("Authorization at the CRM: want %q, got %q", tt.want, got)
 			}
 		})
 	}
