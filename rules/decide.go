@@ -131,6 +131,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		// default: allow lets any signed-in user through, with the file's
 		// MFA default, and no body guards or rewriting.
 		if u == nil {
+			d.StepUp = StepUpNeed{MFA: s.mfa.Required, ACR: append([]string(nil), s.mfa.ACR...)}
 			return d.finish(SignIn, http.StatusUnauthorized, fmt.Sprintf("%s %s needs a signed-in user", method, path))
 		}
 		if s.mfa.Required && !u.MFA {
@@ -155,7 +156,16 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		}
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
+	required := s.mfa.Required
+	if rt.mfaReq != nil {
+		required = *rt.mfaReq
+	} else if rt.maxAge > 0 {
+		required = true
+	}
 	if u == nil {
+		// Say what the sign-in must provide, so that the first sign-in
+		// can already satisfy the route.
+		d.StepUp = StepUpNeed{MFA: required, MaxAge: rt.maxAge, ACR: append([]string(nil), s.mfa.ACR...)}
 		return d.finish(SignIn, http.StatusUnauthorized, fmt.Sprintf("route %s needs a signed-in user", rt.id))
 	}
 	if !rt.anyUser && !hasAny(u, rt.allow) {
@@ -167,12 +177,6 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		}
 	}
 	// MFA and step-up.
-	required := s.mfa.Required
-	if rt.mfaReq != nil {
-		required = *rt.mfaReq
-	} else if rt.maxAge > 0 {
-		required = true
-	}
 	need := StepUpNeed{MaxAge: rt.maxAge, ACR: append([]string(nil), s.mfa.ACR...)}
 	var missing []string
 	if required && !u.MFA {

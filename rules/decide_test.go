@@ -99,7 +99,18 @@ func TestDecisions(t *testing.T) {
 					t.Error("Public is false")
 				}
 			}},
-		{name: "an anonymous request to a non-public route must sign in", method: "GET", target: "/api/customers", outcome: SignIn, status: 401, route: "customers.list", reason: "needs a signed-in user"},
+		{name: "an anonymous request to a non-public route must sign in", method: "GET", target: "/api/customers", outcome: SignIn, status: 401, route: "customers.list", reason: "needs a signed-in user",
+			check: func(t *testing.T, d *Decision) {
+				if !d.StepUp.MFA || d.StepUp.MaxAge != 0 {
+					t.Errorf("StepUp = %+v, want MFA asked for at sign-in", d.StepUp)
+				}
+			}},
+		{name: "an anonymous request to a step-up route asks for a fresh MFA sign-in", method: "GET", target: "/api/customers/7/sensitive", outcome: SignIn, status: 401, route: "customers.sensitive",
+			check: func(t *testing.T, d *Decision) {
+				if !d.StepUp.MFA || d.StepUp.MaxAge != 5*time.Minute {
+					t.Errorf("StepUp = %+v", d.StepUp)
+				}
+			}},
 		{name: "a request that matches no route is denied by default", user: sales, method: "GET", target: "/api/unknown", outcome: Deny, status: 403, reason: "no route matches GET /api/unknown and the rule file denies by default"},
 		{name: "a deny route denies with its reason", user: admin, method: "GET", target: "/api/internal/x", outcome: Deny, status: 403, route: "blocked", reason: "internal endpoints are not served"},
 		{name: "a role in allow is allowed in business hours", user: sales, method: "GET", target: "/api/customers", outcome: Allow, route: "customers.list"},
