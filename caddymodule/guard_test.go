@@ -35,6 +35,7 @@ type testUser struct {
 type testProvider struct {
 	user        *testUser
 	identifyErr error
+	bearer      bool
 }
 
 func (p *testProvider) Identify(*http.Request) (*authn.Identity, error) {
