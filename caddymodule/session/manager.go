@@ -19,6 +19,7 @@ var stores = caddy.NewUsagePool()
 
 type pooled struct{ Store }
 
+// Destruct closes the store when its last user is gone.
 func (p pooled) Destruct() error { return p.Store.Close() }
 
 // Manager ties the session cookie to the store: it seals the session id

@@ -40,21 +40,50 @@ type authRequest struct {
 	sid         string
 }
 
-func (a *authRequest) GetID() string                         { return a.id }
-func (a *authRequest) GetACR() string                        { return a.acr }
-func (a *authRequest) GetAMR() []string                      { return a.amr }
-func (a *authRequest) GetAudience() []string                 { return a.audience }
-func (a *authRequest) GetAuthTime() time.Time                { return a.authTime }
-func (a *authRequest) GetClientID() string                   { return a.clientID }
+// GetID implements op.AuthRequest.
+func (a *authRequest) GetID() string { return a.id }
+
+// GetACR implements op.AuthRequest.
+func (a *authRequest) GetACR() string { return a.acr }
+
+// GetAMR implements op.AuthRequest.
+func (a *authRequest) GetAMR() []string { return a.amr }
+
+// GetAudience implements op.AuthRequest.
+func (a *authRequest) GetAudience() []string { return a.audience }
+
+// GetAuthTime implements op.AuthRequest.
+func (a *authRequest) GetAuthTime() time.Time { return a.authTime }
+
+// GetClientID implements op.AuthRequest.
+func (a *authRequest) GetClientID() string { return a.clientID }
+
+// GetCodeChallenge implements op.AuthRequest.
 func (a *authRequest) GetCodeChallenge() *oidc.CodeChallenge { return a.codeChallenge }
-func (a *authRequest) GetNonce() string                      { return a.nonce }
-func (a *authRequest) GetRedirectURI() string                { return a.redirectURI }
-func (a *authRequest) GetResponseType() oidc.ResponseType    { return a.responseType }
-func (a *authRequest) GetResponseMode() oidc.ResponseMode    { return a.responseMode }
-func (a *authRequest) GetScopes() []string                   { return a.scopes }
-func (a *authRequest) GetState() string                      { return a.state }
-func (a *authRequest) GetSubject() string                    { return a.user }
-func (a *authRequest) Done() bool                            { return a.done }
+
+// GetNonce implements op.AuthRequest.
+func (a *authRequest) GetNonce() string { return a.nonce }
+
+// GetRedirectURI implements op.AuthRequest.
+func (a *authRequest) GetRedirectURI() string { return a.redirectURI }
+
+// GetResponseType implements op.AuthRequest.
+func (a *authRequest) GetResponseType() oidc.ResponseType { return a.responseType }
+
+// GetResponseMode implements op.AuthRequest.
+func (a *authRequest) GetResponseMode() oidc.ResponseMode { return a.responseMode }
+
+// GetScopes implements op.AuthRequest.
+func (a *authRequest) GetScopes() []string { return a.scopes }
+
+// GetState implements op.AuthRequest.
+func (a *authRequest) GetState() string { return a.state }
+
+// GetSubject implements op.AuthRequest.
+func (a *authRequest) GetSubject() string { return a.user }
+
+// Done implements op.AuthRequest.
+func (a *authRequest) Done() bool { return a.done }
 
 // wantsMFA reports whether the client asked for the MFA acr.
 func (a *authRequest) wantsMFA() bool { return slices.Contains(a.acrValues, ACRMFA) }
@@ -72,12 +101,25 @@ type grant struct {
 	sid      string
 }
 
-func (g *grant) GetAMR() []string                 { return g.amr }
-func (g *grant) GetAudience() []string            { return g.audience }
-func (g *grant) GetAuthTime() time.Time           { return g.authTime }
-func (g *grant) GetClientID() string              { return g.clientID }
-func (g *grant) GetScopes() []string              { return g.scopes }
-func (g *grant) GetSubject() string               { return g.user }
+// GetAMR implements op.RefreshTokenRequest.
+func (g *grant) GetAMR() []string { return g.amr }
+
+// GetAudience implements op.RefreshTokenRequest.
+func (g *grant) GetAudience() []string { return g.audience }
+
+// GetAuthTime implements op.RefreshTokenRequest.
+func (g *grant) GetAuthTime() time.Time { return g.authTime }
+
+// GetClientID implements op.RefreshTokenRequest.
+func (g *grant) GetClientID() string { return g.clientID }
+
+// GetScopes implements op.RefreshTokenRequest.
+func (g *grant) GetScopes() []string { return g.scopes }
+
+// GetSubject implements op.RefreshTokenRequest.
+func (g *grant) GetSubject() string { return g.user }
+
+// SetCurrentScopes implements op.RefreshTokenRequest.
 func (g *grant) SetCurrentScopes(scopes []string) { g.scopes = scopes }
 
 // ssoSession is a browser's sign-in at the provider.
@@ -95,15 +137,25 @@ type signingKey struct {
 	key *rsa.PrivateKey
 }
 
+// SignatureAlgorithm implements op.SigningKey.
 func (k *signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
-func (k *signingKey) Key() any                                    { return k.key }
-func (k *signingKey) ID() string                                  { return k.id }
+
+// Key implements op.SigningKey.
+func (k *signingKey) Key() any { return k.key }
+
+// ID implements op.SigningKey.
+func (k *signingKey) ID() string { return k.id }
 
 type publicKey struct{ signingKey }
 
+// Algorithm implements op.Key.
 func (k *publicKey) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
-func (k *publicKey) Use() string                        { return "sig" }
-func (k *publicKey) Key() any                           { return &k.key.PublicKey }
+
+// Use implements op.Key.
+func (k *publicKey) Use() string { return "sig" }
+
+// Key implements op.Key.
+func (k *publicKey) Key() any { return &k.key.PublicKey }
 
 // storage implements op.Storage in memory.
 type storage struct {
@@ -184,6 +236,7 @@ func (s *storage) user(name string) (User, bool) {
 
 // --- op.AuthStorage ---
 
+// CreateAuthRequest implements op.Storage.
 func (s *storage) CreateAuthRequest(_ context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -216,10 +269,12 @@ func (s *storage) request(id string) (*authRequest, error) {
 	return a, nil
 }
 
+// AuthRequestByID implements op.Storage.
 func (s *storage) AuthRequestByID(_ context.Context, id string) (op.AuthRequest, error) {
 	return s.request(id)
 }
 
+// AuthRequestByCode implements op.Storage.
 func (s *storage) AuthRequestByCode(_ context.Context, code string) (op.AuthRequest, error) {
 	s.mu.Lock()
 	id, ok := s.codes[code]
@@ -230,6 +285,7 @@ func (s *storage) AuthRequestByCode(_ context.Context, code string) (op.AuthRequ
 	return s.request(id)
 }
 
+// SaveAuthCode implements op.Storage.
 func (s *storage) SaveAuthCode(_ context.Context, id, code string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -237,6 +293,7 @@ func (s *storage) SaveAuthCode(_ context.Context, id, code string) error {
 	return nil
 }
 
+// DeleteAuthRequest implements op.Storage.
 func (s *storage) DeleteAuthRequest(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,6 +322,7 @@ func (s *storage) grantOf(req op.TokenRequest) *grant {
 	return &grant{user: req.GetSubject(), audience: req.GetAudience(), scopes: req.GetScopes()}
 }
 
+// CreateAccessToken implements op.Storage.
 func (s *storage) CreateAccessToken(_ context.Context, req op.TokenRequest) (string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,6 +331,7 @@ func (s *storage) CreateAccessToken(_ context.Context, req op.TokenRequest) (str
 	return id, time.Now().Add(s.accessTTL), nil
 }
 
+// CreateAccessAndRefreshTokens implements op.Storage.
 func (s *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -290,6 +349,7 @@ func (s *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenRe
 	return id, rt, time.Now().Add(s.accessTTL), nil
 }
 
+// TokenRequestByRefreshToken implements op.Storage.
 func (s *storage) TokenRequestByRefreshToken(_ context.Context, rt string) (op.RefreshTokenRequest, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -311,6 +371,7 @@ func (s *storage) TokenRequestByRefreshToken(_ context.Context, rt string) (op.R
 	return &c, nil
 }
 
+// TerminateSession implements op.Storage.
 func (s *storage) TerminateSession(ctx context.Context, userID, clientID string) error {
 	for _, sid := range s.sessionsOf(userID) {
 		s.endSession(ctx, sid)
@@ -332,6 +393,7 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 	return req.RedirectURI, nil
 }
 
+// RevokeToken implements op.Storage.
 func (s *storage) RevokeToken(_ context.Context, token, _, _ string) *oidc.Error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -340,6 +402,7 @@ func (s *storage) RevokeToken(_ context.Context, token, _, _ string) *oidc.Error
 	return nil
 }
 
+// GetRefreshTokenInfo implements op.Storage.
 func (s *storage) GetRefreshTokenInfo(_ context.Context, _ string, token string) (string, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -350,16 +413,19 @@ func (s *storage) GetRefreshTokenInfo(_ context.Context, _ string, token string)
 	return g.user, token, nil
 }
 
+// SigningKey implements op.Storage.
 func (s *storage) SigningKey(context.Context) (op.SigningKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.keys[0], nil
 }
 
+// SignatureAlgorithms implements op.Storage.
 func (s *storage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
 	return []jose.SignatureAlgorithm{jose.RS256}, nil
 }
 
+// KeySet implements op.Storage.
 func (s *storage) KeySet(context.Context) ([]op.Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -372,6 +438,7 @@ func (s *storage) KeySet(context.Context) ([]op.Key, error) {
 
 // --- op.OPStorage ---
 
+// GetClientByClientID implements op.Storage.
 func (s *storage) GetClientByClientID(_ context.Context, id string) (op.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -382,6 +449,7 @@ func (s *storage) GetClientByClientID(_ context.Context, id string) (op.Client, 
 	return &client{c: *c, issuer: s.server.cfg.Issuer, idTTL: s.server.cfg.IDTokenLifetime}, nil
 }
 
+// AuthorizeClientIDSecret implements op.Storage.
 func (s *storage) AuthorizeClientIDSecret(_ context.Context, id, secret string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,6 +460,7 @@ func (s *storage) AuthorizeClientIDSecret(_ context.Context, id, secret string) 
 	return nil
 }
 
+// SetUserinfoFromScopes implements op.Storage.
 func (s *storage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string, string, []string) error {
 	return nil
 }
@@ -434,6 +503,7 @@ func (s *storage) SetUserinfoFromRequest(_ context.Context, info *oidc.UserInfo,
 	return nil
 }
 
+// SetUserinfoFromToken implements op.Storage.
 func (s *storage) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, tokenID, subject, _ string) error {
 	s.mu.Lock()
 	g, ok := s.access[tokenID]
@@ -444,6 +514,7 @@ func (s *storage) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, t
 	return s.fillUserinfo(info, g.user, g.scopes)
 }
 
+// SetIntrospectionFromToken implements op.Storage.
 func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
 	s.mu.Lock()
 	g, ok := s.access[tokenID]
@@ -458,6 +529,7 @@ func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.Intros
 	return nil
 }
 
+// GetPrivateClaimsFromScopes implements op.Storage.
 func (s *storage) GetPrivateClaimsFromScopes(_ context.Context, userID, _ string, _ []string) (map[string]any, error) {
 	u, ok := s.user(userID)
 	if !ok {
@@ -489,14 +561,17 @@ func (s *storage) GetPrivateClaimsFromRequest(ctx context.Context, req op.TokenR
 	return claims, nil
 }
 
+// GetKeyByIDAndClientID implements op.Storage.
 func (s *storage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
 	return nil, errors.New("devidp: JWT profile grants are not supported")
 }
 
+// ValidateJWTProfileScopes implements op.Storage.
 func (s *storage) ValidateJWTProfileScopes(_ context.Context, _ string, scopes []string) ([]string, error) {
 	return scopes, nil
 }
 
+// Health implements op.Storage.
 func (s *storage) Health(context.Context) error { return nil }
 
 // --- sessions ---
@@ -576,30 +651,61 @@ type client struct {
 	idTTL  time.Duration
 }
 
-func (c *client) GetID() string                       { return c.c.ID }
-func (c *client) RedirectURIs() []string              { return c.c.RedirectURIs }
-func (c *client) PostLogoutRedirectURIs() []string    { return c.c.PostLogoutRedirectURIs }
+// GetID implements op.Client.
+func (c *client) GetID() string { return c.c.ID }
+
+// RedirectURIs implements op.Client.
+func (c *client) RedirectURIs() []string { return c.c.RedirectURIs }
+
+// PostLogoutRedirectURIs implements op.Client.
+func (c *client) PostLogoutRedirectURIs() []string { return c.c.PostLogoutRedirectURIs }
+
+// ApplicationType implements op.Client.
 func (c *client) ApplicationType() op.ApplicationType { return op.ApplicationTypeWeb }
-func (c *client) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodBasic }
+
+// AuthMethod implements op.Client.
+func (c *client) AuthMethod() oidc.AuthMethod { return oidc.AuthMethodBasic }
+
+// ResponseTypes implements op.Client.
 func (c *client) ResponseTypes() []oidc.ResponseType {
 	return []oidc.ResponseType{oidc.ResponseTypeCode}
 }
+
+// GrantTypes implements op.Client.
 func (c *client) GrantTypes() []oidc.GrantType {
 	return []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
 }
-func (c *client) LoginURL(id string) string           { return c.issuer + "/login?authRequestID=" + id }
+
+// LoginURL implements op.Client.
+func (c *client) LoginURL(id string) string { return c.issuer + "/login?authRequestID=" + id }
+
+// AccessTokenType implements op.Client.
 func (c *client) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
-func (c *client) IDTokenLifetime() time.Duration      { return c.idTTL }
-func (c *client) DevMode() bool                       { return true }
+
+// IDTokenLifetime implements op.Client.
+func (c *client) IDTokenLifetime() time.Duration { return c.idTTL }
+
+// DevMode implements op.Client.
+func (c *client) DevMode() bool { return true }
+
+// RestrictAdditionalIdTokenScopes implements op.Client.
 func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
+
+// RestrictAdditionalAccessTokenScopes implements op.Client.
 func (c *client) RestrictAdditionalAccessTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
-func (c *client) IsScopeAllowed(string) bool           { return true }
+
+// IsScopeAllowed implements op.Client.
+func (c *client) IsScopeAllowed(string) bool { return true }
+
+// IDTokenUserinfoClaimsAssertion implements op.Client.
 func (c *client) IDTokenUserinfoClaimsAssertion() bool { return true }
-func (c *client) ClockSkew() time.Duration             { return 0 }
+
+// ClockSkew implements op.Client.
+func (c *client) ClockSkew() time.Duration { return 0 }
 
 var (
 	_ op.Storage                        = (*storage)(nil)
