@@ -262,7 +262,6 @@ func (l *loader) roles(n *yaml.Node) {
 				l.errorf(parentNode[r], joinKey(joinKey("roles", r), "inherits"), "unknown role %q", p)
 				continue
 			}
-			l.used[p] = true
 		}
 	}
 	// Expand inheritance, finding cycles.
@@ -334,7 +333,6 @@ func (l *loader) roleMap(n *yaml.Node) {
 			if _, ok := l.declared[r]; !ok {
 				l.errorf(e.val, key, "maps to undeclared role %q", r)
 			}
-			l.used[r] = true
 		}
 		m[e.name] = roles
 	}

@@ -31,9 +31,15 @@ func (l *loader) lint() {
 		names = append(names, r)
 	}
 	sort.Strings(names)
+	// A role is useful when a rule names it or one of the roles it
+	// inherits; a role only role_map or inherits mentions grants nothing.
 	for _, r := range names {
-		if !l.used[r] {
-			l.warnf(l.declared[r], joinKey("roles", r), "role %q is declared but no route, role_map, inherits or condition uses it", r)
+		useful := false
+		for _, a := range l.set.roles[r] {
+			useful = useful || l.used[a]
+		}
+		if !useful {
+			l.warnf(l.declared[r], joinKey("roles", r), "role %q is declared but no rule names it or a role it inherits, so it grants nothing", r)
 		}
 	}
 	sort.SliceStable(l.warns, func(i, j int) bool { return l.warns[i].Line < l.warns[j].Line })

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -186,7 +187,7 @@ func TestLintWarnsAboutRulesThatLookWrong(t *testing.T) {
 			"role \"auditor\" is used but not declared"},
 		{"a declared role nobody uses is reported",
 			"  - id: x\n    match: {path: /x}\n    allow: [sales]\n",
-			"role \"admin\" is declared but no route"},
+			"role \"admin\" is declared but no rule names it"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -209,6 +210,45 @@ func TestLintWarnsAboutRulesThatLookWrong(t *testing.T) {
 			}
 			if !strings.HasPrefix(all[0], "rules.yaml:") {
 				t.Errorf("warning %q has no position", all[0])
+			}
+		})
+	}
+}
+
+func TestLintFindsRolesThatGrantNothing(t *testing.T) {
+	s := mustLoad(t, `version: 1
+role_map: {g1: mapped_only, g2: heir}
+roles:
+  used: {}
+  heir: {inherits: [used]}
+  mapped_only: {}
+  parent_only: {}
+  child: {inherits: [parent_only]}
+routes:
+  - id: x
+    match: {path: /x}
+    allow: [used]
+`)
+	var text []string
+	for _, w := range s.Warnings() {
+		text = append(text, w.String())
+	}
+	all := strings.Join(text, "\n")
+	cases := []struct {
+		name, role string
+		warned     bool
+	}{
+		{"a role a route names is not reported", "used", false},
+		{"a role inheriting a named role is not reported", "heir", false},
+		{"a role only role_map mentions is reported", "mapped_only", true},
+		{"a parent nobody names is reported", "parent_only", true},
+		{"a child of a parent nobody names is reported", "child", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := strings.Contains(all, fmt.Sprintf("role %q is declared but no rule names it", c.role))
+			if got != c.warned {
+				t.Fatalf("warned = %v, want %v; warnings:\n%s", got, c.warned, all)
 			}
 		})
 	}
