@@ -355,7 +355,7 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 			return false, d.block(http.StatusForbidden, "the answer is a download (a bulk export) on "+where)
 		}
 	}
-	if d.route == nil || !d.route.rewrites {
+	if d.route == nil || !d.route.rewrites || d.head() {
 		return false, nil
 	}
 	switch {
@@ -388,7 +388,7 @@ func (d *Decision) block(status int, reason string) *Block {
 // error means the body cannot be rewritten (the caller answers 502). In
 // shadow mode the rewrite runs for the audit and body is returned as it is.
 func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (out []byte, block *Block, err error) {
-	if d.Outcome != Allow || d.route == nil || !d.route.rewrites || status < 200 || status > 299 || status == http.StatusNoContent {
+	if d.Outcome != Allow || d.route == nil || !d.route.rewrites || d.head() || status < 200 || status > 299 || status == http.StatusNoContent {
 		return append(dst, body...), nil, nil
 	}
 	p, release, err := d.plan()
@@ -462,3 +462,6 @@ func fillLists(n *pnode, cs *condState) {
 		fillLists(k, cs)
 	}
 }
+
+// head reports a HEAD request: its answer has no body to rewrite.
+func (d *Decision) head() bool { return d.req != nil && strings.EqualFold(d.req.Method, http.MethodHead) }
