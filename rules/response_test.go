@@ -291,6 +291,15 @@ func TestAnswersThatCannotBeRewritten(t *testing.T) {
 			t.Fatalf("buffer %v block %v %v err %v out %q", buf, blk, blk2, err, out)
 		}
 	})
+	t.Run("a HEAD answer is not buffered", func(t *testing.T) {
+		s := mustLoad(t, strings.Replace(responseRules, "methods: [GET], path: /api/customers}", "methods: [GET, HEAD], path: /api/customers}", 1))
+		d := s.Decide(sales, request("HEAD", "/api/customers"))
+		buf, blk := d.InspectResponse(200, http.Header{"Content-Type": {"application/json"}})
+		out, blk2, err := d.Rewrite(nil, 200, nil, nil)
+		if d.Outcome != Allow || buf || blk != nil || blk2 != nil || err != nil || len(out) != 0 {
+			t.Fatalf("outcome %d buffer %v block %v %v err %v", d.Outcome, buf, blk, blk2, err)
+		}
+	})
 	t.Run("a route without records is not buffered", func(t *testing.T) {
 		d := s.Decide(sales, request("GET", "/api/plain/x"))
 		if buf, blk := d.InspectResponse(200, http.Header{"Content-Type": {"application/json"}}); buf || blk != nil {
