@@ -189,7 +189,8 @@ var ErrNotVisible = errors.New("rewrite: the record is not visible")
 var ErrNoRecords = errors.New("rewrite: the records path matches nothing in the body")
 
 // Record is one record as predicates see it. It is valid only during the
-// predicate call.
+// predicate call; the strings of the results it gives share the document's
+// memory, so copy (strings.Clone) what must outlive the call.
 type Record struct {
 	rw *rewriter
 }
