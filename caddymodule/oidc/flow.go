@@ -296,8 +296,8 @@ func (p *Provider) callback(w http.ResponseWriter, r *http.Request) {
 	tok, err := d.oauth.Exchange(ctx, code, oauth2.VerifierOption(f.Verifier), oauth2.SetAuthURLParam("redirect_uri", f.Redirect))
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if !errors.As(err, &re) {
-			p.logger.Error("token endpoint unreachable", zap.Error(err))
+		if !errors.As(err, &re) || re.Response == nil || re.Response.StatusCode >= 500 {
+			p.logger.Error("token endpoint unreachable or failing", zap.Error(err))
 			p.unavailable(w, r)
 			return
 		}

@@ -47,6 +47,11 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1`)
 
+var indexScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1`)
+
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
@@ -64,16 +69,17 @@ func (s *RedisStore) Create(ctx context.Context, d *Data) error {
 	pipe := s.c.TxPipeline()
 	pipe.HSet(ctx, k, "v", d.Version, "d", b)
 	pipe.PExpireAt(ctx, k, d.Deadline())
-	if d.SID != "" {
-		pipe.SAdd(ctx, s.key("sid", d.SID), d.ID)
-		pipe.PExpireAt(ctx, s.key("sid", d.SID), d.Expires)
-	}
-	if d.Subject != "" {
-		pipe.SAdd(ctx, s.key("sub", d.Subject), d.ID)
-		pipe.Expire(ctx, s.key("sub", d.Subject), 7*24*time.Hour)
-	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("session: redis create: %w", err)
+	}
+	// The sid and sub indexes live as long as their longest session.
+	for kind, v := range map[string]string{"sid": d.SID, "sub": d.Subject} {
+		if v == "" {
+			continue
+		}
+		if err := indexScript.Run(ctx, s.c, []string{s.key(kind, v)}, d.ID, max(time.Until(d.Expires).Milliseconds(), 1000)).Err(); err != nil {
+			return fmt.Errorf("session: redis index: %w", err)
+		}
 	}
 	return nil
 }

@@ -91,6 +91,17 @@ func TestRedisStore(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("the sub index lives as long as the user's longest session", func(t *testing.T) {
+		long, short := newData("qian", ""), newData("qian", "")
+		long.Expires = time.Now().Add(48 * time.Hour)
+		short.Expires = time.Now().Add(time.Hour)
+		_ = s.Create(ctx, long)
+		_ = s.Create(ctx, short)
+		ttl := s.c.PTTL(ctx, s.key("sub", "qian")).Val()
+		if ttl < 47*time.Hour {
+			t.Fatalf("sub index TTL %s, want about 48h", ttl)
+		}
+	})
 	t.Run("Once and Lock are exclusive", func(t *testing.T) {
 		if ok, _ := s.Once(ctx, "k", time.Minute); !ok {
 			t.Fatal("first")
