@@ -16,12 +16,17 @@ import (
 
 // FileStore keeps one JSON file per session in a directory, written
 // atomically (temporary file + rename), so sessions survive a restart. It
-// is meant for a single proxy instance: locks and the compare-and-swap are
-// held in this process. Use Redis for several instances.
+// is meant for a single proxy instance: locks, the compare-and-swap and the
+// sid/sub indexes (rebuilt from the files at start) are held in this
+// process. Use Redis for several instances.
 type FileStore struct {
 	dir   string
 	mu    sync.Mutex // serialises every read-modify-write
 	locks map[string]lockEntry
+	// index maps "sid:<sid>" and "sub:<sub>" to session ids; meta maps a
+	// session id to its two index keys. The files stay the truth.
+	index map[string]map[string]struct{}
+	meta  map[string][2]string
 	stop  chan struct{}
 	done  chan struct{}
 	now   func() time.Time
@@ -43,9 +48,51 @@ func NewFileStore(dir string, sweep time.Duration) (*FileStore, error) {
 	if sweep <= 0 {
 		sweep = 10 * time.Minute
 	}
-	s := &FileStore{dir: dir, locks: map[string]lockEntry{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
+	s := &FileStore{dir: dir, locks: map[string]lockEntry{}, index: map[string]map[string]struct{}{}, meta: map[string][2]string{},
+		stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
+	if err := s.each(func(_ string, d *Data) error { s.addIndex(d); return nil }); err != nil {
+		return nil, err
+	}
 	go s.sweeper(sweep)
 	return s, nil
+}
+
+func indexKeys(d *Data) [2]string {
+	var k [2]string
+	if d.SID != "" {
+		k[0] = "sid:" + d.SID
+	}
+	if d.Subject != "" {
+		k[1] = "sub:" + d.Subject
+	}
+	return k
+}
+
+// addIndex and dropIndex maintain the indexes; callers hold s.mu.
+func (s *FileStore) addIndex(d *Data) {
+	keys := indexKeys(d)
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		if s.index[k] == nil {
+			s.index[k] = map[string]struct{}{}
+		}
+		s.index[k][d.ID] = struct{}{}
+	}
+	s.meta[d.ID] = keys
+}
+
+func (s *FileStore) dropIndex(id string) {
+	for _, k := range s.meta[id] {
+		if set := s.index[k]; set != nil {
+			delete(set, id)
+			if len(set) == 0 {
+				delete(s.index, k)
+			}
+		}
+	}
+	delete(s.meta, id)
 }
 
 func (s *FileStore) sweeper(every time.Duration) {
@@ -70,6 +117,7 @@ func (s *FileStore) Sweep() {
 	_ = s.each(func(path string, d *Data) error {
 		if !now.Before(d.Deadline()) {
 			_ = os.Remove(path)
+			s.dropIndex(d.ID)
 		}
 		return nil
 	})
@@ -157,7 +205,11 @@ func (s *FileStore) Create(_ context.Context, d *Data) error {
 		return fmt.Errorf("session: session id already exists")
 	}
 	d.Version = 1
-	return s.write(p, d)
+	if err := s.write(p, d); err != nil {
+		return err
+	}
+	s.addIndex(d)
+	return nil
 }
 
 // Get implements Store.
@@ -174,6 +226,7 @@ func (s *FileStore) Get(_ context.Context, id string) (*Data, error) {
 	}
 	if !s.now().Before(d.Deadline()) {
 		_ = os.Remove(p)
+		s.dropIndex(id)
 		return nil, ErrNotFound
 	}
 	return d, nil
@@ -213,6 +266,7 @@ func (s *FileStore) Delete(_ context.Context, id string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("session: deleting session: %w", err)
 	}
+	s.dropIndex(id)
 	return nil
 }
 
@@ -238,20 +292,33 @@ func (s *FileStore) each(fn func(path string, d *Data) error) error {
 	return nil
 }
 
-func (s *FileStore) deleteWhere(match func(*Data) bool) (int, error) {
+// deleteIndexed removes the sessions listed under index key k whose file
+// still matches (the file is the truth).
+func (s *FileStore) deleteIndexed(k string, match func(*Data) bool) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	err := s.each(func(p string, d *Data) error {
-		if match(d) {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("session: deleting session: %w", err)
-			}
-			n++
+	for id := range s.index[k] {
+		p, err := s.path(id)
+		if err != nil {
+			s.dropIndex(id)
+			continue
 		}
-		return nil
-	})
-	return n, err
+		d, err := s.read(p)
+		if errors.Is(err, ErrNotFound) {
+			s.dropIndex(id)
+			continue
+		}
+		if err != nil || !match(d) {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("session: deleting session: %w", err)
+		}
+		s.dropIndex(id)
+		n++
+	}
+	return n, nil
 }
 
 // DeleteBySID implements Store.
@@ -259,7 +326,7 @@ func (s *FileStore) DeleteBySID(_ context.Context, sid string) (int, error) {
 	if sid == "" {
 		return 0, nil
 	}
-	return s.deleteWhere(func(d *Data) bool { return d.SID == sid })
+	return s.deleteIndexed("sid:"+sid, func(d *Data) bool { return d.SID == sid })
 }
 
 // DeleteBySubject implements Store.
@@ -267,7 +334,7 @@ func (s *FileStore) DeleteBySubject(_ context.Context, sub string) (int, error) 
 	if sub == "" {
 		return 0, nil
 	}
-	return s.deleteWhere(func(d *Data) bool { return d.Subject == sub })
+	return s.deleteIndexed("sub:"+sub, func(d *Data) bool { return d.Subject == sub })
 }
 
 // Lock implements Store (in-process).
