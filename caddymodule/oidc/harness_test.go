@@ -81,6 +81,9 @@ type envOptions struct {
 
 type proxy struct {
 	p      *Provider
+	cfg    Config
+	store  string
+	logger *zap.Logger
 	url    string
 	srv    *httptest.Server
 	logs   *observer.ObservedLogs
@@ -163,25 +166,40 @@ func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*
 	if configure != nil {
 		configure(&cfg)
 	}
-	p, err := newProvider(context.Background(), cfg,
-		session.Config{Secrets: []string{testSecret}, Store: store},
-		t.TempDir(), mfaPolicy, zap.New(core), nil, func(p *Provider) {
+	px.cfg, px.store, px.logger = cfg, store, zap.New(core)
+	px.p = e.provider(px, []string{testSecret})
+	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
+	px.srv.Start()
+	t.Cleanup(px.srv.Close)
+	return px
+}
+
+// provider builds px's Provider with the given session secrets.
+func (e *env) provider(px *proxy, secrets []string) *Provider {
+	p, err := newProvider(context.Background(), px.cfg,
+		session.Config{Secrets: secrets, Store: px.store},
+		e.t.TempDir(), mfaPolicy, px.logger, nil, func(p *Provider) {
 			p.now = func() time.Time { return time.Now().Add(time.Duration(px.offset.Load())) }
 			p.minBackoff, p.maxBackoff = time.Hour, 4*time.Hour // no retry before a test moves the clock
 		})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	px.p = p
-	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
-	px.srv.Start()
-	t.Cleanup(func() {
-		px.srv.Close()
+	e.t.Cleanup(func() {
 		if err := p.Cleanup(); err != nil {
-			t.Errorf("Cleanup: %v", err)
+			e.t.Errorf("Cleanup: %v", err)
 		}
 	})
-	return px
+	return p
+}
+
+// restart replaces px's Provider by a new one on the same store (a proxy
+// restart or config reload) with the given session secrets.
+func (e *env) restart(px *proxy, secrets []string) {
+	if err := px.p.Cleanup(); err != nil {
+		e.t.Fatal(err)
+	}
+	px.p = e.provider(px, secrets)
 }
 
 func mfaPolicy() rules.MFAPolicy {

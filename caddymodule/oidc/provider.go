@@ -66,6 +66,9 @@ type Provider struct {
 	minBackoff, maxBackoff time.Duration
 
 	refreshes singleflight.Group
+
+	cleanup    sync.Once
+	cleanupErr error
 }
 
 // discovered is what the provider's discovery document told us.
@@ -148,11 +151,15 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	return p, nil
 }
 
-// Cleanup releases the session store and background work.
+// Cleanup releases the session store and background work. Calling it
+// again does nothing.
 func (p *Provider) Cleanup() error {
-	unregister(p)
-	p.cancel()
-	return p.sess.Close()
+	p.cleanup.Do(func() {
+		unregister(p)
+		p.cancel()
+		p.cleanupErr = p.sess.Close()
+	})
+	return p.cleanupErr
 }
 
 // Sessions is the session manager (its store is the truth about sessions).

@@ -201,3 +201,37 @@ func TestAdminRevoke(t *testing.T) {
 		})
 	}
 }
+
+func TestSessionsSurviveARestartAndAKeyRotation(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	px := e.proxies[0]
+	b := e.browser("li")
+	b.signIn(px)
+	const newSecret = "a-brand-new-secret-a-brand-new-secret"
+
+	t.Run("after a restart on the same file store the session still works", func(t *testing.T) {
+		e.restart(px, []string{testSecret})
+		if got := b.api(px.url + "/app"); got.status != http.StatusOK {
+			t.Fatalf("status %d", got.status)
+		}
+	})
+	t.Run("with a new secret first and the old one kept, old cookies still work", func(t *testing.T) {
+		e.restart(px, []string{newSecret, testSecret})
+		if got := b.api(px.url + "/app"); got.status != http.StatusOK {
+			t.Fatalf("status %d", got.status)
+		}
+	})
+	t.Run("new sessions are sealed with the new secret", func(t *testing.T) {
+		nb := e.browser("zhao")
+		nb.signIn(px)
+		e.restart(px, []string{newSecret})
+		if got := nb.api(px.url + "/app"); got.status != http.StatusOK {
+			t.Fatalf("status %d", got.status)
+		}
+	})
+	t.Run("once the old secret is removed, its cookies mean signed out", func(t *testing.T) {
+		if got := b.api(px.url + "/app"); got.status != http.StatusUnauthorized {
+			t.Fatalf("status %d", got.status)
+		}
+	})
+}
