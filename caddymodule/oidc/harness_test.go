@@ -67,6 +67,9 @@ type env struct {
 	idpOffset atomic.Int64
 	// idpDown makes the provider cut every connection.
 	idpDown atomic.Bool
+	// steps is the last TOTP step used per user (each step works once).
+	stepsMu sync.Mutex
+	steps   map[string]int64
 }
 
 type envOptions struct {
@@ -97,7 +100,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.proxies == 0 {
 		o.proxies = 1
 	}
-	e := &env{t: t, users: map[string]devidp.User{}}
+	e := &env{t: t, users: map[string]devidp.User{}, steps: map[string]int64{}}
 	idpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +266,6 @@ type browser struct {
 	hops       []*url.URL
 	logins     int
 	totpLogins int
-	lastStep   int64
 }
 
 func (e *env) browser(user string) *browser {
@@ -363,13 +365,14 @@ func (b *browser) form(base *url.URL, action, body string, v url.Values) *http.R
 // current and next step.
 func (b *browser) totpCode() string {
 	u := b.e.users[b.user]
-	now := time.Now()
-	cur := now.Unix() / 30
-	step := max(b.lastStep+1, cur-1)
+	cur := time.Now().Unix() / 30
+	b.e.stepsMu.Lock()
+	step := max(b.e.steps[b.user]+1, cur-1)
+	b.e.steps[b.user] = step
+	b.e.stepsMu.Unlock()
 	if step > cur+1 {
 		b.t.Fatalf("test signs %s in more than three times in 30 s", b.user)
 	}
-	b.lastStep = step
 	code, err := devidp.TOTP(u.TOTPSecret, time.Unix(step*30, 0))
 	if err != nil {
 		b.t.Fatal(err)
