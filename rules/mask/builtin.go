@@ -151,9 +151,18 @@ func allDigits(s string) bool {
 	return true
 }
 
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 // keepEnds keeps the first and last runes and writes c for the others.
 func keepEnds(dst []byte, s string, n, first, last int, c rune) []byte {
-	if n == len(s) && c < utf8.RuneSelf { // ASCII: bytes are runes
+	if c < utf8.RuneSelf && isASCII(s) { // bytes are runes
 		if first+last > n {
 			first, last = n, 0
 		}
@@ -224,31 +233,48 @@ func Email(dst []byte, s string) []byte {
 		dst = utf8.AppendRune(dst, r)
 	}
 	dst = append(dst, "***"...)
-	return append(dst, s[at:]...)
+	if utf8.ValidString(s[at:]) {
+		return append(dst, s[at:]...)
+	}
+	for _, r := range s[at:] { // invalid bytes become U+FFFD
+		dst = utf8.AppendRune(dst, r)
+	}
+	return dst
 }
 
 // Name keeps the first rune of every word and writes `*` for each other rune:
 // 张伟 → 张*, 李小明 → 李**, John Doe → J*** D**. Words are split at white
-// space, `·` and `-`, which stay. A name of one rune becomes `*`.
+// space, `·` and `-`, which stay. A word of one rune (an initial, or a
+// one-character name) becomes `*`: keeping it would show all of it.
 func Name(dst []byte, s string) []byte {
-	if utf8.RuneCountInString(s) == 1 {
-		return append(dst, star)
-	}
-	start := true
-	for _, r := range s {
-		switch {
-		case unicode.IsSpace(r) || r == '·' || r == '-':
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		if isNameSep(r) {
 			dst = utf8.AppendRune(dst, r)
-			start = true
-		case start:
+			s = s[n:]
+			continue
+		}
+		end := len(s) // the word is s[:end]
+		for k, r := range s {
+			if isNameSep(r) {
+				end = k
+				break
+			}
+		}
+		word := s[:end]
+		if utf8.RuneCountInString(word) >= 2 {
 			dst = utf8.AppendRune(dst, r)
-			start = false
-		default:
+			word = word[n:]
+		}
+		for range utf8.RuneCountInString(word) {
 			dst = append(dst, star)
 		}
+		s = s[end:]
 	}
 	return dst
 }
+
+func isNameSep(r rune) bool { return unicode.IsSpace(r) || r == '·' || r == '-' }
 
 // newCustom builds a keep-the-ends mask.
 func newCustom(c Custom) (Func, error) {

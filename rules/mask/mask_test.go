@@ -35,6 +35,9 @@ func TestBuiltins(t *testing.T) {
 		{"a Western name keeps each initial", "name", "John Doe", "J*** D**"},
 		{"a name with a middle dot keeps each part's initial", "name", "阿沛·阿旺晋美", "阿*·阿***"},
 		{"a one-rune name is hidden", "name", "李", "*"},
+		{"a one-rune name with spaces is hidden", "name", " 李 ", " * "},
+		{"an initial is hidden", "name", "J Doe", "* D**"},
+		{"a hyphenated name keeps each part's initial", "name", "Jean-Luc Picard", "J***-L** P*****"},
 		{"all hides every rune", "all", "张伟 ab", "*****"},
 	}
 	for _, c := range cases {
