@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,8 +381,10 @@ func TestBrowser(t *testing.T) {
 		if !strings.HasPrefix(res, "error: Refused (403)") || !strings.Contains(res, "stage") || !strings.Contains(res, "deals.update") {
 			t.Errorf("the page shows %q; want the proxy's 403 naming the field stage and the rule deals.update", res)
 		}
-		id := 0
-		fmt.Sscan(first.ID, &id)
+		id, err := strconv.Atoi(first.ID)
+		if err != nil {
+			t.Fatalf("the first deal row's id %q is not a number", first.ID)
+		}
 		if got := d.CRM.Data().Deals[id-1].Stage; got != first.Stage {
 			t.Errorf("the CRM's deal %d has stage %q after the refusal, want %q unchanged", id, got, first.Stage)
 		}
@@ -426,8 +429,10 @@ func TestBrowser(t *testing.T) {
 		// provider accepts the next step's code.
 		b.signIn("qian", time.Now().Add(30*time.Second))
 		b.waitFor("the ID number page has loaded", `document.getElementById("sensitive")?.dataset.loaded === "true"`)
-		id := 0
-		fmt.Sscan(rows[0].ID, &id)
+		id, err := strconv.Atoi(rows[0].ID)
+		if err != nil {
+			t.Fatalf("the first customer row's id %q is not a number", rows[0].ID)
+		}
 		c := d.CRM.Data().Customers[id-1]
 		if got := eval[string](b, `document.getElementById("s-id_card").textContent`); got != c.IDCard {
 			t.Errorf("after signing in again the page shows ID number %q, want %q", got, c.IDCard)
