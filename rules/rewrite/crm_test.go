@@ -3,8 +3,10 @@ package rewrite
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"testing"
 
+	"github.com/crmguard/crmguard/rules/internal/crmgen"
 	"github.com/crmguard/crmguard/rules/mask"
 )
 
@@ -185,6 +187,40 @@ func TestCRMShapes(t *testing.T) {
 			}
 			if st.RecordsIn != c.in || st.RecordsOut != c.out || len(st.IDs) != c.out {
 				t.Fatalf("records %d in, %d out, ids %q; want %d in, %d out", st.RecordsIn, st.RecordsOut, st.IDs, c.in, c.out)
+			}
+		})
+	}
+}
+
+func TestRewriteAgreesWithTheStdlibRoundTrip(t *testing.T) {
+	p := benchPlan()
+	if err := p.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	for seed := uint64(1); seed <= 5; seed++ {
+		t.Run("generated list "+string(rune('0'+seed))+" gives the same JSON as decode-edit-encode", func(t *testing.T) {
+			doc := crmgen.Customers(300, seed)
+			var st Stats
+			out, err := p.Rewrite(nil, doc, &st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := stdlibRewrite(doc, p.HashKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, exp map[string]any
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(want, &exp); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, exp) {
+				t.Fatal("the one-pass rewrite and the stdlib round trip differ")
+			}
+			if n := len(exp["list"].([]any)); n != st.RecordsOut || len(st.IDs) != n || st.RecordsIn != 300 {
+				t.Fatalf("stats %d in, %d out, %d ids; the stdlib kept %d", st.RecordsIn, st.RecordsOut, len(st.IDs), n)
 			}
 		})
 	}
