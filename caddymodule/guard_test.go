@@ -641,3 +641,34 @@ func TestAuthorizationHeader(t *testing.T) {
 		})
 	}
 }
+
+func TestShadowModeRequestBodies(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		maxBody int64
+		wantDec string
+	}{
+		{name: "a guarded field passes and is audited as a denial", body: `{"stage":"won"}`, wantDec: "deny"},
+		{name: "a body over max_body passes whole", body: `{"name":"` + strings.Repeat("x", 300) + `"}`, maxBody: 100, wantDec: "allow"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, sink := newTestGuard(t, guardSetup{user: zhang, shadow: true, maxBody: tt.maxBody})
+			req := httptest.NewRequest("PATCH", "/api/customers/7", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			up := jsonUpstream(`{"ok":true}`)
+			rec := serve(t, g, req, up)
+			if rec.Code != 200 {
+				t.Fatalf("shadow mode refused: %d %s", rec.Code, rec.Body)
+			}
+			if string(up.gotBody) != tt.body {
+				t.Errorf("the CRM got %d bytes, want the whole %d-byte body", len(up.gotBody), len(tt.body))
+			}
+			ev := sink.last(t)
+			if !ev.Shadow || ev.Decision != tt.wantDec || ev.Reason == "" {
+				t.Errorf("audit: %+v", ev)
+			}
+		})
+	}
+}
