@@ -131,7 +131,7 @@ func (p *Provider) refreshLocked(ctx context.Context, d *session.Data) (*session
 		return p.awaitRefresh(ctx, d)
 	}
 	defer release()
-	cur, err := store.Get(ctx, d.ID)
+	cur, err := p.sess.Get(ctx, d.ID)
 	if errors.Is(err, session.ErrNotFound) {
 		return nil, nil
 	}
@@ -187,11 +187,11 @@ func (p *Provider) refreshLocked(ctx context.Context, d *session.Data) (*session
 	}
 	cur.TokenExpiry = tok.Expiry
 	for range 5 {
-		err = store.Update(ctx, cur)
+		err = p.sess.Update(ctx, cur)
 		if !errors.Is(err, session.ErrConflict) {
 			break
 		}
-		latest, gerr := store.Get(ctx, cur.ID)
+		latest, gerr := p.sess.Get(ctx, cur.ID)
 		if gerr != nil {
 			return nil, nil
 		}
@@ -221,7 +221,7 @@ func (p *Provider) awaitRefresh(ctx context.Context, d *session.Data) (*session.
 			return p.graceOrFail(d, ctx.Err())
 		case <-t.C:
 		}
-		cur, err := p.sess.Store().Get(ctx, d.ID)
+		cur, err := p.sess.Get(ctx, d.ID)
 		if errors.Is(err, session.ErrNotFound) {
 			return nil, nil
 		}

@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -45,7 +46,7 @@ func TestBrowserSignIn(t *testing.T) {
 			t.Errorf("a first sign-in sent prompt=%q", q.Get("prompt"))
 		}
 	})
-	t.Run("the session cookie is small, HttpOnly-sealed and holds no token", func(t *testing.T) {
+	t.Run("the session cookie is small and holds no token; the store holds the tokens sealed", func(t *testing.T) {
 		c := b.cookie(px, "crmguard_session")
 		if c == nil {
 			t.Fatal("no session cookie")
@@ -57,16 +58,24 @@ func TestBrowserSignIn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := px.p.sess.Store().Get(t.Context(), string(id))
+		d, err := px.p.sess.Get(t.Context(), string(id))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if d.AccessToken == "" || d.IDToken == "" || d.RefreshToken == "" {
-			t.Fatalf("the store lacks tokens: %+v", d)
+			t.Fatalf("the session lacks tokens: %+v", d)
 		}
+		raw, err := px.p.sess.Store().Get(t.Context(), string(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, _ := json.Marshal(raw)
 		for _, tok := range []string{d.AccessToken, d.IDToken, d.RefreshToken} {
 			if strings.Contains(c.Value, tok) {
 				t.Fatal("the cookie contains a token")
+			}
+			if strings.Contains(string(stored), tok) {
+				t.Fatal("the store holds a token in clear")
 			}
 		}
 	})

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,6 +28,7 @@ func (p pooled) Destruct() error { return p.Store.Close() }
 type Manager struct {
 	cfg      Config
 	codec    *Codec
+	tokens   *Codec
 	store    Store
 	storeKey string
 	// Now is the clock (tests move it); nil means time.Now.
@@ -45,6 +47,10 @@ func NewManager(ctx context.Context, cfg Config, dataDir string) (*Manager, erro
 	if err != nil {
 		return nil, err
 	}
+	tokens, err := NewCodec(cfg.Secrets, "session tokens")
+	if err != nil {
+		return nil, err
+	}
 	key, open, err := storeOpener(ctx, cfg.Store, dataDir)
 	if err != nil {
 		return nil, err
@@ -59,7 +65,7 @@ func NewManager(ctx context.Context, cfg Config, dataDir string) (*Manager, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{cfg: cfg, codec: codec, store: v.(pooled).Store, storeKey: key}, nil
+	return &Manager{cfg: cfg, codec: codec, tokens: tokens, store: v.(pooled).Store, storeKey: key}, nil
 }
 
 func storeOpener(ctx context.Context, spec, dataDir string) (string, func() (Store, error), error) {
@@ -82,8 +88,63 @@ func (m *Manager) Close() error {
 	return err
 }
 
-// Store is the session store.
+// Store is the session store. Its Data carries the tokens sealed; use
+// Manager.Get and Manager.Update to read and write them in clear.
 func (m *Manager) Store() Store { return m.store }
+
+type sealedTokens struct {
+	ID      string `json:"i,omitempty"`
+	Access  string `json:"a,omitempty"`
+	Refresh string `json:"r,omitempty"`
+}
+
+func tokensAAD(id string) []byte { return []byte("session tokens " + id) }
+
+// seal returns a copy of d whose tokens are only in Sealed.
+func (m *Manager) seal(d *Data) *Data {
+	c := *d
+	b, _ := json.Marshal(sealedTokens{ID: d.IDToken, Access: d.AccessToken, Refresh: d.RefreshToken})
+	c.Sealed = m.tokens.Seal(b, tokensAAD(d.ID))
+	c.IDToken, c.AccessToken, c.RefreshToken = "", "", ""
+	return &c
+}
+
+// open puts the tokens of a stored session back in clear; a session whose
+// tokens no configured key opens is ErrNotFound.
+func (m *Manager) open(d *Data) (*Data, error) {
+	if d.Sealed == "" {
+		return d, nil
+	}
+	b, err := m.tokens.Open(d.Sealed, tokensAAD(d.ID))
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	var t sealedTokens
+	if json.Unmarshal(b, &t) != nil {
+		return nil, ErrNotFound
+	}
+	d.IDToken, d.AccessToken, d.RefreshToken, d.Sealed = t.ID, t.Access, t.Refresh, ""
+	return d, nil
+}
+
+// Get reads a session with its tokens in clear (ErrNotFound when it is
+// gone or its tokens were sealed with a key no longer configured).
+func (m *Manager) Get(ctx context.Context, id string) (*Data, error) {
+	d, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return m.open(d)
+}
+
+// Update writes d (tokens sealed) if nobody changed it since it was read;
+// see Store.Update.
+func (m *Manager) Update(ctx context.Context, d *Data) error {
+	c := m.seal(d)
+	err := m.store.Update(ctx, c)
+	d.Version = c.Version
+	return err
+}
 
 // Config is the effective configuration (defaults applied).
 func (m *Manager) Config() Config { return m.cfg }
@@ -144,7 +205,7 @@ func (m *Manager) Load(r *http.Request) (*Data, error) {
 	if id == "" {
 		return nil, nil
 	}
-	d, err := m.store.Get(r.Context(), id)
+	d, err := m.Get(r.Context(), id)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -170,7 +231,7 @@ func (m *Manager) Touch(ctx context.Context, d *Data) error {
 	}
 	d.LastSeen = now
 	d.IdleUntil = now.Add(idle)
-	if err := m.store.Update(ctx, d); err != nil && !errors.Is(err, ErrConflict) {
+	if err := m.Update(ctx, d); err != nil && !errors.Is(err, ErrConflict) {
 		return err
 	}
 	return nil
@@ -184,9 +245,11 @@ func (m *Manager) Start(w http.ResponseWriter, r *http.Request, d *Data) error {
 	d.Created, d.LastSeen = now, now
 	d.Expires = now.Add(time.Duration(m.cfg.Lifetime))
 	d.IdleUntil = now.Add(time.Duration(m.cfg.IdleTimeout))
-	if err := m.store.Create(r.Context(), d); err != nil {
+	c := m.seal(d)
+	if err := m.store.Create(r.Context(), c); err != nil {
 		return err
 	}
+	d.Version = c.Version
 	m.SetCookie(w, r, m.cfg.CookieName, m.codec.Seal([]byte(d.ID), []byte(m.cfg.CookieName)), int(time.Duration(m.cfg.Lifetime)/time.Second))
 	return nil
 }

@@ -222,6 +222,24 @@ func TestManagerCookies(t *testing.T) {
 			t.Fatalf("%s (%d bytes)", c, len(c.String()))
 		}
 	})
+	t.Run("the store holds the tokens only sealed, bound to the session id", func(t *testing.T) {
+		raw, err := m.Store().Get(context.Background(), d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw.IDToken != "" || raw.AccessToken != "" || raw.Sealed == "" || strings.Contains(raw.Sealed, "ttt") {
+			t.Fatalf("stored %+v", raw)
+		}
+		moved := *raw
+		moved.ID = RandomID(32)
+		if _, err := m.open(&moved); !errors.Is(err, ErrNotFound) {
+			t.Fatal("sealed tokens opened under another session id")
+		}
+		got, err := m.Get(context.Background(), d.ID)
+		if err != nil || got.IDToken != d.IDToken || got.AccessToken != d.AccessToken {
+			t.Fatalf("Get did not open the tokens: %v", err)
+		}
+	})
 	t.Run("the cookie loads the session", func(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.AddCookie(c)

@@ -50,6 +50,10 @@ type Data struct {
 	IdleUntil time.Time `json:"idle_until"`
 	// Version counts updates; Store.Update compares it.
 	Version int64 `json:"version"`
+	// Sealed holds IDToken, AccessToken and RefreshToken encrypted with
+	// the session keys while the session is in the store (Manager seals
+	// and opens it), so the store never holds the tokens in clear.
+	Sealed string `json:"sealed,omitempty"`
 }
 
 // Deadline is when the store may forget the session.
