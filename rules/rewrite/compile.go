@@ -38,6 +38,7 @@ func strength(a Action) int {
 	return 4
 }
 
+// build checks the plan and derives its compiled form.
 func (p *Plan) build() (*compiled, error) {
 	c := &compiled{auditSlot: -1, maxDepth: p.MaxDepth, nkeys: len(p.Keys), dropKey: "expose:dropped"}
 	if c.maxDepth <= 0 {

@@ -13,6 +13,7 @@ type macKey struct {
 	inner, outer []byte // sha256 states after the ipad and opad blocks
 }
 
+// newMacKey prepares key (hashed first when longer than a block).
 func newMacKey(key []byte) *macKey {
 	if len(key) > sha256.BlockSize {
 		s := sha256.Sum256(key)
@@ -41,6 +42,7 @@ type mac struct {
 	buf     []byte
 }
 
+// newMac returns a MAC state for k.
 func newMac(k *macKey) *mac {
 	return &mac{k: k, in: sha256.New(), out: sha256.New(), buf: make([]byte, 0, sha256.Size)}
 }

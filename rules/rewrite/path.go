@@ -33,9 +33,12 @@ var gjsonModifiers = []string{
 // ParsePath compiles a field path: the checked subset of gjson path syntax
 // (`a.b`, `a.#.b`, `a.0`, `*` and `?` in keys matching every key they fit, `\`
 // escapes such as `@odata\.etag` or `a\.b`), plus `**` for any depth (`**.key`).
-// "@this" (or "") is the value itself. gjson modifiers (`@reverse`…),
-// queries (`#(...)`), multipaths and pipes are refused with an error naming
-// the part.
+// "@this" (or "") is the value itself. `#` stands alone for every element of
+// an array (also last: gjson's element count is no field); a number names an
+// array index and the object key of the same text. gjson modifiers
+// (`@reverse`…), queries (`#(...)`), multipaths and pipes are refused with
+// an error naming the part; a key that starts with `@` and is no modifier
+// name (`@odata\.etag`) is a key.
 func ParsePath(s string) (Path, error) {
 	if s == "" || s == "@this" {
 		return Path{}, nil

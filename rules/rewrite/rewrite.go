@@ -100,6 +100,7 @@ type rewriter struct {
 	mac                    *mac
 }
 
+// rewrite is Plan.Rewrite.
 func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 	if len(doc) >= math.MaxInt32 {
 		return dst, fmt.Errorf("rewrite: a document of %d bytes is too large", len(doc))
@@ -229,6 +230,9 @@ type child struct {
 	docPos   int32
 }
 
+// run scans the whole document once, without recursion: a value starts
+// at the top of the loop, and the inner loop closes containers and moves to
+// the next member or element.
 func (rw *rewriter) run() error {
 	doc := rw.doc
 	c := rw.c

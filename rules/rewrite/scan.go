@@ -67,6 +67,7 @@ func utf8Len(doc []byte, i int) int {
 	return 0
 }
 
+// skipWS returns the offset of the first non-space byte from i.
 func skipWS(doc []byte, i int) int {
 	for i < len(doc) && ws[doc[i]] {
 		i++
