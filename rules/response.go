@@ -464,4 +464,6 @@ func fillLists(n *pnode, cs *condState) {
 }
 
 // head reports a HEAD request: its answer has no body to rewrite.
-func (d *Decision) head() bool { return d.req != nil && strings.EqualFold(d.req.Method, http.MethodHead) }
+func (d *Decision) head() bool {
+	return d.req != nil && strings.EqualFold(d.req.Method, http.MethodHead)
+}
