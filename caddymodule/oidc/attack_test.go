@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -259,6 +260,14 @@ func TestCallbackAttacks(t *testing.T) {
 		got := get(b, cb.String())
 		if got.status != http.StatusUnauthorized || !strings.Contains(got.body, "refused the authorization code") {
 			t.Fatalf("status %d %.300s", got.status, got.body)
+		}
+		audited := false
+		for _, en := range px.logs.FilterMessage("sign-in refused").All() {
+			m := en.ContextMap()
+			audited = audited || (strings.Contains(fmt.Sprint(m["reason"]), "authorization code") && m["error"] != "")
+		}
+		if !audited {
+			t.Fatal("the refused code is not audited with the provider's error")
 		}
 	})
 	t.Run("a response naming another issuer (RFC 9207) is refused", func(t *testing.T) {
