@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -71,6 +72,30 @@ type GuardOptions struct {
 type Guard struct {
 	opt      GuardOptions
 	scrubber *headerScrubber
+	routes   atomic.Pointer[routeIndex]
+}
+
+// routeIndex says which routes of a rule set rewrite answers.
+type routeIndex struct {
+	set      *rules.Set
+	rewrites map[string]bool
+}
+
+// rewrites reports whether the route with id rewrites answers under set.
+// The index is rebuilt once per rule set (after a reload).
+func (g *Guard) rewrites(set *rules.Set, id string) bool {
+	if id == "" {
+		return false
+	}
+	idx := g.routes.Load()
+	if idx == nil || idx.set != set {
+		idx = &routeIndex{set: set, rewrites: map[string]bool{}}
+		for _, ri := range set.Routes() {
+			idx.rewrites[ri.ID] = ri.Rewrites
+		}
+		g.routes.Store(idx)
+	}
+	return idx.rewrites[id]
 }
 
 // NewGuard returns a Guard for opt.
@@ -108,6 +133,8 @@ type exchange struct {
 	d     *rules.Decision
 	// shadow: decide and audit, never block or rewrite.
 	shadow bool
+	// rewrites: the matched route rewrites answers.
+	rewrites bool
 }
 
 // ServeHTTP judges r, passes it to next when allowed and rewrites the
@@ -156,6 +183,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			ident = id
 			user, err = resolveUser(p, set, id)
 			if err != nil {
+				x.ev.User = id.Subject
 				return x.refuse(w, refusal{Status: http.StatusForbidden, Reason: "Your sign-in could not be mapped to a CRM user: " + err.Error()}, "deny")
 			}
 		}
@@ -174,6 +202,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	}
 	x.ev.Route = d.RouteID
 	x.ev.Reason = d.Reason
+	x.rewrites = g.rewrites(set, d.RouteID)
 
 	switch d.Outcome {
 	case rules.Deny:
@@ -342,12 +371,13 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 		h.Set(HeaderUser, user.ID)
 		h.Set(HeaderRoles, strings.Join(user.Roles, ","))
 	}
-	if isUpgrade(x.r) {
+	if !x.rewrites || isUpgrade(x.r) {
 		return
 	}
-	// Whether an answer will need rewriting is only known from its
-	// headers, so every guarded request asks for an identity-encoded,
-	// complete answer; Caddy's `encode` can compress towards the client.
+	// On a rewriting route the CRM must answer with a document the
+	// rewriter can read whole: uncompressed (Caddy's `encode` can
+	// compress towards the client; a CRM that compresses anyway is
+	// decoded, or refused when the coding is unknown) and never partial.
 	h.Set("Accept-Encoding", "identity")
 	h.Del("Range")
 	h.Del("If-Range")
@@ -371,6 +401,14 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 	rec := newRecorder(w, buf, x.g.opt.MaxBody, func(status int, h http.Header) bool {
 		if !x.d.Public && !x.shadow {
 			privatise(h)
+		}
+		if x.rewrites && !x.shadow && x.r.Method == http.MethodHead {
+			// A HEAD answer on a rewriting route describes the CRM's
+			// bytes, not what a GET would return: no length, no
+			// validators, no caching.
+			h.Del("Content-Length")
+			dropValidators(h)
+			h.Set("Cache-Control", "private, no-store")
 		}
 		buffer, b := x.d.InspectResponse(status, h)
 		if b != nil {

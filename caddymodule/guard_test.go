@@ -330,6 +330,21 @@ func TestUpstreamRequestHeaders(t *testing.T) {
 	}
 }
 
+func TestRangeAndEncodingPassOnRoutesThatDoNotRewrite(t *testing.T) {
+	g, _ := newTestGuard(t, guardSetup{user: zhang})
+	req := httptest.NewRequest("GET", "/files/manual.pdf", nil)
+	req.Header.Set("Range", "bytes=0-10")
+	req.Header.Set("Accept-Encoding", "gzip")
+	up := &upstream{status: 206, header: http.Header{"Content-Type": {"application/pdf"}, "Content-Range": {"bytes 0-10/100"}}, body: []byte("%PDF-1.7 ab")}
+	rec := serve(t, g, req, up)
+	if up.got.Header.Get("Range") != "bytes=0-10" || up.got.Header.Get("Accept-Encoding") != "gzip" {
+		t.Errorf("headers at the CRM: %v", up.got.Header)
+	}
+	if rec.Code != 206 || rec.Body.String() != "%PDF-1.7 ab" {
+		t.Errorf("a partial answer on a route that does not rewrite must pass: %d %q", rec.Code, rec.Body)
+	}
+}
+
 func TestConfiguredStripHeaders(t *testing.T) {
 	set := loadTestRules(t)
 	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang},
