@@ -39,6 +39,9 @@ func normalizePath(escaped string) (string, []string, error) {
 	}
 	// Split on raw slashes first: an encoded slash is refused below, so
 	// every separator the upstream sees is a raw one.
+	if n := strings.Count(escaped, "/"); n > maxSegments {
+		return "", nil, fmt.Errorf("%w: the path has %d segments, more than %d", errAmbiguousPath, n, maxSegments)
+	}
 	raw := strings.Split(escaped[1:], "/")
 	out := make([]string, 0, len(raw))
 	for _, rs := range raw {
@@ -63,6 +66,10 @@ func normalizePath(escaped string) (string, []string, error) {
 	}
 	return "/" + strings.Join(out, "/"), out, nil
 }
+
+// maxSegments bounds the number of segments of a request path (counted
+// before dot segments and empty segments are removed).
+const maxSegments = 256
 
 func decodeSegment(s string) (string, error) {
 	var b []byte
@@ -139,8 +146,9 @@ func unhex(c byte) byte {
 
 // pattern is a compiled route path pattern.
 type pattern struct {
-	src  string
-	segs []patSeg
+	src   string
+	segs  []patSeg
+	rests int // how many ** the pattern holds
 }
 
 type segKind int
@@ -170,6 +178,7 @@ func parsePattern(p string) (*pattern, error) {
 			continue
 		case s == "**":
 			pat.segs = append(pat.segs, patSeg{kind: segRest})
+			pat.rests++
 		case s == "*":
 			pat.segs = append(pat.segs, patSeg{kind: segStar})
 		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
@@ -208,9 +217,63 @@ func validIdent(s string) bool {
 	return true
 }
 
-// match matches path segments; params receives the {name} captures.
+// match matches path segments; params receives the {name} captures. A
+// pattern with several ** is matched with a memo of failed positions, so
+// that a long path cannot make matching explode.
 func (p *pattern) match(segs []string, params map[string]string) bool {
-	return matchSegs(p.segs, segs, params)
+	if p.rests <= 1 {
+		return matchSegs(p.segs, segs, params)
+	}
+	m := &memoMatch{pat: p.segs, segs: segs, params: params, failed: make([]bool, (len(p.segs)+1)*(len(segs)+1))}
+	return m.run(0, 0)
+}
+
+type memoMatch struct {
+	pat    []patSeg
+	segs   []string
+	params map[string]string
+	failed []bool // by pattern index * (len(segs)+1) + segment index
+	steps  int    // states computed (each at most once)
+}
+
+func (m *memoMatch) run(pi, si int) bool {
+	slot := pi*(len(m.segs)+1) + si
+	if m.failed[slot] {
+		return false
+	}
+	m.steps++
+	ok := m.step(pi, si)
+	if !ok {
+		m.failed[slot] = true
+	}
+	return ok
+}
+
+func (m *memoMatch) step(pi, si int) bool {
+	if pi == len(m.pat) {
+		return si == len(m.segs)
+	}
+	ps := m.pat[pi]
+	if ps.kind == segRest {
+		for j := len(m.segs); j >= si; j-- {
+			if m.run(pi+1, j) {
+				return true
+			}
+		}
+		return false
+	}
+	if si == len(m.segs) {
+		return false
+	}
+	switch ps.kind {
+	case segLit:
+		if !equalFoldSegment(ps.text, m.segs[si]) {
+			return false
+		}
+	case segParam:
+		m.params[ps.text] = m.segs[si]
+	}
+	return m.run(pi+1, si+1)
 }
 
 func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {

@@ -55,6 +55,7 @@ func TestPathsAServerCouldReadDifferentlyAreRefused(t *testing.T) {
 		{"a trailing space that Windows drops", "/api/customers/export%20", "ends in \" \""},
 		{"dot segments above the root", "/../api/customers", "climbs above the root"},
 		{"a path that does not start with a slash", "api/customers", "does not start with /"},
+		{"a path of too many segments", "/" + strings.Repeat("a/", 300), "more than 256"},
 		{"a fullwidth slash", "/api/customers%EF%BC%8Fexport", "best-fit"},
 		{"a fullwidth full stop pair", "/api/%EF%BC%8E%EF%BC%8E/admin", "best-fit"},
 		{"a division slash", "/api/customers%E2%88%95export", "best-fit"},
@@ -164,6 +165,9 @@ func TestPathPatterns(t *testing.T) {
 		{"** matches nothing", "/api/**", "/api", true, nil},
 		{"** in the middle", "/api/**/export", "/api/a/b/export", true, nil},
 		{"** in the middle needs the tail", "/api/**/export", "/api/a/b", false, nil},
+		{"two ** match around a literal", "/a/**/x/**/y", "/a/1/x/2/3/y", true, nil},
+		{"two ** need their literals", "/a/**/x/**/y", "/a/1/x/2/3", false, nil},
+		{"two ** capture the parameter of the match", "/a/**/{id}/x/**", "/a/1/7/x/2", true, map[string]string{"id": "7"}},
 		{"non-ASCII literals match themselves", "/客户", "/客户", true, nil},
 		{"non-ASCII literals ignore case as Windows does", "/api/Übersicht", "/api/%C3%BCbersicht", true, nil},
 		{"non-ASCII literals do not match other letters", "/api/客户", "/api/客房", false, nil},
@@ -217,4 +221,28 @@ func FuzzNormalizePath(f *testing.F) {
 			t.Fatalf("normalizePath(%q) = %q, but again gives %q, %v", in, got, again, err)
 		}
 	})
+}
+
+// TestALongPathCannotMakeMatchingExplode: with several ** in a pattern, a
+// path of the longest accepted length that nearly matches computes each
+// (pattern position, path position) state at most once.
+func TestALongPathCannotMakeMatchingExplode(t *testing.T) {
+	p, err := parsePattern("/a/**/x/**/x/**/x/**/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, segs, err := normalizePath("/a/" + strings.Repeat("x/", 250) + "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &memoMatch{pat: p.segs, segs: segs, params: map[string]string{}, failed: make([]bool, (len(p.segs)+1)*(len(segs)+1))}
+	if m.run(0, 0) {
+		t.Fatal("matched a path without the final y")
+	}
+	if limit := (len(p.segs) + 1) * (len(segs) + 1); m.steps > limit {
+		t.Fatalf("%d states computed, more than the %d that exist", m.steps, limit)
+	}
+	if p.match(segs, map[string]string{}) {
+		t.Fatal("match disagrees with the memo")
+	}
 }
