@@ -238,7 +238,16 @@ func TestCallbackAttacks(t *testing.T) {
 	})
 	t.Run("a code issued to another client is refused and audited", func(t *testing.T) {
 		b := e.browser("zhao")
-		// A code for client "other".
+		// The proxy's own sign-in, up to its callback.
+		cb, fc := captureCallback(t, b, px, px.url+"/app")
+		raw, err := px.p.flows.Open(fc.Value, []byte(fc.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f flow
+		_ = json.Unmarshal(raw, &f)
+		// A code for client "other", even with the proxy's PKCE challenge,
+		// so that only the client differs.
 		var code string
 		b.stop = func(u *url.URL) bool {
 			if u.Host == "127.0.0.1:1" {
@@ -248,12 +257,12 @@ func TestCallbackAttacks(t *testing.T) {
 			return false
 		}
 		b.visit(e.idpURL + "/authorize?" + url.Values{"client_id": {"other"}, "redirect_uri": {"http://127.0.0.1:1/cb"},
-			"response_type": {"code"}, "scope": {"openid"}, "state": {"s-" + session.RandomID(16)}, "nonce": {"n"}}.Encode())
+			"response_type": {"code"}, "scope": {"openid"}, "state": {"s-" + session.RandomID(16)}, "nonce": {f.Nonce},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(f.Verifier)}, "code_challenge_method": {"S256"}}.Encode())
+		b.stop = nil
 		if code == "" {
 			t.Fatal("no code for the other client")
 		}
-		// The proxy's own sign-in, with that code swapped in.
-		cb, _ := captureCallback(t, b, px, px.url+"/app")
 		q := cb.Query()
 		q.Set("code", code)
 		cb.RawQuery = q.Encode()
@@ -264,10 +273,13 @@ func TestCallbackAttacks(t *testing.T) {
 		audited := false
 		for _, en := range px.logs.FilterMessage("sign-in refused").All() {
 			m := en.ContextMap()
-			audited = audited || (strings.Contains(fmt.Sprint(m["reason"]), "authorization code") && m["error"] != "")
+			audited = audited || (strings.Contains(fmt.Sprint(m["reason"]), "authorization code") && m["error"] == "invalid_grant")
 		}
 		if !audited {
-			t.Fatal("the refused code is not audited with the provider's error")
+			t.Fatal("the refused code is not audited with the provider's invalid_grant")
+		}
+		if b.cookie(px, "crmguard_session") != nil {
+			t.Fatal("a session was created")
 		}
 	})
 	t.Run("a response naming another issuer (RFC 9207) is refused", func(t *testing.T) {
