@@ -103,7 +103,8 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		header = http.Header{}
 	}
 
-	if bad := methodOverride(method, query, header); bad != "" {
+	fq, fh := foldKeys(query), foldKeys(header)
+	if bad := methodOverride(method, fq, fh); bad != "" {
 		return d.finish(Deny, http.StatusBadRequest, bad)
 	}
 
@@ -111,7 +112,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	params := map[string]string{}
 	for _, cand := range s.routes {
 		clear(params)
-		ok, bad := cand.matches(method, segs, query, header, params)
+		ok, bad := cand.matches(method, segs, fq, fh, params)
 		if bad != "" {
 			d.RouteID = cand.id
 			return d.finish(Deny, http.StatusBadRequest, bad)
@@ -324,10 +325,11 @@ func oneValue(vs []string) (string, bool) {
 	return vs[0], true
 }
 
-// matches tries the route on a request. bad is a reason to refuse the
+// matches tries the route on a request; q and h are the query parameters
+// and headers by lower-case name (foldKeys). bad is a reason to refuse the
 // request as unjudgeable (a matched-on query parameter given twice with
 // different values).
-func (rt *route) matches(method string, segs []string, q url.Values, h http.Header, params map[string]string) (ok bool, bad string) {
+func (rt *route) matches(method string, segs []string, q, h map[string][]string, params map[string]string) (ok bool, bad string) {
 	if rt.methods != nil && !contains(rt.methods, method) {
 		return false, ""
 	}
@@ -335,7 +337,7 @@ func (rt *route) matches(method string, segs []string, q url.Values, h http.Head
 		return false, ""
 	}
 	for _, m := range rt.query {
-		vs := foldValues(q, m.name)
+		vs := q[lowerASCII(m.name)]
 		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
 			return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}
@@ -344,7 +346,7 @@ func (rt *route) matches(method string, segs []string, q url.Values, h http.Head
 		}
 	}
 	for _, m := range rt.headers {
-		vs := foldValues(h, m.name)
+		vs := h[lowerASCII(m.name)]
 		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
 			return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}
@@ -355,17 +357,32 @@ func (rt *route) matches(method string, segs []string, q url.Values, h http.Head
 	return true, ""
 }
 
-// foldValues collects the values of every key that equals name without
-// regard to ASCII case: many servers read query parameters and headers
-// case-insensitively, so FORMAT=csv must not slip past a format matcher.
-func foldValues(m map[string][]string, name string) []string {
-	var out []string
+// foldKeys indexes query parameters or headers by their lower-case
+// (ASCII) name, merging the values of names that differ only in case:
+// many servers read them case-insensitively, so FORMAT=csv must not slip
+// past a format matcher.
+func foldKeys(m map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(m))
 	for k, vs := range m {
-		if equalFoldASCII(k, name) {
-			out = append(out, vs...)
-		}
+		lk := lowerASCII(k)
+		out[lk] = append(out[lk], vs...)
 	}
 	return out
+}
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func oneValueFold(vs []string) (string, bool) {
@@ -452,15 +469,15 @@ var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Met
 // methodOverride refuses a request that asks the server, through a header
 // or the _method query parameter, to treat it as another method than the
 // one the routes are matched on.
-func methodOverride(method string, q url.Values, h http.Header) string {
+func methodOverride(method string, q, h map[string][]string) string {
 	for _, name := range overrideHeaders {
-		for _, v := range foldValues(h, name) {
+		for _, v := range h[lowerASCII(name)] {
 			if !strings.EqualFold(strings.TrimSpace(v), method) {
 				return fmt.Sprintf("the request asks to be treated as %q through %s; the proxy judges the real method %s only", v, name, method)
 			}
 		}
 	}
-	for _, v := range foldValues(q, "_method") {
+	for _, v := range q["_method"] {
 		if !strings.EqualFold(strings.TrimSpace(v), method) {
 			return fmt.Sprintf("the request asks to be treated as %q through the _method parameter; the proxy judges the real method %s only", v, method)
 		}
