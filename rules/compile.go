@@ -55,7 +55,7 @@ type route struct {
 
 // matcher is one query or header condition of a route.
 type matcher struct {
-	name    string   // query key, or canonical header name
+	name    string   // query key or header name, in lower case
 	values  []string // any of these (exact); empty: see present
 	present bool     // with no values: true = must be present, false = must be absent
 }

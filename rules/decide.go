@@ -337,7 +337,7 @@ func (rt *route) matches(method string, segs []string, q, h map[string][]string,
 		return false, ""
 	}
 	for _, m := range rt.query {
-		vs := q[lowerASCII(m.name)]
+		vs := q[m.name]
 		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
 			return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}
@@ -346,7 +346,7 @@ func (rt *route) matches(method string, segs []string, q, h map[string][]string,
 		}
 	}
 	for _, m := range rt.headers {
-		vs := h[lowerASCII(m.name)]
+		vs := h[m.name]
 		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
 			return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
 		}

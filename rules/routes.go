@@ -3,7 +3,6 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/crmguard/crmguard/rules/mask"
@@ -247,10 +246,7 @@ func (l *loader) match(r *route, n *yaml.Node, key string) {
 			ms, _ := l.entries(e.val, fk)
 			for _, m := range ms {
 				mk := joinKey(fk, m.name)
-				mt := matcher{name: m.name}
-				if e.name == "headers" {
-					mt.name = http.CanonicalHeaderKey(m.name)
-				}
+				mt := matcher{name: lowerASCII(m.name)}
 				v := resolve(m.val)
 				switch {
 				case v.Kind == yaml.ScalarNode && v.Tag == "!!bool":
