@@ -2,6 +2,11 @@ package caddymodule
 
 import (
 	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/crmguard/crmguard/caddymodule/oidc"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
@@ -15,3 +20,14 @@ func mustURL(s string) *url.URL {
 }
 
 func httpcaddyfileServerType() httpcaddyfile.ServerType { return httpcaddyfile.ServerType{} }
+
+type oidcConfig = oidc.Config
+
+func proxyBrokenRules(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "broken.yaml")
+	if err := os.WriteFile(p, []byte("version: 1\nroutes:\n  - id: a\n    allow: [nobody]\n    bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
