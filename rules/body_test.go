@@ -179,3 +179,15 @@ func FuzzBodyGuardNeverMissesAField(f *testing.F) {
 		}
 	})
 }
+
+func TestBodyGuardsOnAPublicRouteJudgeAnonymousRequests(t *testing.T) {
+	s := mustLoad(t, "version: 1\nroles: {staff: {}}\nroutes:\n  - id: signup\n    match: {path: /signup}\n    allow: public\n    body: {role: {deny_unless: '\"staff\" in user.roles'}}\n")
+	d := s.Decide(nil, request("POST", "/signup"))
+	if d.Outcome != Allow || !d.GuardsBody() {
+		t.Fatalf("outcome %d, guards %v", d.Outcome, d.GuardsBody())
+	}
+	be := d.CheckBody("application/json", []byte(`{"name":"x","role":"admin"}`))
+	if be == nil || be.Status != 403 || !strings.Contains(be.Reason, "an anonymous user") {
+		t.Fatalf("body error %+v", be)
+	}
+}

@@ -155,6 +155,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 				return d.finish(Deny, http.StatusForbidden, reason)
 			}
 		}
+		d.noteGuards(rt)
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
 	required := s.mfa.Required
@@ -208,12 +209,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		d.exportOK = true
 		d.Audit.Export.Approved = true
 	}
-	// Body guards that apply to this user.
-	for _, g := range rt.body {
-		if d.guardApplies(g) {
-			d.guards = append(d.guards, g)
-		}
-	}
+	d.noteGuards(rt)
 	return d.finish(Allow, 0, fmt.Sprintf("%s may call %s", rolesPhrase(u), rt.id))
 }
 
@@ -228,6 +224,15 @@ func (d *Decision) holds(rt *route) (bool, string) {
 		return false, fmt.Sprintf("route %s: the condition %q does not hold", rt.id, rt.when.src)
 	}
 	return true, ""
+}
+
+// noteGuards keeps the route's body guards that apply to this user.
+func (d *Decision) noteGuards(rt *route) {
+	for _, g := range rt.body {
+		if d.guardApplies(g) {
+			d.guards = append(d.guards, g)
+		}
+	}
 }
 
 func (d *Decision) guardApplies(g *bodyGuard) bool {
@@ -259,6 +264,9 @@ func hasAny(u *User, roles []string) bool {
 }
 
 func rolesPhrase(u *User) string {
+	if u == nil {
+		return "an anonymous user"
+	}
 	switch len(u.Roles) {
 	case 0:
 		return fmt.Sprintf("user %s (no roles)", u.ID)

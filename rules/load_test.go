@@ -124,6 +124,9 @@ func TestABadRuleFileIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 		{"a pattern with a partial wildcard is an error", head +
 			"  - id: a\n    match: {path: /a/*.csv}\n    allow: [sales]\n",
 			[]string{"routes[0].match.path", "whole segments"}},
+		{"an empty allow list is an error", head +
+			"  - id: a\n    match: {path: /a}\n    allow: []\n",
+			[]string{"routes[0].allow: an empty allow list admits nobody"}},
 		{"a route with neither allow nor deny is an error", head +
 			"  - id: a\n    match: {path: /a}\n",
 			[]string{"routes[0].allow: missing"}},

@@ -82,6 +82,9 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 			if r.public && len(list) > 1 {
 				l.errorf(e.val, ak, "public cannot be combined with other entries")
 			}
+			if len(list) == 0 {
+				l.errorf(e.val, ak, "an empty allow list admits nobody; write deny: <reason> to close a route")
+			}
 			l.useRoles(e.val, ak, r.allow)
 		}
 	}
