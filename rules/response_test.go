@@ -379,6 +379,14 @@ func TestOtherAnswerShapes(t *testing.T) {
 			t.Fatalf("out %s block %v err %v", out, blk, err)
 		}
 	})
+	t.Run("a public route rewrites answers for anonymous users", func(t *testing.T) {
+		s := mustLoad(t, "version: 1\nroles: {staff: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: public\n    records: list\n    visible: record.public == true || \"staff\" in user.roles\n    fields: {phone: {mask: phone, except: [staff]}, notes: {remove: true, for: [staff]}}\n")
+		d := s.Decide(nil, request("GET", "/r"))
+		out, blk, err := d.Rewrite(nil, 200, nil, []byte(`{"list":[{"public":true,"phone":"13812345678","notes":"n"},{"public":false,"phone":"1"}]}`))
+		if err != nil || blk != nil || string(out) != `{"list":[{"public":true,"phone":"138****5678","notes":"n"}]}` {
+			t.Fatalf("out %s block %v err %v", out, blk, err)
+		}
+	})
 	t.Run("a records path that matches nothing is an error", func(t *testing.T) {
 		s := mustLoad(t, "version: 1\nroles: {a: {}}\nroutes:\n  - id: r\n    match: {path: /r}\n    allow: [a]\n    records: list\n")
 		d := s.Decide(s.UserFromRoles("u", []string{"a"}, nil, true, shanghaiWorkday), request("GET", "/r"))
