@@ -124,6 +124,9 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	if err != nil {
 		return nil, err
 	}
+	if err := sm.Check(parent); err != nil {
+		logger.Error("session store unreachable; requests that need a session answer 503 until it is back", zap.Error(err))
+	}
 	flows, err := session.NewCodec(scfg.Secrets, "sign-in state")
 	if err != nil {
 		sm.Close()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmguard/crmguard/caddymodule/session"
 	"github.com/crmguard/crmguard/caddymodule/session/redistest"
 )
 
@@ -111,6 +112,30 @@ func TestRedisStoreSharedByTwoInstances(t *testing.T) {
 		req, _ = http.NewRequest(http.MethodGet, cbB.String(), nil)
 		if got := nb.do(req); got.status != http.StatusBadRequest {
 			t.Fatalf("replay at the other instance: %d", got.status)
+		}
+	})
+}
+
+func TestSessionStoreDown(t *testing.T) {
+	e := newEnv(t, envOptions{store: "redis://127.0.0.1:1/0"}) // nothing listens there
+	px := e.proxies[0]
+	if !px.logged("session store unreachable") {
+		t.Fatal("the unreachable store is not logged at start")
+	}
+	t.Run("a sign-in cannot finish and gets 503", func(t *testing.T) {
+		pg := e.browser("zhang").visit(px.url + "/app")
+		if pg.status != http.StatusServiceUnavailable {
+			t.Fatalf("status %d %.200s", pg.status, pg.body)
+		}
+	})
+	t.Run("a request with a session cookie gets 503, not 401 or 500", func(t *testing.T) {
+		req := httptest.NewRequest(http.MethodGet, px.url+"/app", nil)
+		req.RequestURI = ""
+		req.AddCookie(&http.Cookie{Name: "crmguard_session", Value: px.p.sess.Codec().Seal([]byte(session.RandomID(32)), []byte("crmguard_session"))})
+		resp := must(noRedirect.Do(req))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d", resp.StatusCode)
 		}
 	})
 }

@@ -82,6 +82,15 @@ func storeOpener(ctx context.Context, spec, dataDir string) (string, func() (Sto
 	return "", nil, fmt.Errorf("session: unknown store %q (want file, file:<dir> or redis://host:port/db)", spec)
 }
 
+// Check reports whether the store answers (stores that can be down, like
+// Redis; nil for the others).
+func (m *Manager) Check(ctx context.Context) error {
+	if p, ok := m.store.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
 // Close releases this manager's use of the store.
 func (m *Manager) Close() error {
 	_, err := stores.Delete(m.storeKey)

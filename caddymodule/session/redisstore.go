@@ -18,23 +18,29 @@ import (
 type RedisStore struct {
 	c      *redis.Client
 	prefix string
+	addr   string
 }
 
-// NewRedisStore connects to the server named by a redis:// or rediss://
-// URL and checks that it answers.
-func NewRedisStore(ctx context.Context, rawURL string) (*RedisStore, error) {
+// NewRedisStore makes a client for the server named by a redis://,
+// rediss:// or unix:// URL. It connects lazily: a server that is down now
+// makes store operations fail (requests answer 503) until it is back; use
+// Ping to check it.
+func NewRedisStore(_ context.Context, rawURL string) (*RedisStore, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("session: redis store URL: %w", err)
 	}
-	c := redis.NewClient(opts)
+	return &RedisStore{c: redis.NewClient(opts), prefix: "crmguard:", addr: opts.Addr}, nil
+}
+
+// Ping checks that the server answers.
+func (s *RedisStore) Ping(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("session: redis store %s does not answer: %w", opts.Addr, err)
+	if err := s.c.Ping(pctx).Err(); err != nil {
+		return fmt.Errorf("session: redis store %s does not answer: %w", s.addr, err)
 	}
-	return &RedisStore{c: c, prefix: "crmguard:"}, nil
+	return nil
 }
 
 func (s *RedisStore) key(kind, id string) string { return s.prefix + kind + ":" + id }

@@ -121,10 +121,22 @@ func TestRedisStore(t *testing.T) {
 			t.Fatal("not released")
 		}
 	})
-	t.Run("a server that does not answer is a clear error", func(t *testing.T) {
-		_, err := NewRedisStore(ctx, "redis://127.0.0.1:1/0")
-		if err == nil || !strings.HasPrefix(err.Error(), "session: ") {
-			t.Fatalf("err = %v", err)
+	t.Run("a server that does not answer gives clear errors, not a failed start", func(t *testing.T) {
+		down, err := NewRedisStore(ctx, "redis://127.0.0.1:1/0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer down.Close()
+		if err := down.Ping(ctx); err == nil || !strings.HasPrefix(err.Error(), "session: redis store 127.0.0.1:1 does not answer") {
+			t.Fatalf("Ping: %v", err)
+		}
+		if _, err := down.Get(ctx, d.ID); err == nil || errors.Is(err, ErrNotFound) || !strings.HasPrefix(err.Error(), "session: ") {
+			t.Fatalf("Get: %v", err)
+		}
+	})
+	t.Run("a URL that is not a Redis URL is refused", func(t *testing.T) {
+		if _, err := NewRedisStore(ctx, "redis://[bad"); err == nil {
+			t.Fatal("accepted")
 		}
 	})
 }
