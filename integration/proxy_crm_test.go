@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,7 +147,13 @@ func newProxyCRM(t testing.TB) *proxyCRM {
 		c.mu.Lock()
 		c.requests = append(c.requests, r.Clone(r.Context()))
 		c.mu.Unlock()
-		mux.ServeHTTP(w, r)
+		// Like many legacy servers, the CRM is lenient about paths: it
+		// drops ;parameters, decodes percent-escapes, ignores case and
+		// cleans dot segments and duplicate slashes before routing.
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = lenientPath(r.URL.EscapedPath())
+		r2.URL.RawPath = ""
+		mux.ServeHTTP(w, r2)
 	}))
 	t.Cleanup(func() {
 		select {
@@ -159,3 +168,24 @@ func newProxyCRM(t testing.TB) *proxyCRM {
 
 // proxyHostPort is the CRM's host:port for reverse_proxy.
 func (c *proxyCRM) hostPort() string { return c.Listener.Addr().String() }
+
+// lenientPath normalises a raw request path the way a lenient legacy
+// server would.
+func lenientPath(raw string) string {
+	p := raw
+	for i := 0; i < 3; i++ { // repeated decoding: %252e -> %2e -> .
+		if d, err := url.PathUnescape(p); err == nil {
+			p = d
+		}
+	}
+	p = strings.ReplaceAll(p, "\\", "/")
+	var segs []string
+	for _, s := range strings.Split(p, "/") {
+		if i := strings.IndexByte(s, ';'); i >= 0 {
+			s = s[:i]
+		}
+		segs = append(segs, s)
+	}
+	p = path.Clean("/" + strings.Join(segs, "/"))
+	return strings.ToLower(p)
+}
