@@ -70,6 +70,7 @@ type AuditSink interface {
 // loggerSink writes events to a zap logger (crm_guard.audit by default).
 type loggerSink struct{ log *zap.Logger }
 
+// Write logs ev at INFO under the key "event".
 func (s loggerSink) Write(ev *AuditEvent) error {
 	s.log.Info("request", zap.Any("event", ev))
 	return nil

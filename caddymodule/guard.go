@@ -716,6 +716,7 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader records the first status.
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
@@ -723,6 +724,7 @@ func (s *statusWriter) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// Write records an implicit 200.
 func (s *statusWriter) Write(p []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK

@@ -82,6 +82,7 @@ type captureSink struct {
 	ev *caddymodule.AuditEvent
 }
 
+// Write keeps a copy of ev.
 func (s *captureSink) Write(ev *caddymodule.AuditEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
