@@ -242,3 +242,36 @@ func TestExplain(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMECaseExamplePasses runs the case-file example of README.md
+// against testdata/rules.yaml, so the documented format stays true.
+func TestREADMECaseExamplePasses(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```yaml\n")
+	if !ok {
+		t.Fatal("README.md has no yaml example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	dir := t.TempDir()
+	rules, err := os.ReadFile("testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), rules, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := filepath.Join(dir, "readme_test.yaml")
+	if err := os.WriteFile(cases, []byte(example), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	results, err := RunFile(cases, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || !results[0].Passed() {
+		t.Fatalf("the README example fails: %v", results)
+	}
+}
