@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 
@@ -31,3 +32,5 @@ func proxyBrokenRules(t *testing.T) string {
 	}
 	return p
 }
+
+var timeZero = time.Time{}
