@@ -465,6 +465,7 @@ func TestInvalidJSON(t *testing.T) {
 		{"a truncated UTF-8 sequence after CJK text", "{\"list\":[],\"x\":\"张伟\xe5\"}"},
 		{"an overlong three-byte form after CJK text", "{\"list\":[],\"x\":\"张伟\xe0\x80\xaf张\"}"},
 		{"a surrogate after CJK text", "{\"list\":[],\"x\":\"张伟\xed\xbf\xbf张\"}"},
+		{"a surrogate as the second of two CJK runes", "{\"list\":[],\"x\":\"张\xed\xa0\x80张张\"}"},
 		{"a code point above U+10FFFF", "{\"list\":[],\"x\":\"\xf4\x90\x80\x80\"}"},
 		{"a stray continuation byte", "{\"list\":[],\"x\":\"a\x80\"}"},
 		{"a trailing comma in an object", `{"list":[],}`},

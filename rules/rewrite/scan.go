@@ -128,8 +128,10 @@ func scanStringRest(doc []byte, start, i int) (int, bool, error) {
 			}
 			i += 8
 		}
-		for i < len(doc) && !strStop[doc[i]] {
-			i++
+		if i+8 > len(doc) { // the last bytes of the input, one by one
+			for i < len(doc) && !strStop[doc[i]] {
+				i++
+			}
 		}
 		if i >= len(doc) {
 			return 0, false, syntaxError(start, "unterminated string")
@@ -160,7 +162,19 @@ func scanStringRest(doc []byte, start, i int) (int, bool, error) {
 			// a run of non-ASCII runes (CJK text) without going back to
 			// the ASCII path for each
 			for {
-				// three-byte runes (most CJK), checked three bytes at once
+				// two three-byte runes (most CJK) at once, when neither
+				// starts with E0 or ED (whose second byte is limited)
+				for i+8 <= len(doc) {
+					x := binary.LittleEndian.Uint64(doc[i:])
+					if x&0xC0C0F0C0C0F0 != 0x8080E08080E0 {
+						break
+					}
+					if l1, l2 := byte(x), byte(x>>24); l1 == 0xE0 || l1 == 0xED || l2 == 0xE0 || l2 == 0xED {
+						break
+					}
+					i += 6
+				}
+				// three-byte runes, checked three bytes at once
 				for i+4 <= len(doc) {
 					x := binary.LittleEndian.Uint32(doc[i:])
 					if x&0xC0C0F0 != 0x8080E0 {
