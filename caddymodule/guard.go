@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/klauspost/compress/zstd"
@@ -602,8 +603,9 @@ func dropValidators(h http.Header) {
 // decode; the answer is refused (fail closed).
 var errUnsupportedEncoding = errors.New("caddymodule: unsupported Content-Encoding")
 
-// decode undoes the content codings of an answer (gzip, deflate, zstd, in
-// the order listed), capping the decoded size at limit.
+// decode undoes the content codings of an answer (gzip, deflate, br, zstd,
+// in the reverse of the order listed), capping the decoded size at limit.
+// Any other coding is an error: the answer is refused, never passed raw.
 func decode(encoding string, body []byte, limit int64) ([]byte, error) {
 	if encoding == "" {
 		return body, nil
@@ -628,6 +630,8 @@ func decode(encoding string, body []byte, limit int64) ([]byte, error) {
 			} else {
 				rd = flate.NewReader(bytes.NewReader(body))
 			}
+		case "br":
+			rd = brotli.NewReader(bytes.NewReader(body))
 		case "zstd":
 			zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)+1))
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/klauspost/compress/zstd"
 	"go.uber.org/zap"
@@ -379,6 +380,14 @@ func zl(b []byte) []byte {
 	return buf.Bytes()
 }
 
+func br(b []byte) []byte {
+	var buf bytes.Buffer
+	w := brotli.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
 func zs(b []byte) []byte {
 	enc, _ := zstd.NewWriter(nil)
 	defer enc.Close()
@@ -406,7 +415,13 @@ func TestAnswerRewriting(t *testing.T) {
 			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
 		{name: "a zstd answer is decoded and rewritten", header: http.Header{"Content-Encoding": {"zstd"}}, body: zs(plain), wantStatus: 200,
 			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
-		{name: "an answer in an encoding the proxy cannot decode is refused", header: http.Header{"Content-Encoding": {"br"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
+		{name: "a br answer is decoded and rewritten", header: http.Header{"Content-Encoding": {"br"}}, body: br(plain), wantStatus: 200,
+			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
+		{name: "an answer compressed twice is decoded in order", header: http.Header{"Content-Encoding": {"gzip, br"}}, body: br(gz(plain)), wantStatus: 200,
+			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
+		{name: "an answer in an encoding the proxy cannot decode is refused", header: http.Header{"Content-Encoding": {"compress"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
+		{name: "a corrupt br answer is refused", header: http.Header{"Content-Encoding": {"br"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
+		{name: "a br bomb over max_body is refused", header: http.Header{"Content-Encoding": {"br"}}, body: br(bytes.Repeat([]byte(" "), 4096)), maxBody: 1024, wantStatus: 502},
 		{name: "a corrupt gzip answer is refused", header: http.Header{"Content-Encoding": {"gzip"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
 		{name: "an answer that is not JSON is refused", body: []byte(`<html>13812345678</html>`), wantStatus: 502, mustNot: []string{"1381234"}},
 		{name: "an answer over max_body is refused and none of it leaks", body: plain, maxBody: 64, wantStatus: 502, mustNot: []string{"1381234", `"list":[`}},

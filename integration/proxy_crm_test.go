@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/andybalholm/brotli"
 )
 
 // proxyCustomer is one record of the fake CRM.
@@ -108,6 +110,15 @@ func newProxyCRM(t testing.TB) *proxyCRM {
 			_ = zw.Close()
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(buf.Bytes())
+			return
+		case "br":
+			var buf bytes.Buffer
+			bw := brotli.NewWriter(&buf)
+			_, _ = bw.Write(body)
+			_ = bw.Close()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "br")
 			_, _ = w.Write(buf.Bytes())
 			return
 		case "partial":
