@@ -62,6 +62,13 @@ func All(dst []byte, s string) []byte {
 // digits (at most half of them). Separators (space - ( ) . / +) stay in place;
 // every other rune, letters included, becomes `*`.
 func Phone(dst []byte, s string) []byte {
+	// the common shape first: a bare 11-digit mobile number (the general
+	// path below gives the same result)
+	if len(s) == 11 && s[0] == '1' && s[1] >= '3' && allDigits(s) {
+		dst = append(dst, s[:3]...)
+		dst = append(dst, "****"...)
+		return append(dst, s[7:]...)
+	}
 	digits := 0
 	for _, r := range s {
 		if isDigit(r) {
@@ -132,6 +139,11 @@ func cnMobile(s string, digits int) (prefix int, ok bool) {
 // region code and the last 3, hiding the birth date: 110101900307123 →
 // 110101******123. Anything else keeps its last 4 runes (at most half).
 func IDCard(dst []byte, s string) []byte {
+	if len(s) == 18 && allDigits(s[:17]) && (isDigit(rune(s[17])) || s[17] == 'X' || s[17] == 'x') {
+		dst = append(dst, s[:6]...)
+		dst = append(dst, "********"...)
+		return append(dst, s[14:]...)
+	}
 	n := utf8.RuneCountInString(s)
 	first, last := 0, keepAtMost(4, n)
 	if len(s) == 18 && allDigits(s[:17]) && (isDigit(rune(s[17])) || s[17] == 'X' || s[17] == 'x') {

@@ -91,6 +91,25 @@ func TestMasksDoNotAllocate(t *testing.T) {
 	}
 }
 
+func TestFastPathsAgreeWithTheGeneralPath(t *testing.T) {
+	// the general path, reached with a separator that changes nothing else
+	t.Run("a bare mobile number is masked as with a leading space", func(t *testing.T) {
+		for _, in := range []string{"13812345678", "19900001111", "13000000000"} {
+			fast, general := string(Phone(nil, in)), string(Phone(nil, " "+in))
+			if " "+fast != general {
+				t.Fatalf("Phone(%q) = %q, but the general path gives %q", in, fast, general)
+			}
+		}
+	})
+	t.Run("an 18-character ID is masked as by keeping 6 and 4", func(t *testing.T) {
+		for _, in := range []string{"110101199003071234", "11010119900307123x"} {
+			if got, want := string(IDCard(nil, in)), string(keepEnds(nil, in, 18, 6, 4, '*')); got != want {
+				t.Fatalf("IDCard(%q) = %q, want %q", in, got, want)
+			}
+		}
+	})
+}
+
 func TestUnknownBuiltin(t *testing.T) {
 	t.Run("an unknown mask name is not found", func(t *testing.T) {
 		if _, ok := Builtin("phon"); ok {
