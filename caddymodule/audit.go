@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/crmguard/crmguard/rules"
 )
@@ -72,7 +73,95 @@ type loggerSink struct{ log *zap.Logger }
 
 // Write logs ev at INFO under the key "event".
 func (s loggerSink) Write(ev *AuditEvent) error {
-	s.log.Info("request", zap.Any("event", ev))
+	s.log.Info("request", zap.Object("event", ev))
+	return nil
+}
+
+// MarshalLogObject writes the event as a structured log object with the
+// same keys as its JSON form, without reflection.
+func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("time", ev.Time.Format(time.RFC3339Nano))
+	if ev.RequestID != "" {
+		enc.AddString("request_id", ev.RequestID)
+	}
+	if ev.User != "" {
+		enc.AddString("user", ev.User)
+	}
+	if len(ev.Roles) > 0 {
+		_ = enc.AddArray("roles", stringArray(ev.Roles))
+	}
+	enc.AddString("method", ev.Method)
+	enc.AddString("path", ev.Path)
+	if ev.Route != "" {
+		enc.AddString("route", ev.Route)
+	}
+	enc.AddString("decision", ev.Decision)
+	if ev.Reason != "" {
+		enc.AddString("reason", ev.Reason)
+	}
+	enc.AddInt("status", ev.Status)
+	enc.AddInt("records_in", ev.RecordsIn)
+	enc.AddInt("records_out", ev.RecordsOut)
+	if len(ev.RecordIDs) > 0 {
+		_ = enc.AddArray("record_ids", stringArray(ev.RecordIDs))
+	}
+	if len(ev.Fields) > 0 {
+		_ = enc.AddObject("fields", fieldCounts(ev.Fields))
+	}
+	if ev.EvalErrors != 0 {
+		enc.AddInt("eval_errors", ev.EvalErrors)
+	}
+	_ = enc.AddObject("export", exportFlags(ev.Export))
+	if ev.Shadow {
+		enc.AddBool("shadow", true)
+	}
+	if ev.Rewritten {
+		enc.AddBool("rewritten", true)
+	}
+	enc.AddFloat64("duration_ms", ev.DurationMS)
+	return nil
+}
+
+// stringArray logs a list of strings.
+type stringArray []string
+
+// MarshalLogArray implements zapcore.ArrayMarshaler.
+func (a stringArray) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, s := range a {
+		enc.AppendString(s)
+	}
+	return nil
+}
+
+// fieldCounts logs the fields treated, keys sorted.
+type fieldCounts map[string]int
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (m fieldCounts) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		enc.AddInt(k, m[k])
+	}
+	return nil
+}
+
+// exportFlags logs the export flags that are set.
+type exportFlags rules.ExportFlags
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (f exportFlags) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	for _, x := range []struct {
+		name string
+		on   bool
+	}{{"route", f.Route}, {"download", f.Download}, {"too_many", f.TooMany}, {"approved", f.Approved}, {"blocked", f.Blocked}} {
+		if x.on {
+			enc.AddBool(x.name, true)
+		}
+	}
 	return nil
 }
 

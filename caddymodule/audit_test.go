@@ -1,10 +1,14 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/crmguard/crmguard/rules"
 )
@@ -47,5 +51,29 @@ func TestAuditEventJSONMatchesEncodingJSON(t *testing.T) {
 				t.Errorf("\ngot  %s\nwant %s", got, want)
 			}
 		})
+	}
+}
+
+func TestAuditLoggerSinkWritesTheSameObject(t *testing.T) {
+	ev := AuditEvent{Time: time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC), RequestID: "r", User: "zhang", Roles: []string{"sales"},
+		Method: "GET", Path: "/api/customers", Route: "customers.list", Decision: "allow", Status: 200, RecordsIn: 2, RecordsOut: 1,
+		RecordIDs: []string{"1"}, Fields: map[string]int{"mask:phone": 1}, Export: rules.ExportFlags{Download: true}, Shadow: true, DurationMS: 0.5}
+	var buf bytes.Buffer
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{MessageKey: "msg"})
+	core := zapcore.NewCore(enc, zapcore.AddSync(&buf), zapcore.InfoLevel)
+	if err := (loggerSink{log: zap.New(core)}).Write(&ev); err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Event map[string]any `json:"event"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("log line is not JSON: %v: %s", err, buf.String())
+	}
+	want, _ := json.Marshal(&ev)
+	var w map[string]any
+	_ = json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(line.Event, w) {
+		t.Errorf("logger event\n got %v\nwant %v", line.Event, w)
 	}
 }
