@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/crmguard/crmguard/caddymodule/oidc"
+	"github.com/crmguard/crmguard/caddymodule/session"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
@@ -34,3 +35,5 @@ func proxyBrokenRules(t *testing.T) string {
 }
 
 var timeZero = time.Time{}
+
+type sessionConfig = session.Config

@@ -75,8 +75,9 @@ type Handler struct {
 	// trailing * makes a prefix.
 	StripHeaders []string `json:"strip_headers,omitempty"`
 
-	// CookiePrefixes name the proxy's own cookies, which never reach the
-	// CRM. Default: the session cookie name and "crmguard".
+	// CookiePrefixes name more of the proxy's own cookies (by name
+	// prefix), which never reach the CRM. The session cookie name and
+	// "crmguard" are always included.
 	CookiePrefixes []string `json:"cookie_prefixes,omitempty"`
 
 	// Mode, when "shadow", runs the rules in shadow mode whatever the rule
@@ -140,13 +141,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.logger.Warn("rules file warning", zap.String("warning", w.String()))
 	}
 
-	cookiePrefixes := append([]string(nil), h.CookiePrefixes...)
-	if len(cookiePrefixes) == 0 {
-		cookiePrefixes = append(cookiePrefixes, DefaultCookiePrefix)
-		if h.Session != nil && h.Session.CookieName != "" {
-			cookiePrefixes = append(cookiePrefixes, h.Session.CookieName)
-		}
-		cookiePrefixes = append(cookiePrefixes, session.DefaultCookieName)
+	// The session's cookies are always the proxy's own, whatever else is
+	// configured.
+	cookiePrefixes := append([]string{DefaultCookiePrefix, session.DefaultCookieName}, h.CookiePrefixes...)
+	if h.Session != nil && h.Session.CookieName != "" {
+		cookiePrefixes = append(cookiePrefixes, h.Session.CookieName)
 	}
 
 	switch {

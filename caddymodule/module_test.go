@@ -67,3 +67,25 @@ func TestProvisionRefusesARulesFileThatDoesNotCompile(t *testing.T) {
 		t.Fatalf("want an error naming the file and line, got %v", err)
 	}
 }
+
+func TestSessionCookiesNeverReachTheCRM(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	// Extra prefixes are configured, and the session cookie has its own
+	// name: neither replaces the other.
+	h := &Handler{Rules: "testdata/rules.yaml", ReloadInterval: -1, CookiePrefixes: []string{"legacy_sso"},
+		Session: &sessionConfig{CookieName: "corp_sess"}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Cleanup()
+	req := httptest.NewRequest("GET", "/healthz", nil)
+	req.Header.Set("Cookie", "corp_sess=a; corp_sess_flow=b; legacy_sso_token=c; crmguard_x=d; crm_sid=keep")
+	up := jsonUpstream(`{}`)
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, up.handler()); err != nil {
+		t.Fatal(err)
+	}
+	if got := up.got.Header.Get("Cookie"); got != "crm_sid=keep" {
+		t.Errorf("Cookie at the CRM: %q", got)
+	}
+}
