@@ -702,3 +702,24 @@ func TestShadowModeRequestBodies(t *testing.T) {
 		})
 	}
 }
+
+func TestARuleFileInShadowModeIsNotEnforced(t *testing.T) {
+	src, err := os.ReadFile("testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.Load("shadow.yaml", []byte(strings.Replace(string(src), "mode: enforce", "mode: shadow", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Audit: sink})
+	rec := serve(t, g, httptest.NewRequest("GET", "/api/customers", nil), jsonUpstream(customers))
+	if rec.Code != 200 || rec.Body.String() != customers {
+		t.Fatalf("a shadow rule file rewrote or blocked: %d %s", rec.Code, rec.Body)
+	}
+	ev := sink.last(t)
+	if !ev.Shadow || ev.RecordsOut != 1 || ev.Rewritten {
+		t.Errorf("audit must say what would have happened: %+v", ev)
+	}
+}
