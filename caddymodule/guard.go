@@ -526,6 +526,19 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	if err != nil {
 		return fail(err.Error())
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		// Nothing to rewrite and nothing to leak (a PATCH answered with
+		// an empty 200, say): pass the status on without a body.
+		if x.shadow {
+			return x.sendRaw(w, rec)
+		}
+		h.Del("Content-Encoding")
+		dropValidators(h)
+		h.Set("Content-Length", "0")
+		x.ev.Status = status
+		w.WriteHeader(status)
+		return nil
+	}
 	out := outPool.Get().(*[]byte)
 	res, block, err := d.Rewrite((*out)[:0], status, h, body)
 	defer func() {

@@ -430,6 +430,8 @@ func TestAnswerRewriting(t *testing.T) {
 		{name: "an upstream error answer passes unchanged", status: 500, body: []byte(`{"error":"boom"}`), wantStatus: 500, wantBody: `{"error":"boom"}`},
 		{name: "a HEAD answer has headers and no body", method: "HEAD", body: plain, wantStatus: 200, wantBody: "-"},
 		{name: "a 304 answer has no body", status: 304, body: nil, wantStatus: 304, wantBody: "-"},
+		{name: "an empty 200 answer passes without a body", body: nil, wantStatus: 200, wantBody: "-"},
+		{name: "an empty gzip answer passes without a body", header: http.Header{"Content-Encoding": {"gzip"}}, body: gz(nil), wantStatus: 200, wantBody: "-"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
