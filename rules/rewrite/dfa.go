@@ -37,6 +37,9 @@ type dstate struct {
 	// touch: a rule may change the node (fields, drop, partial); hasCaps:
 	// the node is captured. Checked for every node, so they come first.
 	touch, hasCaps bool
+	// bloom has bit keyBit(k) set for every literal key k: a key whose bit
+	// is clear is no literal.
+	bloom uint64
 
 	// About the node.
 	fields  []int32 // field rules that end here, strongest first
@@ -330,6 +333,9 @@ func (b *builder) fill(s int32) error {
 		}
 		return st.lits[i].key < st.lits[j].key
 	})
+	for _, l := range st.lits {
+		st.bloom |= keyBit(l.key)
+	}
 	for n := range st.byLen {
 		st.byLen[n] = uint8(sort.Search(len(st.lits), func(i int) bool { return min(len(st.lits[i].key), 64) >= n }))
 	}
@@ -366,6 +372,7 @@ func (b *builder) fill(s int32) error {
 	st.anyIdx = t
 	// keep the node facts set by intern
 	cur := &b.states[s]
+	cur.bloom = st.bloom
 	cur.lits, cur.byLen, cur.pats, cur.patT, cur.idxs, cur.anyIdx = st.lits, st.byLen, st.pats, st.patT, st.idxs, st.anyIdx
 	return nil
 }
@@ -375,10 +382,12 @@ func (d *dstate) objChild(key string) int32 {
 	if d.dead {
 		return 0
 	}
-	n := min(len(key), 64)
-	for _, l := range d.lits[d.byLen[n]:d.byLen[n+1]] {
-		if l.key[0] == key[0] && l.key == key {
-			return l.to
+	if d.bloom&keyBit(key) != 0 {
+		n := min(len(key), 64)
+		for _, l := range d.lits[d.byLen[n]:d.byLen[n+1]] {
+			if l.key[0] == key[0] && l.key == key {
+				return l.to
+			}
 		}
 	}
 	if len(d.pats) == 0 {
@@ -391,6 +400,15 @@ func (d *dstate) objChild(key string) int32 {
 		}
 	}
 	return d.patT[m]
+}
+
+// keyBit is the bloom bit of a key: from its length and its first and last
+// bytes.
+func keyBit(k string) uint64 {
+	if len(k) == 0 {
+		return 1
+	}
+	return 1 << ((uint(len(k))*7 + uint(k[0]) + uint(k[len(k)-1])*3) & 63)
 }
 
 // arrChild is the state of the element at index i.
