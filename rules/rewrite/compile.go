@@ -19,8 +19,13 @@ type compiled struct {
 	maxDepth  int
 	fieldKeys []string // "action:name" per field
 	dropKey   string
-	macs      sync.Pool // of *mac under the plan's key
-	macKey    *macKey
+	// first is, per automaton state, the field rule that applies to a
+	// node in that state without a condition (-1: none, or a condition to
+	// evaluate first).
+	first   []int32
+	actions []Action  // per field
+	macs    sync.Pool // of *mac under the plan's key
+	macKey  *macKey
 }
 
 // strength orders actions, strongest first.
@@ -114,6 +119,17 @@ func (p *Plan) build() (*compiled, error) {
 		c.root, c.dfa = root, b.states
 		if automataCount.Add(1) <= maxAutomata {
 			automata.Store(key, &automaton{root: root, dfa: b.states})
+		}
+	}
+	c.actions = make([]Action, len(p.Fields))
+	for i := range p.Fields {
+		c.actions[i] = p.Fields[i].Action
+	}
+	c.first = make([]int32, len(c.dfa))
+	for s := range c.dfa {
+		c.first[s] = -1
+		if fs := c.dfa[s].fields; len(fs) > 0 && p.Fields[fs[0]].When == nil {
+			c.first[s] = fs[0]
 		}
 	}
 	c.macKey = newMacKey(p.HashKey)

@@ -215,6 +215,9 @@ func (rw *rewriter) resolve(e *edit) (Action, int32) {
 	if e.drop {
 		return Remove, -1
 	}
+	if fi := rw.c.first[e.state]; fi >= 0 {
+		return rw.c.actions[fi], fi
+	}
 	for _, fi := range rw.dfa[e.state].fields {
 		f := &rw.p.Fields[fi]
 		if f.When == nil {
