@@ -450,7 +450,12 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 			x.ev.Reason = "shadow: " + block.Reason
 			return x.sendRaw(w, rec)
 		}
+		loc := w.Header().Get("Location")
 		x.restore(w, before)
+		if rec.status >= 300 && rec.status < 400 && loc != "" {
+			// A withheld redirect still says where to go.
+			w.Header().Set("Location", loc)
+		}
 		return x.refuse(w, refusal{Status: block.Status, Rule: x.d.RouteID, Reason: block.Reason}, "blocked")
 	}
 	return x.rewrite(w, rec, before)

@@ -336,8 +336,9 @@ func isDownload(h http.Header) bool {
 // A download answer (Content-Disposition: attachment, CSV or spreadsheet
 // types) on a route not marked export is blocked with 403. A 206 partial
 // answer on a rewriting route is blocked with 502: part of a document
-// cannot be rewritten. In shadow mode nothing is blocked; the audit says
-// what would have been.
+// cannot be rewritten. The body of any other non-2xx answer (except 304)
+// on a rewriting route is withheld: the block keeps the CRM's status. In
+// shadow mode nothing is blocked; the audit says what would have been.
 func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, block *Block) {
 	if d.Outcome != Allow {
 		return false, nil
@@ -361,8 +362,14 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 	switch {
 	case status == http.StatusPartialContent:
 		return false, d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the upstream sent a partial (206) answer, which cannot be rewritten", d.route.id))
-	case status < 200 || status > 299 || status == http.StatusNoContent:
+	case status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
 		return false, nil
+	case status > 299:
+		// An error page or a redirect body can echo the very records the
+		// route filters (a 500 dumping the row, a 422 returning it), and its
+		// shape is not the route's: it cannot be rewritten, so it is
+		// withheld; the client keeps the CRM's status.
+		return false, d.block(status, fmt.Sprintf("route %s rewrites answers and the CRM answered %d; the body of a non-2xx answer cannot be checked, so it is withheld", d.route.id, status))
 	}
 	return true, nil
 }
