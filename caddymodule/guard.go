@@ -527,7 +527,7 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		return nil
 	}
 	started := time.Now()
-	body, err := decode(h.Get("Content-Encoding"), rec.buf.Bytes(), x.g.opt.MaxBody)
+	body, err := decode(strings.Join(h.Values("Content-Encoding"), ","), rec.buf.Bytes(), x.g.opt.MaxBody)
 	if err != nil {
 		return fail(err.Error())
 	}

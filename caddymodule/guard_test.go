@@ -419,6 +419,8 @@ func TestAnswerRewriting(t *testing.T) {
 			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
 		{name: "an answer compressed twice is decoded in order", header: http.Header{"Content-Encoding": {"gzip, br"}}, body: br(gz(plain)), wantStatus: 200,
 			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
+		{name: "an answer compressed twice and labelled on two header lines is decoded in order", header: http.Header{"Content-Encoding": {"gzip", "br"}}, body: br(gz(plain)), wantStatus: 200,
+			wantBody: `{"list":[{"id":1,"owner_id":"zhang","phone":"138****5678"}]}`},
 		{name: "an answer in an encoding the proxy cannot decode is refused", header: http.Header{"Content-Encoding": {"compress"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
 		{name: "a corrupt br answer is refused", header: http.Header{"Content-Encoding": {"br"}}, body: plain, wantStatus: 502, mustNot: []string{"1381234"}},
 		{name: "a br bomb over max_body is refused", header: http.Header{"Content-Encoding": {"br"}}, body: br(bytes.Repeat([]byte(" "), 4096)), maxBody: 1024, wantStatus: 502},
