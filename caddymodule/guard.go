@@ -400,6 +400,7 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 		}
 	}()
 	rec := newRecorder(w, buf, x.g.opt.MaxBody, func(status int, h http.Header) bool {
+		x.g.scrubber.scrubSetCookies(h, before["Set-Cookie"])
 		if !x.d.Public && !x.shadow {
 			privatise(h)
 		}

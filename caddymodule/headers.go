@@ -149,3 +149,36 @@ func (s *headerScrubber) ownCookie(name string) bool {
 	}
 	return false
 }
+
+// scrubSetCookies removes from an upstream answer the Set-Cookie lines that
+// would set (or clear) one of the proxy's own cookies: a CRM must not plant
+// a session (fixation) nor sign the user out. Lines in keep (set by the
+// proxy itself before the upstream answered) stay.
+func (s *headerScrubber) scrubSetCookies(h http.Header, keep []string) {
+	lines, ok := h["Set-Cookie"]
+	if !ok {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		name, _, _ := strings.Cut(line, "=")
+		if s.ownCookie(strings.TrimSpace(name)) && !contains(keep, line) {
+			continue
+		}
+		kept = append(kept, line)
+	}
+	if len(kept) == 0 {
+		delete(h, "Set-Cookie")
+		return
+	}
+	h["Set-Cookie"] = kept
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
