@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"mime"
 	"net/http"
@@ -58,13 +59,28 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 			return bad("%v", walkErr)
 		}
 	case mt == "application/x-www-form-urlencoded":
+		// Many legacy CRMs read the raw body as JSON whatever its label:
+		// a form-labelled body that is JSON is checked as JSON too.
+		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && gjson.ValidBytes(trimmed) {
+			hit, walkErr := d.walkJSON(gjson.ParseBytes(trimmed), nil, "", 0)
+			if walkErr != nil {
+				return bad("%v", walkErr)
+			}
+			if hit != nil {
+				found = hit
+				break
+			}
+		}
 		vals, err := url.ParseQuery(string(body))
 		if err != nil {
 			return bad("this form body cannot be read: %v", err)
 		}
 		for key := range vals {
-			chain := formKeyChain(key)
-			if g := d.guardFor(chain); g != nil {
+			g := d.guardFor(formKeyChain(key))
+			if g == nil {
+				g = d.guardFor(formKeyChain(phpFormName(key)))
+			}
+			if g != nil {
 				found = &guardHit{guard: g, at: key}
 				break
 			}
@@ -106,6 +122,12 @@ func (d *Decision) walkJSON(v gjson.Result, chain []string, at string, depth int
 	var hit *guardHit
 	var err error
 	switch {
+	case v.Type == gjson.String:
+		// A string that holds JSON (a "payload" or "data" field some CRMs
+		// decode a second time) is checked like the body itself.
+		if s := strings.TrimSpace(v.Str); len(s) > 1 && (s[0] == '{' || s[0] == '[') && gjson.Valid(s) {
+			return d.walkJSON(gjson.Parse(s), chain, at, depth+1)
+		}
 	case v.IsObject():
 		v.ForEach(func(k, val gjson.Result) bool {
 			c := append(chain, k.String())
@@ -164,6 +186,9 @@ func (d *Decision) guardFor(chain []string) *bodyGuard {
 func formKeyChain(key string) []string {
 	var out []string
 	for _, part := range strings.FieldsFunc(key, func(r rune) bool { return r == '[' || r == ']' || r == '.' }) {
+		// PHP drops leading spaces of a field name and others trim both
+		// ends: " stage" is stage.
+		part = strings.TrimSpace(part)
 		if part == "" || isDigits(part) {
 			continue
 		}
@@ -179,4 +204,22 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// phpFormName is the name PHP gives a form key: in the name before its
+// first "[", spaces and dots become "_", and a "[" that is never closed
+// becomes "_" too, so "contract.amount", "contract amount" and
+// "contract[amount" all reach a CRM written in PHP as contract_amount.
+func phpFormName(key string) string {
+	key = strings.TrimLeft(key, " ")
+	base, rest := key, ""
+	if i := strings.IndexByte(key, '['); i >= 0 {
+		if strings.IndexByte(key[i:], ']') < 0 {
+			base, rest = key[:i]+"_"+key[i+1:], ""
+		} else {
+			base, rest = key[:i], key[i:]
+		}
+	}
+	base = strings.NewReplacer(" ", "_", ".", "_").Replace(base)
+	return base + rest
 }
