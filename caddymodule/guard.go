@@ -309,7 +309,16 @@ func (x *exchange) checkBody(w http.ResponseWriter) error {
 	if !d.GuardsBody() || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if cts := r.Header.Values("Content-Type"); len(cts) > 1 {
+		// The guard would read one and the CRM perhaps the other.
+		if x.shadow {
+			x.ev.Reason = "shadow: a request body with several Content-Type headers would be refused"
+			return nil
+		}
+		return x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID,
+			Reason: "Request bodies with more than one Content-Type header cannot be checked on this route."}, "deny")
+	}
+	if ce := contentCoding(r.Header); ce != "" {
 		if x.shadow {
 			x.ev.Reason = "shadow: a request body with Content-Encoding " + ce + " would be refused"
 			return nil
@@ -382,6 +391,20 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	h.Set("Accept-Encoding", "identity")
 	h.Del("Range")
 	h.Del("If-Range")
+}
+
+// contentCoding returns the request's Content-Encoding when any of its
+// lines names a coding other than identity ("" otherwise): a first line
+// "identity" must not hide a second "gzip".
+func contentCoding(h http.Header) string {
+	for _, line := range h.Values("Content-Encoding") {
+		for _, c := range strings.Split(line, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return strings.Join(h.Values("Content-Encoding"), ", ")
+			}
+		}
+	}
+	return ""
 }
 
 func isUpgrade(r *http.Request) bool {
