@@ -302,11 +302,12 @@ func BearerChallenge(w http.ResponseWriter, r *http.Request, need authn.Need, ru
 	writeRefusal(w, r, refusal{Status: http.StatusUnauthorized, Rule: rule, Reason: reason})
 }
 
-// checkBody reads and checks the request body on routes with body guards.
-// It sets x.ev.Status when it answered.
+// checkBody reads and checks the request body on routes with body guards
+// and on POSTs that could carry a _method override. It sets x.ev.Status
+// when it answered.
 func (x *exchange) checkBody(w http.ResponseWriter) error {
 	d, r := x.d, x.r
-	if !d.GuardsBody() || r.Body == nil || r.Body == http.NoBody {
+	if !d.ReadsBody(r.Header.Get("Content-Type")) || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
 	if cts := r.Header.Values("Content-Type"); len(cts) > 1 {

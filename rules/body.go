@@ -20,11 +20,18 @@ const maxBodyDepth = 512
 // anywhere in the body (see docs/rules.md for what a guard path matches)
 // gives 403 naming the field; a body that cannot be read with certainty
 // gives 400. An empty body passes. The result is added to the audit.
+//
+// On a POST whose body is JSON or a urlencoded form, a top-level _method
+// field naming another method (which Laravel, Symfony and Rails obey) gives
+// 400 on every route, guarded or not: see ReadsBody.
 func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
-	if !d.GuardsBody() || len(body) == 0 {
+	if len(body) == 0 || d.Outcome != Allow {
 		return nil
 	}
-	be := d.checkBody(contentType, body)
+	be := d.bodyOverride(contentType, body)
+	if be == nil && d.GuardsBody() {
+		be = d.checkBody(contentType, body)
+	}
 	if be != nil {
 		d.Audit.Decision = "deny"
 		d.Audit.Reason = be.Reason
@@ -222,4 +229,55 @@ func phpFormName(key string) string {
 	}
 	base = strings.NewReplacer(" ", "_", ".", "_").Replace(base)
 	return base + rest
+}
+
+// ReadsBody reports whether CheckBody must see this request's body: the
+// route has body guards, or the request is a POST with a JSON or form body
+// that could carry a _method override.
+func (d *Decision) ReadsBody(contentType string) bool {
+	return d.GuardsBody() || d.Outcome == Allow && d.overridable(contentType)
+}
+
+// overridable reports a POST with a body type frameworks read _method from.
+func (d *Decision) overridable(contentType string) bool {
+	if d.req == nil || !strings.EqualFold(d.req.Method, http.MethodPost) {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/x-www-form-urlencoded" || mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
+// bodyOverride refuses a POST body whose top-level _method field asks the
+// CRM to treat the request as another method than the one judged.
+func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
+	if !d.overridable(contentType) {
+		return nil
+	}
+	var asked []string
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
+		gjson.ParseBytes(trimmed).ForEach(func(k, v gjson.Result) bool {
+			if strings.EqualFold(strings.TrimSpace(k.String()), "_method") {
+				asked = append(asked, v.String())
+			}
+			return true
+		})
+	}
+	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/x-www-form-urlencoded" {
+		vals, _ := url.ParseQuery(string(body))
+		for k, vs := range vals {
+			if strings.EqualFold(phpFormName(k), "_method") || strings.EqualFold(strings.TrimSpace(k), "_method") {
+				asked = append(asked, vs...)
+			}
+		}
+	}
+	for _, v := range asked {
+		if !strings.EqualFold(strings.TrimSpace(v), d.req.Method) {
+			return &BodyError{Status: http.StatusBadRequest, Field: "_method",
+				Reason: fmt.Sprintf("the request body asks to be treated as %q through the _method field; the proxy judges the real method %s only", v, strings.ToUpper(d.req.Method))}
+		}
+	}
+	return nil
 }

@@ -200,3 +200,57 @@ func TestBodyGuardsOnAPublicRouteJudgeAnonymousRequests(t *testing.T) {
 		t.Fatalf("body error %+v", be)
 	}
 }
+
+func TestMethodOverrideInABody(t *testing.T) {
+	s := mustLoad(t, `version: 1
+roles: {sales: {}}
+routes:
+  - id: notes.add
+    match: {methods: [POST], path: "/api/customers/{id}/notes"}
+    allow: [sales]
+  - id: customers.update
+    match: {methods: [PATCH], path: "/api/customers/{id}"}
+    allow: [sales]
+`)
+	sales := s.UserFromRoles("zhang", []string{"sales"}, nil, true, shanghaiWorkday)
+	const js, form = "application/json", "application/x-www-form-urlencoded"
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		ctype  string
+		body   string
+		reads  bool
+		status int
+	}{
+		{"_method in a POST form body is refused", "POST", "/api/customers/1/notes", form, `text=hi&_method=DELETE`, true, 400},
+		{"_method with a leading space in a POST form body is refused", "POST", "/api/customers/1/notes", form, `+_method=DELETE`, true, 400},
+		{"_method in a POST JSON body is refused", "POST", "/api/customers/1/notes", js, `{"text":"hi","_method":"DELETE"}`, true, 400},
+		{"_method in a POST +json body is refused", "POST", "/api/customers/1/notes", "application/vnd.api+json", `{"_METHOD":"put"}`, true, 400},
+		{"_method naming POST itself passes", "POST", "/api/customers/1/notes", form, `_method=post&text=hi`, true, 0},
+		{"a POST body without _method passes", "POST", "/api/customers/1/notes", js, `{"text":"hi"}`, true, 0},
+		{"_method nested below the top level is data, not an override", "POST", "/api/customers/1/notes", js, `{"meta":{"_method":"DELETE"}}`, true, 0},
+		{"a PATCH body is not read for overrides (frameworks obey _method on POST only)", "PATCH", "/api/customers/1", js, `{"_method":"DELETE"}`, false, 0},
+		{"a POST multipart body is not read", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\n", false, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(sales, request(c.method, c.path))
+			if d.Outcome != Allow {
+				t.Fatalf("not allowed: %s", d.Reason)
+			}
+			if got := d.ReadsBody(c.ctype); got != c.reads {
+				t.Fatalf("ReadsBody = %v, want %v", got, c.reads)
+			}
+			be := d.CheckBody(c.ctype, []byte(c.body))
+			switch {
+			case c.status == 0 && be != nil:
+				t.Fatalf("refused: %+v", be)
+			case c.status != 0 && (be == nil || be.Status != c.status || be.Field != "_method"):
+				t.Fatalf("got %+v, want %d on _method", be, c.status)
+			case c.status != 0 && d.Audit.Decision != "deny":
+				t.Fatalf("audit %+v", d.Audit)
+			}
+		})
+	}
+}

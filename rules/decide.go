@@ -478,10 +478,18 @@ var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Met
 // or the _method query parameter, to treat it as another method than the
 // one the routes are matched on.
 func methodOverride(method string, q, h map[string][]string) string {
-	for _, name := range overrideHeaders {
-		for _, v := range h[lowerASCII(name)] {
-			if !strings.EqualFold(strings.TrimSpace(v), method) {
-				return fmt.Sprintf("the request asks to be treated as %q through %s; the proxy judges the real method %s only", v, name, method)
+	for key, vs := range h {
+		// X_HTTP_Method_Override reaches a PHP or CGI CRM (Caddy's
+		// php_fastcgi, for one) as HTTP_X_HTTP_METHOD_OVERRIDE too.
+		name := strings.ReplaceAll(key, "_", "-")
+		for _, over := range overrideHeaders {
+			if name != lowerASCII(over) {
+				continue
+			}
+			for _, v := range vs {
+				if !strings.EqualFold(strings.TrimSpace(v), method) {
+					return fmt.Sprintf("the request asks to be treated as %q through %s; the proxy judges the real method %s only", v, over, method)
+				}
 			}
 		}
 	}
