@@ -1,0 +1,305 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// redteamRules is the rule file of the red-team tests: a sales rep sees
+// only own customers, phones and ID numbers masked, bank accounts removed;
+// a rep may not change a customer's stage; notes may be added with POST.
+const redteamRules = `version: 1
+default: deny
+mode: enforce
+subject:
+  id: claims.sub
+roles:
+  sales: {}
+  sales_manager: {inherits: [sales]}
+  service: {}
+mfa:
+  required: false
+routes:
+  - id: customers.list
+    match: {methods: [GET], path: /api/customers}
+    allow: [sales]
+    records: list
+    visible: record.owner_id == user.id
+    fields: &f
+      phone: {mask: phone}
+      id_card: {mask: id_card}
+      bank_account: remove
+    audit_id: id
+  - id: customers.get
+    match: {methods: [GET], path: "/api/customers/{id}"}
+    allow: [sales]
+    record: "@this"
+    visible: record.owner_id == user.id
+    fields: *f
+    audit_id: id
+  - id: customers.update
+    match: {methods: [PATCH], path: "/api/customers/{id}"}
+    allow: [sales]
+    body:
+      stage: {deny: [sales]}
+  - id: notes.add
+    match: {methods: [POST], path: "/api/customers/{id}/notes"}
+    allow: [sales]
+  - id: files
+    match: {methods: [GET], path: "/api/files/*"}
+    allow: [sales]
+`
+
+// redteamCRM is a hostile (or merely broken) CRM: it answers whatever the
+// test asks through the "evil" query parameter, and records every request
+// with its body.
+type redteamCRM struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []string
+	reqs   []*http.Request
+}
+
+func (c *redteamCRM) received() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.bodies...)
+}
+
+func (c *redteamCRM) lastRequest() *http.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.reqs) == 0 {
+		return nil
+	}
+	return c.reqs[len(c.reqs)-1]
+}
+
+// redteamSecrets are the raw values no sales rep may ever see: every
+// phone, ID number and bank account, and the owner of others' customers.
+func redteamSecrets() []string {
+	var out []string
+	for _, c := range proxyCustomers(9) {
+		out = append(out, c.Phone, c.IDCard, c.BankAccount)
+		if c.OwnerID != "zhang" {
+			out = append(out, fmt.Sprintf(`"owner_id":"%s"`, c.OwnerID))
+		}
+	}
+	return out
+}
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+func newRedteamCRM(t testing.TB) *redteamCRM {
+	t.Helper()
+	c := &redteamCRM{}
+	list := proxyListJSON(9)
+	one, _ := json.Marshal(proxyCustomers(9)[1]) // li's customer
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		c.mu.Lock()
+		c.bodies = append(c.bodies, string(b))
+		c.reqs = append(c.reqs, r.Clone(r.Context()))
+		c.mu.Unlock()
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		switch r.URL.Query().Get("evil") {
+		case "500-echo":
+			w.WriteHeader(500)
+			fmt.Fprintf(w, `{"error":"internal","debug":%s}`, list)
+		case "404-echo":
+			w.WriteHeader(404)
+			fmt.Fprintf(w, `{"error":"not found","near":%s}`, one)
+		case "302-echo":
+			h.Set("Location", "/elsewhere")
+			w.WriteHeader(302)
+			_, _ = w.Write(list)
+		case "422-echo":
+			w.WriteHeader(422)
+			_, _ = w.Write(one)
+		case "html":
+			h.Set("Content-Type", "text/html")
+			fmt.Fprintf(w, "<pre>%s</pre>", list)
+		case "text-json":
+			h.Set("Content-Type", "text/plain")
+			_, _ = w.Write(list)
+		case "no-type":
+			h.Del("Content-Type")
+			h["Content-Type"] = nil
+			_, _ = w.Write(list)
+		case "jsonp":
+			h.Set("Content-Type", "application/javascript")
+			fmt.Fprintf(w, "cb(%s)", list)
+		case "xssi":
+			fmt.Fprintf(w, ")]}',\n%s", list)
+		case "bom":
+			_, _ = w.Write(append([]byte("\xef\xbb\xbf"), list...))
+		case "second-value":
+			fmt.Fprintf(w, `{"list":[]} %s`, list)
+		case "trailing-garbage":
+			fmt.Fprintf(w, `{"list":[]} %s`, proxyCustomers(9)[1].BankAccount)
+		case "nan":
+			fmt.Fprintf(w, `{"list":[{"owner_id":"zhang","score":NaN,"bank_account":"%s"}]}`, proxyCustomers(9)[1].BankAccount)
+		case "trailing-ws":
+			_, _ = w.Write(append(append([]byte(nil), list...), " \n\t\r\n"...))
+		case "utf16":
+			h.Set("Content-Type", "application/json; charset=utf-16")
+			var u []byte
+			for _, ch := range string(list) {
+				u = append(u, byte(ch), 0)
+			}
+			_, _ = w.Write(u)
+		case "two-encodings":
+			h["Content-Encoding"] = []string{"identity", "gzip"}
+			_, _ = w.Write(gz(list))
+		case "identity":
+			h.Set("Content-Encoding", "identity")
+			_, _ = w.Write(list)
+		case "double-gzip":
+			h.Set("Content-Encoding", "gzip, gzip")
+			_, _ = w.Write(gz(gz(list)))
+		case "attachment-upper":
+			h.Set("Content-Disposition", `ATTACHMENT; filename="c.json"`)
+			_, _ = w.Write(list)
+		case "attachment-star":
+			h.Set("Content-Disposition", `attachment; filename*=UTF-8''c%C3%A9.json`)
+			_, _ = w.Write(list)
+		case "csv-octet":
+			h.Set("Content-Type", "application/octet-stream")
+			fmt.Fprintf(w, "id,phone\n1,%s\n", proxyCustomers(9)[1].Phone)
+		case "csv-charset":
+			h.Set("Content-Type", "text/csv; charset=gbk")
+			fmt.Fprintf(w, "id,phone\n1,%s\n", proxyCustomers(9)[1].Phone)
+		case "set-cookie":
+			http.SetCookie(w, &http.Cookie{Name: "crmguard_session", Value: "attacker-session", Path: "/"})
+			http.SetCookie(w, &http.Cookie{Name: "__Host-crmguard_session", Value: "attacker-session", Path: "/", Secure: true})
+			http.SetCookie(w, &http.Cookie{Name: "crm_lang", Value: "zh", Path: "/"})
+			_, _ = w.Write(list)
+		case "trailer":
+			h.Set("Trailer", "X-Debug-Record")
+			_, _ = w.Write(list)
+			h.Set("X-Debug-Record", proxyCustomers(9)[1].BankAccount)
+		default:
+			if strings.HasPrefix(r.URL.Path, "/api/customers/") && !strings.HasSuffix(r.URL.Path, "/notes") {
+				_, _ = w.Write(one)
+				return
+			}
+			_, _ = w.Write(list)
+		}
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+// redteamStack is the hostile CRM behind a real Caddy running crm_guard.
+type redteamStack struct {
+	crm   *redteamCRM
+	srv   *proxyServer
+	addr  string
+	audit string
+}
+
+func startRedteam(t *testing.T, rulesFile, extra string) *redteamStack {
+	t.Helper()
+	dir := t.TempDir()
+	crm := newRedteamCRM(t)
+	rulesPath := proxyWriteFile(t, dir, "rules.yaml", rulesFile)
+	audit := filepath.Join(dir, "audit.jsonl")
+	srv := proxyStart(t, dir, proxySite(rulesPath, audit, crm.Listener.Addr().String(), extra))
+	return &redteamStack{crm: crm, srv: srv, addr: strings.TrimPrefix(srv.URL, "http://"), audit: audit}
+}
+
+// raw sends a raw HTTP/1.1 request (the text is sent as written, {HOST}
+// replaced) and returns the answer and its body.
+func (s *redteamStack) raw(t *testing.T, req string) (*http.Response, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req = strings.ReplaceAll(req, "{HOST}", s.addr)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// auditEvents reads the audit file's events.
+func (s *redteamStack) auditEvents(t *testing.T) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(s.audit)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line is not JSON: %v: %s", err, line)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// oneAuditEvent waits until the audit file holds exactly one event more
+// than before (the event is written as the handler returns, which may be
+// just after the client has its answer) and returns it.
+func (s *redteamStack) oneAuditEvent(t *testing.T, before int) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		evs := s.auditEvents(t)
+		if len(evs) > before+1 {
+			t.Fatalf("%d audit events for one request: %v", len(evs)-before, evs[before:])
+		}
+		if len(evs) == before+1 {
+			return evs[before]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit event for the request")
+		}
+		runtime.Gosched()
+	}
+}
+
+// leaked returns the first secret in body, or "".
+func leaked(body string) string {
+	for _, s := range redteamSecrets() {
+		if strings.Contains(body, s) {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,159 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestRedteamRequestsThatSmuggleAGuardedFieldOrMethod sends a sales rep's
+// requests that try to change a customer's stage (a field the rep may not
+// change) or to act with a method the rep may not use, in forms a lenient
+// CRM would still act on. Each is refused before the CRM sees it, with one
+// audit event saying "deny".
+func TestRedteamRequestsThatSmuggleAGuardedFieldOrMethod(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	req := func(method, path string, headers []string, body string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n", method, path)
+		for _, h := range headers {
+			b.WriteString(h + "\r\n")
+		}
+		if body != "" {
+			fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+		}
+		b.WriteString("\r\n" + body)
+		return b.String()
+	}
+	gzBody := string(gz([]byte(`{"stage":"won"}`)))
+	tests := []struct {
+		name string
+		raw  string
+		want int
+	}{
+		{"a gzip-compressed JSON body is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json", "Content-Encoding: gzip"}, gzBody), 415},
+		{"a gzip JSON body behind a first Content-Encoding: identity line is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json", "Content-Encoding: identity", "Content-Encoding: gzip"}, gzBody), 415},
+		{"a gzip form body behind a first Content-Encoding: identity line is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded", "Content-Encoding: identity", "Content-Encoding: gzip"}, string(gz([]byte("stage=won")))), 415},
+		{"a JSON body labelled as a urlencoded form is still checked", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `{"stage":"won"}`), 403},
+		{"two Content-Type lines are refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded", "Content-Type: application/json"}, `{"stage":"won"}`), 400},
+		{"a JSON body labelled text/plain is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: text/plain"}, `{"stage":"won"}`), 400},
+		{"a JSON body without a Content-Type is refused", req("PATCH", "/api/customers/1", nil, `{"stage":"won"}`), 400},
+		{"Content-Type with upper case and parameters is still JSON", req("PATCH", "/api/customers/1", []string{"Content-Type: Application/JSON; Charset=UTF-8; x=y"}, `{"stage":"won"}`), 403},
+		{"a JSON body with a byte order mark is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, "\xef\xbb\xbf{\"stage\":\"won\"}"), 400},
+		{"a JSON body with comments is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, "{/* x */\"stage\":\"won\"}"), 400},
+		{"NaN in a JSON body is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"n":NaN,"stage":"won"}`), 400},
+		{"a huge number does not hide the guarded field", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"n":1e999999999,"stage":"won"}`), 403},
+		{"a very deep body is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, strings.Repeat(`{"a":`, 600)+"1"+strings.Repeat("}", 600)), 400},
+		{"a guarded key differing in case is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"Stage":"won"}`), 403},
+		{"a guarded key under __proto__ is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"__proto__":{"stage":"won"}}`), 403},
+		{"a guarded field inside a string holding JSON is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"data":"{\"stage\":\"won\"}"}`), 403},
+		{"a form key with a leading space (PHP trims it) is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `+stage=won`), 403},
+		{"a form key with an encoded leading space is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `%20stage=won`), 403},
+		{"a form key with PHP array syntax is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `customer[stage]=won`), 403},
+		{"with Transfer-Encoding and Content-Length together the chunked body is the one checked", "PATCH /api/customers/1 HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nf\r\n{\"stage\":\"won\"}\r\n0\r\n\r\n", 403},
+		{"X-HTTP-Method-Override is refused", req("POST", "/api/customers/1/notes", []string{"X-HTTP-Method-Override: DELETE"}, ""), 400},
+		{"_method in the query is refused", req("POST", "/api/customers/1/notes?_method=DELETE", nil, ""), 400},
+		{"_METHOD in the query is refused", req("POST", "/api/customers/1/notes?_METHOD=DELETE", nil, ""), 400},
+		{"_method in a form body is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: application/x-www-form-urlencoded"}, `text=hi&_method=DELETE`), 400},
+		{"_method in a JSON body is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: application/json"}, `{"text":"hi","_method":"DELETE"}`), 400},
+		{"an absolute-form request target is judged on its path", req("DELETE", "http://{HOST}/api/customers/1/notes", nil, ""), 403},
+		{"an unknown method is refused", req("PURGE", "/api/customers/1/notes", nil, ""), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			reached := len(s.crm.received())
+			resp, body := s.raw(t, tt.raw)
+			if l := leaked(body); l != "" {
+				t.Fatalf("status %d leaked %q", resp.StatusCode, l)
+			}
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d, want %d: %.300s", resp.StatusCode, tt.want, body)
+			}
+			if got := len(s.crm.received()); got != reached {
+				t.Errorf("the CRM received the request: %q", s.crm.received()[got-1])
+			}
+			if resp.StatusCode >= 500 || resp.StatusCode < 400 {
+				return
+			}
+			ev := s.oneAuditEvent(t, before)
+			if ev["decision"] != "deny" || ev["status"] != float64(resp.StatusCode) {
+				t.Errorf("audit decision %v status %v, want deny %d: %v", ev["decision"], ev["status"], resp.StatusCode, ev)
+			}
+		})
+	}
+}
+
+// TestRedteamForgedHeadersNeverReachTheCRM sends identity and method
+// headers a CRM would trust, in spellings a naive filter misses. The CRM
+// sees only the proxy's X-CRM-User and X-CRM-Roles, and the real method.
+func TestRedteamForgedHeadersNeverReachTheCRM(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	tests := []struct {
+		name   string
+		header string
+	}{
+		{"X_HTTP_METHOD_OVERRIDE with underscores", "X_HTTP_METHOD_OVERRIDE: DELETE"},
+		{"X_CRM_USER with underscores", "X_CRM_USER: admin"},
+		{"x-crm-roles in lower case", "x-crm-roles: admin"},
+		{"X-CRM-User in odd case", "x-CrM-uSeR: admin"},
+		{"X_Forwarded_User with underscores", "X_Forwarded_User: admin"},
+		{"X-Forwarded-User", "X-Forwarded-User: admin"},
+		{"Remote-User", "Remote-User: admin"},
+		{"X-Auth-Request-User", "X-Auth-Request-User: admin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" does not reach the CRM", func(t *testing.T) {
+			resp, body := s.raw(t, "POST /api/customers/1/notes HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\n"+tt.header+"\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			got := s.crm.lastRequest()
+			if got.Method != "POST" {
+				t.Fatalf("the CRM saw method %s", got.Method)
+			}
+			for k, vs := range got.Header {
+				for _, v := range vs {
+					if v == "admin" || v == "DELETE" {
+						t.Fatalf("the CRM received %s: %s", k, v)
+					}
+				}
+			}
+			if got.Header.Get("X-Crm-User") != "zhang" || got.Header.Get("X-Crm-Roles") != "sales" {
+				t.Fatalf("the CRM's identity headers: %v", got.Header)
+			}
+		})
+	}
+}
+
+// TestRedteamAbsoluteFormTargetsAreJudgedOnTheirPath sends absolute-form
+// request targets (GET http://host/path): they are judged on the path the
+// CRM will see, encoded dot segments resolved first.
+func TestRedteamAbsoluteFormTargetsAreJudgedOnTheirPath(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	tests := []struct {
+		name, target string
+		want         int
+		route        string
+	}{
+		{"an absolute-form target to the list is filtered", "http://{HOST}/api/customers", 200, "customers.list"},
+		{"encoded dot segments in an absolute-form target are resolved before judging", "http://{HOST}/api/files/%2e%2e/customers", 200, "customers.list"},
+		{"a double-encoded dot segment is refused", "http://{HOST}/api/files/%252e%252e/customers", 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET "+tt.target+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if l := leaked(body); l != "" {
+				t.Fatalf("status %d leaked %q", resp.StatusCode, l)
+			}
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d: %.200s", resp.StatusCode, tt.want, body)
+			}
+			ev := s.oneAuditEvent(t, before)
+			if route, _ := ev["route"].(string); route != tt.route {
+				t.Fatalf("audited route %q, want %q", route, tt.route)
+			}
+		})
+	}
+}
