@@ -123,6 +123,10 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		c.mu.Unlock()
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
+		if b, ok := redteamBodies[r.URL.Query().Get("evil")]; ok {
+			_, _ = w.Write([]byte(b))
+			return
+		}
 		switch r.URL.Query().Get("evil") {
 		case "500-echo":
 			w.WriteHeader(500)
