@@ -294,7 +294,14 @@ func (rw *rewriter) run() error {
 			if len(rw.frames) >= c.maxDepth {
 				return fmt.Errorf("rewrite: nesting deeper than %d levels at byte %d", c.maxDepth, i)
 			}
-			f := frame{arr: b == '[', mode: ch.mode, state: ch.state, docPos: ch.docPos,
+			k := len(rw.frames)
+			if k < cap(rw.frames) {
+				rw.frames = rw.frames[:k+1]
+			} else {
+				rw.frames = append(rw.frames, frame{})
+			}
+			f := &rw.frames[k]
+			*f = frame{arr: b == '[', mode: ch.mode, state: ch.state, docPos: ch.docPos,
 				recRoot: recRoot, nodeEdit: -1, lastChild: -1, allEdits: true, nodeStart: vstart, nodeState: ch.state}
 			if ch.mode == modeRec && !recRoot {
 				f.isNode = true
@@ -314,7 +321,6 @@ func (rw *rewriter) run() error {
 			if recRoot {
 				f.mode = modeRec
 			}
-			rw.frames = append(rw.frames, f)
 			i = skipWS(doc, i+1)
 			if i >= len(doc) {
 				return syntaxError(i, "unexpected end of input in a container")
@@ -403,7 +409,7 @@ func (rw *rewriter) run() error {
 				return syntaxError(i, fmt.Sprintf("unexpected %q in an object", b))
 			}
 			i++
-			closed := *f
+			closed := f // stays valid: nothing is pushed before it is read
 			rw.frames = rw.frames[:len(rw.frames)-1]
 			if closed.recRoot {
 				rw.recEnd = i
