@@ -227,6 +227,12 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 		x.ev.Decision = "allow"
 	}
 
+	if x.rewrites && !x.shadow && (asksUpgrade(r) || r.Method == http.MethodConnect) {
+		// A tunnel (websocket, h2c, extended CONNECT) carries bytes the
+		// rewriter never sees: on a rewriting route it would pass raw.
+		return x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID,
+			Reason: "Route " + d.RouteID + " rewrites answers; a protocol upgrade or tunnel cannot be checked on it."}, "deny")
+	}
 	if err := x.checkBody(w); err != nil || x.ev.Status != 0 {
 		return err
 	}
@@ -406,6 +412,22 @@ func contentCoding(h http.Header) string {
 		}
 	}
 	return ""
+}
+
+// asksUpgrade reports any sign of a protocol switch: an Upgrade header, or
+// an upgrade token on any Connection line.
+func asksUpgrade(r *http.Request) bool {
+	if len(r.Header.Values("Upgrade")) > 0 {
+		return true
+	}
+	for _, line := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(line, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isUpgrade(r *http.Request) bool {

@@ -123,6 +123,18 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		c.mu.Unlock()
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
+		if r.Header.Get("Upgrade") != "" {
+			// A CRM (or a framework under it) that accepts any protocol
+			// switch, then talks raw over the connection.
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n%s", r.Header.Get("Upgrade"), list)
+			_ = brw.Flush()
+			return
+		}
 		if b, ok := redteamBodies[r.URL.Query().Get("evil")]; ok {
 			_, _ = w.Write([]byte(b))
 			return
@@ -247,9 +259,15 @@ func (s *redteamStack) raw(t *testing.T, req string) (*http.Response, string) {
 	if _, err := io.WriteString(conn, req); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// What comes down the tunnel is the body.
+		tunnel, _ := io.ReadAll(br)
+		return resp, string(tunnel)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

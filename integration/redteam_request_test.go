@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -153,6 +154,33 @@ func TestRedteamAbsoluteFormTargetsAreJudgedOnTheirPath(t *testing.T) {
 			ev := s.oneAuditEvent(t, before)
 			if route, _ := ev["route"].(string); route != tt.route {
 				t.Fatalf("audited route %q, want %q", route, tt.route)
+			}
+		})
+	}
+}
+
+// TestRedteamProtocolUpgradeOnARewritingRoute asks for a protocol switch
+// (websocket, h2c) on a route whose answers must be rewritten, against a
+// CRM that accepts any switch and then sends raw records down the tunnel.
+// A tunnel cannot be rewritten: the request is refused before the CRM.
+func TestRedteamProtocolUpgradeOnARewritingRoute(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	for _, up := range []string{"websocket", "h2c", "TLS/1.2"} {
+		t.Run("Upgrade: "+up+" is refused on a rewriting route", func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			reached := len(s.crm.received())
+			resp, body := s.raw(t, "GET /api/customers HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: Upgrade\r\nUpgrade: "+up+"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+			if l := leaked(body); l != "" || resp.StatusCode == http.StatusSwitchingProtocols {
+				t.Fatalf("status %d: the switch reached the client (leak %q)", resp.StatusCode, l)
+			}
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %s", resp.StatusCode, body)
+			}
+			if len(s.crm.received()) != reached {
+				t.Fatalf("the CRM received the upgrade request")
+			}
+			if ev := s.oneAuditEvent(t, before); ev["decision"] != "deny" {
+				t.Fatalf("audit %v", ev)
 			}
 		})
 	}
