@@ -216,11 +216,23 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 			_, _ = w.Write(list)
 			h.Set("X-Debug-Record", proxyCustomers(9)[1].BankAccount)
 		default:
-			if strings.HasPrefix(r.URL.Path, "/api/customers/") && !strings.HasSuffix(r.URL.Path, "/notes") {
+			// Like servers that normalise paths to compatibility forms
+			// (NFKC, Windows best-fit): fullwidth letters are ASCII.
+			p := strings.Map(func(r rune) rune {
+				if r >= 0xff01 && r <= 0xff5e {
+					return r - 0xfee0
+				}
+				return r
+			}, lenientPath(r.URL.EscapedPath()))
+			switch {
+			case strings.HasPrefix(p, "/api/customers/") && !strings.HasSuffix(p, "/notes"):
 				_, _ = w.Write(one)
-				return
+			case p == "/api/customers" || strings.HasPrefix(p, "/api/files/") || strings.HasSuffix(p, "/notes"):
+				_, _ = w.Write(list)
+			default:
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = w.Write([]byte(`{"error":"no such page"}`))
 			}
-			_, _ = w.Write(list)
 		}
 	}))
 	t.Cleanup(c.Close)

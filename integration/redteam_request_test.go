@@ -185,3 +185,38 @@ func TestRedteamProtocolUpgradeOnARewritingRoute(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamCompatibilityFormsInPaths sends paths whose letters are
+// Unicode compatibility forms (fullwidth, ligatures, letterlike symbols)
+// that a normalising CRM reads as the customer list, while the guard would
+// see an unknown path and fall to a catch-all route that does not rewrite.
+func TestRedteamCompatibilityFormsInPaths(t *testing.T) {
+	rulesFile := redteamRules + `  - id: api.other
+    match: {methods: [GET], path: "/api/**"}
+    allow: [sales]
+`
+	s := startRedteam(t, rulesFile, "")
+	for _, p := range []string{
+		"/api/%EF%BD%83ustomers",    // fullwidth c
+		"/api/customers%EF%BC%8F",   // fullwidth solidus (a lookalike separator)
+		"/api/%EF%BC%A3USTOMERS",    // fullwidth C
+		"/api/cu%EF%AC%86omers",     // the "st" ligature U+FB06
+		"/%E2%92%B6pi/customers",    // circled A U+24B6
+		"/api/customers/%EF%BC%92",  // fullwidth digit 2
+		"/api/%F0%9D%90%9Customers", // mathematical bold small c
+	} {
+		t.Run(fmt.Sprintf("the path %s is refused", p), func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET "+p+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if l := leaked(body); l != "" {
+				t.Fatalf("status %d leaked %q", resp.StatusCode, l)
+			}
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400: %.200s", resp.StatusCode, body)
+			}
+			if ev := s.oneAuditEvent(t, before); ev["decision"] != "deny" {
+				t.Fatalf("audit %v", ev)
+			}
+		})
+	}
+}

@@ -121,8 +121,45 @@ func decodeSegment(s string) (string, error) {
 		if r >= 0x80 && strings.ContainsRune(lookalikes, r) {
 			return "", fmt.Errorf("%w: %q holds %U, which Windows best-fit conversion turns into a separator or dot", errAmbiguousPath, dec, r)
 		}
+		if r >= 0xa0 && compatForm(r) {
+			return "", fmt.Errorf("%w: %q holds %U, a compatibility form that servers normalising to NFKC read as plain letters, digits or a space", errAmbiguousPath, dec, r)
+		}
 	}
 	return dec, nil
+}
+
+// compatForms are the blocks of characters whose compatibility (NFKC)
+// form is an ASCII letter, digit or space: a server that normalises paths
+// reads "/api/ｃustomers" (fullwidth c) as "/api/customers", which no
+// route pattern (written in ASCII) would match, so a catch-all route could
+// judge it instead.
+var compatForms = [][2]rune{
+	{0x00a0, 0x00a0},   // no-break space
+	{0x00aa, 0x00aa},   // feminine ordinal (a)
+	{0x00b2, 0x00b3},   // superscript two, three
+	{0x00b9, 0x00ba},   // superscript one, masculine ordinal (o)
+	{0x00bc, 0x00be},   // vulgar fractions
+	{0x017f, 0x017f},   // long s
+	{0x1d2c, 0x1d6a},   // modifier letters
+	{0x2000, 0x200a},   // spaces
+	{0x2070, 0x209f},   // superscripts and subscripts
+	{0x2100, 0x218f},   // letterlike symbols (Kelvin K), number forms (Roman numerals)
+	{0x2460, 0x24ff},   // enclosed alphanumerics
+	{0x3000, 0x3000},   // ideographic space
+	{0xfb00, 0xfb06},   // Latin ligatures
+	{0xfe50, 0xfe6f},   // small form variants
+	{0xff00, 0xffef},   // halfwidth and fullwidth forms
+	{0x1d400, 0x1d7ff}, // mathematical alphanumeric symbols
+	{0x1f100, 0x1f1ff}, // enclosed alphanumeric supplement
+}
+
+func compatForm(r rune) bool {
+	for _, b := range compatForms {
+		if r >= b[0] && r <= b[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // lookalikes are characters that Windows' best-fit ANSI conversion (and

@@ -59,6 +59,14 @@ func TestPathsAServerCouldReadDifferentlyAreRefused(t *testing.T) {
 		{"a fullwidth slash", "/api/customers%EF%BC%8Fexport", "best-fit"},
 		{"a fullwidth full stop pair", "/api/%EF%BC%8E%EF%BC%8E/admin", "best-fit"},
 		{"a division slash", "/api/customers%E2%88%95export", "best-fit"},
+		{"a fullwidth letter", "/api/%EF%BD%83ustomers", "compatibility form"},
+		{"a fullwidth digit", "/api/customers/%EF%BC%92", "compatibility form"},
+		{"a ligature", "/api/cu%EF%AC%86omers", "compatibility form"},
+		{"the Kelvin sign", "/api/%E2%84%AAeys", "compatibility form"},
+		{"a circled letter", "/%E2%92%B6pi/customers", "compatibility form"},
+		{"a mathematical bold letter", "/api/%F0%9D%90%9Customers", "compatibility form"},
+		{"an ideographic space", "/api/customers%E3%80%80", "compatibility form"},
+		{"a no-break space", "/api/customers%C2%A0", "compatibility form"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+" is refused", func(t *testing.T) {
