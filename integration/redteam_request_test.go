@@ -220,3 +220,41 @@ func TestRedteamCompatibilityFormsInPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamQueryNamesAPHPCRMReadsDifferently asks for a CSV report
+// reserved to managers with parameter names a PHP CRM reads as format
+// (format[]=csv, " format=csv"), hoping the guard sees no format and
+// judges the request on a broader route.
+func TestRedteamQueryNamesAPHPCRMReadsDifferently(t *testing.T) {
+	rulesFile := strings.Replace(redteamRules, "routes:\n", `routes:
+  - id: reports.csv
+    match: {methods: [GET], path: "/api/files/report", query: {format: csv}}
+    allow: [sales_manager]
+`, 1)
+	s := startRedteam(t, rulesFile, "")
+	tests := []struct {
+		name, query string
+		want        int
+	}{
+		{"format=csv is the managers' route", "format=csv", 403},
+		{"format[]=csv is judged as format=csv", "format%5B%5D=csv", 403},
+		{"format[x]=csv is judged as format=csv", "format[x]=csv", 403},
+		{"a leading space before format is judged as format=csv", "+format=csv", 403},
+		{"format given as json and as format[]=csv is unjudgeable", "format=json&format[]=csv", 400},
+		{"_method[]=DELETE is a method override", "_method[]=DELETE", 400},
+		{"another parameter passes to the broader route", "page=2", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET /api/files/report?"+tt.query+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d: %.200s", resp.StatusCode, tt.want, body)
+			}
+			ev := s.oneAuditEvent(t, before)
+			if want := map[bool]string{true: "allow", false: "deny"}[tt.want == 200]; ev["decision"] != want {
+				t.Fatalf("audit %v, want %s", ev, want)
+			}
+		})
+	}
+}

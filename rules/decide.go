@@ -103,7 +103,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		header = http.Header{}
 	}
 
-	fq, fh := foldKeys(query), foldKeys(header)
+	fq, fh := foldKeys(phpQueryNames(query)), foldKeys(header)
 	if bad := methodOverride(method, fq, fh); bad != "" {
 		return d.finish(Deny, http.StatusBadRequest, bad)
 	}
@@ -363,6 +363,35 @@ func (rt *route) matches(method string, segs []string, q, h map[string][]string,
 		}
 	}
 	return true, ""
+}
+
+// phpQueryNames adds, for each query parameter whose name PHP (and Rails,
+// qs) reads as another parameter, its values under that name as well:
+// "format[]=csv", "format[x]=csv", " format=csv" and "for.mat=csv" are
+// format (for_mat) to such a CRM, so a route matching format=csv must see
+// them. The map is returned unchanged when no name needs it.
+func phpQueryNames(q map[string][]string) map[string][]string {
+	var out map[string][]string
+	for k, vs := range q {
+		name := phpFormName(k)
+		if i := strings.IndexByte(name, '['); i > 0 {
+			name = name[:i]
+		}
+		if name == k || name == "" {
+			continue
+		}
+		if out == nil {
+			out = make(map[string][]string, len(q)+1)
+			for k2, v2 := range q {
+				out[k2] = v2
+			}
+		}
+		out[name] = append(append([]string(nil), out[name]...), vs...)
+	}
+	if out == nil {
+		return q
+	}
+	return out
 }
 
 // foldKeys indexes query parameters or headers by their lower-case
