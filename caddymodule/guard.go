@@ -632,26 +632,39 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	return nil
 }
 
-// privatise keeps shared caches from storing an answer that depends on
-// who asked (the CRM saw X-CRM-User): "public" becomes "private".
+// privatise keeps shared caches (a CDN in front of the proxy) from storing
+// an answer that depends on who asked (the CRM saw X-CRM-User): "public"
+// and s-maxage are dropped and "private" is added unless the answer is
+// already private or no-store. An answer without Cache-Control gets
+// "private" too: a request cookie does not stop a shared cache, and
+// Expires or Last-Modified (heuristic freshness) would let it store.
 func privatise(h http.Header) {
-	cc := h.Values("Cache-Control")
-	if len(cc) == 0 {
-		return
-	}
-	joined := strings.Join(cc, ", ")
-	lower := strings.ToLower(joined)
-	if !strings.Contains(lower, "public") && !strings.Contains(lower, "s-maxage") {
-		return
-	}
 	var kept []string
-	for _, d := range strings.Split(joined, ",") {
-		d = strings.TrimSpace(d)
-		l := strings.ToLower(d)
-		if l == "public" || strings.HasPrefix(l, "s-maxage") || d == "" {
-			continue
+	private, noStore, shared := false, false, false
+	for _, line := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(line, ",") {
+			d = strings.TrimSpace(d)
+			l := strings.ToLower(d)
+			switch {
+			case d == "":
+				continue
+			case l == "public" || strings.HasPrefix(l, "s-maxage"):
+				shared = true
+				continue
+			case l == "private":
+				private = true
+				continue
+			case strings.HasPrefix(l, "private="):
+				// private="Set-Cookie" keeps only those fields private.
+				continue
+			case l == "no-store":
+				noStore = true
+			}
+			kept = append(kept, d)
 		}
-		kept = append(kept, d)
+	}
+	if !shared && (noStore || private) {
+		return
 	}
 	h.Set("Cache-Control", strings.Join(append([]string{"private"}, kept...), ", "))
 }

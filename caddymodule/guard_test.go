@@ -630,7 +630,11 @@ func TestCachingOfUserSpecificAnswers(t *testing.T) {
 	}{
 		{name: "a rewritten answer may not be stored by any cache", path: "/api/customers", cc: "public, max-age=600", want: "private, no-store"},
 		{name: "a streamed answer on a role route is made private", path: "/api/events", cc: "public, max-age=60, s-maxage=600", want: "private, max-age=60"},
-		{name: "a streamed answer without cache headers is left alone", path: "/api/events", cc: "", want: ""},
+		{name: "a streamed answer without cache headers is made private (a shared cache may store it heuristically)", path: "/api/events", cc: "", want: "private"},
+		{name: "a streamed answer with max-age alone is made private", path: "/api/events", cc: "max-age=60", want: "private, max-age=60"},
+		{name: "a field-qualified private is not private enough", path: "/api/events", cc: `private="Set-Cookie", max-age=60`, want: "private, max-age=60"},
+		{name: "a no-store answer is left alone", path: "/api/events", cc: "no-store", want: "no-store"},
+		{name: "a private answer is left alone", path: "/api/events", cc: "max-age=60, private", want: "max-age=60, private"},
 		{name: "a public route's answer keeps its caching", path: "/healthz", cc: "public, max-age=60", want: "public, max-age=60"},
 	}
 	for _, tt := range tests {

@@ -211,6 +211,18 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 			http.SetCookie(w, &http.Cookie{Name: "__Host-crmguard_session", Value: "attacker-session", Path: "/", Secure: true})
 			http.SetCookie(w, &http.Cookie{Name: "crm_lang", Value: "zh", Path: "/"})
 			_, _ = w.Write(list)
+		case "cache-maxage":
+			h.Set("Cache-Control", "max-age=600")
+			_, _ = w.Write(list)
+		case "cache-none":
+			h.Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+			_, _ = w.Write(list)
+		case "cache-expires":
+			h.Set("Expires", "Mon, 02 Jan 2034 15:04:05 GMT")
+			_, _ = w.Write(list)
+		case "cache-private":
+			h.Set("Cache-Control", "private, max-age=60")
+			_, _ = w.Write(list)
 		case "trailer":
 			h.Set("Trailer", "X-Debug-Record")
 			_, _ = w.Write(list)

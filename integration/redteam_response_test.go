@@ -87,3 +87,29 @@ func TestRedteamCRMCannotSetTheProxysCookies(t *testing.T) {
 		t.Fatalf("the CRM's own cookie should pass, got %v", names)
 	}
 }
+
+// TestRedteamPerUserAnswersAreNeverSharedByCaches plays a CRM that lets
+// shared caches (a CDN in front of the proxy) keep answers it computed for
+// one user: max-age without private, Expires, or nothing at all (heuristic
+// freshness from Last-Modified). A cookie does not stop a shared cache, so
+// every answer on a signed-in route must say private.
+func TestRedteamPerUserAnswersAreNeverSharedByCaches(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	tests := []struct{ name, evil, want string }{
+		{"max-age without private becomes private", "cache-maxage", "private, max-age=600"},
+		{"no Cache-Control with Last-Modified becomes private", "cache-none", "private"},
+		{"Expires alone becomes private", "cache-expires", "private"},
+		{"an answer already private is left alone", "cache-private", "private, max-age=60"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := s.raw(t, "GET /api/files/x?evil="+tt.evil+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %.200s", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("Cache-Control"); got != tt.want {
+				t.Fatalf("Cache-Control %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
