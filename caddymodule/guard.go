@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -623,6 +624,12 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	x.ev.Rewritten = true
 	h.Del("Content-Encoding")
 	dropValidators(h)
+	// The rewritten body is UTF-8 JSON whatever the CRM called it: a JSON
+	// answer labelled text/html would run a script held in a record.
+	if !jsonLabel(h.Values("Content-Type")) {
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("X-Content-Type-Options", "nosniff")
 	// The answer is now this user's view: no cache may keep or share it.
 	h.Set("Cache-Control", "private, no-store")
 	h.Set("Content-Length", strconv.Itoa(len(res)))
@@ -630,6 +637,20 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	w.WriteHeader(status)
 	_, _ = w.Write(res)
 	return nil
+}
+
+// jsonLabel reports one Content-Type naming JSON (application/json or
+// application/*+json) in UTF-8 (or without a charset).
+func jsonLabel(cts []string) bool {
+	if len(cts) != 1 {
+		return false
+	}
+	mt, params, err := mime.ParseMediaType(cts[0])
+	if err != nil || mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // privatise keeps shared caches (a CDN in front of the proxy) from storing

@@ -156,6 +156,12 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		case "html":
 			h.Set("Content-Type", "text/html")
 			fmt.Fprintf(w, "<pre>%s</pre>", list)
+		case "html-json":
+			h.Set("Content-Type", "text/html; charset=utf-8")
+			fmt.Fprintf(w, `{"list":[{"id":1,"owner_id":"zhang","name":"<script>alert(document.cookie)</script>"}]}`)
+		case "utf16-label":
+			h.Set("Content-Type", "application/json; charset=utf-16")
+			_, _ = w.Write(list)
 		case "text-json":
 			h.Set("Content-Type", "text/plain")
 			_, _ = w.Write(list)

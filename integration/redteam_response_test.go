@@ -113,3 +113,25 @@ func TestRedteamPerUserAnswersAreNeverSharedByCaches(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamRewrittenAnswersAreLabelledJSON plays a CRM that labels its
+// JSON as HTML (a customer name holding a script would run in the
+// browser), as text, as UTF-16, or not at all. A rewritten answer is JSON
+// in UTF-8 by construction: it is labelled so, and browsers may not sniff.
+func TestRedteamRewrittenAnswersAreLabelledJSON(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	for _, evil := range []string{"html-json", "text-json", "no-type", "utf16-label", "none"} {
+		t.Run("a "+evil+" answer is sent as application/json with nosniff", func(t *testing.T) {
+			resp, body := s.raw(t, "GET /api/customers?evil="+evil+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %.200s", resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q", ct)
+			}
+			if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Fatalf("no nosniff: %v", resp.Header)
+			}
+		})
+	}
+}
