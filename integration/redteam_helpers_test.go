@@ -156,6 +156,8 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		case "html":
 			h.Set("Content-Type", "text/html")
 			fmt.Fprintf(w, "<pre>%s</pre>", list)
+		case "nested":
+			_, _ = w.Write([]byte(redteamNested))
 		case "html-json":
 			h.Set("Content-Type", "text/html; charset=utf-8")
 			fmt.Fprintf(w, `{"list":[{"id":1,"owner_id":"zhang","name":"<script>alert(document.cookie)</script>"}]}`)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,6 +34,40 @@ var redteamBodies = map[string]string{
 	"single-dup-owner": fmt.Sprintf(`{"owner_id":"zhang","phone":"%s","owner_id":"li"}`, rtLi.Phone),
 	"single-array":     fmt.Sprintf(`[{"owner_id":"li","phone":"%s"}]`, rtLi.Phone),
 }
+
+// redteamNested is a CRM answer that embeds other people's sensitive data
+// inside a visible record: a spouse's ID number and bank account, related
+// customers with phones, a contact's mobile.
+var redteamNested = fmt.Sprintf(`{"list":[{"id":1,"owner_id":"zhang","team":"east","name":"A","phone":"%s","last_contact_at":"2026-11-01T00:00:00Z",
+ "spouse":{"name":"B","id_card":"%s","bank_account":"%s","phone":"%s"},
+ "related":[{"id":2,"owner_id":"li","phone":"%s","id_card":"%s","bank_account":"%s"}],
+ "contacts":[{"name":"C","mobile":"%s"}]}],"total":1}`,
+	rtZhang.Phone, rtLi.IDCard, rtLi.BankAccount, rtLi.Phone, proxyCustomers(9)[2].Phone, proxyCustomers(9)[2].IDCard, proxyCustomers(9)[2].BankAccount, proxyCustomers(9)[4].Phone)
+
+// TestRedteamExampleRulesCoverNestedSensitiveData runs the shipped example
+// rule file (examples/rules.yaml, which operators copy) against a CRM that
+// nests sensitive data inside a record the sales rep may see.
+func TestRedteamExampleRulesCoverNestedSensitiveData(t *testing.T) {
+	rulesFile, err := os.ReadFile(filepath.Join("..", "examples", "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startRedteam(t, string(rulesFile), "hash_key 0123456789abcdef0123456789abcdef")
+	resp, body := s.raw(t, "GET /api/customers?evil=nested HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"owner_id":"zhang"`) {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	// The related customer is the CRM's choice to show; its phone, ID
+	// number and bank account are not.
+	for _, c := range proxyCustomers(9) {
+		for _, v := range []string{c.Phone, c.IDCard, c.BankAccount} {
+			if strings.Contains(body, v) {
+				t.Fatalf("leaked %q: %s", v, body)
+			}
+		}
+	}
+}
+
 
 // escapeDigits writes every digit of s as a \u escape.
 func escapeDigits(s string) string {
