@@ -13,8 +13,8 @@ const (
 	HeaderRoles = "X-CRM-Roles"
 )
 
-// forgeableHeaders are identity headers that auth proxies and frameworks
-// trust; a client must never be able to set them.
+// forgeableHeaders are identity (and path-override) headers that auth
+// proxies and frameworks trust; a client must never be able to set them.
 var forgeableHeaders = []string{
 	"X-Forwarded-User",
 	"X-Forwarded-Email",
@@ -42,6 +42,14 @@ var forgeableHeaders = []string{
 	"X-Amzn-Oidc-Data",
 	"X-Amzn-Oidc-Accesstoken",
 	"Oidc_claim_sub",
+	// Headers that make the CRM route on another path than the one the
+	// rules judged (Symfony, Zend and IIS-hosted apps honour them).
+	"X-Original-Url",
+	"X-Rewrite-Url",
+	"X-Original-Uri",
+	"X-Forwarded-Path",
+	"X-Forwarded-Prefix",
+	"X-Envoy-Original-Path",
 }
 
 // forgeablePrefixes are header name prefixes (canonical form) stripped the

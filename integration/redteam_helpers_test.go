@@ -121,6 +121,13 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		c.bodies = append(c.bodies, string(b))
 		c.reqs = append(c.reqs, r.Clone(r.Context()))
 		c.mu.Unlock()
+		// Like Symfony, Zend and IIS-hosted apps: a front proxy's header
+		// names the path the app routes on.
+		for _, name := range []string{"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri", "X-Forwarded-Path"} {
+			if o := r.Header.Get(name); o != "" {
+				r.URL.Path, r.URL.RawPath = o, ""
+			}
+		}
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		if r.Header.Get("Upgrade") != "" {
@@ -247,8 +254,10 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 			switch {
 			case strings.HasPrefix(p, "/api/customers/") && !strings.HasSuffix(p, "/notes"):
 				_, _ = w.Write(one)
-			case p == "/api/customers" || strings.HasPrefix(p, "/api/files/") || strings.HasSuffix(p, "/notes"):
+			case p == "/api/customers" || strings.HasSuffix(p, "/notes"):
 				_, _ = w.Write(list)
+			case strings.HasPrefix(p, "/api/files/"):
+				_, _ = w.Write([]byte(`{"file":"brochure.pdf"}`))
 			default:
 				w.WriteHeader(http.StatusNotFound)
 				_, _ = w.Write([]byte(`{"error":"no such page"}`))

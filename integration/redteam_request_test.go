@@ -258,3 +258,24 @@ func TestRedteamQueryNamesAPHPCRMReadsDifferently(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamPathOverrideHeaders asks for a route the guard allows without
+// rewriting (/api/files/x) while naming the customer list in a header that
+// Symfony, Zend or IIS-hosted CRMs route on (X-Original-URL and friends).
+func TestRedteamPathOverrideHeaders(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	for _, name := range []string{"X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-Path", "X_Original_URL"} {
+		t.Run(name+" never reaches the CRM", func(t *testing.T) {
+			resp, body := s.raw(t, "GET /api/files/x HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\n"+name+": /api/customers\r\nConnection: close\r\n\r\n")
+			if l := leaked(body); l != "" {
+				t.Fatalf("status %d leaked %q", resp.StatusCode, l)
+			}
+			got := s.crm.lastRequest()
+			for k := range got.Header {
+				if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), strings.ReplaceAll(name, "_", "-")) {
+					t.Fatalf("the CRM received %s", k)
+				}
+			}
+		})
+	}
+}
