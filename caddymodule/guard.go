@@ -484,6 +484,9 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 		}
 		x.ev.Status = statusFromError(err)
 		x.ev.Reason = err.Error()
+		if x.ev.Decision == "allow" {
+			x.ev.Decision = "error" // the upstream failed (docs/audit.md)
+		}
 		return err
 	}
 	if !rec.buffering {

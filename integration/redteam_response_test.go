@@ -135,3 +135,24 @@ func TestRedteamRewrittenAnswersAreLabelledJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamCRMDownIsAuditedOnce stops the CRM: the client gets a 502
+// without data and the audit has exactly one event with that status.
+func TestRedteamCRMDownIsAuditedOnce(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	s.crm.Close()
+	for _, path := range []string{"/api/customers", "/api/files/x"} {
+		t.Run("a request to "+path+" with the CRM down", func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET "+path+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 502 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			ev := s.oneAuditEvent(t, before)
+			if ev["status"] != float64(502) || ev["decision"] != "error" {
+				t.Fatalf("audit %v", ev)
+			}
+			t.Logf("audit decision %v: %v", ev["decision"], ev["reason"])
+		})
+	}
+}
