@@ -65,6 +65,11 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 		if walkErr != nil {
 			return bad("%v", walkErr)
 		}
+		if found == nil {
+			// JSON Patch (RFC 6902) names the changed field in "path", a
+			// JSON Pointer, not as a key: [{"op":"replace","path":"/stage"}].
+			found = d.patchTargets(gjson.ParseBytes(body))
+		}
 	case mt == "application/x-www-form-urlencoded":
 		// Many legacy CRMs read the raw body as JSON whatever its label:
 		// a form-labelled body that is JSON is checked as JSON too.
@@ -280,4 +285,44 @@ func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 		}
 	}
 	return nil
+}
+
+// patchTargets checks the JSON Pointers of a JSON Patch document (an array
+// of operations): the "path" of every operation but "test", and "from" of
+// "move" (which removes it). Numeric and "-" array steps are dropped, like
+// array positions in a JSON body.
+func (d *Decision) patchTargets(doc gjson.Result) *guardHit {
+	if !doc.IsArray() {
+		return nil
+	}
+	var hit *guardHit
+	doc.ForEach(func(_, op gjson.Result) bool {
+		if !op.IsObject() {
+			return true
+		}
+		kind := strings.ToLower(op.Get("op").String())
+		var pointers []string
+		if kind != "test" {
+			pointers = append(pointers, op.Get("path").String())
+		}
+		if kind == "move" {
+			pointers = append(pointers, op.Get("from").String())
+		}
+		for _, ptr := range pointers {
+			var chain []string
+			for _, step := range strings.Split(ptr, "/") {
+				step = strings.NewReplacer("~1", "/", "~0", "~").Replace(step)
+				if step == "" || step == "-" || isDigits(step) {
+					continue
+				}
+				chain = append(chain, step)
+			}
+			if g := d.guardFor(chain); g != nil {
+				hit = &guardHit{guard: g, at: ptr}
+				return false
+			}
+		}
+		return true
+	})
+	return hit
 }
