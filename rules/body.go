@@ -56,6 +56,9 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 	var found *guardHit
 	switch {
 	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		if tooDeep(body, maxBodyDepth) {
+			return bad("this body nests deeper than %d levels", maxBodyDepth)
+		}
 		if !gjson.ValidBytes(body) {
 			return bad("this JSON body is not valid JSON")
 		}
@@ -73,6 +76,11 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 	case mt == "application/x-www-form-urlencoded":
 		// Many legacy CRMs read the raw body as JSON whatever its label:
 		// a form-labelled body that is JSON is checked as JSON too.
+		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+			if tooDeep(trimmed, maxBodyDepth) {
+				return bad("this body nests deeper than %d levels", maxBodyDepth)
+			}
+		}
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && gjson.ValidBytes(trimmed) {
 			hit, walkErr := d.walkJSON(gjson.ParseBytes(trimmed), nil, "", 0)
 			if walkErr != nil {
@@ -137,8 +145,13 @@ func (d *Decision) walkJSON(v gjson.Result, chain []string, at string, depth int
 	case v.Type == gjson.String:
 		// A string that holds JSON (a "payload" or "data" field some CRMs
 		// decode a second time) is checked like the body itself.
-		if s := strings.TrimSpace(v.Str); len(s) > 1 && (s[0] == '{' || s[0] == '[') && gjson.Valid(s) {
-			return d.walkJSON(gjson.Parse(s), chain, at, depth+1)
+		if s := strings.TrimSpace(v.Str); len(s) > 1 && (s[0] == '{' || s[0] == '[') {
+			if tooDeep([]byte(s), maxBodyDepth-depth) {
+				return nil, fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
+			}
+			if gjson.Valid(s) {
+				return d.walkJSON(gjson.Parse(s), chain, at, depth+1)
+			}
 		}
 	case v.IsObject():
 		v.ForEach(func(k, val gjson.Result) bool {
@@ -263,6 +276,9 @@ func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 	}
 	var asked []string
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
+		if tooDeep(trimmed, maxBodyDepth) {
+			return &BodyError{Status: http.StatusBadRequest, Reason: fmt.Sprintf("route %s reads POST bodies for a _method override and this body nests deeper than %d levels", d.RouteID, maxBodyDepth)}
+		}
 		gjson.ParseBytes(trimmed).ForEach(func(k, v gjson.Result) bool {
 			if strings.EqualFold(strings.TrimSpace(k.String()), "_method") {
 				asked = append(asked, v.String())
@@ -325,4 +341,36 @@ func (d *Decision) patchTargets(doc gjson.Result) *guardHit {
 		return true
 	})
 	return hit
+}
+
+// tooDeep reports JSON text nesting deeper than max. It scans without
+// recursion, so that a body of millions of "[" is refused before a
+// recursive validator could exhaust the goroutine stack (a fatal error
+// that would stop the whole server).
+func tooDeep(b []byte, max int) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > max {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }

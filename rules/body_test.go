@@ -259,3 +259,30 @@ routes:
 		})
 	}
 }
+
+// TestDeeplyNestedBodiesAreRefusedWithoutExhaustingTheStack sends bodies
+// of millions of brackets: a recursive JSON validator would overflow the
+// goroutine stack, a fatal error that stops the whole server.
+func TestDeeplyNestedBodiesAreRefusedWithoutExhaustingTheStack(t *testing.T) {
+	s := mustLoad(t, bodyRules)
+	service := s.UserFromRoles("li", []string{"service"}, nil, true, shanghaiWorkday)
+	deep := strings.Repeat("[", 16<<20)
+	deepString, _ := json.Marshal(map[string]string{"data": deep})
+	cases := []struct {
+		name, method, ctype, body string
+	}{
+		{"a JSON body of 16 MiB of brackets", "PATCH", "application/json", deep},
+		{"a form-labelled body of 16 MiB of brackets", "PATCH", "application/x-www-form-urlencoded", deep},
+		{"a string holding 16 MiB of brackets", "PATCH", "application/json", string(deepString)},
+		{"a POST body of 16 MiB of braces read for _method", "POST", "application/json", strings.Repeat(`{"a":`, 4<<20)},
+	}
+	for _, c := range cases {
+		t.Run(c.name+" is refused with 400", func(t *testing.T) {
+			d := s.Decide(service, request(c.method, "/api/customers/42"))
+			be := d.CheckBody(c.ctype, []byte(c.body))
+			if be == nil || be.Status != 400 || !strings.Contains(be.Reason, "deeper than") {
+				t.Fatalf("got %+v", be)
+			}
+		})
+	}
+}
