@@ -218,6 +218,9 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		case "csv-octet":
 			h.Set("Content-Type", "application/octet-stream")
 			fmt.Fprintf(w, "id,phone\n1,%s\n", proxyCustomers(9)[1].Phone)
+		case "csv-x":
+			h.Set("Content-Type", r.URL.Query().Get("type"))
+			fmt.Fprintf(w, "id,phone\n1,%s\n", proxyCustomers(9)[1].Phone)
 		case "csv-charset":
 			h.Set("Content-Type", "text/csv; charset=gbk")
 			fmt.Fprintf(w, "id,phone\n1,%s\n", proxyCustomers(9)[1].Phone)

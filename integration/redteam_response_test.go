@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -153,6 +154,25 @@ func TestRedteamCRMDownIsAuditedOnce(t *testing.T) {
 				t.Fatalf("audit %v", ev)
 			}
 			t.Logf("audit decision %v: %v", ev["decision"], ev["reason"])
+		})
+	}
+}
+
+// TestRedteamCSVUnderOtherNamesIsADownload plays a CRM that labels its
+// customer CSV with one of the other names CSV and spreadsheets go by, on
+// a route that is not an approved export.
+func TestRedteamCSVUnderOtherNamesIsADownload(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	for _, ct := range []string{"text/x-csv", "application/x-csv", "text/comma-separated-values", "text/x-comma-separated-values", "TEXT/CSV", "application/x-excel", "application/vnd.ms-excel.sheet.macroEnabled.12"} {
+		t.Run(ct+" is a blocked download", func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET /api/files/x?evil=csv-x&type="+url.QueryEscape(ct)+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if l := leaked(body); l != "" || resp.StatusCode != 403 {
+				t.Fatalf("status %d leaked %q: %.100s", resp.StatusCode, l, body)
+			}
+			if ev := s.oneAuditEvent(t, before); ev["decision"] != "blocked" {
+				t.Fatalf("audit %v", ev)
+			}
 		})
 	}
 }

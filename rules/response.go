@@ -298,13 +298,15 @@ func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
 // export) whatever its Content-Disposition.
 var downloadTypes = []string{
 	"text/csv", "application/csv", "text/tab-separated-values",
+	"text/x-csv", "application/x-csv", "text/comma-separated-values", "text/x-comma-separated-values",
+	"application/x-excel", "application/x-msexcel", "application/xls", "application/x-xls",
 	"application/vnd.ms-excel",
 	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 	"application/vnd.openxmlformats-officedocument.spreadsheetml.template",
 	"application/vnd.ms-excel.sheet.macroenabled.12",
 	"application/vnd.ms-excel.sheet.binary.macroenabled.12",
 	"application/vnd.oasis.opendocument.spreadsheet",
-	"application/x-msexcel", "application/excel",
+	"application/excel",
 }
 
 // isDownload reports whether an answer is a download: an attachment, or
