@@ -212,6 +212,12 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 		case "attachment-upper":
 			h.Set("Content-Disposition", `ATTACHMENT; filename="c.json"`)
 			_, _ = w.Write(list)
+		case "disposition-unknown":
+			h.Set("Content-Disposition", `download; filename="customers.json"`)
+			_, _ = w.Write(list)
+		case "disposition-inline":
+			h.Set("Content-Disposition", `inline; filename="brochure.json"`)
+			_, _ = w.Write([]byte(`{"file":"brochure"}`))
 		case "attachment-star":
 			h.Set("Content-Disposition", `attachment; filename*=UTF-8''c%C3%A9.json`)
 			_, _ = w.Write(list)

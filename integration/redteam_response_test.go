@@ -40,6 +40,8 @@ func TestRedteamHostileCRMAnswersNeverLeakRawData(t *testing.T) {
 		{"gzip applied twice is decoded twice", "/api/customers?evil=double-gzip", 200, "allow"},
 		{"an upper-case ATTACHMENT disposition is a blocked download", "/api/customers?evil=attachment-upper", 403, "blocked"},
 		{"an attachment with filename* is a blocked download", "/api/customers?evil=attachment-star", 403, "blocked"},
+		{"an unknown disposition type (browsers save it like an attachment) is a blocked download", "/api/files/x?evil=disposition-unknown", 403, "blocked"},
+		{"an inline disposition is not a download", "/api/files/x?evil=disposition-inline", 200, "allow"},
 		{"CSV with a charset parameter is a blocked download", "/api/files/x?evil=csv-charset", 403, "blocked"},
 		{"a field sent as a trailer after a rewritten answer does not reach the client", "/api/customers?evil=trailer", 200, "allow"},
 	}

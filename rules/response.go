@@ -309,13 +309,15 @@ var downloadTypes = []string{
 	"application/excel",
 }
 
-// isDownload reports whether an answer is a download: an attachment, or
-// a CSV or spreadsheet type. A Content-Disposition that cannot be read
+// isDownload reports whether an answer is a download: a disposition other
+// than inline, or a CSV or spreadsheet type. A Content-Disposition that cannot be read
 // counts as a download (fail closed).
 func isDownload(h http.Header) bool {
 	for _, cd := range h.Values("Content-Disposition") {
+		// RFC 6266: browsers treat an unknown disposition type as
+		// attachment, so only "inline" is not a download.
 		disp, _, err := mime.ParseMediaType(cd)
-		if err != nil || strings.EqualFold(disp, "attachment") {
+		if err != nil || !strings.EqualFold(disp, "inline") {
 			return true
 		}
 	}
