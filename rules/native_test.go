@@ -40,6 +40,12 @@ var agreementExprs = []struct {
 	{`record.address == {"city": "Shanghai"}`, true},
 	{`user.attrs.nothing == record.owner_id || record.stage == "won"`, true},
 	{`record.stage in ["won", "lost"]`, true},
+	{`timestamp(record.last_contact_at) <= timestamp("2025-01-01T00:00:00Z")`, true},
+	{`timestamp(record.last_contact_at) == timestamp("2025-01-01T00:00:00Z")`, true},
+	{`timestamp(record.last_contact_at) > timestamp("2024-01-01T00:00:00.5Z")`, true},
+	{`timestamp(record.last_contact_at) >= timestamp("2024-01-01T00:00:00.5Z")`, true},
+	{`timestamp("2025-01-01T00:00:00Z") > timestamp(record.last_contact_at)`, true},
+	{`timestamp("2024-01-01T00:00:00Z") != timestamp(record.last_contact_at)`, true},
 	{`record.owner_id.startsWith("zh")`, false},
 	{`has(record.team) && record.team == "east"`, false},
 	{`size(record.tags) > 1`, false},
@@ -55,6 +61,12 @@ var agreementRecords = []string{
 	`{"id":"5","owner_id":"zhang","owner_id":"li","team":"east","team":"east"}`,
 	`{"id":"6","owner_id":7,"amount":1e3,"n":1.5e0,"last_contact_at":1700000000,"address":{"city":"Shanghai","city":"Shanghai"},"odd-key.x":"x"}`,
 	`{"id":"7","owner_id":"zh\u0061ng","te\u0061m":"east","tags":["vip","vip"],"address":{"city":null},"amount":-0,"n":99999999999999999999}`,
+	`{"id":"9","last_contact_at":"2025-01-01T00:00:00Z"}`,
+	`{"id":"10","last_contact_at":"2024-01-01T00:00:00Z"}`,
+	`{"id":"11","last_contact_at":"2024-01-01T00:00:01Z"}`,
+	`{"id":"12","last_contact_at":"2024-12-31T23:59:59Z"}`,
+	`{"id":"13","last_contact_at":"2024-02-30T00:00:00Z"}`,
+	`{"id":"14","last_contact_at":"2025-01-01T08:00:00+08:00"}`,
 	`{"id":"8","last_contact_at":"2025-11-24T10:00:00+08:00","amount":1000,"flag":null,"address":{"city":"Shanghai","zip":{"a":[1,2]}}}`,
 }
 
@@ -159,6 +171,16 @@ func celTimestampAgrees(t *testing.T, s string) {
 	if ok && !got.Equal(want.Time) {
 		t.Fatalf("celTimestamp(%q) = %v, CEL gives %v", s, got, want.Time)
 	}
+	// The canonical fast path: it may only give CEL's instant, and it must
+	// take every canonical string CEL accepts.
+	sec, fast := canonicalUTC(s)
+	if fast && (!isTS || !want.Time.Equal(time.Unix(sec, 0))) {
+		t.Fatalf("canonicalUTC(%q) = %d, CEL gives %v", s, sec, v)
+	}
+	canonical := len(s) == 20 && s[10] == 'T' && s[19] == 'Z'
+	if isTS && canonical && !fast {
+		t.Fatalf("canonicalUTC(%q) refuses a canonical instant CEL accepts", s)
+	}
 }
 
 var timestampSeeds = []string{
@@ -167,6 +189,9 @@ var timestampSeeds = []string{
 	"2026-10-01T00:00:60Z", "2026-10-01T00:00:00,5Z", "2026-10-01T0:00:00Z", "2026-10-01 00:00:00Z", "0000-01-01T00:00:00Z",
 	"9999-12-31T23:59:59+00:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", " 2026-10-01T00:00:00Z", "2026-10-01T00:00:00.Z",
 	"yesterday", "", "2026-10-01T00:00:00+0800", "２０２６-10-01T00:00:00Z",
+	"2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2000-02-29T12:00:00Z", "2026-04-31T00:00:00Z",
+	"2026-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "2026-1a-01T00:00:00Z",
+	"2026-10-01T00:00:00z", "2026-10-01t00:00:00Z", "2026-10-01T00:60:00Z", "2026-10-01T00:00:00.5Z", "2026/10/01T00:00:00Z",
 }
 
 func TestTheFastTimestampParserAgreesWithCEL(t *testing.T) {

@@ -317,9 +317,9 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 		if n.slot >= 0 && n.kids[0].kind == pRec && !n.kids[0].asTime {
 			// Fast path: a record string in a constant list of strings.
 			if list := st.lists[n.slot]; list != nil {
-				if r := rec.Key(n.kids[0].keyIdx); r.Type == gjson.String {
+				if str, ok := recStr(rec, n.kids[0].keyIdx); ok {
 					for _, s := range list {
-						if s == r.Str {
+						if s == str {
 							return types.True
 						}
 					}
@@ -560,8 +560,8 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 		return nil, false
 	}
 	c := st.consts[constSide.constIdx]
-	r := rec.Key(recSide.keyIdx)
-	if r.Type != gjson.String {
+	str, ok := recStr(rec, recSide.keyIdx)
+	if !ok {
 		return nil, false
 	}
 	if !recSide.asTime {
@@ -571,9 +571,9 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 		}
 		switch n.op {
 		case operators.Equals:
-			return types.Bool(r.Str == string(cs)), true
+			return types.Bool(str == string(cs)), true
 		case operators.NotEquals:
-			return types.Bool(r.Str != string(cs)), true
+			return types.Bool(str != string(cs)), true
 		}
 		return nil, false
 	}
@@ -581,11 +581,23 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 	if !ok {
 		return nil, false
 	}
-	t, ok := celTimestamp(r.Str)
-	if !ok {
-		return nil, false // the general path makes the same error
+	var cmp int
+	if sec, ok := canonicalUTC(str); ok {
+		// whole seconds against the constant's seconds and nanoseconds
+		cs, cn := ct.Unix(), ct.Nanosecond()
+		switch {
+		case sec < cs, sec == cs && cn > 0:
+			cmp = -1
+		case sec > cs:
+			cmp = 1
+		}
+	} else {
+		t, ok := celTimestamp(str)
+		if !ok {
+			return nil, false // the general path makes the same error
+		}
+		cmp = t.Compare(ct.Time)
 	}
-	cmp := t.Compare(ct.Time)
 	if flip {
 		cmp = -cmp
 	}
@@ -604,6 +616,66 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 		return types.Bool(cmp >= 0), true
 	}
 	return nil, false
+}
+
+// recStr is rec.Key(i).Str when that is a string, without copying the
+// whole result when rec is a rewriter's record.
+func recStr(rec keyReader, i int) (string, bool) {
+	if r, ok := rec.(*rewrite.Record); ok {
+		return r.Str(i)
+	}
+	r := rec.Key(i)
+	return r.Str, r.Type == gjson.String
+}
+
+// canonicalUTC reads the canonical form of a UTC instant in whole seconds,
+// exactly YYYY-MM-DDThh:mm:ssZ (upper-case T and Z, no fraction), as Unix
+// seconds, with the checks CEL's timestamp(string) makes: month 01-12, a day
+// that exists in that month, hours 00-23, minutes and seconds 00-59, years
+// 0001-9999. ok is false for every other string, which then goes through
+// celTimestamp: a fast path, never a different answer (FuzzCELTimestamp
+// checks both against CEL).
+func canonicalUTC(s string) (int64, bool) {
+	if len(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z' {
+		return 0, false
+	}
+	var d [14]int
+	for k, i := range [14]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+		c := s[i] - '0'
+		if c > 9 {
+			return 0, false
+		}
+		d[k] = int(c)
+	}
+	year := d[0]*1000 + d[1]*100 + d[2]*10 + d[3]
+	month, day := d[4]*10+d[5], d[6]*10+d[7]
+	hour, minute, sec := d[8]*10+d[9], d[10]*10+d[11], d[12]*10+d[13]
+	if year < 1 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || sec > 59 {
+		return 0, false
+	}
+	leap := year%4 == 0 && (year%100 != 0 || year%400 == 0)
+	if day > 28+int(monthExtra[month]) && !(month == 2 && day == 29 && leap) {
+		return 0, false
+	}
+	return daysFromCivil(year, month, day)*86400 + int64(hour*3600+minute*60+sec), true
+}
+
+// monthExtra is the days of each month beyond 28 (February: 0, leap days
+// apart).
+var monthExtra = [13]uint8{0, 3, 0, 3, 2, 3, 2, 3, 3, 2, 3, 2, 3}
+
+// daysFromCivil is the number of days from 1970-01-01 to the given date of
+// the proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
+func daysFromCivil(y, m, d int) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y / 400 // y >= 0 here
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return int64(era*146097 + doe - 719468)
 }
 
 // celTimestamp parses s the way CEL's timestamp(string) does when it

@@ -209,6 +209,27 @@ func (r *Record) Key(i int) gjson.Result {
 	return rw.res[i]
 }
 
+// Str returns the value of Plan.Keys[i] when it exists (as Key says) and
+// is a JSON string: its decoded text, and true. It is Key(i).Str without
+// building the whole result, for predicates that only compare strings.
+func (r *Record) Str(i int) (string, bool) {
+	rw := r.rw
+	if uint(i) >= uint(len(rw.res)) {
+		return "", false
+	}
+	cp := &rw.caps[i]
+	if cp.n != 1 || rw.doc[cp.start] != '"' {
+		return "", false
+	}
+	if !cp.esc {
+		return rw.ds[cp.start+1 : cp.end-1], true
+	}
+	if !rw.resOK[i] {
+		rw.fill(i)
+	}
+	return rw.res[i].Str, true
+}
+
 // Get reads any gjson path from the record (first match).
 func (r *Record) Get(path string) gjson.Result { return r.rw.get(path) }
 

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
 
 	"github.com/crmguard/crmguard/rules/mask"
+	"github.com/tidwall/gjson"
 )
 
 // Field helpers for the tables.
@@ -393,6 +395,29 @@ func TestRecordAccessor(t *testing.T) {
 		}
 		if strings.Join(seen, "\n") != strings.Join(want, "\n") {
 			t.Fatalf("\n got %s\nwant %s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+		}
+	})
+	t.Run("Str gives the text of exactly the keys Key shows as strings", func(t *testing.T) {
+		var seen []string
+		p := &Plan{Records: MustParsePath("list"), Keys: paths("s", "e", "n", "same", "missing"), Visible: func(r *Record) (bool, error) {
+			for i := -1; i <= 5; i++ {
+				s, ok := r.Str(i)
+				k := r.Key(i)
+				if ok != (k.Type == gjson.String) || s != k.Str {
+					return false, fmt.Errorf("key %d: Str = %q, %v; Key = %v %q", i, s, ok, k.Type, k.Str)
+				}
+				seen = append(seen, s+"|"+boolStr(ok))
+			}
+			return true, nil
+		}}
+		in := `{"list":[{"s":"plain","e":"a\"b\u00e9","n":1,"same":"z","same":"z"},{"s":null,"e":["x"]}]}`
+		if _, err := p.Rewrite(nil, []byte(in), nil); err != nil {
+			t.Fatal(err)
+		}
+		want := "|false,plain|true,a\"bé|true,|false,z|true,|false,|false," +
+			"|false,|false,|false,|false,|false,|false,|false"
+		if got := strings.Join(seen, ","); got != want {
+			t.Fatalf("\n got %s\nwant %s", got, want)
 		}
 	})
 	t.Run("a number key has its value", func(t *testing.T) {
