@@ -190,6 +190,9 @@ type Audit struct {
 	// Export says why the exchange counted as an export and what became
 	// of it.
 	Export ExportFlags `json:"export"`
+	// Target is what the fetch of the stored record found (routes with
+	// a target only).
+	Target *TargetAudit `json:"target,omitempty"`
 }
 
 // ExportFlags says why an exchange counted as an export and what became of it.

@@ -51,6 +51,9 @@ type route struct {
 	body     []*bodyGuard
 	export   *exportSpec
 	rewrites bool // the route's answers must be buffered and rewritten
+
+	// target is the stored record a request is judged against (target.go).
+	target *targetSpec
 }
 
 // matcher is one query or header condition of a route.

@@ -43,6 +43,8 @@ type Decision struct {
 	guards []*bodyGuard // body guards that apply to this user
 	// exportOK is true when the route is an export this user may run.
 	exportOK bool
+	// target is the record fetch an allowed request needs (target.go).
+	target *TargetFetch
 }
 
 // outcomeName is the audit spelling of an outcome.
@@ -208,6 +210,11 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		}
 		d.exportOK = true
 		d.Audit.Export.Approved = true
+	}
+	if rt.target != nil {
+		if reason := d.noteTarget(rt); reason != "" {
+			return d.finish(Deny, http.StatusBadRequest, reason)
+		}
 	}
 	d.noteGuards(rt)
 	return d.finish(Allow, 0, fmt.Sprintf("%s may call %s", rolesPhrase(u), rt.id))

@@ -10,7 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "body", "export"}
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "body", "export", "target"}
 
 func (l *loader) routes(n *yaml.Node) {
 	n = resolve(n)
@@ -206,6 +206,9 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 				l.useRoles(f.val, wk, r.export.withoutApproval)
 			}
 		}
+	}
+	if e, ok := by["target"]; ok {
+		l.target(r, e.val, joinKey(key, "target")) // target.go
 	}
 	r.rewrites = r.records != "" || r.record != ""
 	l.finishRoute(r)

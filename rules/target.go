@@ -1,0 +1,403 @@
+package rules
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"go.yaml.in/yaml/v3"
+)
+
+// A route's `target` judges a request against the stored record it
+// changes: before the request is forwarded, the caller GETs the record from
+// the upstream (TargetFetch), and JudgeTarget evaluates the route's
+// `allow_if` over it. A PATCH names only an id; the record says who owns it.
+
+// targetSpec is a route's compiled `target`.
+type targetSpec struct {
+	src     string   // the fetch template as written
+	segs    []patSeg // literal or {param} segments of the fetch path
+	query   string   // the template's literal query, encoded ("" none)
+	recSrc  string   // `record` as written
+	recKeys []string // keys and indexes to the record; nil: the answer itself
+	allowIf *expr    // `allow_if`
+	node    *yaml.Node
+}
+
+// TargetFetch is the stored record a request must be judged against before
+// it is forwarded (the route's `target`).
+type TargetFetch struct {
+	// Path is the escaped path, with the template's query if any, to GET
+	// from the upstream as the same user.
+	Path string
+}
+
+// TargetAnswer is the upstream's answer to a TargetFetch.
+type TargetAnswer struct {
+	// Status is the upstream's HTTP status (0 when there was no answer).
+	Status int
+	// Header holds the answer's headers.
+	Header http.Header
+	// Body is the answer's body, decoded (no content coding left).
+	Body []byte
+	// Err says why there is no usable answer (the upstream is down, the
+	// answer is over the size cap or cannot be decoded); nil otherwise.
+	Err error
+}
+
+// TargetAudit is what the target fetch found, for the audit event.
+type TargetAudit struct {
+	// Fetched is the path the record was fetched from.
+	Fetched string `json:"fetched"`
+	// Status is the upstream's status (0: no answer).
+	Status int `json:"status"`
+	// Allowed is true when the request may change the record.
+	Allowed bool `json:"allowed"`
+	// Reason says why the request was refused (empty when allowed).
+	Reason string `json:"reason,omitempty"`
+}
+
+var targetKeys = []string{"fetch", "record", "allow_if"}
+
+// target compiles a route's `target` block. The route's match must be
+// compiled already: the fetch template may only use its {params}.
+func (l *loader) target(r *route, n *yaml.Node, key string) {
+	es, ok := l.entries(n, key, targetKeys...)
+	if !ok {
+		return
+	}
+	t := &targetSpec{node: n, recSrc: "@this"}
+	by := map[string]entry{}
+	for _, e := range es {
+		by[e.name] = e
+	}
+	good := true
+	if e, ok := by["fetch"]; ok {
+		fk := joinKey(key, "fetch")
+		if src, ok := l.str(e.val, fk); ok {
+			if err := t.parseFetch(src, r.pattern); err != nil {
+				l.errorf(e.val, fk, "%v", err)
+				good = false
+			}
+		} else {
+			good = false
+		}
+	} else {
+		l.errorf(n, joinKey(key, "fetch"), "missing: the path to GET the stored record from, e.g. \"/api/customers/{id}\"")
+		good = false
+	}
+	if e, ok := by["record"]; ok {
+		rk := joinKey(key, "record")
+		if src, ok := l.str(e.val, rk); ok {
+			keys, err := splitRecordPath(src)
+			if err != nil {
+				l.errorf(e.val, rk, "%v", err)
+				good = false
+			}
+			t.recSrc, t.recKeys = src, keys
+		} else {
+			good = false
+		}
+	}
+	if e, ok := by["allow_if"]; ok {
+		ak := joinKey(key, "allow_if")
+		if src, ok := l.str(e.val, ak); ok {
+			t.allowIf = compileExpr(&l.diag, l.set.env, e.val, ak, src, recordVars, true)
+			if t.allowIf != nil {
+				l.lintRoleLiterals(e.val, ak, t.allowIf)
+			}
+		}
+		if t.allowIf == nil {
+			good = false
+		}
+	} else {
+		l.errorf(n, joinKey(key, "allow_if"), "missing: the condition over record (and user, request, now) under which the request may change the record")
+		good = false
+	}
+	switch {
+	case r.public:
+		l.errorf(n, key, "a public route has no signed-in user to fetch the record as; a target needs allow: [roles] or authenticated")
+		good = false
+	case r.deny != "":
+		l.errorf(n, key, "the route always denies, so a target would never be used")
+		good = false
+	}
+	if methodsRead(r.methods) {
+		l.warnf(n, key, "the route also matches reads (GET or HEAD, or every method): each read fetches the record first too; judge reads with record/visible instead")
+	}
+	if good {
+		r.target = t
+	}
+}
+
+// methodsRead reports whether a route's methods include a read (nil: every
+// method does).
+func methodsRead(methods []string) bool {
+	if methods == nil {
+		return true
+	}
+	return contains(methods, http.MethodGet) || contains(methods, http.MethodHead)
+}
+
+// parseFetch reads a fetch template: "/api/customers/{id}", optionally with
+// a literal query ("/sobjects/Account/{id}?fields=OwnerId"). Every {name}
+// must be captured by the route's path pattern: a request that names its
+// record elsewhere (a bulk update's body) is not covered.
+func (t *targetSpec) parseFetch(src string, pat *pattern) error {
+	t.src = src
+	path, query, hasQuery := strings.Cut(src, "?")
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("the fetch path starts with /, got %q", src)
+	}
+	if strings.ContainsAny(src, "#") {
+		return fmt.Errorf("%q: a fetch path has no fragment (#)", src)
+	}
+	if hasQuery {
+		if strings.ContainsAny(query, "{}") {
+			return fmt.Errorf("%q: {params} may only stand for path segments, not in the query", src)
+		}
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return fmt.Errorf("%q: the query cannot be read: %v", src, err)
+		}
+		t.query = q.Encode()
+	}
+	captured := map[string]bool{}
+	if pat != nil {
+		for _, s := range pat.segs {
+			if s.kind == segParam {
+				captured[s.text] = true
+			}
+		}
+	}
+	for _, s := range strings.Split(path[1:], "/") {
+		switch {
+		case s == "":
+			return fmt.Errorf("%q: empty segment (write the path clean, without // or a trailing /)", src)
+		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
+			name := s[1 : len(s)-1]
+			if !validIdent(name) {
+				return fmt.Errorf("%q: path parameter %q: want a name of letters, digits and _", src, s)
+			}
+			if !captured[name] {
+				have := sortedKeys(captured)
+				if len(have) == 0 {
+					have = []string{"none"}
+				}
+				return fmt.Errorf("%q: {%s} is not captured by the route's match.path (captured: %s); a target can only name a record the request path names (bulk updates naming ids in the body are not covered)", src, name, strings.Join(have, ", "))
+			}
+			t.segs = append(t.segs, patSeg{kind: segParam, text: name})
+		case strings.ContainsAny(s, "{}*"):
+			return fmt.Errorf("%q: segment %q: a fetch path holds literal segments and whole {name} segments only", src, s)
+		default:
+			dec, _, err := normalizePath("/" + s)
+			if err != nil || dec != "/"+s {
+				return fmt.Errorf("%q: segment %q: write fetch paths decoded and clean (no %%, ;, \\, dot segments or trailing dots)", src, s)
+			}
+			t.segs = append(t.segs, patSeg{kind: segLit, text: s})
+		}
+	}
+	return nil
+}
+
+// splitRecordPath reads `record`: "@this", or keys and array indexes
+// separated by dots ("data", "data.attributes", "result.0"), with "\"
+// escaping a character that is part of a key. Wildcards, modifiers and
+// queries are refused: the record must be one place.
+func splitRecordPath(p string) ([]string, error) {
+	if p == "@this" {
+		return nil, nil
+	}
+	var keys []string
+	var cur strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\' && i+1 < len(p):
+			i++
+			cur.WriteByte(p[i])
+		case c == '.':
+			keys = append(keys, cur.String())
+			cur.Reset()
+		case strings.IndexByte(`*?#@|[]{}()!\`, c) >= 0:
+			return nil, fmt.Errorf("%q: a target's record is one place: keys and indexes (data.attributes, result.0) or @this; %q is not allowed (escape it with \\ if it is part of a key)", p, c)
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	keys = append(keys, cur.String())
+	for _, k := range keys {
+		if k == "" {
+			return nil, fmt.Errorf("%q: empty key in the path", p)
+		}
+	}
+	return keys, nil
+}
+
+// expand builds the escaped fetch path for a request's path parameters.
+// Each parameter is escaped as one segment (url.PathEscape), and the
+// result must normalise back to exactly the template's segments: a value
+// holding "/", "..", "?", "#" or "%" can never move the fetch to another
+// path.
+func (t *targetSpec) expand(params map[string]string) (string, error) {
+	var b strings.Builder
+	want := make([]string, 0, len(t.segs))
+	for _, s := range t.segs {
+		v := s.text
+		if s.kind == segParam {
+			var ok bool
+			v, ok = params[s.text]
+			if !ok || v == "" {
+				return "", fmt.Errorf("the request has no value for {%s}", s.text)
+			}
+		}
+		want = append(want, v)
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(v))
+	}
+	escaped := b.String()
+	if escaped == "" {
+		escaped = "/"
+	}
+	_, got, err := normalizePath(escaped)
+	if err != nil {
+		return "", fmt.Errorf("the record path %q cannot be fetched unambiguously: %v", escaped, strings.TrimPrefix(err.Error(), "rules: "))
+	}
+	if len(got) != len(want) {
+		return "", fmt.Errorf("the record path %q does not keep the shape of %q", escaped, t.src)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return "", fmt.Errorf("the record path %q does not keep the shape of %q", escaped, t.src)
+		}
+	}
+	if t.query != "" {
+		escaped += "?" + t.query
+	}
+	return escaped, nil
+}
+
+// noteTarget prepares the record fetch of an allowed request; a reason is
+// returned when the record cannot be named safely.
+func (d *Decision) noteTarget(rt *route) string {
+	p, err := rt.target.expand(d.Params)
+	if err != nil {
+		return fmt.Sprintf("route %s: %v", rt.id, err)
+	}
+	d.target = &TargetFetch{Path: p}
+	return ""
+}
+
+// Target returns the stored record the request must be judged against
+// before it is forwarded, or nil when the request is not allowed or its
+// route has no target. The caller GETs it from the upstream, as the same
+// user, and passes the answer to JudgeTarget; the request must not be
+// forwarded before JudgeTarget returned nil.
+func (d *Decision) Target() *TargetFetch {
+	if d.Outcome != Allow {
+		return nil
+	}
+	return d.target
+}
+
+// JudgeTarget decides the request on the upstream's answer to its Target
+// fetch. A nil *Block lets the request go on. Otherwise the block says what
+// the client gets: 403 when allow_if is false (or cannot be evaluated, or
+// the CRM refused the fetch with 401/403), 404 when the CRM has no such
+// record (404, 410), 502 for every other answer (an error, not JSON, no
+// object at `record`, no answer at all). In shadow mode the outcome is
+// audited and nil returned. The result is recorded in Audit.Target.
+func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
+	t := d.Target()
+	if t == nil {
+		return nil
+	}
+	rt := d.route
+	au := &TargetAudit{Fetched: t.Path, Status: a.Status}
+	d.Audit.Target = au
+	refuse := func(status int, reason string) *Block {
+		reason = fmt.Sprintf("route %s: %s", rt.id, reason)
+		au.Reason = reason
+		decision := "deny"
+		if status == http.StatusBadGateway {
+			decision = "error"
+		}
+		d.Audit.Decision = decision
+		d.Audit.Reason = reason
+		if d.Shadow {
+			d.Audit.Reason = "shadow mode, not enforced: " + reason
+			au.Reason = d.Audit.Reason
+			return nil
+		}
+		d.Outcome, d.Status, d.Reason = Deny, status, reason
+		return &Block{Status: status, Reason: reason}
+	}
+	switch {
+	case a.Err != nil:
+		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be fetched: %v", t.Path, a.Err))
+	case a.Status == http.StatusNotFound || a.Status == http.StatusGone:
+		return refuse(http.StatusNotFound, fmt.Sprintf("the record to change does not exist (the CRM answered %d to GET %s)", a.Status, t.Path))
+	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
+		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the CRM refused to show it (%d to GET %s)", a.Status, t.Path))
+	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent:
+		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record could not be read: the CRM answered %d to GET %s", a.Status, t.Path))
+	}
+	raw, err := rt.target.record(a.Body)
+	if err != nil {
+		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %v", t.Path, err))
+	}
+	ok, err := rt.target.allowIf.evalBool(d.act.withRecord(raw))
+	if err != nil {
+		d.Audit.EvalErrors++
+		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q could not be evaluated on it (%v), so it counts as false", rt.target.allowIf.src, err))
+	}
+	if !ok {
+		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.src))
+	}
+	au.Allowed = true
+	return nil
+}
+
+// record finds the record in a fetch answer: it must be valid JSON with an
+// object at `record`. A key present twice on the way is refused (a CRM may
+// read either copy).
+func (t *targetSpec) record(body []byte) ([]byte, error) {
+	if !gjson.ValidBytes(body) {
+		return nil, fmt.Errorf("the answer is not valid JSON")
+	}
+	cur := gjson.ParseBytes(body)
+	for i, k := range t.recKeys {
+		var next gjson.Result
+		n := 0
+		switch {
+		case cur.IsObject():
+			cur.ForEach(func(key, v gjson.Result) bool {
+				if key.Str == k {
+					next = v
+					n++
+				}
+				return true
+			})
+		case cur.IsArray() && isDigits(k):
+			if idx, err := strconv.Atoi(k); err == nil {
+				if arr := cur.Array(); idx < len(arr) {
+					next, n = arr[idx], 1
+				}
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("nothing at %q (key %q of %q)", t.recSrc, k, strings.Join(t.recKeys[:i+1], "."))
+		}
+		if n > 1 {
+			return nil, fmt.Errorf("the key %q appears %d times on the way to %q", k, n, t.recSrc)
+		}
+		cur = next
+	}
+	if !cur.IsObject() {
+		return nil, fmt.Errorf("the value at %q is not a JSON object", t.recSrc)
+	}
+	return []byte(cur.Raw), nil
+}
