@@ -380,6 +380,11 @@ func (x *exchange) checkBody(w http.ResponseWriter) error {
 func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	h := x.r.Header
 	x.g.scrubber.scrub(h)
+	// Request trailers arrive after the rules judged the headers; a server
+	// that merges them into headers would trust a forged X-CRM-User or
+	// method override there. They never go upstream.
+	x.r.Trailer = nil
+	h.Del("Trailer")
 	if id != nil && id.Bearer {
 		// The token was issued for the proxy; the CRM must not be able to
 		// replay it.

@@ -68,7 +68,6 @@ func TestRedteamExampleRulesCoverNestedSensitiveData(t *testing.T) {
 	}
 }
 
-
 // escapeDigits writes every digit of s as a \u escape.
 func escapeDigits(s string) string {
 	var b strings.Builder
