@@ -57,6 +57,9 @@ type AuditEvent struct {
 	Shadow bool `json:"shadow,omitempty"`
 	// Rewritten is true when the answer body was rewritten.
 	Rewritten bool `json:"rewritten,omitempty"`
+	// Target is what the fetch of the stored record the request changes
+	// found (routes with a target only).
+	Target *rules.TargetAudit `json:"target,omitempty"`
 	// DurationMS is the time spent on the request, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
 }
@@ -117,6 +120,9 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if ev.Rewritten {
 		enc.AddBool("rewritten", true)
+	}
+	if ev.Target != nil {
+		_ = enc.AddObject("target", targetAudit(*ev.Target))
 	}
 	enc.AddFloat64("duration_ms", ev.DurationMS)
 	return nil

@@ -238,6 +238,9 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 		return err
 	}
 	x.prepareUpstream(user, ident)
+	if done, err := x.judgeTarget(w, next); done { // target.go
+		return err
+	}
 	return x.proxy(w, next)
 }
 

@@ -342,7 +342,7 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 		return refuse(http.StatusNotFound, fmt.Sprintf("the record to change does not exist (the CRM answered %d to GET %s)", a.Status, t.Path))
 	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the CRM refused to show it (%d to GET %s)", a.Status, t.Path))
-	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent:
+	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent || a.Status == http.StatusPartialContent:
 		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record could not be read: the CRM answered %d to GET %s", a.Status, t.Path))
 	}
 	raw, err := rt.target.record(a.Body)

@@ -1,0 +1,178 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/crmguard/crmguard/rules"
+)
+
+// A route's `target` (rules/target.go) judges a request against the stored
+// record it changes. Before the request is forwarded, the guard GETs that
+// record through the same next handler (the same reverse_proxy, so the
+// same upstream, TLS and load balancing) as the same user, and lets the
+// rules decide on it. The request is never forwarded unless the rules
+// allowed it on the record they saw.
+
+// targetFetchKey marks the context of the guard's own record fetch.
+type targetFetchKey struct{}
+
+// IsTargetFetch reports whether r is the guard's fetch of the stored
+// record a request changes (a route's `target`), not the client's request.
+// Handlers after crm_guard (and the `rules test` runner's fake CRM) can
+// tell the two apart with it.
+func IsTargetFetch(r *http.Request) bool {
+	v, _ := r.Context().Value(targetFetchKey{}).(bool)
+	return v
+}
+
+// targetHeaders are the request headers the record fetch carries over
+// from the (already scrubbed) client request: who the user is, as the CRM
+// would see it on the request itself. Nothing else is copied: a method
+// override, a conditional (If-Match) or a body header must not change
+// what the GET does.
+var targetHeaders = []string{HeaderUser, HeaderRoles, "Cookie", "Authorization", "User-Agent", "Accept-Language"}
+
+// judgeTarget fetches and judges the stored record the request changes,
+// when its route has a target. done is true when the guard answered (the
+// request must not be forwarded).
+func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (done bool, err error) {
+	d := x.d
+	t := d.Target()
+	if t == nil {
+		return false, nil
+	}
+	ans := x.fetchTarget(t.Path, next)
+	block := d.JudgeTarget(ans)
+	x.ev.Target = d.Audit.Target
+	if block == nil {
+		if a := d.Audit.Target; a != nil && !a.Allowed {
+			x.ev.Reason = a.Reason // shadow mode: what would have happened
+		}
+		return false, nil
+	}
+	if x.shadow {
+		// The handler runs in shadow mode over an enforcing rule file.
+		x.ev.Reason = "shadow: " + block.Reason
+		return false, nil
+	}
+	decision := "deny"
+	if block.Status == http.StatusBadGateway {
+		decision = "error"
+	}
+	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, decision)
+}
+
+// fetchTarget GETs path from the next handler as the request's user and
+// returns the decoded answer.
+func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.TargetAnswer {
+	r := x.r
+	u, err := url.Parse(path)
+	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+		return rules.TargetAnswer{Err: fmt.Errorf("caddymodule: the record path %q is not a path", path)}
+	}
+	fr := r.Clone(context.WithValue(r.Context(), targetFetchKey{}, true))
+	fr.Method = http.MethodGet
+	fr.URL.Path, fr.URL.RawPath, fr.URL.RawQuery, fr.URL.Fragment = u.Path, u.RawPath, u.RawQuery, ""
+	fr.RequestURI = fr.URL.RequestURI()
+	fr.Body, fr.GetBody, fr.ContentLength = http.NoBody, nil, 0
+	fr.TransferEncoding, fr.Trailer, fr.Close = nil, nil, false
+	h := make(http.Header, len(targetHeaders)+2)
+	for _, k := range targetHeaders {
+		if vs := r.Header.Values(k); len(vs) > 0 {
+			h[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+		}
+	}
+	h.Set("Accept", "application/json")
+	h.Set("Accept-Encoding", "identity") // decoded below when the CRM compresses anyway
+	fr.Header = h
+
+	fw := &fetchWriter{header: http.Header{}, limit: x.g.opt.MaxBody}
+	if err := callFetch(fw, fr, next); err != nil {
+		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the CRM could not be reached: %v", err)}
+	}
+	if fw.over {
+		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the answer is larger than %d bytes", x.g.opt.MaxBody)}
+	}
+	if fw.status == 0 {
+		return rules.TargetAnswer{Err: errors.New("the CRM sent no answer")}
+	}
+	if fw.status == http.StatusPartialContent || fw.header.Get("Content-Range") != "" {
+		return rules.TargetAnswer{Status: fw.status, Err: errors.New("the CRM sent a partial answer")}
+	}
+	body, err := decode(strings.Join(fw.header.Values("Content-Encoding"), ","), fw.buf.Bytes(), x.g.opt.MaxBody)
+	if err != nil {
+		return rules.TargetAnswer{Status: fw.status, Err: err}
+	}
+	return rules.TargetAnswer{Status: fw.status, Header: fw.header, Body: body}
+}
+
+// callFetch runs the next handler for the record fetch; an aborted copy
+// (http.ErrAbortHandler) is an error like any other.
+func callFetch(fw *fetchWriter, fr *http.Request, next caddyhttp.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			err = errors.New("caddymodule: the answer was cut short")
+		}
+	}()
+	return next.ServeHTTP(fw, fr)
+}
+
+// fetchWriter holds the answer to a record fetch in memory, up to limit
+// bytes. It never writes to the client.
+type fetchWriter struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+	limit  int64
+	over   bool
+}
+
+// Header returns the answer's headers.
+func (f *fetchWriter) Header() http.Header { return f.header }
+
+// WriteHeader keeps the first final status; informational (1xx) answers
+// are skipped.
+func (f *fetchWriter) WriteHeader(status int) {
+	if f.status != 0 || status >= 100 && status <= 199 {
+		return
+	}
+	f.status = status
+}
+
+// Write buffers p, refusing everything past the limit.
+func (f *fetchWriter) Write(p []byte) (int, error) {
+	if f.status == 0 {
+		f.status = http.StatusOK
+	}
+	if f.over || int64(f.buf.Len())+int64(len(p)) > f.limit {
+		f.over = true
+		return 0, errAnswerTooLarge
+	}
+	return f.buf.Write(p)
+}
+
+// targetAudit logs rules.TargetAudit with its JSON keys.
+type targetAudit rules.TargetAudit
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (t targetAudit) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("fetched", t.Fetched)
+	enc.AddInt("status", t.Status)
+	enc.AddBool("allowed", t.Allowed)
+	if t.Reason != "" {
+		enc.AddString("reason", t.Reason)
+	}
+	return nil
+}
