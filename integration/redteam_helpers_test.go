@@ -260,6 +260,11 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 				}
 				return r
 			}, lenientPath(r.URL.EscapedPath()))
+			// Like Rails formats and Spring's suffix pattern matching: a
+			// last segment "customers.json" is "customers".
+			if i := strings.LastIndexByte(p, '.'); i > strings.LastIndexByte(p, '/') && i > 0 {
+				p = p[:i]
+			}
 			switch {
 			case strings.HasPrefix(p, "/api/customers/") && !strings.HasSuffix(p, "/notes"):
 				_, _ = w.Write(one)

@@ -280,3 +280,27 @@ func TestRedteamPathOverrideHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamFormatSuffixesAreJudgedAsTheirRoute asks for the customer list
+// as /api/customers.json: Rails (formats) and Spring (suffix pattern
+// matching) route it to /api/customers, so it must get that route's
+// rewriting, not fall to a catch-all route that passes answers raw.
+func TestRedteamFormatSuffixesAreJudgedAsTheirRoute(t *testing.T) {
+	rulesFile := redteamRules + `  - id: api.other
+    match: {methods: [GET], path: "/api/**"}
+    allow: [sales]
+`
+	s := startRedteam(t, rulesFile, "")
+	for _, p := range []string{"/api/customers.json", "/api/customers.JSON", "/api/customers.xml", "/api/Customers.json"} {
+		t.Run(p+" is judged as customers.list", func(t *testing.T) {
+			before := len(s.auditEvents(t))
+			resp, body := s.raw(t, "GET "+p+" HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+			if l := leaked(body); l != "" {
+				t.Fatalf("status %d leaked %q", resp.StatusCode, l)
+			}
+			if ev := s.oneAuditEvent(t, before); ev["route"] != "customers.list" {
+				t.Fatalf("audited route %v", ev["route"])
+			}
+		})
+	}
+}

@@ -304,7 +304,7 @@ func (m *memoMatch) step(pi, si int) bool {
 	}
 	switch ps.kind {
 	case segLit:
-		if !equalFoldSegment(ps.text, m.segs[si]) {
+		if !literalMatches(ps.text, m.segs[si], si == len(m.segs)-1) {
 			return false
 		}
 	case segParam:
@@ -330,7 +330,7 @@ func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
 		}
 		switch ps.kind {
 		case segLit:
-			if !equalFoldSegment(ps.text, segs[0]) {
+			if !literalMatches(ps.text, segs[0], len(segs) == 1) {
 				return false
 			}
 		case segParam:
@@ -341,6 +341,31 @@ func matchSegs(pat []patSeg, segs []string, params map[string]string) bool {
 		segs = segs[1:]
 	}
 	return len(segs) == 0
+}
+
+// literalMatches compares a literal pattern segment with a request
+// segment. The last segment of the path also matches with a format suffix
+// ("customers.json", "customers.xml"): Rails formats and Spring's suffix
+// pattern matching route it like "customers", so it must meet that route
+// (its rewriting, its roles), never fall to a broader one.
+func literalMatches(lit, seg string, last bool) bool {
+	if equalFoldSegment(lit, seg) {
+		return true
+	}
+	if !last || len(seg) <= len(lit)+1 || seg[len(lit)] != '.' {
+		return false
+	}
+	ext := seg[len(lit)+1:]
+	if len(ext) > 10 {
+		return false
+	}
+	for i := 0; i < len(ext); i++ {
+		c := ext[i] | 0x20
+		if !('a' <= c && c <= 'z' || '0' <= ext[i] && ext[i] <= '9') {
+			return false
+		}
+	}
+	return equalFoldSegment(lit, seg[:len(lit)])
 }
 
 // equalFoldSegment compares path segments without case, as Windows and IIS

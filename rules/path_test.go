@@ -123,6 +123,10 @@ func TestTrickyPathsNeverReachARouteTheyWouldBypass(t *testing.T) {
 		{"an encoded question mark", "/api/customers/export%3F"},
 		{"a climb above the root", "/../api/customers/export"},
 		{"a lower-case method", "/api/customers/export"},
+		{"a format suffix (Rails, Spring suffix matching)", "/api/customers/export.json"},
+		{"a format suffix in upper case", "/api/customers/EXPORT.CSV"},
+		{"a format suffix on a parameter route", "/api/customers/7/sensitive.xml"},
+		{"a fullwidth letter", "/api/customers/%EF%BD%85xport"},
 	}
 	for _, c := range cases {
 		t.Run("a sales user cannot reach an admin route through "+c.name, func(t *testing.T) {
