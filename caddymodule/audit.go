@@ -341,6 +341,7 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 	if ev.Rewritten {
 		b = append(b, `,"rewritten":true`...)
 	}
+	b = appendTarget(b, ev.Target) // target.go
 	b = appendKey(b, "duration_ms")
 	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
 	return append(b, '}')

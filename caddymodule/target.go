@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -175,4 +176,24 @@ func (t targetAudit) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddString("reason", t.Reason)
 	}
 	return nil
+}
+
+// appendTarget appends the audit event's "target" member, if any, as
+// encoding/json would write it.
+func appendTarget(b []byte, t *rules.TargetAudit) []byte {
+	if t == nil {
+		return b
+	}
+	b = appendKey(b, "target")
+	b = append(b, `{"fetched":`...)
+	b = appendString(b, t.Fetched)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(t.Status), 10)
+	b = append(b, `,"allowed":`...)
+	b = strconv.AppendBool(b, t.Allowed)
+	if t.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, t.Reason)
+	}
+	return append(b, '}')
 }

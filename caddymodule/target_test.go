@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -360,5 +362,31 @@ func TestTheAuditLogLineHoldsTheTarget(t *testing.T) {
 	got, ok := enc.Fields["target"].(map[string]any)
 	if !ok || got["fetched"] != "/api/customers/2" || got["status"] != 200 || got["allowed"] != false || got["reason"] == nil {
 		t.Errorf("logged target %#v", enc.Fields["target"])
+	}
+}
+
+func TestTheAuditEventJSONHoldsTheTargetAsEncodingJSONWould(t *testing.T) {
+	type plainEvent AuditEvent
+	for _, tg := range []*rules.TargetAudit{
+		{Fetched: "/api/customers/2", Status: 200, Reason: `route customers.update: you may not change this record: the condition "record.owner_id == user.id" does not hold <&>`},
+		{Fetched: "/api/customers/1", Status: 200, Allowed: true},
+		{Fetched: "/api/customers/1"},
+	} {
+		t.Run("a target allowed="+strconv.FormatBool(tg.Allowed)+" status="+strconv.Itoa(tg.Status)+" is encoded like encoding/json", func(t *testing.T) {
+			ev := AuditEvent{Method: "PATCH", Path: "/api/customers/2", Decision: "deny", Status: 403, Target: tg}
+			got, err := json.Marshal(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(plainEvent(ev))
+			var g, w any
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatalf("not JSON: %v: %s", err, got)
+			}
+			_ = json.Unmarshal(want, &w)
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("\ngot  %s\nwant %s", got, want)
+			}
+		})
 	}
 }

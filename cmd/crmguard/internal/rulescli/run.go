@@ -130,24 +130,27 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 	if err != nil {
 		return []string{"upstream: " + err.Error()}
 	}
-	var upstreamReq *http.Request
+	var targetBody []byte
+	if c.TargetUpstream != nil {
+		if targetBody, err = bodyBytes(c.TargetUpstream.Body, c.TargetUpstream.Raw); err != nil {
+			return []string{"target_upstream: " + err.Error()}
+		}
+	}
+	// The fake CRM tells the client's request (upstream, counted by
+	// upstream_called) from the guard's fetch of a target record
+	// (target_upstream, counted by target_fetched).
+	var upstreamReq, targetReq *http.Request
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if caddymodule.IsTargetFetch(r) {
+			targetReq = r.Clone(r.Context())
+			if c.TargetUpstream == nil {
+				return caddyhttp.Error(http.StatusBadGateway, errNoTargetUpstream)
+			}
+			answerCase(w, r, c.TargetUpstream, targetBody)
+			return nil
+		}
 		upstreamReq = r.Clone(r.Context())
-		if r.Body != nil {
-			_, _ = io.Copy(io.Discard, r.Body)
-		}
-		if up.Body != nil && up.Raw == nil && up.Headers["Content-Type"] == nil && up.Headers["content-type"] == nil {
-			w.Header().Set("Content-Type", "application/json")
-		}
-		_ = headerValues(w.Header(), up.Headers)
-		status := up.Status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		w.WriteHeader(status)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(upBody)
-		}
+		answerCase(w, r, up, upBody)
 		return nil
 	})
 
@@ -161,7 +164,37 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 		rec = httptest.NewRecorder()
 		rec.WriteHeader(status)
 	}
-	return compare(c.Expect, rec, sink.ev, upstreamReq)
+	fails := compare(c.Expect, rec, sink.ev, upstreamReq)
+	if targetReq != nil && c.TargetUpstream == nil {
+		fails = append(fails, fmt.Sprintf("the guard fetched the stored record (GET %s) for the route's target, but the case has no target_upstream to answer it", targetReq.URL.RequestURI()))
+	}
+	if want := c.Expect.TargetFetched; want != nil && *want != (targetReq != nil) {
+		fails = append(fails, fmt.Sprintf("target_fetched: want %v, got %v", *want, targetReq != nil))
+	}
+	return fails
+}
+
+// errNoTargetUpstream answers a target fetch in a case without
+// target_upstream (the case then fails saying so).
+var errNoTargetUpstream = errors.New("rulescli: the case has no target_upstream")
+
+// answerCase writes a case's CRM answer.
+func answerCase(w http.ResponseWriter, r *http.Request, up *Upstream, body []byte) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}
+	if up.Body != nil && up.Raw == nil && up.Headers["Content-Type"] == nil && up.Headers["content-type"] == nil {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	_ = headerValues(w.Header(), up.Headers)
+	status := up.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
 }
 
 // buildRequest makes the client request of a case.

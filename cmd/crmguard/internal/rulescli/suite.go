@@ -40,6 +40,10 @@ type Case struct {
 	Request Request `yaml:"request"`
 	// Upstream is what the CRM answers; nil: 200 with an empty body.
 	Upstream *Upstream `yaml:"upstream"`
+	// TargetUpstream is what the CRM answers to the guard's fetch of the
+	// stored record (a route's `target`); a case whose request makes that
+	// fetch must give it.
+	TargetUpstream *Upstream `yaml:"target_upstream"`
 	// Expect is what the client must receive.
 	Expect Expect `yaml:"expect"`
 }
@@ -107,15 +111,19 @@ type Expect struct {
 	// UpstreamHeaders are headers the CRM must have received; a null
 	// value means the header must not have reached it.
 	UpstreamHeaders map[string]*string `yaml:"upstream_headers"`
-	// UpstreamCalled, when set, says whether the request reached the CRM.
+	// UpstreamCalled, when set, says whether the request reached the CRM
+	// (the guard's own fetch of a target record does not count).
 	UpstreamCalled *bool `yaml:"upstream_called"`
+	// TargetFetched, when set, says whether the guard fetched the stored
+	// record the request changes (a route's `target`).
+	TargetFetched *bool `yaml:"target_fetched"`
 
 	hasBody bool
 }
 
 // expectKeys are the keys an `expect` block may hold.
 var expectKeys = map[string]bool{"status": true, "body": true, "headers": true, "body_includes": true,
-	"body_excludes": true, "audit": true, "upstream_headers": true, "upstream_called": true}
+	"body_excludes": true, "audit": true, "upstream_headers": true, "upstream_called": true, "target_fetched": true}
 
 // UnmarshalYAML refuses unknown keys (a custom unmarshaler does not get
 // the decoder's KnownFields check) and notes whether `body` was given (a
