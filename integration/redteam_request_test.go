@@ -50,6 +50,8 @@ func TestRedteamRequestsThatSmuggleAGuardedFieldOrMethod(t *testing.T) {
 		{"a guarded field inside a string holding JSON is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json"}, `{"data":"{\"stage\":\"won\"}"}`), 403},
 		{"a form key with a leading space (PHP trims it) is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `+stage=won`), 403},
 		{"a form key with an encoded leading space is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `%20stage=won`), 403},
+		{"the guarded field in the query string of a PATCH (PHP $_REQUEST, Laravel input()) is refused", req("PATCH", "/api/customers/1?stage=won", []string{"Content-Type: application/json"}, `{}`), 403},
+		{"the guarded field in the query string of a bodiless PATCH is refused", req("PATCH", "/api/customers/1?customer%5Bstage%5D=won", nil, ""), 403},
 		{"a JSON Patch replacing the guarded field is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/json-patch+json"}, `[{"op":"replace","path":"/stage","value":"won"}]`), 403},
 		{"a form key with PHP array syntax is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: application/x-www-form-urlencoded"}, `customer[stage]=won`), 403},
 		{"with Transfer-Encoding and Content-Length together the chunked body is the one checked", "PATCH /api/customers/1 HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nf\r\n{\"stage\":\"won\"}\r\n0\r\n\r\n", 403},

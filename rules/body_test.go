@@ -286,3 +286,32 @@ func TestDeeplyNestedBodiesAreRefusedWithoutExhaustingTheStack(t *testing.T) {
 		})
 	}
 }
+
+func TestGuardedFieldsSetThroughTheQueryAreRefused(t *testing.T) {
+	s := mustLoad(t, bodyRules)
+	service := s.UserFromRoles("li", []string{"service"}, nil, true, shanghaiWorkday)
+	manager := s.UserFromRoles("wang", []string{"sales_manager"}, nil, true, shanghaiWorkday)
+	cases := []struct {
+		name   string
+		user   *User
+		target string
+		allow  bool
+	}{
+		{"stage in the query is refused", service, "/api/customers/42?stage=won", false},
+		{"a bracketed guarded field in the query is refused", service, "/api/customers/42?deal%5Bstage%5D=won", false},
+		{"a PHP-renamed guarded field in the query is refused", service, "/api/customers/42?contract.amount=1", false},
+		{"an unguarded query parameter passes", service, "/api/customers/42?notify=1", true},
+		{"a guarded field in the query passes for a user the guard does not apply to", manager, "/api/customers/42?owner_id=li", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(c.user, request("PATCH", c.target))
+			if (d.Outcome == Allow) != c.allow {
+				t.Fatalf("outcome %v (%s), want allow=%v", d.Outcome, d.Reason, c.allow)
+			}
+			if !c.allow && (d.Status != 403 || !strings.Contains(d.Reason, "query string")) {
+				t.Fatalf("status %d reason %q", d.Status, d.Reason)
+			}
+		})
+	}
+}

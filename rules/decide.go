@@ -157,7 +157,9 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 				return d.finish(Deny, http.StatusForbidden, reason)
 			}
 		}
-		d.noteGuards(rt)
+		if reason := d.noteGuards(rt); reason != "" {
+			return d.finish(Deny, http.StatusForbidden, reason)
+		}
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
 	required := s.mfa.Required
@@ -216,7 +218,9 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 			return d.finish(Deny, http.StatusBadRequest, reason)
 		}
 	}
-	d.noteGuards(rt)
+	if reason := d.noteGuards(rt); reason != "" {
+		return d.finish(Deny, http.StatusForbidden, reason)
+	}
 	return d.finish(Allow, 0, fmt.Sprintf("%s may call %s", rolesPhrase(u), rt.id))
 }
 
@@ -233,13 +237,29 @@ func (d *Decision) holds(rt *route) (bool, string) {
 	return true, ""
 }
 
-// noteGuards keeps the route's body guards that apply to this user.
-func (d *Decision) noteGuards(rt *route) {
+// noteGuards keeps the route's body guards that apply to this user. A
+// guarded field set through the query string instead of the body (PHP's
+// $_REQUEST and Laravel's input() merge both) gives the reason to refuse.
+func (d *Decision) noteGuards(rt *route) string {
 	for _, g := range rt.body {
 		if d.guardApplies(g) {
 			d.guards = append(d.guards, g)
 		}
 	}
+	if len(d.guards) == 0 || d.req.URL.RawQuery == "" {
+		return ""
+	}
+	query, _ := url.ParseQuery(d.req.URL.RawQuery) // parsed strictly before
+	for key := range query {
+		g := d.guardFor(formKeyChain(key))
+		if g == nil {
+			g = d.guardFor(formKeyChain(phpFormName(key)))
+		}
+		if g != nil {
+			return fmt.Sprintf("route %s: the query string sets %s (as %q), which %s may not change; many servers read query parameters as body fields", rt.id, g.path, key, rolesPhrase(d.user))
+		}
+	}
+	return ""
 }
 
 func (d *Decision) guardApplies(g *bodyGuard) bool {
