@@ -37,7 +37,7 @@ type dstate struct {
 	// touch: a rule may change the node (fields, drop, partial); hasCaps:
 	// the node is captured. Checked for every node, so they come first.
 	touch, hasCaps bool
-	// bloom has bit keyBit(k) set for every literal key k: a key whose bit
+	// bloom has bit keyHash(k) set for every literal key k: a key whose bit
 	// is clear is no literal.
 	bloom uint64
 
@@ -48,12 +48,12 @@ type dstate struct {
 	partial bool    // expose keeps the node only with filtered children (a scalar is removed)
 	dead    bool    // no rule can apply below: children need no lookups
 
-	// Children of an object: the literal keys sorted by length, byLen[n]
-	// the first of length n (n < 64; longer ones from byLen[64]).
-	lits  []lit
-	byLen [66]uint8
-	pats  []string // patterns at this level (at most maxPatterns)
-	patT  []int32  // target per bit set of matching patterns; patT[0]: other keys
+	// Children of an object: the literal keys sorted by keyHash, byHash[h]
+	// the first of hash h.
+	lits   []lit
+	byHash [65]uint8
+	pats   []string // patterns at this level (at most maxPatterns)
+	patT   []int32  // target per bit set of matching patterns; patT[0]: other keys
 
 	// Children of an array.
 	idxs   map[int]int32
@@ -328,16 +328,16 @@ func (b *builder) fill(s int32) error {
 		return fmt.Errorf("rewrite: more than 255 different keys apply at one level")
 	}
 	sort.Slice(st.lits, func(i, j int) bool {
-		if len(st.lits[i].key) != len(st.lits[j].key) {
-			return len(st.lits[i].key) < len(st.lits[j].key)
+		if hi, hj := keyHash(st.lits[i].key), keyHash(st.lits[j].key); hi != hj {
+			return hi < hj
 		}
 		return st.lits[i].key < st.lits[j].key
 	})
 	for _, l := range st.lits {
-		st.bloom |= keyBit(l.key)
+		st.bloom |= 1 << keyHash(l.key)
 	}
-	for n := range st.byLen {
-		st.byLen[n] = uint8(sort.Search(len(st.lits), func(i int) bool { return min(len(st.lits[i].key), 64) >= n }))
+	for h := range st.byHash {
+		st.byHash[h] = uint8(sort.Search(len(st.lits), func(i int) bool { return keyHash(st.lits[i].key) >= uint(h) }))
 	}
 	st.pats = pats
 	st.patT = make([]int32, 1<<len(pats))
@@ -373,7 +373,7 @@ func (b *builder) fill(s int32) error {
 	// keep the node facts set by intern
 	cur := &b.states[s]
 	cur.bloom = st.bloom
-	cur.lits, cur.byLen, cur.pats, cur.patT, cur.idxs, cur.anyIdx = st.lits, st.byLen, st.pats, st.patT, st.idxs, st.anyIdx
+	cur.lits, cur.byHash, cur.pats, cur.patT, cur.idxs, cur.anyIdx = st.lits, st.byHash, st.pats, st.patT, st.idxs, st.anyIdx
 	return nil
 }
 
@@ -382,10 +382,9 @@ func (d *dstate) objChild(key string) int32 {
 	if d.dead {
 		return 0
 	}
-	if d.bloom&keyBit(key) != 0 {
-		n := min(len(key), 64)
-		for _, l := range d.lits[d.byLen[n]:d.byLen[n+1]] {
-			if l.key[0] == key[0] && l.key == key {
+	if h := keyHash(key); d.bloom&(1<<h) != 0 {
+		for _, l := range d.lits[d.byHash[h]:d.byHash[h+1]] {
+			if l.key == key {
 				return l.to
 			}
 		}
@@ -402,13 +401,13 @@ func (d *dstate) objChild(key string) int32 {
 	return d.patT[m]
 }
 
-// keyBit is the bloom bit of a key: from its length and its first and last
-// bytes.
-func keyBit(k string) uint64 {
+// keyHash is the bloom bit number (0-63) of a key: from its length and its
+// first and last bytes.
+func keyHash(k string) uint {
 	if len(k) == 0 {
-		return 1
+		return 0
 	}
-	return 1 << ((uint(len(k))*7 + uint(k[0]) + uint(k[len(k)-1])*3) & 63)
+	return (uint(len(k))*7 + uint(k[0]) + uint(k[len(k)-1])*3) & 63
 }
 
 // arrChild is the state of the element at index i.

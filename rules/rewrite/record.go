@@ -2,8 +2,8 @@ package rewrite
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"unsafe"
 
@@ -277,14 +277,34 @@ func (rw *rewriter) writeValue(act Action, fi int32, v []byte) {
 			rw.mac = rw.c.getMac()
 		}
 		rw.sum = rw.mac.sum(rw.sum[:0], text)
-		rw.out = append(rw.out, '"')
-		rw.out = hex.AppendEncode(rw.out, rw.sum)
-		rw.out = append(rw.out, '"')
+		rw.out = appendHexString(rw.out, rw.sum)
 		return
 	}
 	s := unsafe.String(unsafe.SliceData(text), len(text))
 	rw.scratch2 = f.Mask(rw.scratch2[:0], s)
 	rw.out = appendString(rw.out, rw.scratch2)
+}
+
+// hexPairs holds the two lower-case hex digits of each byte.
+var hexPairs = func() (t [256][2]byte) {
+	const digits = "0123456789abcdef"
+	for i := range t {
+		t[i] = [2]byte{digits[i>>4], digits[i&15]}
+	}
+	return t
+}()
+
+// appendHexString appends b in lower-case hex as a JSON string.
+func appendHexString(dst, b []byte) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(b)+2)[:n+2*len(b)+2]
+	dst[n] = '"'
+	o := dst[n+1 : n+1+2*len(b)]
+	for k, c := range b {
+		*(*[2]byte)(o[2*k:]) = hexPairs[c]
+	}
+	dst[len(dst)-1] = '"'
+	return dst
 }
 
 // fill builds the result of Plan.Keys[i] for this record.

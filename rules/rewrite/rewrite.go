@@ -480,10 +480,16 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 			ch.state = rw.dfa[f.state].objChild(key)
 		}
 	}
-	i = skipWS(doc, end)
+	i = end
+	if i < len(doc) && doc[i] != ':' {
+		i = skipWS(doc, i)
+	}
 	if i >= len(doc) || doc[i] != ':' {
 		return 0, syntaxError(i, "a colon was expected after the key")
 	}
-	i = skipWS(doc, i+1)
+	i++
+	if i < len(doc) && ws[doc[i]] {
+		i = skipWS(doc, i)
+	}
 	return i, nil
 }

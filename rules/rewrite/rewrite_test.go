@@ -653,3 +653,39 @@ func TestConcurrentRewrite(t *testing.T) {
 		}
 	})
 }
+
+func TestManyLiteralKeysAtOneLevel(t *testing.T) {
+	t.Run("each of 200 literal keys (many sharing a hash bucket) finds its own rule", func(t *testing.T) {
+		var fields []Field
+		var in, want strings.Builder
+		in.WriteString(`{"list":[{`)
+		want.WriteString(`{"list":[{`)
+		for i := range 200 {
+			k := fmt.Sprintf("k%d", i)
+			if i%2 == 1 {
+				fields = append(fields, Field{Path: MustParsePath(k), Action: Remove})
+			}
+			if i > 0 {
+				in.WriteByte(',')
+			}
+			fmt.Fprintf(&in, `"%s":%d,"x%s":0`, k, i, k)
+			if i%2 == 0 {
+				if i > 0 {
+					want.WriteByte(',')
+				}
+				fmt.Fprintf(&want, `"%s":%d`, k, i)
+			}
+			fmt.Fprintf(&want, `,"x%s":0`, k)
+		}
+		in.WriteString(`}]}`)
+		want.WriteString(`}]}`)
+		p := &Plan{Records: MustParsePath("list"), Fields: fields}
+		out, err := p.Rewrite(nil, []byte(in.String()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != want.String() {
+			t.Fatalf("\n got %s\nwant %s", out, want.String())
+		}
+	})
+}
