@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/crmguard/crmguard/rules"
@@ -98,7 +99,11 @@ func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.Target
 
 	fw := &fetchWriter{header: http.Header{}, limit: x.g.opt.MaxBody}
 	if err := callFetch(fw, fr, next); err != nil {
-		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the CRM could not be reached: %v", err)}
+		// The detail (addresses, handler traces) goes to the log, not to
+		// the client.
+		x.g.opt.Logger.Warn("the stored record a request changes could not be fetched",
+			zap.Error(err), zap.String("fetch", path), zap.String("route", x.d.RouteID))
+		return rules.TargetAnswer{Status: fw.status, Err: errors.New("the CRM could not be reached")}
 	}
 	if fw.over {
 		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the answer is larger than %d bytes", x.g.opt.MaxBody)}

@@ -128,6 +128,7 @@ func TestAWriteReachesTheCRMOnlyWhenTheStoredRecordAllowsIt(t *testing.T) {
 		wantReason string
 		wantTarget rules.TargetAudit
 		wantEvent  string
+		hide       string // must not reach the client
 	}{
 		{name: "a rep's PATCH to an own customer goes through after the fetch",
 			user: rep, path: "/api/customers/1", body: `{"notes":"x"}`, fetch: answerJSON(200, `{"id":1,"owner_id":"zhang"}`),
@@ -165,13 +166,13 @@ func TestAWriteReachesTheCRMOnlyWhenTheStoredRecordAllowsIt(t *testing.T) {
 				return caddyhttp.Error(http.StatusBadGateway, io.ErrUnexpectedEOF)
 			},
 			wantStatus: 502, wantCalls: "fetch GET /api/customers/1", wantReason: "could not be reached",
-			wantTarget: rules.TargetAudit{Fetched: "/api/customers/1"}, wantEvent: "error"},
+			wantTarget: rules.TargetAudit{Fetched: "/api/customers/1"}, wantEvent: "error", hide: "unexpected EOF"},
 		{name: "a fetch aborted mid-answer is 502",
 			user: rep, path: "/api/customers/1", body: `{"notes":"x"}`, fetch: func(w http.ResponseWriter) error {
 				_, _ = w.Write([]byte(`{"owner_id":`))
 				panic(http.ErrAbortHandler)
 			},
-			wantStatus: 502, wantCalls: "fetch GET /api/customers/1", wantReason: "cut short",
+			wantStatus: 502, wantCalls: "fetch GET /api/customers/1", wantReason: "could not be fetched: the CRM could not be reached",
 			wantTarget: rules.TargetAudit{Fetched: "/api/customers/1", Status: 200}, wantEvent: "error"},
 		{name: "a gzip fetch answer is decoded like any answer",
 			user: rep, path: "/api/customers/1", body: `{"notes":"x"}`, fetch: func(w http.ResponseWriter) error {
@@ -228,6 +229,9 @@ func TestAWriteReachesTheCRMOnlyWhenTheStoredRecordAllowsIt(t *testing.T) {
 				if err := json.Unmarshal(rec.Body.Bytes(), &ans); err != nil || ans.Rule != "customers.update" || !strings.Contains(ans.Reason, c.wantReason) {
 					t.Errorf("refusal %s (%v): want rule customers.update and a reason containing %q", rec.Body, err, c.wantReason)
 				}
+			}
+			if c.hide != "" && strings.Contains(rec.Body.String(), c.hide) {
+				t.Errorf("the refusal shows the internal error %q: %s", c.hide, rec.Body)
 			}
 			ev := sink.last(t)
 			if ev.Decision != c.wantEvent || ev.Status != c.wantStatus {
