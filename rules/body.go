@@ -236,6 +236,9 @@ func isDigits(s string) bool {
 // becomes "_" too, so "contract.amount", "contract amount" and
 // "contract[amount" all reach a CRM written in PHP as contract_amount.
 func phpFormName(key string) string {
+	if !strings.ContainsAny(key, " .[") {
+		return key
+	}
 	key = strings.TrimLeft(key, " ")
 	base, rest := key, ""
 	if i := strings.IndexByte(key, '['); i >= 0 {
@@ -245,9 +248,11 @@ func phpFormName(key string) string {
 			base, rest = key[:i], key[i:]
 		}
 	}
-	base = strings.NewReplacer(" ", "_", ".", "_").Replace(base)
+	base = phpNameReplacer.Replace(base)
 	return base + rest
 }
+
+var phpNameReplacer = strings.NewReplacer(" ", "_", ".", "_")
 
 // ReadsBody reports whether CheckBody must see this request's body: the
 // route has body guards, or the request is a POST with a JSON or form body
