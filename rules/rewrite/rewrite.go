@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -96,6 +97,9 @@ type rewriter struct {
 
 	pendingEdit int32
 
+	preds *[256]keyPred // keys met in record objects, by place
+	gen   int32         // this call's mark on preds (kept with the rewriter)
+
 	scratch, scratch2, sum []byte
 	mac                    *mac
 }
@@ -172,6 +176,15 @@ var rewriters = sync.Pool{New: func() any { return new(rewriter) }}
 // getRewriter prepares a rewriter for one call, reusing pooled buffers.
 func getRewriter(p *Plan, c *compiled, doc, dst []byte) *rewriter {
 	rw := rewriters.Get().(*rewriter)
+	// preds stay: they count only with this call's gen
+	preds, gen := rw.preds, rw.gen+1
+	if preds == nil {
+		preds = new([256]keyPred)
+	}
+	if gen <= 0 {
+		gen = 1
+		clear(preds[:])
+	}
 	frames, edits, caps, res, resOK, when, counts := rw.frames[:0], rw.edits[:0], rw.caps, rw.res, rw.resOK, rw.when, rw.fieldCount
 	idBuf, idEnds, scratch, scratch2, sum := rw.idBuf[:0], rw.idEnds[:0], rw.scratch[:0], rw.scratch2[:0], rw.sum[:0]
 	*rw = rewriter{p: p, c: c, dfa: c.dfa, doc: doc, out: dst,
@@ -180,6 +193,7 @@ func getRewriter(p *Plan, c *compiled, doc, dst []byte) *rewriter {
 		rw.ds = unsafe.String(unsafe.SliceData(doc), len(doc))
 	}
 	rw.rec.rw = rw
+	rw.preds, rw.gen = preds, gen
 	nslots := c.nkeys
 	if c.auditSlot >= 0 {
 		nslots++
@@ -457,6 +471,28 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 	if doc[i] != '"' {
 		return 0, syntaxError(i, fmt.Sprintf("unexpected %q, a key was expected", doc[i]))
 	}
+	var kp *keyPred
+	if f.mode == modeRec {
+		// The records of a list repeat their keys in the same order: a key
+		// byte-equal to the one met at this place before (checked then, no
+		// escapes) is the same valid key and leads to the same state.
+		kp = &rw.preds[(uint(f.state)*61+uint(f.n))%uint(len(rw.preds))]
+		if kp.gen == rw.gen && kp.state == f.state && kp.n == int32(f.n) {
+			// compare the key and its closing quote
+			a, b, e := i+1, int(kp.start), i+2+int(kp.len)
+			if kp.len < 16 && a+16 <= len(doc) { // b < a: b+16 fits too
+				x := binary.LittleEndian.Uint64(doc[a:]) ^ binary.LittleEndian.Uint64(doc[b:])
+				y := binary.LittleEndian.Uint64(doc[a+8:]) ^ binary.LittleEndian.Uint64(doc[b+8:])
+				if x&kp.m0|y&kp.m1 == 0 {
+					ch.state = kp.to
+					return rw.afterKey(e)
+				}
+			} else if e <= len(doc) && rw.ds[a:e] == rw.ds[b:b+int(kp.len)+1] {
+				ch.state = kp.to
+				return rw.afterKey(e)
+			}
+		}
+	}
 	end, esc, err := scanString(doc, i)
 	if err != nil {
 		return 0, err
@@ -478,9 +514,37 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 			}
 		case modeRec:
 			ch.state = rw.dfa[f.state].objChild(key)
+			if !esc {
+				n := end - 1 - (i + 1)
+				*kp = keyPred{gen: rw.gen, state: f.state, n: int32(f.n), start: int32(i + 1), len: int32(n), to: ch.state,
+					m0: byteMask(n + 1), m1: byteMask(n + 1 - 8)}
+			}
 		}
 	}
-	i = end
+	return rw.afterKey(end)
+}
+
+// keyPred is a key met in a record object: its place (the object's state
+// and the member's index), its bytes in the document, and its state.
+type keyPred struct {
+	gen, n, state, start, len, to int32
+	m0, m1                        uint64 // the key's and quote's bytes in two words
+}
+
+// byteMask has the low n bytes set (0 ≤ n ≤ 8; all for more, none for less).
+func byteMask(n int) uint64 {
+	switch {
+	case n <= 0:
+		return 0
+	case n >= 8:
+		return ^uint64(0)
+	}
+	return 1<<(8*n) - 1
+}
+
+// afterKey reads the colon after a key that ends before i.
+func (rw *rewriter) afterKey(i int) (int, error) {
+	doc := rw.doc
 	if i < len(doc) && doc[i] != ':' {
 		i = skipWS(doc, i)
 	}

@@ -689,3 +689,52 @@ func TestManyLiteralKeysAtOneLevel(t *testing.T) {
 		}
 	})
 }
+
+func TestKeysRepeatedAcrossRecords(t *testing.T) {
+	long := strings.Repeat("k", 20)
+	p := &Plan{Records: MustParsePath("list"), Fields: []Field{rm("phone"), rm(long), rm("a.phone"), rm("contact_phone")}}
+	cases := []struct{ name, in, want string }{
+		{"the same key in every record is found each time",
+			`{"list":[{"phone":"1","x":1},{"phone":"2","x":2},{"phone":"3","x":3}]}`,
+			`{"list":[{"x":1},{"x":2},{"x":3}]}`},
+		{"a key one byte away at the same place is another key",
+			`{"list":[{"phone":"1"},{"phonf":"2"},{"phon":"3"},{"phone_":"4"},{"Phone":"5"},{"phone":"6"}]}`,
+			`{"list":[{},{"phonf":"2"},{"phon":"3"},{"phone_":"4"},{"Phone":"5"},{}]}`},
+		{"a longer key differing after its eighth byte is another key",
+			`{"list":[{"contact_phone":"1","x":1},{"contact_phonf":"2","x":2},{"contact_phone":"3","x":3},{"x":4}]}`,
+			`{"list":[{"x":1},{"contact_phonf":"2","x":2},{"x":3},{"x":4}]}`},
+		{"an escaped spelling of a key seen before is still that key",
+			`{"list":[{"phone":"1"},{"ph\u006fne":"2"},{"phone":"3"}]}`,
+			`{"list":[{},{},{}]}`},
+		{"keys change places between records",
+			`{"list":[{"phone":"1","x":1},{"x":2,"phone":"2"},{"phone":"3","x":3}]}`,
+			`{"list":[{"x":1},{"x":2},{"x":3}]}`},
+		{"keys longer than 16 bytes and a prefix of them",
+			`{"list":[{"` + long + `":1},{"` + long + `":2},{"` + long[:15] + `":3},{"` + long + `k":4}]}`,
+			`{"list":[{},{},{"` + long[:15] + `":3},{"` + long + `k":4}]}`},
+		{"the same key in a nested object is another place",
+			`{"list":[{"a":{"phone":"1"},"phone":"2"},{"a":{"phone":"3"},"phone":"4"}]}`,
+			`{"list":[{"a":{}},{"a":{}}]}`},
+		{"a key at the very end of the input",
+			`{"list":[{"phone":"1"},{"phone":"2"}]}`,
+			`{"list":[{},{}]}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := p.Rewrite(nil, []byte(c.in), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != c.want {
+				t.Fatalf("\n got %s\nwant %s", out, c.want)
+			}
+		})
+	}
+	t.Run("a broken key at a place seen before is still an error", func(t *testing.T) {
+		for _, in := range []string{`{"list":[{"phone":"1"},{"phone`, `{"list":[{"phone":"1"},{"phone"`, `{"list":[{"phone":"1"},{"phone"}]}`, `{"list":[{"phone":"1"},{"phone` + "\x01" + `":1}]}`} {
+			if _, err := p.Rewrite(nil, []byte(in), nil); err == nil {
+				t.Errorf("%q: no error", in)
+			}
+		}
+	})
+}
