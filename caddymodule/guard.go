@@ -137,6 +137,10 @@ type exchange struct {
 	shadow bool
 	// rewrites: the matched route rewrites answers.
 	rewrites bool
+	// rewrote: the answer went through the rewriter, which took
+	// rewriteTime (observed once the client has its answer).
+	rewrote     bool
+	rewriteTime time.Duration
 }
 
 // ServeHTTP judges r, passes it to next when allowed and rewrites the
@@ -146,7 +150,12 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	x.ev.Time = g.opt.Now().UTC()
 	x.ev.Method = r.Method
 	x.ev.Path = r.URL.EscapedPath()
-	x.ev.RequestID = requestID(r)
+	if _, inCaddy := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); !inCaddy {
+		// Outside Caddy the id comes from a header the scrubber may
+		// remove; Caddy's id is generated lazily, in finish, after the
+		// client has its answer.
+		x.ev.RequestID = requestID(r)
+	}
 	defer x.finish()
 	return x.serve(w, next)
 }
@@ -472,6 +481,9 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 			block = b
 			return true // hold the answer back: it must not reach the client
 		}
+		if buffer && x.r.Method != http.MethodHead && status != http.StatusNoContent && status != http.StatusNotModified {
+			presize(buf, h.Get("Content-Length"), x.g.opt.MaxBody)
+		}
 		return buffer
 	})
 	rec.passOnOverflow = x.shadow
@@ -518,6 +530,21 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 		return x.refuse(w, refusal{Status: block.Status, Rule: x.d.RouteID, Reason: block.Reason}, "blocked")
 	}
 	return x.rewrite(w, rec, before)
+}
+
+// maxPresize bounds the room reserved ahead from a Content-Length: a CRM
+// announcing more than it sends must not make the proxy hold memory for it.
+const maxPresize = 1 << 20
+
+// presize makes room in buf for an answer of the announced length (up to
+// maxPresize, never over limit), so that buffering it copies it once
+// instead of growing the buffer by doubling.
+func presize(buf *bytes.Buffer, contentLength string, limit int64) {
+	n, err := strconv.ParseInt(contentLength, 10, 64)
+	if err != nil || n <= 0 || n > limit || n > maxPresize {
+		return
+	}
+	buf.Grow(int(n))
 }
 
 // callNext runs the next handler, turning the reverse proxy's abort of a
@@ -611,13 +638,7 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		}
 		outPool.Put(out)
 	}()
-	if m := x.g.opt.Metrics; m != nil {
-		route := d.RouteID
-		if route == "" {
-			route = "(none)"
-		}
-		m.rewriteSeconds.WithLabelValues(route).Observe(time.Since(started).Seconds())
-	}
+	x.rewrote, x.rewriteTime = true, time.Since(started)
 	if err != nil {
 		return fail("The CRM's answer could not be checked: " + err.Error())
 	}
@@ -646,7 +667,11 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	h.Set("Content-Length", strconv.Itoa(len(res)))
 	x.ev.Status = status
 	w.WriteHeader(status)
-	_, _ = w.Write(res)
+	if _, err := w.Write(res); err == nil {
+		// Send the tail now: the audit line and the metrics that follow
+		// need not hold the client's answer back.
+		_ = http.NewResponseController(w).Flush()
+	}
 	return nil
 }
 
@@ -655,6 +680,9 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 func jsonLabel(cts []string) bool {
 	if len(cts) != 1 {
 		return false
+	}
+	if strings.EqualFold(cts[0], "application/json") || strings.EqualFold(cts[0], "application/json; charset=utf-8") {
+		return true // the usual labels, without parsing
 	}
 	mt, params, err := mime.ParseMediaType(cts[0])
 	if err != nil || mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
@@ -800,8 +828,11 @@ func (x *exchange) finish() {
 	if x.ev.Decision == "" {
 		x.ev.Decision = "error"
 	}
+	if x.ev.RequestID == "" {
+		x.ev.RequestID = requestID(x.r)
+	}
 	x.ev.DurationMS = float64(time.Since(x.start).Microseconds()) / 1000
-	x.g.opt.Metrics.observe(&x.ev)
+	x.g.opt.Metrics.observe(&x.ev, x.rewrote, x.rewriteTime)
 	if x.g.opt.Audit == nil {
 		return
 	}

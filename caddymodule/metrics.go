@@ -3,6 +3,9 @@ package caddymodule
 import (
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +22,24 @@ type guardMetrics struct {
 	// rewriteSeconds observes the time spent decoding and rewriting a
 	// buffered answer.
 	rewriteSeconds *prometheus.HistogramVec
+
+	// children caches the labelled series (a childKey to a
+	// prometheus.Counter or prometheus.Observer): a label lookup hashes
+	// the values and takes a lock on every request.
+	children sync.Map
+	// cached counts the entries of children, which stops growing at
+	// maxCachedChildren (label values come from the rule file, but a
+	// bound keeps a surprise from holding memory).
+	cached atomic.Int64
+}
+
+// maxCachedChildren bounds guardMetrics.children.
+const maxCachedChildren = 4096
+
+// childKey names one labelled series of one collector.
+type childKey struct {
+	vec       int // 0 decisions, 1 fields, 2 exportsBlocked, 3 rewriteSeconds
+	route, v2 string
 }
 
 // newGuardMetrics creates the collectors and registers them on reg. When
@@ -78,8 +99,50 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, nil
 }
 
-// observe counts one finished request.
-func (m *guardMetrics) observe(ev *AuditEvent) {
+// counter returns the series of a counter vector for route (and v2, the
+// second label of decisions and fields).
+func (m *guardMetrics) counter(vec int, route, v2 string) prometheus.Counter {
+	k := childKey{vec: vec, route: route, v2: v2}
+	if c, ok := m.children.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	var c prometheus.Counter
+	switch vec {
+	case 0:
+		c = m.decisions.WithLabelValues(route, v2)
+	case 1:
+		c = m.fields.WithLabelValues(route, v2)
+	default:
+		c = m.exportsBlocked.WithLabelValues(route)
+	}
+	m.remember(k, c)
+	return c
+}
+
+// rewriteObserver returns the rewrite duration series for route.
+func (m *guardMetrics) rewriteObserver(route string) prometheus.Observer {
+	k := childKey{vec: 3, route: route}
+	if o, ok := m.children.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o := m.rewriteSeconds.WithLabelValues(route)
+	m.remember(k, o)
+	return o
+}
+
+// remember caches a series unless the cache is full.
+func (m *guardMetrics) remember(k childKey, series any) {
+	if m.cached.Load() >= maxCachedChildren {
+		return
+	}
+	if _, loaded := m.children.LoadOrStore(k, series); !loaded {
+		m.cached.Add(1)
+	}
+}
+
+// observe counts one finished request; rewrote says the answer went
+// through the rewriter, which took rewriteTime.
+func (m *guardMetrics) observe(ev *AuditEvent, rewrote bool, rewriteTime time.Duration) {
 	if m == nil {
 		return
 	}
@@ -87,12 +150,15 @@ func (m *guardMetrics) observe(ev *AuditEvent) {
 	if route == "" {
 		route = "(none)"
 	}
-	m.decisions.WithLabelValues(route, ev.Decision).Inc()
+	m.counter(0, route, ev.Decision).Inc()
 	for key, n := range ev.Fields {
 		action, _, _ := strings.Cut(key, ":")
-		m.fields.WithLabelValues(route, action).Add(float64(n))
+		m.counter(1, route, action).Add(float64(n))
 	}
 	if ev.Export.Blocked && !ev.Shadow {
-		m.exportsBlocked.WithLabelValues(route).Inc()
+		m.counter(2, route, "").Inc()
+	}
+	if rewrote {
+		m.rewriteObserver(route).Observe(rewriteTime.Seconds())
 	}
 }
