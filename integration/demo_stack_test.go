@@ -419,13 +419,35 @@ func TestDemoStackServesEachRoleWhatTheRulesSay(t *testing.T) {
 				t.Errorf("status %d %.300s; want customer 7's full ID number", resp.StatusCode, body)
 			}
 		}},
-		{"a sales manager moves a customer to another rep", "wang", func(t *testing.T, c *http.Client) {
-			resp, body := send(t, c, "PATCH", "/api/customers/2", `{"owner_id":"zhang"}`)
+		{"a sales manager moves a customer of the team to another rep, but not another team's", "wang", func(t *testing.T, c *http.Client) {
+			// customers.update judges the write against the stored
+			// customer: a manager changes the customers of the team led.
+			var own, other *crm.Customer
+			for _, cu := range truth.Customers {
+				switch {
+				case own == nil && cu.Team == "east" && cu.OwnerID != "zhang":
+					own = cu
+				case other == nil && cu.Team != "east":
+					other = cu
+				}
+			}
+			if own == nil || other == nil {
+				t.Fatal("the demo data has no east customer of another rep, or no customer of another team")
+			}
+			resp, body := send(t, c, "PATCH", fmt.Sprintf("/api/customers/%d", own.ID), `{"owner_id":"zhang"}`)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %.300s", resp.StatusCode, body)
 			}
-			if got := d.CRM.Data().Customers[1]; got.OwnerID != "zhang" || got.UpdatedBy != "wang" {
-				t.Errorf("the CRM's customer 2: owner %q changed by %q", got.OwnerID, got.UpdatedBy)
+			if got := d.CRM.Data().Customers[own.ID-1]; got.OwnerID != "zhang" || got.UpdatedBy != "wang" {
+				t.Errorf("the CRM's customer %d: owner %q changed by %q", own.ID, got.OwnerID, got.UpdatedBy)
+			}
+			before := other.OwnerID
+			resp, body = send(t, c, "PATCH", fmt.Sprintf("/api/customers/%d", other.ID), `{"owner_id":"wang"}`)
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "you may not change this record") {
+				t.Errorf("another team's customer: status %d %.300s; want 403", resp.StatusCode, body)
+			}
+			if got := d.CRM.Data().Customers[other.ID-1].OwnerID; got != before {
+				t.Errorf("the CRM's customer %d moved to %q", other.ID, got)
 			}
 		}},
 	}
