@@ -639,18 +639,21 @@ func canonicalUTC(s string) (int64, bool) {
 	if len(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z' {
 		return 0, false
 	}
-	var d [14]int
-	for k, i := range [14]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
-		c := s[i] - '0'
-		if c > 9 {
-			return 0, false
+	// two digits at i as a number, or -1
+	two := func(i int) int {
+		a, b := s[i]-'0', s[i+1]-'0'
+		if a > 9 || b > 9 {
+			return -1
 		}
-		d[k] = int(c)
+		return int(a)*10 + int(b)
 	}
-	year := d[0]*1000 + d[1]*100 + d[2]*10 + d[3]
-	month, day := d[4]*10+d[5], d[6]*10+d[7]
-	hour, minute, sec := d[8]*10+d[9], d[10]*10+d[11], d[12]*10+d[13]
-	if year < 1 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || sec > 59 {
+	century, yy := two(0), two(2)
+	month, day, hour, minute, sec := two(5), two(8), two(11), two(14), two(17)
+	if century < 0 || yy < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return 0, false
+	}
+	year := century*100 + yy
+	if year < 1 {
 		return 0, false
 	}
 	leap := year%4 == 0 && (year%100 != 0 || year%400 == 0)
