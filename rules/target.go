@@ -1,7 +1,11 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,6 +28,9 @@ type targetSpec struct {
 	recSrc  string   // `record` as written
 	recKeys []string // keys and indexes to the record; nil: the answer itself
 	allowIf *expr    // `allow_if`
+	// idKeys maps a request key (body field, form field, query
+	// parameter) to the fetch parameter whose value it must equal.
+	idKeys map[string]string
 	node    *yaml.Node
 }
 
@@ -60,7 +67,7 @@ type TargetAudit struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-var targetKeys = []string{"fetch", "record", "allow_if"}
+var targetKeys = []string{"fetch", "record", "allow_if", "id_fields"}
 
 // target compiles a route's `target` block. The route's match must be
 // compiled already: the fetch template may only use its {params}.
@@ -117,6 +124,9 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 		l.errorf(n, joinKey(key, "allow_if"), "missing: the condition over record (and user, request, now) under which the request may change the record")
 		good = false
 	}
+	if good {
+		good = l.targetIDFields(t, by, key)
+	}
 	switch {
 	case r.public:
 		l.errorf(n, key, "a public route has no signed-in user to fetch the record as; a target needs allow: [roles] or authenticated")
@@ -131,6 +141,56 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if good {
 		r.target = t
 	}
+}
+
+// targetIDFields reads `id_fields` (fetch parameter -> request keys that
+// name the same record); by default each fetch parameter's own name is
+// such a key ({id}: a body or query "id").
+func (l *loader) targetIDFields(t *targetSpec, by map[string]entry, key string) bool {
+	t.idKeys = map[string]string{}
+	params := map[string]bool{}
+	for _, s := range t.segs {
+		if s.kind == segParam {
+			params[s.text] = true
+			t.idKeys[s.text] = s.text
+		}
+	}
+	e, ok := by["id_fields"]
+	if !ok {
+		return true
+	}
+	ik := joinKey(key, "id_fields")
+	es, ok := l.entries(e.val, ik)
+	if !ok {
+		return false
+	}
+	good := true
+	for _, f := range es {
+		fk := joinKey(ik, f.name)
+		if !params[f.name] {
+			l.errorf(f.val, fk, "{%s} is not a parameter of the fetch path %q", f.name, t.src)
+			good = false
+			continue
+		}
+		names, ok := l.strList(f.val, fk)
+		if !ok {
+			good = false
+			continue
+		}
+		for k, p := range t.idKeys {
+			if p == f.name {
+				delete(t.idKeys, k) // the list replaces the default
+			}
+		}
+		for _, k := range names {
+			if p, dup := t.idKeys[k]; dup && p != f.name {
+				l.errorf(f.val, fk, "%q already names {%s}", k, p)
+				good = false
+			}
+			t.idKeys[k] = f.name
+		}
+	}
+	return good
 }
 
 // methodsRead reports whether a route's methods include a read (nil: every
@@ -287,8 +347,173 @@ func (d *Decision) noteTarget(rt *route) string {
 	if err != nil {
 		return fmt.Sprintf("route %s: %v", rt.id, err)
 	}
+	if d.req != nil && d.req.URL != nil {
+		if bad := cleanForTarget(d.req.URL.EscapedPath()); bad != "" {
+			return fmt.Sprintf("route %s: the request path %s; the record fetched (%s) must be the one the CRM changes, so write the path clean", rt.id, bad, p)
+		}
+		for k, vs := range d.req.URL.Query() {
+			if bad := d.idMismatch(rt, formBase(k), vs); bad != "" {
+				return fmt.Sprintf("route %s: the query %s", rt.id, bad)
+			}
+		}
+	}
 	d.target = &TargetFetch{Path: p}
 	return ""
+}
+
+// cleanForTarget says how an escaped request path could name another
+// record at the CRM than the one its clean form names ("" when it cannot):
+// dot segments ("/api/customers/2/../1" is judged and fetched as 1, but a
+// CRM taking the third segment changes 2), empty segments and a trailing
+// slash.
+func cleanForTarget(escaped string) string {
+	if escaped == "" || escaped == "/" {
+		return ""
+	}
+	for _, seg := range strings.Split(escaped[1:], "/") {
+		switch dec, _ := url.PathUnescape(seg); {
+		case seg == "":
+			return fmt.Sprintf("%q has an empty segment or a trailing slash", escaped)
+		case dec == "." || dec == "..":
+			return fmt.Sprintf("%q has a dot segment", escaped)
+		}
+	}
+	return ""
+}
+
+// formBase is the variable a PHP CRM stores a form or query key in:
+// "id", "id[]" and "id[0]" all set $_REQUEST["id"].
+func formBase(key string) string {
+	k := phpFormName(key)
+	if i := strings.IndexByte(k, '['); i > 0 {
+		return k[:i]
+	}
+	return k
+}
+
+// idMismatch reports a request key that names the target record (a key of
+// the route's id_fields) with values other than the path's ("" when none).
+func (d *Decision) idMismatch(rt *route, key string, vals []string) string {
+	p, ok := rt.target.idKeys[key]
+	if !ok {
+		return ""
+	}
+	want := d.Params[p]
+	for _, v := range vals {
+		if v != want {
+			return fmt.Sprintf("names record %q at %q, but the path names %q ({%s}); a CRM may change the record the body or query names, so both must agree", v, key, want, p)
+		}
+	}
+	return ""
+}
+
+// CheckTargetBody refuses (400) a request body that names another record
+// than its path: on a route with a target, a key of `id_fields` (by
+// default the fetch parameters' names, e.g. "id") present at the top of a
+// JSON object, in each object of a top-level JSON array (a bulk update), as
+// a JSON Patch operation's path ("/id"), or as a form field
+// (urlencoded or multipart) must equal the path's value. Bodies of other
+// types are not read. nil when the body agrees or the route has no target.
+func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
+	if d.Target() == nil || len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	rt := d.route
+	refuse := func(status int, what string) *BodyError {
+		return &BodyError{Status: status, Reason: fmt.Sprintf("route %s: the request body %s", rt.id, what)}
+	}
+	mt, mp, _ := mime.ParseMediaType(contentType)
+	switch {
+	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		if tooDeep(body, maxBodyDepth) || !gjson.ValidBytes(body) {
+			return refuse(http.StatusBadRequest, "is not JSON the proxy can read for the record's id")
+		}
+		if bad := d.jsonIDMismatch(rt, gjson.ParseBytes(body)); bad != "" {
+			return refuse(http.StatusBadRequest, bad)
+		}
+	case mt == "application/x-www-form-urlencoded":
+		q, err := url.ParseQuery(string(body))
+		if err != nil {
+			return refuse(http.StatusBadRequest, fmt.Sprintf("is not a form the proxy can read: %v", err))
+		}
+		for k, vs := range q {
+			if bad := d.idMismatch(rt, formBase(k), vs); bad != "" {
+				return refuse(http.StatusBadRequest, bad)
+			}
+		}
+	case mt == "multipart/form-data":
+		mr := multipart.NewReader(bytes.NewReader(body), mp["boundary"])
+		for {
+			part, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
+			}
+			name := formBase(part.FormName())
+			if _, ok := rt.target.idKeys[name]; ok {
+				v, err := io.ReadAll(part)
+				if err != nil {
+					return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
+				}
+				if bad := d.idMismatch(rt, name, []string{string(v)}); bad != "" {
+					return refuse(http.StatusBadRequest, bad)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// jsonIDMismatch checks the top level of a JSON body: an object's keys
+// (every copy of a key present twice), each object of an array, and JSON
+// Patch operations on "/<key>".
+func (d *Decision) jsonIDMismatch(rt *route, v gjson.Result) string {
+	scalar := func(r gjson.Result) string {
+		switch r.Type {
+		case gjson.String:
+			return r.Str
+		case gjson.Number:
+			return r.Raw
+		}
+		return r.Raw // null, true, an object: never a path segment
+	}
+	var bad string
+	object := func(o gjson.Result) {
+		var op, path string
+		o.ForEach(func(k, val gjson.Result) bool {
+			switch k.Str {
+			case "op":
+				op = val.Str
+			case "path":
+				path = val.Str
+			}
+			bad = d.idMismatch(rt, k.Str, []string{scalar(val)})
+			return bad == ""
+		})
+		if bad == "" && op != "" && strings.HasPrefix(path, "/") {
+			key := strings.NewReplacer("~1", "/", "~0", "~").Replace(path[1:])
+			if _, ok := rt.target.idKeys[key]; ok {
+				bad = d.idMismatch(rt, key, []string{scalar(o.Get("value"))})
+				if bad == "" && op != "replace" && op != "add" && op != "test" {
+					bad = fmt.Sprintf("operates (%s) on the record's id at %q", op, path)
+				}
+			}
+		}
+	}
+	switch {
+	case v.IsObject():
+		object(v)
+	case v.IsArray():
+		v.ForEach(func(_, e gjson.Result) bool {
+			if e.IsObject() {
+				object(e)
+			}
+			return bad == ""
+		})
+	}
+	return bad
 }
 
 // Target returns the stored record the request must be judged against

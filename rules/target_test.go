@@ -144,7 +144,7 @@ func TestADecisionSaysWhichRecordToFetch(t *testing.T) {
 		{"an allowed PATCH fetches the record its path names", zhang, "PATCH", "/api/customers/42", Allow, 0, "/api/customers/42"},
 		{"a DELETE fetches the record too", zhang, "DELETE", "/api/customers/42", Allow, 0, "/api/customers/42"},
 		{"an encoded id is fetched re-escaped as one segment", zhang, "PATCH", "/api/customers/%C3%A9%20x", Allow, 0, "/api/customers/%C3%A9%20x"},
-		{"a dot segment in the request is resolved before the id is read", zhang, "PATCH", "/api/customers/7/../42", Allow, 0, "/api/customers/42"},
+		{"a dot segment in the request is refused: the CRM could change 7 while 42 was judged", zhang, "PATCH", "/api/customers/7/../42", Deny, http.StatusBadRequest, ""},
 		{"a template with other parameters, literal segments and a query is expanded", zhang, "POST", "/api/customers/3/deals/9/notes", Allow, 0, "/v2/deals/9?expand=none&fields=owner%2Cteam"},
 		{"a refused request fetches nothing", li, "POST", "/api/customers/3/deals/9/notes", Deny, http.StatusForbidden, ""},
 		{"an anonymous request fetches nothing", nil, "PATCH", "/api/customers/42", SignIn, http.StatusUnauthorized, ""},
