@@ -31,7 +31,7 @@ type targetSpec struct {
 	// idKeys maps a request key (body field, form field, query
 	// parameter) to the fetch parameter whose value it must equal.
 	idKeys map[string]string
-	node    *yaml.Node
+	node   *yaml.Node
 }
 
 // TargetFetch is the stored record a request must be judged against before
