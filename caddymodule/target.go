@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -52,25 +53,94 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 	if t == nil {
 		return false, nil
 	}
+	if done, err := x.checkTargetBody(w); done {
+		return true, err
+	}
 	ans := x.fetchTarget(t.Path, next)
 	block := d.JudgeTarget(ans)
 	x.ev.Target = d.Audit.Target
 	if block == nil {
 		if a := d.Audit.Target; a != nil && !a.Allowed {
-			x.ev.Reason = a.Reason // shadow mode: what would have happened
+			// Shadow mode: the audit says what would have happened.
+			x.ev.Reason = a.Reason
+			x.ev.Decision = d.Audit.Decision
 		}
-		return false, nil
-	}
-	if x.shadow {
-		// The handler runs in shadow mode over an enforcing rule file.
-		x.ev.Reason = "shadow: " + block.Reason
 		return false, nil
 	}
 	decision := "deny"
 	if block.Status == http.StatusBadGateway {
 		decision = "error"
 	}
+	if x.shadow {
+		// The handler runs in shadow mode over an enforcing rule file.
+		x.ev.Reason = "shadow: " + block.Reason
+		x.ev.Decision = decision
+		return false, nil
+	}
 	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, decision)
+}
+
+// checkTargetBody refuses a body that names another record than the path
+// (rules.Decision.CheckTargetBody). The body is read here when the body
+// guards did not read it already, up to max_body (413 above, fail closed).
+func (x *exchange) checkTargetBody(w http.ResponseWriter) (done bool, err error) {
+	r, d := x.r, x.d
+	if r.Body == nil || r.Body == http.NoBody {
+		return false, nil
+	}
+	var body []byte
+	if r.GetBody != nil {
+		rc, gerr := r.GetBody()
+		if gerr == nil {
+			body, gerr = io.ReadAll(rc)
+			_ = rc.Close()
+		}
+		if gerr != nil {
+			return true, x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID, Reason: "The request body could not be read."}, "error", zap.Error(gerr))
+		}
+	} else {
+		limit := x.g.opt.MaxBody
+		b, rerr := io.ReadAll(io.LimitReader(r.Body, limit+1))
+		if rerr != nil {
+			return true, x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID, Reason: "The request body could not be read."}, "error", zap.Error(rerr))
+		}
+		if int64(len(b)) > limit {
+			if x.shadow {
+				r.Body = struct {
+					io.Reader
+					io.Closer
+				}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+				x.ev.Reason = fmt.Sprintf("shadow: a request body over %d bytes on a route with a target would be refused", limit)
+				return false, nil
+			}
+			return true, x.refuse(w, refusal{Status: http.StatusRequestEntityTooLarge, Rule: d.RouteID,
+				Reason: fmt.Sprintf("The request body is larger than %d bytes.", limit)}, "deny")
+		}
+		_ = r.Body.Close()
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
+	if contentCoding(r.Header) != "" {
+		// A compressed body cannot be read for ids: refuse it like the
+		// body guards do.
+		if x.shadow {
+			x.ev.Reason = "shadow: a compressed request body on a route with a target would be refused"
+			return false, nil
+		}
+		return true, x.refuse(w, refusal{Status: http.StatusUnsupportedMediaType, Rule: d.RouteID,
+			Reason: "Request bodies with a Content-Encoding cannot be checked on a route with a target; send them uncompressed."}, "deny")
+	}
+	be := d.CheckTargetBody(r.Header.Get("Content-Type"), body)
+	if be == nil {
+		return false, nil
+	}
+	if x.shadow {
+		x.ev.Decision = "deny"
+		x.ev.Reason = "shadow: " + be.Reason
+		return false, nil
+	}
+	return true, x.refuse(w, refusal{Status: be.Status, Rule: d.RouteID, Reason: be.Reason}, "deny")
 }
 
 // fetchTarget GETs path from the next handler as the request's user and
@@ -95,6 +165,10 @@ func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.Target
 	}
 	h.Set("Accept", "application/json")
 	h.Set("Accept-Encoding", "identity") // decoded below when the CRM compresses anyway
+	// The owner must be read now, not from a cache between the guard and
+	// the CRM (RFC 9111 5.2.1.4).
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Pragma", "no-cache")
 	fr.Header = h
 
 	fw := &fetchWriter{header: http.Header{}, limit: x.g.opt.MaxBody}
