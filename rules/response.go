@@ -375,6 +375,9 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		// withheld; the client keeps the CRM's status.
 		return false, d.block(status, fmt.Sprintf("route %s rewrites answers and the CRM answered %d; the body of a non-2xx answer cannot be checked, so it is withheld", d.route.id, status))
 	}
+	if b := d.inspectTable(h); b != nil { // csv.go: spreadsheets cannot be rewritten
+		return false, b
+	}
 	return true, nil
 }
 
@@ -402,14 +405,18 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 	if d.Outcome != Allow || d.route == nil || !d.route.rewrites || d.head() || status < 200 || status > 299 || status == http.StatusNoContent {
 		return append(dst, body...), nil, nil
 	}
-	p, release, err := d.plan()
-	if err != nil {
-		return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, err)
-	}
 	var st rewrite.Stats
 	orig := len(dst)
-	out, err = p.Rewrite(dst, body, &st)
-	release()
+	if k, _, _ := tableType(h); k != notTable {
+		out, err = d.rewriteTable(dst, body, h, &st) // csv.go: CSV and TSV by column name
+	} else {
+		p, release, perr := d.plan()
+		if perr != nil {
+			return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, perr)
+		}
+		out, err = p.Rewrite(dst, body, &st)
+		release()
+	}
 	d.Audit.RecordsIn += st.RecordsIn
 	d.Audit.RecordsOut += st.RecordsOut
 	d.Audit.EvalErrors += st.EvalErrors
