@@ -30,10 +30,10 @@ import (
 type tableKind uint8
 
 const (
-	notTable tableKind = iota // JSON or anything else: the JSON rewriter
-	csvTable                  // comma-separated values
-	tsvTable                  // tab-separated values
-	sheetTable                // a spreadsheet: cannot be rewritten
+	notTable   tableKind = iota // JSON or anything else: the JSON rewriter
+	csvTable                    // comma-separated values
+	tsvTable                    // tab-separated values
+	sheetTable                  // a spreadsheet: cannot be rewritten
 )
 
 // csvTypes are the download types that are comma-separated text.
@@ -133,7 +133,7 @@ type csvField struct {
 	mask    mask.Func
 	replace string
 	when    func(r *csvRow) (bool, error) // nil: always
-	key     string                         // "action:path" for the audit
+	key     string                        // "action:path" for the audit
 }
 
 // csvPlan is how one request's CSV answer is rewritten.
