@@ -227,7 +227,7 @@ func (p *Provider) readFlow(r *http.Request, state string) (*flow, string) {
 		return nil, ""
 	}
 	name := p.flowCookieName(state)
-	c, err := r.Cookie(name)
+	c, err := r.Cookie(p.sess.CookieNameFor(r, name))
 	if err != nil {
 		return nil, name
 	}

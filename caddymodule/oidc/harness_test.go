@@ -67,6 +67,8 @@ type env struct {
 	idpOffset atomic.Int64
 	// idpDown makes the provider cut every connection.
 	idpDown atomic.Bool
+	// tls: the proxies serve HTTPS.
+	tls bool
 	// steps is the last TOTP step used per user (each step works once).
 	stepsMu sync.Mutex
 	steps   map[string]int64
@@ -79,6 +81,7 @@ type envOptions struct {
 	accessTTL      time.Duration
 	extraClients   []devidp.Client
 	idpDown        bool // the provider starts down (connections are cut)
+	tls            bool // the proxies serve HTTPS (the provider stays plain http)
 	configure      func(*Config)
 }
 
@@ -100,7 +103,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.proxies == 0 {
 		o.proxies = 1
 	}
-	e := &env{t: t, users: map[string]devidp.User{}, steps: map[string]int64{}}
+	e := &env{t: t, users: map[string]devidp.User{}, steps: map[string]int64{}, tls: o.tls}
 	idpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +118,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 			t.Fatal(err)
 		}
 		lns = append(lns, ln)
-		origins = append(origins, "http://"+ln.Addr().String())
+		scheme := "http://"
+		if o.tls {
+			scheme = "https://"
+		}
+		origins = append(origins, scheme+ln.Addr().String())
 	}
 	crm := devidp.Client{ID: "crm", Secret: clientSecret, BackchannelLogoutURI: origins[0] + DefaultBackchannelLogoutPath}
 	for _, o := range origins {
@@ -172,7 +179,11 @@ func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*
 	px.cfg, px.store, px.logger = cfg, store, zap.New(core)
 	px.p = e.provider(px, []string{testSecret})
 	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
-	px.srv.Start()
+	if e.tls {
+		px.srv.StartTLS()
+	} else {
+		px.srv.Start()
+	}
 	t.Cleanup(px.srv.Close)
 	return px
 }
@@ -274,6 +285,10 @@ func (e *env) browser(user string) *browser {
 		Jar: jar, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
+	if e.tls {
+		// Trust the proxies' test certificate (httptest's, on 127.0.0.1).
+		b.c.Transport = e.proxies[0].srv.Client().Transport
+	}
 	if u, ok := e.users[user]; ok {
 		b.password = u.Password
 	}

@@ -174,14 +174,41 @@ func (m *Manager) Secure(r *http.Request) bool {
 	return !m.cfg.InsecureCookie && r.TLS != nil
 }
 
+// HostPrefix starts the names of the proxy's cookies over HTTPS. A
+// browser keeps a "__Host-" cookie only when it is Secure, has Path=/ and
+// no Domain, and was set by this very host over HTTPS, so a sibling
+// subdomain (or a plain-http page) cannot plant or overwrite one: no
+// session fixation, no forced sign-out through a cookie for the parent
+// domain.
+const HostPrefix = "__Host-"
+
+// CookieNameFor returns the name the proxy's cookie called name has on r:
+// HostPrefix+name when the cookie is Secure (the request came over TLS and
+// insecure_cookie is off), name itself over plain http (the loopback
+// demo) or when name already starts with "__Host-" or "__Secure-". Only
+// this spelling is read: a cookie of the other spelling is ignored.
+func (m *Manager) CookieNameFor(r *http.Request, name string) string {
+	if !m.Secure(r) || strings.HasPrefix(name, HostPrefix) || strings.HasPrefix(name, "__Secure-") {
+		return name
+	}
+	return HostPrefix + name
+}
+
 // SetCookie writes one of the proxy's cookies: HttpOnly, Path=/,
-// SameSite=Lax, Secure over TLS. maxAge < 0 deletes it.
+// SameSite=Lax, Secure over TLS, named by CookieNameFor. maxAge < 0
+// deletes it.
 func (m *Manager) SetCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
 	m.SetCookiePath(w, r, name, value, "/", maxAge)
 }
 
-// SetCookiePath is SetCookie for a cookie sent only to path and below.
+// SetCookiePath is SetCookie for a cookie sent only to path and below
+// over plain http; a "__Host-" cookie (over HTTPS) always has Path=/, as
+// browsers require.
 func (m *Manager) SetCookiePath(w http.ResponseWriter, r *http.Request, name, value, path string, maxAge int) {
+	name = m.CookieNameFor(r, name)
+	if strings.HasPrefix(name, HostPrefix) {
+		path = "/"
+	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     name,
 		Value:    value,
@@ -195,7 +222,7 @@ func (m *Manager) SetCookiePath(w http.ResponseWriter, r *http.Request, name, va
 
 // cookieID returns the session id sealed in r's session cookie, or "".
 func (m *Manager) cookieID(r *http.Request) string {
-	c, err := r.Cookie(m.cfg.CookieName)
+	c, err := r.Cookie(m.CookieNameFor(r, m.cfg.CookieName))
 	if err != nil {
 		return ""
 	}

@@ -240,16 +240,38 @@ func TestManagerCookies(t *testing.T) {
 			t.Fatalf("Get did not open the tokens: %v", err)
 		}
 	})
+	t.Run("the cookie over TLS is named __Host- with Path=/ and no Domain", func(t *testing.T) {
+		if c.Name != "__Host-crmguard_session" || c.Path != "/" || c.Domain != "" || !c.Secure {
+			t.Fatalf("%s", c)
+		}
+	})
 	t.Run("the cookie loads the session", func(t *testing.T) {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r := httptest.NewRequest(http.MethodGet, "https://crm.example/", nil)
 		r.AddCookie(c)
 		got, err := m.Load(r)
 		if err != nil || got == nil || got.Subject != "zhang" {
 			t.Fatalf("%v %v", got, err)
 		}
 	})
+	t.Run("a cookie of the plain spelling (planted by a sibling subdomain) is ignored over TLS", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodGet, "https://crm.example/", nil)
+		r.AddCookie(&http.Cookie{Name: "crmguard_session", Value: c.Value})
+		if got, err := m.Load(r); got != nil || err != nil {
+			t.Fatalf("loaded %v %v", got, err)
+		}
+	})
+	t.Run("a __Host- cookie is ignored over plain http, where the plain name is used", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/", nil)
+		r.AddCookie(c)
+		if got, err := m.Load(r); got != nil || err != nil {
+			t.Fatalf("loaded %v %v", got, err)
+		}
+		if name := m.CookieNameFor(r, "crmguard_session"); name != "crmguard_session" {
+			t.Fatalf("plain-http name %q", name)
+		}
+	})
 	t.Run("End deletes the session and clears the cookie", func(t *testing.T) {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r := httptest.NewRequest(http.MethodGet, "https://crm.example/", nil)
 		r.AddCookie(c)
 		rec := httptest.NewRecorder()
 		if err := m.End(rec, r); err != nil {
@@ -258,7 +280,7 @@ func TestManagerCookies(t *testing.T) {
 		if got, _ := m.Load(r); got != nil {
 			t.Fatal("still loads")
 		}
-		if rc := rec.Result().Cookies(); len(rc) != 1 || rc[0].MaxAge >= 0 {
+		if rc := rec.Result().Cookies(); len(rc) != 1 || rc[0].MaxAge >= 0 || rc[0].Name != c.Name {
 			t.Fatalf("cookie not cleared: %v", rc)
 		}
 	})
