@@ -126,6 +126,13 @@ func (c *redteamTargetCRM) take() []crmHit {
 // connection, so the path reaches Caddy exactly as written.
 func redteamSend(t *testing.T, base, method, path string, h map[string]string, body string) (int, string) {
 	t.Helper()
+	return redteamSendHeaders(t, base, method, path, h, body, nil)
+}
+
+// redteamSendHeaders is redteamSend that also hands the answer to check
+// (when not nil) before its body is read.
+func redteamSendHeaders(t *testing.T, base, method, path string, h map[string]string, body string, check func(*http.Response)) (int, string) {
+	t.Helper()
 	addr := strings.TrimPrefix(base, "http://")
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -145,6 +152,9 @@ func redteamSend(t *testing.T, base, method, path string, h map[string]string, b
 	resp, err := http.ReadResponse(bufio.NewReader(conn), req2)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
+	}
+	if check != nil {
+		check(resp)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
