@@ -138,6 +138,9 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if methodsRead(r.methods) {
 		l.warnf(n, key, "the route also matches reads (GET or HEAD, or every method): each read fetches the record first too; judge reads with record/visible instead")
 	}
+	if t.allowIf != nil && !t.allowIf.vars[varRecord] {
+		l.warnf(by["allow_if"].val, joinKey(key, "allow_if"), "the condition does not read record, so the fetched record decides nothing; put it in the route's when instead, or compare a field of record")
+	}
 	if good {
 		r.target = t
 	}

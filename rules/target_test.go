@@ -130,6 +130,14 @@ func TestATargetOnARouteThatReadsIsWarnedAbout(t *testing.T) {
 	}
 }
 
+func TestAnAllowIfThatIgnoresTheRecordIsWarnedAbout(t *testing.T) {
+	s := mustLoad(t, "version: 1\nroles: {sales: {}}\nroutes:\n  - id: c\n    match: {methods: [PATCH], path: \"/api/customers/{id}\"}\n    allow: [sales]\n    target: {fetch: \"/api/customers/{id}\", allow_if: '\"sales\" in user.roles'}\n")
+	ws := s.Warnings()
+	if len(ws) != 1 || !strings.Contains(ws[0].String(), "routes[0].target.allow_if: the condition does not read record") {
+		t.Errorf("warnings = %v; want one saying the record decides nothing", ws)
+	}
+}
+
 func TestADecisionSaysWhichRecordToFetch(t *testing.T) {
 	s := targetSet(t, "")
 	cases := []struct {
