@@ -48,8 +48,12 @@ var csvTypes = []string{
 // other than UTF-8 (or its subset US-ASCII) are errors: the body cannot
 // be read with certainty (fail closed).
 func tableType(h http.Header) (tableKind, string, error) {
+	cts := h.Values("Content-Type")
+	if len(cts) == 1 && len(cts[0]) >= 16 && strings.EqualFold(cts[0][:16], "application/json") {
+		return notTable, "application/json", nil // the usual JSON answer, without parsing
+	}
 	kind, name := notTable, ""
-	for i, ct := range h.Values("Content-Type") {
+	for i, ct := range cts {
 		k, mt, err := tableTypeOf(ct)
 		if i > 0 && k != kind && (k != notTable || kind != notTable) {
 			return sheetTable, ct, fmt.Errorf("rules: the answer has several Content-Type headers (%q and %q) naming different formats", name, ct)

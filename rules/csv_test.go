@@ -186,6 +186,14 @@ func TestCSVAnswersAreRewrittenByColumnName(t *testing.T) {
 			fields: map[string]int{"null:notes": 1, "remove:vip": 1},
 		},
 		{
+			name: "a field rule whose per-row condition fails applies to that row and is counted",
+			user: manager, ct: csvType,
+			body: "id,notes\n1,secret note\n",
+			want: "id,notes\n1,\n",
+			in:   1, out: 1, ids: []string{"1"}, evalErr: 1,
+			fields: map[string]int{"null:notes": 1},
+		},
+		{
 			name: "an answer nothing changes is returned byte for byte",
 			user: admin, ct: csvType,
 			body: "id,\"name\",phone\r\n1,\"Zhang\",13812345678\n",
@@ -308,6 +316,12 @@ func TestTableAnswersOnExportRoutes(t *testing.T) {
 		out, _, blk, err := csvAnswer(t, s, rep, "/api/raw/export", xlsx, "PK\x03\x04")
 		if blk != nil || err != nil || out != "PK\x03\x04" {
 			t.Fatalf("out %q, block %+v, err %v", out, blk, err)
+		}
+	})
+	t.Run("a CSV labelled text/plain on a route with fields is read as JSON and refused", func(t *testing.T) {
+		_, _, blk, err := csvAnswer(t, s, rep, "/api/customers/export", "text/plain", "id,owner_id,phone\n1,zhang,13812345678\n")
+		if blk != nil || err == nil {
+			t.Fatalf("block %+v, err %v; want an error (502)", blk, err)
 		}
 	})
 	t.Run("a CSV on an export route without fields is not buffered", func(t *testing.T) {
