@@ -36,7 +36,8 @@ const (
 func stopMask(x uint64) uint64 {
 	q := x ^ (lsb * '"')
 	b := x ^ (lsb * '\\')
-	return ((x-lsb*0x20)&^x | (q-lsb)&^q | (b-lsb)&^b | x) & msb
+	// (x-0x20)&^x | x, the bytes below 0x20 or from 0x80, is (x-0x20) | x
+	return ((x - lsb*0x20) | x | (q-lsb)&^q | (b-lsb)&^b) & msb
 }
 
 // utf8Len returns the length of the valid UTF-8 sequence at doc[i] (a byte of
