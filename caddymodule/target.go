@@ -64,6 +64,10 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 			// Shadow mode: the audit says what would have happened.
 			x.ev.Reason = a.Reason
 			x.ev.Decision = d.Audit.Decision
+			return false, nil
+		}
+		if t.IfMatch && !x.shadow {
+			return x.conditionalWrite(w, ans.Header.Get("ETag"))
 		}
 		return false, nil
 	}
@@ -78,6 +82,30 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 		return false, nil
 	}
 	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, decision)
+}
+
+// conditionalWrite makes the write apply only to the version of the record
+// the rules judged (`if_match`): its If-Match becomes the fetch answer's
+// ETag. A client If-Match that names neither that version nor "*" is
+// refused with 412, as the CRM would refuse it.
+func (x *exchange) conditionalWrite(w http.ResponseWriter, etag string) (done bool, err error) {
+	r := x.r
+	if vs := r.Header.Values("If-Match"); len(vs) > 0 {
+		ok := false
+		for _, v := range vs {
+			for _, tag := range strings.Split(v, ",") {
+				if tag = strings.TrimSpace(tag); tag == "*" || tag == etag {
+					ok = true
+				}
+			}
+		}
+		if !ok {
+			return true, x.refuse(w, refusal{Status: http.StatusPreconditionFailed, Rule: x.d.RouteID,
+				Reason: "The record changed: its current version is not the one the request's If-Match names."}, "deny")
+		}
+	}
+	r.Header["If-Match"] = []string{etag}
+	return false, nil
 }
 
 // checkTargetBody refuses a body that names another record than the path

@@ -335,3 +335,124 @@ func TestRedTeamTargetInShadowModeAndWithTheCRMDown(t *testing.T) {
 		}
 	})
 }
+
+// raceCRM keeps one record per path with an owner and a version; every
+// GET answers with the version as a strong ETag (none under /api/plain/),
+// and when race is set the owner changes to wu right after a GET (a
+// reassignment landing between the guard's fetch and the write). A write
+// whose If-Match is not the current version is refused with 412.
+type raceCRM struct {
+	*httptest.Server
+	mu      sync.Mutex
+	race    bool
+	version map[string]int
+	owner   map[string]string
+	writes  []string // "PATCH /path If-Match=..." of applied writes
+	hits    []string
+}
+
+func newRaceCRM(t *testing.T) *raceCRM {
+	c := &raceCRM{version: map[string]int{}, owner: map[string]string{}}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		p := r.URL.Path
+		c.hits = append(c.hits, r.Method+" "+p)
+		if _, ok := c.owner[p]; !ok {
+			c.owner[p], c.version[p] = "zhang", 1
+		}
+		etag := fmt.Sprintf(`"v%d"`, c.version[p])
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			if !strings.HasPrefix(p, "/api/plain/") {
+				w.Header().Set("ETag", etag)
+			}
+			fmt.Fprintf(w, `{"owner_id":%q}`, c.owner[p])
+			if c.race {
+				c.owner[p], c.version[p] = "wu", c.version[p]+1
+			}
+			return
+		}
+		if im := r.Header.Get("If-Match"); im != "" && im != etag {
+			w.WriteHeader(http.StatusPreconditionFailed)
+			return
+		}
+		c.writes = append(c.writes, r.Method+" "+p+" If-Match="+r.Header.Get("If-Match"))
+		_, _ = w.Write([]byte(`{"updated":true}`))
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *raceCRM) take() (hits, writes []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hits, writes = c.hits, c.writes
+	c.hits, c.writes = nil, nil
+	return hits, writes
+}
+
+func TestRedTeamTargetRaceBetweenFetchAndWrite(t *testing.T) {
+	const rulesSrc = `version: 1
+roles: {sales: {}}
+routes:
+  - id: conditional
+    match: {methods: [PATCH], path: "/api/{kind}/{id}"}
+    allow: [sales]
+    target:
+      fetch: "/api/{kind}/{id}"
+      allow_if: record.owner_id == user.id
+      if_match: true
+  - id: unconditional
+    match: {methods: [PATCH], path: "/open/{kind}/{id}"}
+    allow: [sales]
+    target:
+      fetch: "/api/{kind}/{id}"
+      allow_if: record.owner_id == user.id
+`
+	dir := t.TempDir()
+	crm := newRaceCRM(t)
+	rulesPath := proxyWriteFile(t, dir, "rules.yaml", rulesSrc)
+	auditPath := filepath.Join(dir, "audit.jsonl")
+	srv := proxyStart(t, dir, proxySite(rulesPath, auditPath, strings.TrimPrefix(crm.URL, "http://"), ""))
+	js := map[string]string{"Content-Type": "application/json"}
+
+	cases := []struct {
+		name       string
+		race       bool
+		path       string
+		ifMatch    string
+		wantStatus int
+		wantWrites []string
+	}{
+		{"without if_match a reassignment between the fetch and the write is not seen (the documented limit)", true, "/open/customers/1", "", 200,
+			[]string{"PATCH /open/customers/1 If-Match="}},
+		{"with if_match the write carries the judged version and the CRM refuses it after a reassignment", true, "/api/customers/2", "", 412, nil},
+		{"with if_match and no race the write goes through with the judged version", false, "/api/customers/3", "", 200,
+			[]string{`PATCH /api/customers/3 If-Match="v1"`}},
+		{"a client If-Match naming another version is refused before the write", false, "/api/customers/4", `"v0"`, 412, nil},
+		{"a client If-Match of * is narrowed to the judged version", false, "/api/customers/5", `*`, 200,
+			[]string{`PATCH /api/customers/5 If-Match="v1"`}},
+		{"with if_match a CRM answer without an ETag is refused", false, "/api/plain/6", "", 502, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			crm.mu.Lock()
+			crm.race = c.race
+			crm.mu.Unlock()
+			h := map[string]string{"Content-Type": js["Content-Type"]}
+			if c.ifMatch != "" {
+				h["If-Match"] = c.ifMatch
+			}
+			status, body := redteamSend(t, srv.URL, "PATCH", c.path, h, `{"notes":"x"}`)
+			if status != c.wantStatus {
+				t.Errorf("status %d %s; want %d", status, body, c.wantStatus)
+			}
+			targetAuditSettle(t, auditPath)
+			hits, writes := crm.take()
+			if strings.Join(writes, "\n") != strings.Join(c.wantWrites, "\n") {
+				t.Errorf("the CRM applied:\n%s\nwant:\n%s\n(all requests: %v)", strings.Join(writes, "\n"), strings.Join(c.wantWrites, "\n"), hits)
+			}
+		})
+	}
+}

@@ -31,6 +31,7 @@ type targetSpec struct {
 	// idKeys maps a request key (body field, form field, query
 	// parameter) to the fetch parameter whose value it must equal.
 	idKeys map[string]string
+	ifMatch bool // `if_match`
 	node   *yaml.Node
 }
 
@@ -40,6 +41,12 @@ type TargetFetch struct {
 	// Path is the escaped path, with the template's query if any, to GET
 	// from the upstream as the same user.
 	Path string
+	// IfMatch (the route's `if_match`) asks the caller to make the write
+	// conditional on the version judged: the fetch answer's strong ETag is
+	// sent as the write's If-Match, so a CRM that supports conditional
+	// requests refuses the write (412) when the record changed between
+	// the fetch and the write. An answer without a strong ETag is refused.
+	IfMatch bool
 }
 
 // TargetAnswer is the upstream's answer to a TargetFetch.
@@ -67,7 +74,7 @@ type TargetAudit struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-var targetKeys = []string{"fetch", "record", "allow_if", "id_fields"}
+var targetKeys = []string{"fetch", "record", "allow_if", "id_fields", "if_match"}
 
 // target compiles a route's `target` block. The route's match must be
 // compiled already: the fetch template may only use its {params}.
@@ -126,6 +133,13 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	}
 	if good {
 		good = l.targetIDFields(t, by, key)
+	}
+	if e, ok := by["if_match"]; ok {
+		if b, ok := l.boolean(e.val, joinKey(key, "if_match")); ok {
+			t.ifMatch = b
+		} else {
+			good = false
+		}
 	}
 	switch {
 	case r.public:
@@ -360,7 +374,7 @@ func (d *Decision) noteTarget(rt *route) string {
 			}
 		}
 	}
-	d.target = &TargetFetch{Path: p}
+	d.target = &TargetFetch{Path: p, IfMatch: rt.target.ifMatch}
 	return ""
 }
 
@@ -584,6 +598,11 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	}
 	if !ok {
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.src))
+	}
+	if t.IfMatch {
+		if et := a.Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {
+			return refuse(http.StatusBadGateway, fmt.Sprintf("the route makes writes conditional (if_match) but the CRM's answer to GET %s has no strong ETag (%q)", t.Path, et))
+		}
 	}
 	au.Allowed = true
 	return nil

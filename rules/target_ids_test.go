@@ -81,3 +81,40 @@ func TestCheckTargetBodyIsANoOpWithoutATarget(t *testing.T) {
 		t.Errorf("refused %v on a route without a target", be)
 	}
 }
+
+func TestIfMatchAsksForTheJudgedVersionAndRefusesAnswersWithoutAStrongETag(t *testing.T) {
+	src := strings.Replace(targetIDsFile, "      id_fields: {cid: [id, customer_id]}\n", "      id_fields: {cid: [id, customer_id]}\n      if_match: true\n", 1)
+	s := mustLoad(t, src)
+	if _, err := Load("rules.yaml", []byte(strings.Replace(src, "if_match: true", "if_match: sometimes", 1))); err == nil || !strings.Contains(err.Error(), "target.if_match") {
+		t.Errorf("if_match: sometimes loaded (%v)", err)
+	}
+	cases := []struct {
+		name, etag string
+		wantBlock  int // 0: allowed
+	}{
+		{"a strong ETag lets the write go on", `"v7"`, 0},
+		{"a weak ETag is refused (If-Match compares strongly)", `W/"v7"`, http.StatusBadGateway},
+		{"no ETag is refused", "", http.StatusBadGateway},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(zhang, targetReq(http.MethodPatch, "/api/customers/7"))
+			f := d.Target()
+			if f == nil || !f.IfMatch {
+				t.Fatalf("target %+v; want IfMatch", f)
+			}
+			h := http.Header{}
+			if c.etag != "" {
+				h.Set("ETag", c.etag)
+			}
+			b := d.JudgeTarget(TargetAnswer{Status: 200, Header: h, Body: []byte(`{"owner_id":"zhang"}`)})
+			got := 0
+			if b != nil {
+				got = b.Status
+			}
+			if got != c.wantBlock {
+				t.Errorf("block %v; want status %d", b, c.wantBlock)
+			}
+		})
+	}
+}
