@@ -263,8 +263,71 @@ type keyReader interface {
 }
 
 // eval evaluates a native predicate on one record. st holds the request
-// constants.
+// constants. The common case, where every node reached has a plain boolean
+// answer, runs without CEL values; any other goes through evalVal.
 func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
+	if v, ok := n.evalBool(st, rec); ok {
+		return types.Bool(v)
+	}
+	return n.evalVal(st, rec)
+}
+
+// evalBool gives evalVal's answer when that is a bool reached only through
+// fast paths: &&, || and ! of fastCmp and of a record string in a constant
+// list of strings, and boolean constants. ok is false otherwise (evalVal
+// then decides; it may still give a bool).
+func (n *pnode) evalBool(st *condState, rec keyReader) (val, ok bool) {
+	switch n.kind {
+	case pOr, pAnd:
+		stop := n.kind == pOr
+		for _, k := range n.kids {
+			v, ok := k.evalBool(st, rec)
+			if !ok {
+				return false, false
+			}
+			if v == stop {
+				return stop, true
+			}
+		}
+		return !stop, true
+	case pNot:
+		v, ok := n.kids[0].evalBool(st, rec)
+		return !v, ok
+	case pConst:
+		b, ok := st.consts[n.constIdx].(types.Bool)
+		return bool(b), ok
+	case pIn:
+		return n.inList(st, rec)
+	case pCmp:
+		return n.fastCmp(st, rec)
+	}
+	return false, false
+}
+
+// inList is `record string in a constant list of strings`; ok is false for
+// every other case.
+func (n *pnode) inList(st *condState, rec keyReader) (val, ok bool) {
+	if n.slot < 0 || n.kids[0].kind != pRec || n.kids[0].asTime {
+		return false, false
+	}
+	list := st.lists[n.slot]
+	if list == nil {
+		return false, false
+	}
+	str, ok := recStr(rec, n.kids[0].keyIdx)
+	if !ok {
+		return false, false
+	}
+	for _, s := range list {
+		if s == str {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// evalVal evaluates n with CEL values, errors included.
+func (n *pnode) evalVal(st *condState, rec keyReader) ref.Val {
 	switch n.kind {
 	case pOr, pAnd:
 		stop := types.True
@@ -273,7 +336,7 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 		}
 		var err ref.Val
 		for _, k := range n.kids {
-			v := k.eval(st, rec)
+			v := k.evalVal(st, rec)
 			b, ok := v.(types.Bool)
 			if ok && b == stop {
 				return stop
@@ -291,7 +354,7 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 		}
 		return stop.Negate()
 	case pNot:
-		v := n.kids[0].eval(st, rec)
+		v := n.kids[0].evalVal(st, rec)
 		b, ok := v.(types.Bool)
 		if !ok {
 			return types.MaybeNoSuchOverloadErr(v)
@@ -314,24 +377,14 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 		}
 		return v
 	case pIn:
-		if n.slot >= 0 && n.kids[0].kind == pRec && !n.kids[0].asTime {
-			// Fast path: a record string in a constant list of strings.
-			if list := st.lists[n.slot]; list != nil {
-				if str, ok := recStr(rec, n.kids[0].keyIdx); ok {
-					for _, s := range list {
-						if s == str {
-							return types.True
-						}
-					}
-					return types.False
-				}
-			}
+		if v, ok := n.inList(st, rec); ok {
+			return types.Bool(v)
 		}
-		a := n.kids[0].eval(st, rec)
+		a := n.kids[0].evalVal(st, rec)
 		if types.IsError(a) {
 			return a
 		}
-		b := n.kids[1].eval(st, rec)
+		b := n.kids[1].evalVal(st, rec)
 		if types.IsError(b) {
 			return b
 		}
@@ -341,13 +394,13 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 		return types.ValOrErr(b, "no such overload")
 	case pCmp:
 		if v, ok := n.fastCmp(st, rec); ok {
-			return v
+			return types.Bool(v)
 		}
-		a := n.kids[0].eval(st, rec)
+		a := n.kids[0].evalVal(st, rec)
 		if types.IsError(a) {
 			return a
 		}
-		b := n.kids[1].eval(st, rec)
+		b := n.kids[1].evalVal(st, rec)
 		if types.IsError(b) {
 			return b
 		}
@@ -547,39 +600,39 @@ func (l *loader) lintRoleLiterals(n *yaml.Node, key string, e *expr) {
 }
 
 // fastCmp compares a record value with a request constant without boxing
-// values, for the cases where the result is plain: a record string against
+// values (val is the bool evalVal gives), for the cases where the result is plain: a record string against
 // a constant string (== and !=), and timestamp(record string) against a
 // constant timestamp. ok is false when the general path must decide.
-func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
+func (n *pnode) fastCmp(st *condState, rec keyReader) (val, ok bool) {
 	recSide, constSide := n.kids[0], n.kids[1]
 	flip := false
 	if recSide.kind != pRec {
 		recSide, constSide, flip = constSide, recSide, true
 	}
 	if recSide.kind != pRec || constSide.kind != pConst {
-		return nil, false
+		return false, false
 	}
 	c := st.consts[constSide.constIdx]
 	str, ok := recStr(rec, recSide.keyIdx)
 	if !ok {
-		return nil, false
+		return false, false
 	}
 	if !recSide.asTime {
 		cs, ok := c.(types.String)
 		if !ok {
-			return nil, false
+			return false, false
 		}
 		switch n.op {
 		case operators.Equals:
-			return types.Bool(str == string(cs)), true
+			return str == string(cs), true
 		case operators.NotEquals:
-			return types.Bool(str != string(cs)), true
+			return str != string(cs), true
 		}
-		return nil, false
+		return false, false
 	}
 	ct, ok := c.(types.Timestamp)
 	if !ok {
-		return nil, false
+		return false, false
 	}
 	var cmp int
 	if sec, ok := canonicalUTC(str); ok {
@@ -594,7 +647,7 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 	} else {
 		t, ok := celTimestamp(str)
 		if !ok {
-			return nil, false // the general path makes the same error
+			return false, false // the general path makes the same error
 		}
 		cmp = t.Compare(ct.Time)
 	}
@@ -603,19 +656,19 @@ func (n *pnode) fastCmp(st *condState, rec keyReader) (ref.Val, bool) {
 	}
 	switch n.op {
 	case operators.Equals:
-		return types.Bool(cmp == 0), true
+		return cmp == 0, true
 	case operators.NotEquals:
-		return types.Bool(cmp != 0), true
+		return cmp != 0, true
 	case operators.Less:
-		return types.Bool(cmp < 0), true
+		return cmp < 0, true
 	case operators.LessEquals:
-		return types.Bool(cmp <= 0), true
+		return cmp <= 0, true
 	case operators.Greater:
-		return types.Bool(cmp > 0), true
+		return cmp > 0, true
 	case operators.GreaterEquals:
-		return types.Bool(cmp >= 0), true
+		return cmp >= 0, true
 	}
-	return nil, false
+	return false, false
 }
 
 // recStr is rec.Key(i).Str when that is a string, without copying the
