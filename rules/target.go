@@ -30,9 +30,9 @@ type targetSpec struct {
 	allowIf *expr    // `allow_if`
 	// idKeys maps a request key (body field, form field, query
 	// parameter) to the fetch parameter whose value it must equal.
-	idKeys map[string]string
+	idKeys  map[string]string
 	ifMatch bool // `if_match`
-	node   *yaml.Node
+	node    *yaml.Node
 }
 
 // TargetFetch is the stored record a request must be judged against before
