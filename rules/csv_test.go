@@ -154,6 +154,13 @@ func TestCSVAnswersAreRewrittenByColumnName(t *testing.T) {
 			fields: map[string]int{"mask:**.phone": 2, "remove:bank_account": 2},
 		},
 		{
+			name: "a row whose owner_id column appears twice with different values is hidden and counted",
+			user: rep, ct: csvType,
+			body: "id,owner_id,owner_id\n1,zhang,wu\n2,zhang,zhang\n",
+			want: "id,owner_id,owner_id\n2,zhang,zhang\n",
+			in:   2, out: 1, ids: []string{"2"}, evalErr: 1,
+		},
+		{
 			name: "a column named like a nested path is not that path, and an escaped dot names a column with a dot",
 			user: manager, ct: csvType,
 			body: "id,contacts.#.mobile,a.b\n1,13900001111,secret\n",
