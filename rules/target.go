@@ -429,8 +429,9 @@ func (d *Decision) idMismatch(rt *route, key string, vals []string) string {
 // default the fetch parameters' names, e.g. "id") present at the top of a
 // JSON object, in each object of a top-level JSON array (a bulk update), as
 // a JSON Patch operation's path ("/id"), or as a form field
-// (urlencoded or multipart) must equal the path's value. Bodies of other
-// types are not read. nil when the body agrees or the route has no target.
+// (urlencoded or multipart) must equal the path's value. A body of any
+// other type (or none) that is valid JSON is read as JSON; other bodies
+// (XML, text) are not read. nil when the body agrees or the route has no target.
 func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 	if d.Target() == nil || len(bytes.TrimSpace(body)) == 0 {
 		return nil
@@ -477,6 +478,15 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 				if bad := d.idMismatch(rt, name, []string{string(v)}); bad != "" {
 					return refuse(http.StatusBadRequest, bad)
 				}
+			}
+		}
+	default:
+		// Many CRMs decode the raw body as JSON whatever its label (PHP's
+		// json_decode(file_get_contents("php://input")), body parsers
+		// configured for any type): a body that is JSON is read as JSON.
+		if t := bytes.TrimSpace(body); (t[0] == '{' || t[0] == '[') && !tooDeep(t, maxBodyDepth) && gjson.ValidBytes(t) {
+			if bad := d.jsonIDMismatch(rt, gjson.ParseBytes(t)); bad != "" {
+				return refuse(http.StatusBadRequest, bad)
 			}
 		}
 	}

@@ -51,7 +51,9 @@ func TestABodyOrQueryNamingAnotherRecordThanThePathIsRefused(t *testing.T) {
 		{"invalid JSON is refused", "PATCH", "/api/customers/7", "application/json", `{"id":`, 400},
 		{"a form naming another record with a PHP-mangled key is refused", "PUT", "/api/customers/7", "application/x-www-form-urlencoded", `customer.id=1&customer_id=8`, 400},
 		{"a query naming another record is refused", "PATCH", "/api/customers/7?customer_id=8", "application/json", `{}`, 400},
-		{"a body of another type is not read", "PATCH", "/api/customers/7", "text/plain", `id=8`, 0},
+		{"a body of another type that is not JSON is not read", "PATCH", "/api/customers/7", "text/plain", `id=8`, 0},
+		{"a JSON body labelled text/plain (a CRM may decode it anyway) is read as JSON", "PATCH", "/api/customers/7", "text/plain", ` {"id":"8"}`, 400},
+		{"a JSON body without a Content-Type is read as JSON", "PATCH", "/api/customers/7", "", `[{"customer_id":8}]`, 400},
 		{"on a route whose fetch uses one of two parameters, only that one is checked", "POST", "/api/customers/7/notes/3", "application/json", `{"cid":"99","nid":"3"}`, 0},
 		{"on that route the fetched parameter must agree", "POST", "/api/customers/7/notes/3", "application/json", `{"nid":"4"}`, 400},
 	}
