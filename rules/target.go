@@ -29,7 +29,9 @@ type targetSpec struct {
 	recKeys []string // keys and indexes to the record; nil: the answer itself
 	allowIf *expr    // `allow_if`
 	// idKeys maps a request key (body field, form field, query
-	// parameter) to the fetch parameter whose value it must equal.
+	// parameter), lowercased, to the fetch parameter whose value it must
+	// equal. Keys match in any case: ASP.NET and Jackson (with
+	// case-insensitive properties) bind "ID" and "Id" to id.
 	idKeys  map[string]string
 	ifMatch bool // `if_match`
 	node    *yaml.Node
@@ -169,7 +171,7 @@ func (l *loader) targetIDFields(t *targetSpec, by map[string]entry, key string) 
 	for _, s := range t.segs {
 		if s.kind == segParam {
 			params[s.text] = true
-			t.idKeys[s.text] = s.text
+			t.idKeys[strings.ToLower(s.text)] = s.text
 		}
 	}
 	e, ok := by["id_fields"]
@@ -200,6 +202,7 @@ func (l *loader) targetIDFields(t *targetSpec, by map[string]entry, key string) 
 			}
 		}
 		for _, k := range names {
+			k = strings.ToLower(k)
 			if p, dup := t.idKeys[k]; dup && p != f.name {
 				l.errorf(f.val, fk, "%q already names {%s}", k, p)
 				good = false
@@ -411,7 +414,7 @@ func formBase(key string) string {
 // idMismatch reports a request key that names the target record (a key of
 // the route's id_fields) with values other than the path's ("" when none).
 func (d *Decision) idMismatch(rt *route, key string, vals []string) string {
-	p, ok := rt.target.idKeys[key]
+	p, ok := rt.target.idKeys[strings.ToLower(key)]
 	if !ok {
 		return ""
 	}
@@ -470,7 +473,7 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 				return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
 			}
 			name := formBase(part.FormName())
-			if _, ok := rt.target.idKeys[name]; ok {
+			if _, ok := rt.target.idKeys[strings.ToLower(name)]; ok {
 				v, err := io.ReadAll(part)
 				if err != nil {
 					return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
@@ -521,7 +524,7 @@ func (d *Decision) jsonIDMismatch(rt *route, v gjson.Result) string {
 		})
 		if bad == "" && op != "" && strings.HasPrefix(path, "/") {
 			key := strings.NewReplacer("~1", "/", "~0", "~").Replace(path[1:])
-			if _, ok := rt.target.idKeys[key]; ok {
+			if _, ok := rt.target.idKeys[strings.ToLower(key)]; ok {
 				bad = d.idMismatch(rt, key, []string{scalar(o.Get("value"))})
 				if bad == "" && op != "replace" && op != "add" && op != "test" {
 					bad = fmt.Sprintf("operates (%s) on the record's id at %q", op, path)

@@ -45,6 +45,7 @@ func TestABodyOrQueryNamingAnotherRecordThanThePathIsRefused(t *testing.T) {
 		{"a body naming another record under the other configured key is refused", "PATCH", "/api/customers/7", "application/json", `{"id":"8"}`, 400},
 		{"a key named like the parameter is not checked once id_fields lists others", "PATCH", "/api/customers/7", "application/json", `{"cid":"8"}`, 0},
 		{"a nested id (a related record) is not the record's id", "PATCH", "/api/customers/7", "application/json", `{"contact":{"id":"8"}}`, 0},
+		{"a key in another case (ASP.NET binds ID to id) is refused", "PATCH", "/api/customers/7", "application/json", `{"Customer_ID":"8"}`, 400},
 		{"a null id is refused", "PATCH", "/api/customers/7", "application/json", `{"id":null}`, 400},
 		{"a JSON Patch removing the id is refused", "PATCH", "/api/customers/7", "application/json-patch+json", `[{"op":"remove","path":"/id"}]`, 400},
 		{"a JSON Patch testing the path's id is allowed", "PATCH", "/api/customers/7", "application/json-patch+json", `[{"op":"test","path":"/id","value":"7"}]`, 0},
