@@ -213,6 +213,7 @@ func TestRedTeamTargetThroughCaddy(t *testing.T) {
 		{"a PHP-style form name for the id is refused", "PUT", "/api/customers/1", form, `notes=x&id[]=2`, 400, nil},
 		{"a multipart form naming another id is refused", "PUT", "/api/customers/1", map[string]string{"Content-Type": "multipart/form-data; boundary=XX"},
 			"--XX\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\n2\r\n--XX--\r\n", 400, nil},
+		{"a body over max_body on a target route is refused before the fetch", "PATCH", "/api/customers/1", map[string]string{"Content-Type": "text/plain"}, strings.Repeat("x", 65<<10), 413, nil},
 		{"a JSON body labelled text/plain naming another id is refused", "PATCH", "/api/customers/1", map[string]string{"Content-Type": "text/plain"}, `{"id":"2"}`, 400, nil},
 		{"a query naming another id is refused", "PATCH", "/api/customers/1?id=2", js, `{}`, 400, nil},
 		{"a gzip body that cannot be read for ids is refused", "PATCH", "/api/customers/1", map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip"}, "\x1f\x8b", 415, nil},
