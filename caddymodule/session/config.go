@@ -33,6 +33,7 @@ const (
 //		lifetime 12h
 //		cookie_name crmguard_session
 //		insecure_cookie                  # omit Secure (plain-http development only)
+//		secure_cookie                    # always Secure and __Host- (TLS ends before Caddy)
 //	}
 type Config struct {
 	// Secrets are the keys that protect session and sign-in cookies, each
@@ -64,6 +65,12 @@ type Config struct {
 	// so that they work over plain http (development on localhost only).
 	// By default cookies are Secure when the request came over TLS.
 	InsecureCookie bool `json:"insecure_cookie,omitempty"`
+
+	// SecureCookie makes the proxy's cookies Secure (and so named
+	// "__Host-" + name) on every request, also those that reach Caddy
+	// over plain http because TLS ends in front of it (a load balancer).
+	// By default only requests that came over TLS get Secure cookies.
+	SecureCookie bool `json:"secure_cookie,omitempty"`
 }
 
 // WithDefaults returns a copy of c with empty fields set to their defaults.
@@ -92,6 +99,9 @@ func (c *Config) Validate() error {
 		if len(s) < MinSecretLength {
 			return fmt.Errorf("session: secret #%d is %d bytes long, need at least %d", i+1, len(s), MinSecretLength)
 		}
+	}
+	if c.InsecureCookie && c.SecureCookie {
+		return fmt.Errorf("session: insecure_cookie and secure_cookie contradict each other; keep one")
 	}
 	if c.IdleTimeout < 0 || c.Lifetime < 0 {
 		return fmt.Errorf("session: idle_timeout and lifetime must not be negative")
@@ -155,13 +165,18 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-		case "insecure_cookie":
-			c.InsecureCookie = true
+		case "insecure_cookie", "secure_cookie":
+			name := d.Val()
+			b := true
 			if d.NextArg() {
-				b, err := strconv.ParseBool(d.Val())
-				if err != nil {
-					return d.Errf("session: insecure_cookie %q: %v", d.Val(), err)
+				var err error
+				if b, err = strconv.ParseBool(d.Val()); err != nil {
+					return d.Errf("session: %s %q: %v", name, d.Val(), err)
 				}
+			}
+			if name == "secure_cookie" {
+				c.SecureCookie = b
+			} else {
 				c.InsecureCookie = b
 			}
 		default:

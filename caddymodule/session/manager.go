@@ -169,9 +169,11 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
-// Secure reports whether the proxy's cookies for r get the Secure flag.
+// Secure reports whether the proxy's cookies for r get the Secure flag:
+// the request came over TLS, or secure_cookie says TLS ends in front of
+// Caddy; never with insecure_cookie.
 func (m *Manager) Secure(r *http.Request) bool {
-	return !m.cfg.InsecureCookie && r.TLS != nil
+	return !m.cfg.InsecureCookie && (r.TLS != nil || m.cfg.SecureCookie)
 }
 
 // HostPrefix starts the names of the proxy's cookies over HTTPS. A

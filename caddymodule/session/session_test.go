@@ -270,6 +270,17 @@ func TestManagerCookies(t *testing.T) {
 			t.Fatalf("plain-http name %q", name)
 		}
 	})
+	t.Run("with secure_cookie (TLS ends before Caddy) a plain-http request gets the __Host- Secure cookie", func(t *testing.T) {
+		sm := must(NewManager(context.Background(), Config{Secrets: []string{secretA}, Store: "file:" + t.TempDir(), SecureCookie: true}, ""))
+		defer sm.Close()
+		r := httptest.NewRequest(http.MethodGet, "http://10.0.0.5/", nil)
+		rec := httptest.NewRecorder()
+		sm.SetCookiePath(rec, r, "crmguard_session_signin_x", "v", "/.crmguard/callback", 60)
+		got := rec.Result().Cookies()
+		if len(got) != 1 || got[0].Name != "__Host-crmguard_session_signin_x" || !got[0].Secure || got[0].Path != "/" {
+			t.Fatalf("cookies %v", got)
+		}
+	})
 	t.Run("End deletes the session and clears the cookie", func(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "https://crm.example/", nil)
 		r.AddCookie(c)
@@ -313,6 +324,8 @@ func TestCaddyfile(t *testing.T) {
 		{"a bad duration is an error", "session {\nidle_timeout soon\n}", false, nil},
 		{"arguments on the session line are an error", "session x {\n}", false, nil},
 		{"secret without a value is an error", "session {\nsecret\n}", false, nil},
+		{"secure_cookie parses", "session {\nsecure_cookie\n}", true, func(c Config) bool { return c.SecureCookie && !c.InsecureCookie }},
+		{"secure_cookie with a bad boolean is an error", "session {\nsecure_cookie maybe\n}", false, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := caddyfile.NewTestDispenser(c.in)
@@ -328,7 +341,8 @@ func TestCaddyfile(t *testing.T) {
 		})
 	}
 	t.Run("validation refuses short secrets and idle longer than lifetime", func(t *testing.T) {
-		for _, c := range []Config{{}, {Secrets: []string{"short"}}, {Secrets: []string{secretA}, IdleTimeout: 100, Lifetime: 10}} {
+		for _, c := range []Config{{}, {Secrets: []string{"short"}}, {Secrets: []string{secretA}, IdleTimeout: 100, Lifetime: 10},
+			{Secrets: []string{secretA}, InsecureCookie: true, SecureCookie: true}} {
 			if err := c.Validate(); err == nil {
 				t.Fatalf("%+v accepted", c)
 			}
