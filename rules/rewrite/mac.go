@@ -37,24 +37,27 @@ func newMacKey(key []byte) *macKey {
 
 // mac computes MACs under one key; it is not safe for concurrent use.
 type mac struct {
-	k       *macKey
-	in, out hash.Hash
-	buf     []byte
+	k               *macKey
+	in, out         hash.Hash
+	inLoad, outLoad encoding.BinaryUnmarshaler // in and out, to load the saved states
+	buf             []byte
 }
 
 // newMac returns a MAC state for k.
 func newMac(k *macKey) *mac {
-	return &mac{k: k, in: sha256.New(), out: sha256.New(), buf: make([]byte, 0, sha256.Size)}
+	m := &mac{k: k, in: sha256.New(), out: sha256.New(), buf: make([]byte, 0, sha256.Size)}
+	m.inLoad, m.outLoad = m.in.(encoding.BinaryUnmarshaler), m.out.(encoding.BinaryUnmarshaler)
+	return m
 }
 
 // sum appends the MAC of msg to dst.
 func (m *mac) sum(dst, msg []byte) []byte {
 	// The saved states come from MarshalBinary of the same type: they
 	// cannot fail to load.
-	_ = m.in.(encoding.BinaryUnmarshaler).UnmarshalBinary(m.k.inner)
+	_ = m.inLoad.UnmarshalBinary(m.k.inner)
 	m.in.Write(msg)
 	m.buf = m.in.Sum(m.buf[:0])
-	_ = m.out.(encoding.BinaryUnmarshaler).UnmarshalBinary(m.k.outer)
+	_ = m.outLoad.UnmarshalBinary(m.k.outer)
 	m.out.Write(m.buf)
 	return m.out.Sum(dst)
 }

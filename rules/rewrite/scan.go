@@ -111,29 +111,33 @@ func scanString(doc []byte, i int) (int, bool, error) {
 		if doc[i] == '"' {
 			return i + 1, false, nil
 		}
-		break
+		return scanStringRest(doc, start, i, true)
 	}
-	return scanStringRest(doc, start, i)
+	return scanStringRest(doc, start, i, false)
 }
 
-// scanStringRest goes on from i with escapes, UTF-8 and the end of input.
-func scanStringRest(doc []byte, start, i int) (int, bool, error) {
+// scanStringRest goes on from i with escapes, UTF-8 and the end of input;
+// atStop says that doc[i] is known to be a byte strStop marks.
+func scanStringRest(doc []byte, start, i int, atStop bool) (int, bool, error) {
 	esc := false
 	for {
-		// fast path: eight plain ASCII bytes at a time
-		for i+8 <= len(doc) {
-			x := binary.LittleEndian.Uint64(doc[i:])
-			if stopMask(x) != 0 {
-				i += bits.TrailingZeros64(stopMask(x)) >> 3
-				break
+		if !atStop {
+			// fast path: eight plain ASCII bytes at a time
+			for i+8 <= len(doc) {
+				x := binary.LittleEndian.Uint64(doc[i:])
+				if stopMask(x) != 0 {
+					i += bits.TrailingZeros64(stopMask(x)) >> 3
+					break
+				}
+				i += 8
 			}
-			i += 8
-		}
-		if i+8 > len(doc) { // the last bytes of the input, one by one
-			for i < len(doc) && !strStop[doc[i]] {
-				i++
+			if i+8 > len(doc) { // the last bytes of the input, one by one
+				for i < len(doc) && !strStop[doc[i]] {
+					i++
+				}
 			}
 		}
+		atStop = false
 		if i >= len(doc) {
 			return 0, false, syntaxError(start, "unterminated string")
 		}
