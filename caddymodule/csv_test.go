@@ -113,6 +113,9 @@ func TestCSVExportsThroughTheGuard(t *testing.T) {
 			if cd := h.Get("Content-Disposition"); cd != `attachment; filename="customers.csv"` {
 				t.Errorf("Content-Disposition %q, want the CRM's", cd)
 			}
+			if ct := h.Get("Content-Type"); ct != "text/csv; charset=utf-8" {
+				t.Errorf("Content-Type %q, want the CRM's text/csv label kept", ct)
+			}
 			if h.Get("X-Content-Type-Options") != "nosniff" {
 				t.Errorf("X-Content-Type-Options %q, want nosniff", h.Get("X-Content-Type-Options"))
 			}

@@ -656,9 +656,10 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	x.ev.Rewritten = true
 	h.Del("Content-Encoding")
 	dropValidators(h)
-	// The rewritten body is UTF-8 JSON whatever the CRM called it: a JSON
-	// answer labelled text/html would run a script held in a record.
-	if !jsonLabel(h.Values("Content-Type")) {
+	// The rewritten body is UTF-8 JSON, or a UTF-8 CSV/TSV the rules read
+	// as a table, whatever else the CRM called it: a JSON answer labelled
+	// text/html would run a script held in a record.
+	if cts := h.Values("Content-Type"); !jsonLabel(cts) && !rules.CSVLabel(cts) {
 		h.Set("Content-Type", "application/json")
 	}
 	h.Set("X-Content-Type-Options", "nosniff")
