@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -109,57 +108,15 @@ func (x *exchange) conditionalWrite(w http.ResponseWriter, etag string) (done bo
 }
 
 // checkTargetBody refuses a body that names another record than the path
-// (rules.Decision.CheckTargetBody). The body is read here when the body
-// guards did not read it already, up to max_body (413 above, fail closed).
+// (rules.Decision.CheckTargetBody). The body is read by readBody, once,
+// whether or not the body guards read it already (fail closed above
+// max_body or when compressed).
 func (x *exchange) checkTargetBody(w http.ResponseWriter) (done bool, err error) {
-	r, d := x.r, x.d
-	if r.Body == nil || r.Body == http.NoBody {
-		return false, nil
+	body, checked, done, err := x.readBody(w, "on a route with a target")
+	if !checked || done {
+		return done, err
 	}
-	var body []byte
-	if r.GetBody != nil {
-		rc, gerr := r.GetBody()
-		if gerr == nil {
-			body, gerr = io.ReadAll(rc)
-			_ = rc.Close()
-		}
-		if gerr != nil {
-			return true, x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID, Reason: "The request body could not be read."}, "error", zap.Error(gerr))
-		}
-	} else {
-		limit := x.g.opt.MaxBody
-		b, rerr := io.ReadAll(io.LimitReader(r.Body, limit+1))
-		if rerr != nil {
-			return true, x.refuse(w, refusal{Status: http.StatusBadRequest, Rule: d.RouteID, Reason: "The request body could not be read."}, "error", zap.Error(rerr))
-		}
-		if int64(len(b)) > limit {
-			if x.shadow {
-				r.Body = struct {
-					io.Reader
-					io.Closer
-				}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
-				x.ev.Reason = fmt.Sprintf("shadow: a request body over %d bytes on a route with a target would be refused", limit)
-				return false, nil
-			}
-			return true, x.refuse(w, refusal{Status: http.StatusRequestEntityTooLarge, Rule: d.RouteID,
-				Reason: fmt.Sprintf("The request body is larger than %d bytes.", limit)}, "deny")
-		}
-		_ = r.Body.Close()
-		body = b
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	}
-	if contentCoding(r.Header) != "" {
-		// A compressed body cannot be read for ids: refuse it like the
-		// body guards do.
-		if x.shadow {
-			x.ev.Reason = "shadow: a compressed request body on a route with a target would be refused"
-			return false, nil
-		}
-		return true, x.refuse(w, refusal{Status: http.StatusUnsupportedMediaType, Rule: d.RouteID,
-			Reason: "Request bodies with a Content-Encoding cannot be checked on a route with a target; send them uncompressed."}, "deny")
-	}
-	be := d.CheckTargetBody(r.Header.Get("Content-Type"), body)
+	be := x.d.CheckTargetBody(x.r.Header.Get("Content-Type"), body)
 	if be == nil {
 		return false, nil
 	}
@@ -168,7 +125,7 @@ func (x *exchange) checkTargetBody(w http.ResponseWriter) (done bool, err error)
 		x.ev.Reason = "shadow: " + be.Reason
 		return false, nil
 	}
-	return true, x.refuse(w, refusal{Status: be.Status, Rule: d.RouteID, Reason: be.Reason}, "deny")
+	return true, x.refuse(w, refusal{Status: be.Status, Rule: x.d.RouteID, Reason: be.Reason}, "deny")
 }
 
 // fetchTarget GETs path from the next handler as the request's user and
