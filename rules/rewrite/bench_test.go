@@ -1,9 +1,6 @@
 package rewrite
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -75,7 +72,7 @@ func BenchmarkRewriteCRMList(b *testing.B) {
 	if st.RecordsOut == 0 || st.RecordsOut == st.RecordsIn || len(st.IDs) != st.RecordsOut {
 		b.Fatalf("visible kept %d of %d records (%d ids): the benchmark does not filter", st.RecordsOut, st.RecordsIn, len(st.IDs))
 	}
-	want, err := stdlibRewrite(benchDoc, p.HashKey)
+	want, err := crmgen.StdlibRewrite(benchDoc, p.HashKey)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,57 +82,11 @@ func BenchmarkRewriteCRMList(b *testing.B) {
 	}
 }
 
-// stdlibRewrite is the same rewrite done the usual way: decode, edit, encode.
-func stdlibRewrite(doc []byte, key []byte) ([]byte, error) {
-	var v map[string]any
-	if err := json.Unmarshal(doc, &v); err != nil {
-		return nil, err
-	}
-	list, _ := v["list"].([]any)
-	kept := list[:0]
-	h := hmac.New(sha256.New, key)
-	for _, x := range list {
-		rec, ok := x.(map[string]any)
-		if !ok {
-			continue
-		}
-		owner, _ := rec["owner_id"].(string)
-		team, _ := rec["team"].(string)
-		last, _ := rec["last_contact_at"].(string)
-		vis := owner == crmgen.UserID || slices.Contains(crmgen.UserTeams, team)
-		if !vis {
-			ts, err := time.Parse(time.RFC3339, last)
-			vis = err == nil && ts.Before(benchCutoff)
-		}
-		if !vis {
-			continue
-		}
-		if s, ok := rec["phone"].(string); ok {
-			rec["phone"] = string(mask.Phone(nil, s))
-		}
-		if s, ok := rec["id_card"].(string); ok {
-			rec["id_card"] = string(mask.IDCard(nil, s))
-		}
-		delete(rec, "notes")
-		if s, ok := rec["email"].(string); ok {
-			h.Reset()
-			h.Write([]byte(s))
-			rec["email"] = hex.EncodeToString(h.Sum(nil))
-		}
-		if a, ok := rec["address"].(map[string]any); ok {
-			delete(a, "street")
-		}
-		kept = append(kept, rec)
-	}
-	v["list"] = kept
-	return json.Marshal(v)
-}
-
 func BenchmarkBaselineStdlibRoundTrip(b *testing.B) {
 	b.SetBytes(int64(len(benchDoc)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := stdlibRewrite(benchDoc, []byte("benchmark-hash-key")); err != nil {
+		if _, err := crmgen.StdlibRewrite(benchDoc, []byte("benchmark-hash-key")); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -205,7 +205,7 @@ func TestRewriteAgreesWithTheStdlibRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := stdlibRewrite(doc, p.HashKey)
+			want, err := crmgen.StdlibRewrite(doc, p.HashKey)
 			if err != nil {
 				t.Fatal(err)
 			}
