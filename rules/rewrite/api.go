@@ -148,6 +148,15 @@ type Plan struct {
 	// strongest applies: Remove, then Null, Replace, Hash, Mask; ties go to
 	// the first in the list.
 	Fields []Field
+	// Answer are field rules on the answer outside the records (list
+	// totals, paging, counts): their paths start at the document's root.
+	// Only plain keys and indexes are accepted, a path may not name the
+	// records or anything inside or around them (a prefix of Records), and
+	// When must be nil (the caller decides per request which apply). They
+	// are applied in the same pass as the records; when several end at one
+	// value the strongest applies, as for Fields. Stats.Fields counts them
+	// as "action:answer.<name>".
+	Answer []Field
 	// HashKey is the HMAC key for Action Hash.
 	HashKey []byte
 	// AuditID is the record path whose value names a visible record in

@@ -24,6 +24,8 @@ type compiled struct {
 	// evaluate first).
 	first   []int32
 	actions []Action  // per field
+	ans     []anode   // the answer rules' trie, node 0 the root; empty: none
+	ansKeys []string  // "action:answer.name" per answer rule
 	macs    sync.Pool // of *mac under the plan's key
 	macKey  *macKey
 }
@@ -81,21 +83,8 @@ func (p *Plan) build() (*compiled, error) {
 		if len(f.Path.segs) == 0 {
 			return nil, fmt.Errorf("rewrite: field %d: the path must name a key, not the record itself", i)
 		}
-		switch f.Action {
-		case Remove, Null, Hash:
-		case Mask:
-			if f.Mask == nil {
-				return nil, fmt.Errorf("rewrite: field %q: action mask without a mask function", f.Path.String())
-			}
-		case Replace:
-			if !gjson.ValidBytes(f.Replace) {
-				return nil, fmt.Errorf("rewrite: field %q: the replacement %q is not valid JSON", f.Path.String(), f.Replace)
-			}
-		default:
-			return nil, fmt.Errorf("rewrite: field %q: unknown action %d", f.Path.String(), f.Action)
-		}
-		if f.Action == Hash && len(p.HashKey) == 0 {
-			return nil, fmt.Errorf("rewrite: field %q: action hash needs a hash key", f.Path.String())
+		if err := p.checkAction(f, "field"); err != nil {
+			return nil, err
 		}
 		name := f.Name
 		if name == "" {
@@ -132,9 +121,33 @@ func (p *Plan) build() (*compiled, error) {
 			c.first[s] = fs[0]
 		}
 	}
+	if err := p.buildAnswer(c); err != nil {
+		return nil, err
+	}
 	c.macKey = newMacKey(p.HashKey)
 	c.macs.New = func() any { return newMac(c.macKey) }
 	return c, nil
+}
+
+// checkAction checks the action of a field rule (what names the kind).
+func (p *Plan) checkAction(f *Field, what string) error {
+	switch f.Action {
+	case Remove, Null, Hash:
+	case Mask:
+		if f.Mask == nil {
+			return fmt.Errorf("rewrite: %s %q: action mask without a mask function", what, f.Path.String())
+		}
+	case Replace:
+		if !gjson.ValidBytes(f.Replace) {
+			return fmt.Errorf("rewrite: %s %q: the replacement %q is not valid JSON", what, f.Path.String(), f.Replace)
+		}
+	default:
+		return fmt.Errorf("rewrite: %s %q: unknown action %d", what, f.Path.String(), f.Action)
+	}
+	if f.Action == Hash && len(p.HashKey) == 0 {
+		return fmt.Errorf("rewrite: %s %q: action hash needs a hash key", what, f.Path.String())
+	}
+	return nil
 }
 
 // automaton is a built automaton, shared read-only by the plans that have

@@ -270,6 +270,7 @@ func arrayOfObjects(doc []byte) bool {
 
 func FuzzRewrite(f *testing.F) {
 	f.Add([]byte(`[{"phone":"1","secret":{"a":1},"hide":false,"id":1}]`))
+	f.Add([]byte(`{"total":3,"meta":{"total":1,"p":2},"list":[{"total":1}],"tot\u0061l":4}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		for _, p := range fuzzPlans {
 			var st Stats
@@ -292,6 +293,12 @@ func FuzzRewrite(f *testing.F) {
 				t.Fatalf("single: output is not valid JSON: %q from %q", out, doc)
 			}
 			checkSingle(t, fuzzSingle, out)
+		}
+		if out, err := answerFuzzPlan.Rewrite(nil, doc, nil); err == nil {
+			if !json.Valid(out) {
+				t.Fatalf("answer: output is not valid JSON: %q from %q", out, doc)
+			}
+			checkAnswer(t, doc, out)
 		}
 		out, err = fuzzIdentity.Rewrite(nil, doc, nil)
 		switch {

@@ -195,7 +195,7 @@ func (rw *rewriter) apply() error {
 				continue // null stays null
 			}
 			rw.emit(int(e.vstart))
-			rw.writeValue(act, fi, v)
+			rw.writeValue(act, &rw.p.Fields[fi], v)
 			rw.flushed = int(e.end)
 			skipUntil = int(e.end)
 		}
@@ -247,8 +247,7 @@ func (rw *rewriter) resolve(e *edit) (Action, int32) {
 }
 
 // writeValue writes the new value for a mask, hash, null or replace.
-func (rw *rewriter) writeValue(act Action, fi int32, v []byte) {
-	f := &rw.p.Fields[fi]
+func (rw *rewriter) writeValue(act Action, f *Field, v []byte) {
 	switch act {
 	case Null:
 		rw.out = append(rw.out, "null"...)

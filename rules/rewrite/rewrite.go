@@ -16,6 +16,8 @@ const (
 	modeNone uint8 = iota // nothing to match below
 	modeDoc               // on the way to the records
 	modeRec               // inside a record
+	modeAns               // off the records path, on an answer rule's path
+	modeHit               // a value an answer rule treats
 )
 
 // frame is one open container.
@@ -24,12 +26,13 @@ type frame struct {
 	mode    uint8
 	recArr  bool  // the array of records
 	recRoot bool  // a record
-	state   int32 // modeRec: automaton state of this container
+	state   int32 // modeRec: automaton state of this container; modeDoc, modeAns: answer trie node (-1 none)
 	docPos  int32 // modeDoc: records path segments matched to reach it
 	n       int   // children seen so far
 
 	// the container as a node of its parent (modeRec)
 	isNode    bool
+	hit       bool // an answer rule treats the container when it closes
 	nodeEdit  int32
 	nodeState int32
 	nodeStart int
@@ -39,7 +42,7 @@ type frame struct {
 	allEdits  bool  // every child so far had an edit
 	lastComma int
 
-	// the records array
+	// the records array (kept, skipComma also for modeDoc, modeAns objects)
 	kept        int
 	lastKeptEnd int
 	skipComma   bool
@@ -96,6 +99,11 @@ type rewriter struct {
 	idEnds                            []int
 
 	pendingEdit int32
+
+	// the answer value being read in modeHit (at most one at a time)
+	hitField                  int32
+	hitKey, hitKept, hitComma int
+	ansCount                  []int
 
 	preds *[256]keyPred // keys met in record objects, by place
 	gen   int32         // this call's mark on preds (kept with the rewriter)
@@ -160,6 +168,14 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 				st.Fields[c.fieldKeys[i]] += n
 			}
 		}
+		for i, n := range rw.ansCount {
+			if n > 0 {
+				if st.Fields == nil {
+					st.Fields = map[string]int{}
+				}
+				st.Fields[c.ansKeys[i]] += n
+			}
+		}
 		if rw.dropCount > 0 {
 			if st.Fields == nil {
 				st.Fields = map[string]int{}
@@ -185,7 +201,7 @@ func getRewriter(p *Plan, c *compiled, doc, dst []byte) *rewriter {
 		gen = 1
 		clear(preds[:])
 	}
-	frames, edits, caps, res, resOK, when, counts := rw.frames[:0], rw.edits[:0], rw.caps, rw.res, rw.resOK, rw.when, rw.fieldCount
+	frames, edits, caps, res, resOK, when, counts, ansCounts := rw.frames[:0], rw.edits[:0], rw.caps, rw.res, rw.resOK, rw.when, rw.fieldCount, rw.ansCount
 	idBuf, idEnds, scratch, scratch2, sum := rw.idBuf[:0], rw.idEnds[:0], rw.scratch[:0], rw.scratch2[:0], rw.sum[:0]
 	*rw = rewriter{p: p, c: c, dfa: c.dfa, doc: doc, out: dst,
 		frames: frames, edits: edits, idBuf: idBuf, idEnds: idEnds, scratch: scratch, scratch2: scratch2, sum: sum}
@@ -203,6 +219,7 @@ func getRewriter(p *Plan, c *compiled, doc, dst []byte) *rewriter {
 	rw.resOK = resize(resOK, c.nkeys)
 	rw.when = resize(when, len(p.Fields))
 	rw.fieldCount = resize(counts, len(p.Fields))
+	rw.ansCount = resize(ansCounts, len(p.Answer))
 	return rw
 }
 
@@ -251,9 +268,9 @@ func (rw *rewriter) run() error {
 	doc := rw.doc
 	c := rw.c
 	i := skipWS(doc, 0)
-	ch := child{keyStart: i, mode: modeDoc}
-	if len(c.recSegs) == 0 {
-		ch.docPos = 0
+	ch := child{keyStart: i, mode: modeDoc, state: -1}
+	if len(c.ans) > 0 {
+		ch.state = 0
 	}
 	for {
 		// A value starts at i.
@@ -317,6 +334,9 @@ func (rw *rewriter) run() error {
 			f := &rw.frames[k]
 			*f = frame{arr: b == '[', mode: ch.mode, state: ch.state, docPos: ch.docPos,
 				recRoot: recRoot, nodeEdit: -1, lastChild: -1, allEdits: true, nodeStart: vstart, nodeState: ch.state}
+			if ch.mode == modeHit {
+				f.mode, f.hit = modeNone, true
+			}
 			if ch.mode == modeRec && !recRoot {
 				f.isNode = true
 				f.nodeEdit = rw.pendingEdit
@@ -356,6 +376,8 @@ func (rw *rewriter) run() error {
 			i = end
 			if ch.mode == modeRec && (rw.pendingEdit >= 0 || rw.dfa[ch.state].hasCaps) {
 				rw.nodeEnd(&ch, vstart, i, esc)
+			} else if ch.mode == modeHit {
+				rw.hit(parent, vstart, i)
 			}
 		case 't', 'f', 'n':
 			end, err := scanLiteral(doc, i)
@@ -364,6 +386,9 @@ func (rw *rewriter) run() error {
 			}
 			i = end
 			rw.nodeEnd(&ch, vstart, i, false)
+			if ch.mode == modeHit {
+				rw.hit(parent, vstart, i)
+			}
 		default:
 			if b != '-' && (b < '0' || b > '9') {
 				return syntaxError(i, fmt.Sprintf("unexpected %q, a value was expected", b))
@@ -374,6 +399,9 @@ func (rw *rewriter) run() error {
 			}
 			i = end
 			rw.nodeEnd(&ch, vstart, i, false)
+			if ch.mode == modeHit {
+				rw.hit(parent, vstart, i)
+			}
 		}
 		// After a value: close containers or go on with the next child.
 		for {
@@ -405,6 +433,15 @@ func (rw *rewriter) run() error {
 						}
 						f.lastComma = i
 					}
+				} else if f.mode == modeDoc || f.mode == modeAns {
+					if f.skipComma {
+						// the first member was removed: drop this comma
+						// and the spacing after it
+						rw.emit(i)
+						rw.flushed = skipWS(doc, i+1)
+						f.skipComma = false
+					}
+					f.lastComma = i
 				}
 				i = skipWS(doc, i+1)
 				if i >= len(doc) {
@@ -432,6 +469,10 @@ func (rw *rewriter) run() error {
 				}
 				continue
 			}
+			if closed.hit {
+				rw.hit(&rw.frames[len(rw.frames)-1], closed.nodeStart, i)
+				continue
+			}
 			if closed.isNode {
 				if closed.nodeEdit >= 0 {
 					rw.edits[closed.nodeEdit].end = int32(i)
@@ -453,13 +494,15 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 	ch.mode = f.mode
 	if f.arr {
 		switch f.mode {
-		case modeDoc:
-			ch.docPos = -1
-			if sg := rw.c.recSegs[f.docPos]; sg.idx == f.n {
-				ch.docPos = f.docPos + 1
-			} else {
-				ch.mode = modeNone
+		case modeDoc, modeAns:
+			rec := false
+			if f.mode == modeDoc {
+				if sg := rw.c.recSegs[f.docPos]; sg.idx == f.n {
+					ch.docPos, rec = f.docPos+1, true
+				}
 			}
+			ch.state = rw.c.ansArr(f.state, f.n)
+			rw.docChild(f, ch, rec)
 			f.n++
 		case modeRec:
 			if !f.recArr {
@@ -506,12 +549,13 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 			key = rw.ds[i+1 : end-1]
 		}
 		switch f.mode {
-		case modeDoc:
-			if rw.c.recSegs[f.docPos].key == key {
+		case modeDoc, modeAns:
+			rec := f.mode == modeDoc && rw.c.recSegs[f.docPos].key == key
+			if rec {
 				ch.docPos = f.docPos + 1
-			} else {
-				ch.mode = modeNone
 			}
+			ch.state = rw.c.ansObj(f.state, key)
+			rw.docChild(f, ch, rec)
 		case modeRec:
 			ch.state = rw.dfa[f.state].objChild(key)
 			if !esc {
