@@ -24,33 +24,37 @@ var builtinMasks = mask.Names()
 
 // route is one compiled entry of `routes`.
 type route struct {
-	id       string
-	node     *yaml.Node
-	key      string
-	methods  []string // upper case; nil: any method
-	pattern  *pattern
-	query    []matcher
-	headers  []matcher
-	public   bool
-	anyUser  bool     // allow: authenticated
-	allow    []string // roles
-	deny     string   // when set the route always denies, with this reason
-	when     *expr
-	mfaReq   *bool
-	maxAge   time.Duration
-	records  string
-	record   string
-	recPath  rewrite.Path // records or record, compiled
-	single   bool         // record: the body is one record
-	visible  *condition
-	expose   []rewrite.Path
-	fields   []*fieldRule
-	maxRec   int
-	auditID  rewrite.Path
-	keys     []rewrite.Path // record values read by native conditions
-	body     []*bodyGuard
-	export   *exportSpec
-	rewrites bool // the route's answers must be buffered and rewritten
+	id      string
+	node    *yaml.Node
+	key     string
+	methods []string // upper case; nil: any method
+	pattern *pattern
+	query   []matcher
+	headers []matcher
+	public  bool
+	anyUser bool     // allow: authenticated
+	allow   []string // roles
+	deny    string   // when set the route always denies, with this reason
+	when    *expr
+	mfaReq  *bool
+	maxAge  time.Duration
+	records string
+	record  string
+	recPath rewrite.Path // records or record, compiled
+	single  bool         // record: the body is one record
+	visible *condition
+	expose  []rewrite.Path
+	fields  []*fieldRule
+	answer  []*fieldRule // `answer`: paths from the answer's root, outside the records
+	// answerHeaders are the response headers removed from every answer
+	// of the route (canonical names).
+	answerHeaders []string
+	maxRec        int
+	auditID       rewrite.Path
+	keys          []rewrite.Path // record values read by native conditions
+	body          []*bodyGuard
+	export        *exportSpec
+	rewrites      bool // the route's answers must be buffered and rewritten
 
 	// target is the stored record a request is judged against (target.go).
 	target *targetSpec

@@ -50,6 +50,9 @@ func (l *loader) finishRoute(r *route) {
 	for _, f := range r.fields {
 		tpl.Fields = append(tpl.Fields, f.rewriteField(nil))
 	}
+	for _, f := range r.answer {
+		tpl.Answer = append(tpl.Answer, f.rewriteField(nil))
+	}
 	if err := tpl.Compile(); err != nil {
 		l.errorf(r.node, r.key, "%s", strings.TrimPrefix(err.Error(), "rewrite: "))
 	}
@@ -60,7 +63,7 @@ func (r *route) conditions() []*condition {
 	if r.visible != nil {
 		out = append(out, r.visible)
 	}
-	for _, f := range r.fields {
+	for _, f := range append(r.fields[:len(r.fields):len(r.fields)], r.answer...) {
 		if f.when != nil {
 			out = append(out, f.when)
 		}
@@ -151,7 +154,7 @@ func valError(v ref.Val) error {
 type planKey struct {
 	route   *route
 	visible uint8  // 0: none or constant true, 1: per record or constant false
-	fields  string // one byte per field rule: 0 left out, 1 applies
+	fields  string // one byte per field rule, then per answer rule: 0 left out, 1 applies
 }
 
 // pooledPlan is a compiled plan whose predicates are set per request.
@@ -212,6 +215,28 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 		sel[i] = 1
 		whens[i] = func(rec *rewrite.Record) (bool, error) { return applyField(when, unless, rec) }
 	}
+	// answer rules never read record: decided here, once
+	for _, f := range rt.answer {
+		applies := (f.forR == nil || hasAny(d.user, f.forR)) && (f.except == nil || !hasAny(d.user, f.except))
+		if applies && (f.when != nil || f.unless != nil) {
+			var when, unless *condState
+			if f.when != nil {
+				when = d.prepare(f.when)
+			}
+			if f.unless != nil {
+				unless = d.prepare(f.unless)
+			}
+			var err error
+			if applies, err = applyField(when, unless, nil); err != nil {
+				d.Audit.EvalErrors++
+			}
+		}
+		if applies {
+			sel = append(sel, 1)
+		} else {
+			sel = append(sel, 0)
+		}
+	}
 	key.fields = string(sel)
 	pool := d.set.planPool(key)
 	pp, _ := pool.Get().(*pooledPlan)
@@ -262,6 +287,11 @@ func (s *Set) newPooledPlan(k planKey) (*pooledPlan, error) {
 			when = func(r *rewrite.Record) (bool, error) { return pp.whens[i](r) }
 		}
 		p.Fields = append(p.Fields, f.rewriteField(when))
+	}
+	for i, f := range rt.answer {
+		if k.fields[len(rt.fields)+i] == 1 {
+			p.Answer = append(p.Answer, f.rewriteField(nil))
+		}
 	}
 	if err := p.Compile(); err != nil {
 		return nil, err
@@ -350,6 +380,7 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 	if h == nil {
 		h = http.Header{}
 	}
+	d.dropAnswerHeaders(h)
 	if isDownload(h) {
 		d.Audit.Export.Download = true
 		if !d.exportOK {
@@ -484,4 +515,27 @@ func fillLists(n *pnode, cs *condState) {
 // head reports a HEAD request: its answer has no body to rewrite.
 func (d *Decision) head() bool {
 	return d.req != nil && strings.EqualFold(d.req.Method, http.MethodHead)
+}
+
+// dropAnswerHeaders removes the route's answer_headers from an answer,
+// counting each in the audit as "remove:answer_header.<Name>". In shadow
+// mode they are only counted.
+func (d *Decision) dropAnswerHeaders(h http.Header) {
+	if d.route == nil {
+		return
+	}
+	for _, name := range d.route.answerHeaders {
+		for k := range h { // also a name set without canonical spelling
+			if !strings.EqualFold(k, name) {
+				continue
+			}
+			if d.Audit.Fields == nil {
+				d.Audit.Fields = map[string]int{}
+			}
+			d.Audit.Fields["remove:answer_header."+name]++
+			if !d.Shadow {
+				delete(h, k)
+			}
+		}
+	}
 }

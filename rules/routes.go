@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/crmguard/crmguard/rules/mask"
@@ -10,7 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "body", "export", "target"}
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target"}
 
 func (l *loader) routes(n *yaml.Node) {
 	n = resolve(n)
@@ -174,7 +175,23 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	}
 	if e, ok := by["fields"]; ok {
 		needRecords("fields")
-		l.fields(r, e.val, joinKey(key, "fields"))
+		r.fields = l.fields(r, e.val, joinKey(key, "fields"), false)
+	}
+	if e, ok := by["answer"]; ok {
+		needRecords("answer")
+		r.answer = l.fields(r, e.val, joinKey(key, "answer"), true)
+	}
+	if e, ok := by["answer_headers"]; ok {
+		hk := joinKey(key, "answer_headers")
+		if list, ok := l.strList(e.val, hk); ok {
+			for i, h := range list {
+				if h == "" || strings.ContainsAny(h, " \t\r\n:") {
+					l.errorf(resolve(e.val), indexKey(hk, i), "%q is not a header name", h)
+					continue
+				}
+				r.answerHeaders = append(r.answerHeaders, http.CanonicalHeaderKey(h))
+			}
+		}
 	}
 	if e, ok := by["max_records"]; ok {
 		needRecords("max_records")
@@ -305,13 +322,26 @@ func (l *loader) path(n *yaml.Node, key, p string) (rewrite.Path, bool) {
 
 var fieldKeys = []string{"remove", "mask", "hash", "null", "replace", "for", "except", "when", "unless"}
 
-func (l *loader) fields(r *route, n *yaml.Node, key string) {
+// fields reads a `fields` mapping (record paths) or, with answer, an
+// `answer` mapping (paths from the answer's root, outside the records; their
+// conditions may not read record).
+func (l *loader) fields(r *route, n *yaml.Node, key string, answer bool) []*fieldRule {
+	var out []*fieldRule
 	es, _ := l.entries(n, key)
 	for _, e := range es {
 		fk := joinKey(key, e.name)
 		path, ok := l.path(e.key, fk, e.name)
 		if !ok {
 			continue
+		}
+		if answer {
+			// the rewriter's own checks: plain keys, outside the records
+			chk := rewrite.Plan{Records: r.recPath, Single: r.single, HashKey: []byte("load-time check"),
+				Answer: []rewrite.Field{{Path: path, Action: rewrite.Null}}}
+			if err := chk.Compile(); err != nil {
+				l.errorf(e.key, fk, "%s", strings.TrimPrefix(err.Error(), "rewrite: "))
+				continue
+			}
 		}
 		f := &fieldRule{path: e.name, p: path, key: fk}
 		v := resolve(e.val)
@@ -324,7 +354,7 @@ func (l *loader) fields(r *route, n *yaml.Node, key string) {
 				continue
 			}
 			l.fieldAction(f, v, fk)
-			r.fields = append(r.fields, f)
+			out = append(out, f)
 			continue
 		}
 		fs, ok := l.entries(v, fk, fieldKeys...)
@@ -380,6 +410,10 @@ func (l *loader) fields(r *route, n *yaml.Node, key string) {
 			case "when", "unless":
 				if src, ok := l.str(a.val, ak); ok {
 					c := l.condition(a.val, ak, src)
+					if answer && c != nil && c.usesRecord {
+						l.errorf(a.val, ak, "an answer field's condition cannot read record: it applies to the whole answer, outside the records")
+						good = false
+					}
 					if a.name == "when" {
 						f.when = c
 					} else {
@@ -398,9 +432,10 @@ func (l *loader) fields(r *route, n *yaml.Node, key string) {
 		}
 		if good {
 			l.fieldAction(f, v, fk)
-			r.fields = append(r.fields, f)
+			out = append(out, f)
 		}
 	}
+	return out
 }
 
 func (l *loader) setAction(f *fieldRule, a entry, fk, action string) bool {
