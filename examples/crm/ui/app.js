@@ -119,9 +119,13 @@ tabs.customers = async function () {
     });
   if (data) {
     const n = (data.list || []).length;
-    document.getElementById("page-info").textContent =
-      "records " + (customerOffset + 1) + "–" + Math.min(customerOffset + PAGE, data.total) +
-      " of the CRM's " + data.total + " (" + n + " shown to you)";
+    // The rules remove the CRM's total for users who may not see every
+    // record (it would tell how many exist); show it only when it came.
+    const info = typeof data.total === "number"
+      ? "records " + (customerOffset + 1) + "–" + Math.min(customerOffset + PAGE, data.total) +
+        " of the CRM's " + data.total + " (" + n + " shown to you)"
+      : "records " + (customerOffset + 1) + "–" + (customerOffset + PAGE) + " (" + n + " shown to you)";
+    document.getElementById("page-info").textContent = info;
   }
 };
 
