@@ -76,6 +76,37 @@ func TestAnswerFields(t *testing.T) {
 	}
 }
 
+func TestAnswerFieldsWithOtherShapes(t *testing.T) {
+	t.Run("a single record's envelope is treated beside the record", func(t *testing.T) {
+		p := &Plan{Records: MustParsePath("data"), Single: true, Answer: []Field{rm("meta.total")}, Fields: []Field{rm("secret")}}
+		out, err := p.Rewrite(nil, []byte(`{"data":{"id":1,"secret":"s"},"meta":{"total":1,"v":2}}`), nil)
+		if err != nil || string(out) != `{"data":{"id":1},"meta":{"v":2}}` {
+			t.Fatalf("got %s, %v", out, err)
+		}
+	})
+	t.Run("hidden records and a removed total after them leave valid JSON", func(t *testing.T) {
+		p := &Plan{Records: MustParsePath("list"), Keys: paths("owner"), Visible: ownerIs("u"), Answer: []Field{rm("total")}}
+		var st Stats
+		out, err := p.Rewrite(nil, []byte(`{"list":[{"owner":"u"},{"owner":"v"}], "total":2}`), &st)
+		if err != nil || string(out) != `{"list":[{"owner":"u"}]}` || st.RecordsOut != 1 {
+			t.Fatalf("got %s, %v, %+v", out, err, st)
+		}
+	})
+	t.Run("records under an array index and an answer rule on another element", func(t *testing.T) {
+		p := &Plan{Records: MustParsePath("results.0.items"), Answer: []Field{nl("results.1.count"), rm("results.0.count")}}
+		out, err := p.Rewrite(nil, []byte(`{"results":[{"count":5,"items":[{"a":1}]},{"count":9}]}`), nil)
+		if err != nil || string(out) != `{"results":[{"items":[{"a":1}]},{"count":null}]}` {
+			t.Fatalf("got %s, %v", out, err)
+		}
+	})
+	t.Run("invalid JSON inside a treated value is still an error", func(t *testing.T) {
+		p := &Plan{Records: MustParsePath("list"), Answer: []Field{rm("paging")}}
+		if out, err := p.Rewrite(nil, []byte(`{"paging":{"next":tru},"list":[]}`), nil); err == nil {
+			t.Fatalf("accepted, gave %s", out)
+		}
+	})
+}
+
 func TestAnswerFieldsUnchangedIsByteForByte(t *testing.T) {
 	docs := []string{
 		"{ \"list\" : [ {\"a\":1} ] , \"count\" : 2 }",
