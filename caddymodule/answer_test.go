@@ -24,8 +24,8 @@ routes:
 `
 
 // newAnswerGuard serves answerRules; shadow puts the rule file in shadow
-// mode.
-func newAnswerGuard(t *testing.T, shadow bool) (*Guard, *memSink) {
+// mode, handlerShadow the handler (`mode shadow` in the Caddyfile).
+func newAnswerGuard(t *testing.T, shadow bool, handlerShadow ...bool) (*Guard, *memSink) {
 	t.Helper()
 	src := answerRules
 	if shadow {
@@ -37,6 +37,10 @@ func newAnswerGuard(t *testing.T, shadow bool) (*Guard, *memSink) {
 	}
 	sink := &memSink{}
 	opt := GuardOptions{Rules: func() *rules.Set { return set }, Audit: sink, Provider: &testProvider{user: zhang}}
+	if len(handlerShadow) > 0 && handlerShadow[0] {
+		m := rules.Shadow
+		opt.Mode = &m
+	}
 	g, err := NewGuard(opt)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +80,18 @@ func TestAnswerFieldsAndHeadersDoNotReachTheClient(t *testing.T) {
 		rec := serve(t, g, httptest.NewRequest("GET", "/api/customers", nil), u)
 		if rec.Code != http.StatusInternalServerError || rec.Header().Get("X-Total-Count") != "" {
 			t.Fatalf("status %d headers %v", rec.Code, rec.Header())
+		}
+	})
+	t.Run("under the handler's mode shadow the answer headers are kept and the removals audited", func(t *testing.T) {
+		g, sink := newAnswerGuard(t, false, true)
+		u := up()
+		u.header.Del("Content-Range")
+		rec := serve(t, g, httptest.NewRequest("GET", "/api/customers", nil), u)
+		if rec.Body.String() != body || rec.Header().Get("X-Total-Count") != "2" {
+			t.Fatalf("body %s headers %v", rec.Body, rec.Header())
+		}
+		if ev := sink.last(t); !ev.Shadow || ev.Fields["remove:answer_header.X-Total-Count"] != 1 {
+			t.Fatalf("audit event %+v", ev)
 		}
 	})
 	t.Run("in shadow mode the answer passes unchanged and the removals are audited", func(t *testing.T) {

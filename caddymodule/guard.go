@@ -210,6 +210,12 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants})
 	x.d = d
 	x.shadow = d.Shadow || (g.opt.Mode != nil && *g.opt.Mode == rules.Shadow)
+	if x.shadow && !d.Shadow {
+		// `mode shadow` in the Caddyfile: the decision must report, not
+		// act, exactly as under a rule file in shadow mode (answer
+		// headers kept, blocks only audited).
+		d.Shadow, d.Audit.Shadow = true, true
+	}
 	x.ev.Shadow = x.shadow
 	if d.Path != "" {
 		x.ev.Path = d.Path
