@@ -186,8 +186,14 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 	if visible != nil {
 		key.visible = 1
 	}
-	sel := make([]byte, len(rt.fields))
-	whens := make([]rewrite.Predicate, len(rt.fields))
+	var selBuf [32]byte
+	sel := selBuf[:0]
+	if n := len(rt.fields) + len(rt.answer); n > len(selBuf) {
+		sel = make([]byte, 0, n)
+	}
+	sel = sel[:len(rt.fields)]
+	// whens is made only when a field rule reads the record.
+	var whens []rewrite.Predicate
 	for i, f := range rt.fields {
 		if f.forR != nil && !hasAny(d.user, f.forR) {
 			continue
@@ -213,6 +219,9 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 			continue
 		}
 		sel[i] = 1
+		if whens == nil {
+			whens = make([]rewrite.Predicate, len(rt.fields))
+		}
 		whens[i] = func(rec *rewrite.Record) (bool, error) { return applyField(when, unless, rec) }
 	}
 	// answer rules never read record: decided here, once
@@ -451,12 +460,22 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 	d.Audit.RecordsIn += st.RecordsIn
 	d.Audit.RecordsOut += st.RecordsOut
 	d.Audit.EvalErrors += st.EvalErrors
-	d.Audit.RecordIDs = append(d.Audit.RecordIDs, st.IDs...)
-	for k, v := range st.Fields {
-		if d.Audit.Fields == nil {
-			d.Audit.Fields = map[string]int{}
+	// st's slice and map are this call's own: the first rewrite of the
+	// decision keeps them instead of copying them.
+	if d.Audit.RecordIDs == nil {
+		d.Audit.RecordIDs = st.IDs
+	} else {
+		d.Audit.RecordIDs = append(d.Audit.RecordIDs, st.IDs...)
+	}
+	if d.Audit.Fields == nil && len(st.Fields) > 0 {
+		d.Audit.Fields = st.Fields
+	} else {
+		for k, v := range st.Fields {
+			if d.Audit.Fields == nil {
+				d.Audit.Fields = map[string]int{}
+			}
+			d.Audit.Fields[k] += v
 		}
-		d.Audit.Fields[k] += v
 	}
 	if errors.Is(err, rewrite.ErrNotVisible) {
 		b := d.block(http.StatusNotFound, fmt.Sprintf("route %s: the record is not visible to %s", d.route.id, rolesPhrase(d.user)))
