@@ -96,8 +96,10 @@ func newHeaderScrubber(extra []string, cookiePrefixes []string) *headerScrubber 
 // PHP, many legacy CRMs) treat X_Forwarded_User like X-Forwarded-User.
 func (s *headerScrubber) scrub(h http.Header) {
 	for name := range h {
-		canon := http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
-		if s.forged(canon) || s.forged(http.CanonicalHeaderKey(name)) {
+		dashed := strings.ReplaceAll(name, "_", "-")
+		// Without an underscore both spellings are the same name: it is
+		// checked once.
+		if s.forged(http.CanonicalHeaderKey(dashed)) || (dashed != name && s.forged(http.CanonicalHeaderKey(name))) {
 			delete(h, name)
 		}
 	}

@@ -43,11 +43,24 @@ func normalizePath(escaped string) (string, []string, error) {
 		return "", nil, fmt.Errorf("%w: the path has %d segments, more than %d", errAmbiguousPath, n, maxSegments)
 	}
 	raw := strings.Split(escaped[1:], "/")
-	out := make([]string, 0, len(raw))
-	for _, rs := range raw {
+	// clean: every segment so far is kept as it came (no escape, no empty
+	// or dot segment); out is then raw itself and the path is escaped.
+	clean := true
+	var out []string
+	for j, rs := range raw {
 		seg, err := decodeSegment(rs)
 		if err != nil {
 			return "", nil, err
+		}
+		if clean {
+			if seg == rs && seg != "" && seg != "." && seg != ".." {
+				if last := seg[len(seg)-1]; last == '.' || last == ' ' {
+					return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", errAmbiguousPath, seg, string(last))
+				}
+				continue
+			}
+			clean = false
+			out = append(make([]string, 0, len(raw)), raw[:j]...)
 		}
 		switch seg {
 		case "", ".":
@@ -63,6 +76,9 @@ func normalizePath(escaped string) (string, []string, error) {
 			return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", errAmbiguousPath, seg, string(last))
 		}
 		out = append(out, seg)
+	}
+	if clean {
+		return escaped, raw, nil
 	}
 	return "/" + strings.Join(out, "/"), out, nil
 }
