@@ -517,7 +517,14 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 
 // splitGuardPath splits a body guard path on unescaped dots.
 func splitGuardPath(p string) ([]string, error) {
-	var segs []string
+	return splitKeyPath(p, "*?#@|[]{}()", "a body guard names a field by its keys (a.b)")
+}
+
+// splitKeyPath splits a path of plain keys on unescaped dots ("\" makes
+// the next character part of a key). A character of refused, or an empty
+// key, is an error; what says what the path may hold.
+func splitKeyPath(p, refused, what string) ([]string, error) {
+	var keys []string
 	var cur strings.Builder
 	for i := 0; i < len(p); i++ {
 		c := p[i]
@@ -526,19 +533,19 @@ func splitGuardPath(p string) ([]string, error) {
 			i++
 			cur.WriteByte(p[i])
 		case c == '.':
-			segs = append(segs, cur.String())
+			keys = append(keys, cur.String())
 			cur.Reset()
-		case strings.IndexByte("*?#@|[]{}()", c) >= 0:
-			return nil, fmt.Errorf("%q: a body guard names a field by its keys (a.b); %q is not allowed here (escape it with \\ if it is part of a key)", p, c)
+		case strings.IndexByte(refused, c) >= 0:
+			return nil, fmt.Errorf("%q: %s; %q is not allowed (escape it with \\ if it is part of a key)", p, what, c)
 		default:
 			cur.WriteByte(c)
 		}
 	}
-	segs = append(segs, cur.String())
-	for _, s := range segs {
-		if s == "" {
+	keys = append(keys, cur.String())
+	for _, k := range keys {
+		if k == "" {
 			return nil, fmt.Errorf("%q: empty key in the path", p)
 		}
 	}
-	return segs, nil
+	return keys, nil
 }

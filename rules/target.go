@@ -291,30 +291,7 @@ func splitRecordPath(p string) ([]string, error) {
 	if p == "@this" {
 		return nil, nil
 	}
-	var keys []string
-	var cur strings.Builder
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c == '\\' && i+1 < len(p):
-			i++
-			cur.WriteByte(p[i])
-		case c == '.':
-			keys = append(keys, cur.String())
-			cur.Reset()
-		case strings.IndexByte(`*?#@|[]{}()!\`, c) >= 0:
-			return nil, fmt.Errorf("%q: a target's record is one place: keys and indexes (data.attributes, result.0) or @this; %q is not allowed (escape it with \\ if it is part of a key)", p, c)
-		default:
-			cur.WriteByte(c)
-		}
-	}
-	keys = append(keys, cur.String())
-	for _, k := range keys {
-		if k == "" {
-			return nil, fmt.Errorf("%q: empty key in the path", p)
-		}
-	}
-	return keys, nil
+	return splitKeyPath(p, `*?#@|[]{}()!\`, "a target's record is one place: keys and indexes (data.attributes, result.0) or @this")
 }
 
 // expand builds the escaped fetch path for a request's path parameters.
