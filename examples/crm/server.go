@@ -286,14 +286,23 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, true
 }
 
-func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
+// readObject reads a JSON object body, answering 400 when it is not one.
+func readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
 	body, ok := readBody(w, r)
 	if !ok {
-		return
+		return nil, false
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		writeError(w, http.StatusBadRequest, "the body must be a JSON object: "+err.Error())
+		return nil, false
+	}
+	return fields, true
+}
+
+func (s *Server) patchCustomer(w http.ResponseWriter, r *http.Request) {
+	fields, ok := readObject(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -461,13 +470,8 @@ func (s *Server) getDeal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) patchDeal(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r)
+	fields, ok := readObject(w, r)
 	if !ok {
-		return
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		writeError(w, http.StatusBadRequest, "the body must be a JSON object: "+err.Error())
 		return
 	}
 	s.mu.Lock()
