@@ -8,31 +8,6 @@ import (
 	"github.com/crmguard/crmguard/rules/internal/crmgen"
 )
 
-// benchRules is the issue's benchmark rule set written as a rule file:
-// visible owner-or-team-or-public-pool, mask phone and id_card, remove
-// notes for one role, hash email, remove **.street.
-const benchRules = `version: 1
-roles: {sales: {}, finance: {}}
-routes:
-  - id: customers.list
-    match: {methods: [GET], path: /api/customers}
-    allow: [sales, finance]
-    records: list
-    visible: >-
-      record.owner_id == user.id
-      || record.team in user.attrs.teams
-      || timestamp(record.last_contact_at) < now - duration("8760h")
-    fields:
-      phone: {mask: phone}
-      id_card: {mask: id_card}
-      notes: {remove: true, for: [sales]}
-      email: hash
-      "**.street": remove
-    audit_id: id
-`
-
-var engineDoc = crmgen.Customers(3000, 1)
-
 func benchEngine(b *testing.B, s *Set) {
 	teams := make([]any, len(crmgen.UserTeams))
 	for i, t := range crmgen.UserTeams {
@@ -43,7 +18,7 @@ func benchEngine(b *testing.B, s *Set) {
 	r.Now = crmgen.Now
 	h := http.Header{"Content-Type": {"application/json"}}
 	var out []byte
-	b.SetBytes(int64(len(engineDoc)))
+	b.SetBytes(int64(len(benchDocument)))
 	b.ReportAllocs()
 	var d *Decision
 	for b.Loop() {
@@ -53,7 +28,7 @@ func benchEngine(b *testing.B, s *Set) {
 		}
 		var err error
 		var blk *Block
-		out, blk, err = d.Rewrite(out[:0], 200, h, engineDoc)
+		out, blk, err = d.Rewrite(out[:0], 200, h, benchDocument)
 		if err != nil || blk != nil {
 			b.Fatal(err, blk)
 		}
@@ -69,7 +44,7 @@ func benchEngine(b *testing.B, s *Set) {
 // with every record condition evaluated by CEL (the general fallback), to
 // show what the native predicates save; run both together.
 func BenchmarkEngineRewriteCRMListCEL(b *testing.B) {
-	_, cel := bothPaths(b, benchRules)
+	_, cel := bothPaths(b, benchRuleFile)
 	benchEngine(b, cel)
 }
 
