@@ -2,9 +2,12 @@ package rules
 
 import (
 	"fmt"
+	"net/http"
+	"net/url"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"cel.dev/cel-go/cel"
@@ -30,9 +33,32 @@ type celRequest struct {
 	Method string            // request.method
 	Path   string            // request.path
 	Params map[string]string // request.params
-	Query  map[string]string // request.query
-	Header map[string]string // request.header
+
+	// request.query and request.header are built from rawQuery and
+	// rawHeader when an expression first reads them: most rule files never
+	// do, and most requests need not pay for two maps.
+	rawQuery  url.Values
+	rawHeader http.Header
+	once      sync.Once
+	query     map[string]string
+	header    map[string]string
 }
+
+// maps builds request.query and request.header once.
+func (r *celRequest) maps() {
+	r.once.Do(func() {
+		r.query = single(r.rawQuery)
+		r.header = singleHeader(r.rawHeader)
+	})
+}
+
+// Query is request.query: each parameter given once (or always with the
+// same value) by name.
+func (r *celRequest) Query() map[string]string { r.maps(); return r.query }
+
+// Header is request.header: header values by lower-case name, a repeated
+// header's values joined by ", ".
+func (r *celRequest) Header() map[string]string { r.maps(); return r.header }
 
 // The variables an expression may use, by kind of expression.
 const (

@@ -31,8 +31,8 @@ var objFields = map[string]map[string]objField{
 		"method": {types.StringType, func(o any) any { return o.(*celRequest).Method }},
 		"path":   {types.StringType, func(o any) any { return o.(*celRequest).Path }},
 		"params": {types.NewMapType(types.StringType, types.StringType), func(o any) any { return o.(*celRequest).Params }},
-		"query":  {types.NewMapType(types.StringType, types.StringType), func(o any) any { return o.(*celRequest).Query }},
-		"header": {types.NewMapType(types.StringType, types.StringType), func(o any) any { return o.(*celRequest).Header }},
+		"query":  {types.NewMapType(types.StringType, types.StringType), func(o any) any { return o.(*celRequest).Query() }},
+		"header": {types.NewMapType(types.StringType, types.StringType), func(o any) any { return o.(*celRequest).Header() }},
 	},
 }
 

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Decision is the rules' verdict on one request. It is used by one request
@@ -106,15 +105,21 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		header = http.Header{}
 	}
 
-	fq, fh := foldKeys(phpQueryNames(query)), foldKeys(header)
-	if bad := methodOverride(method, fq, fh); bad != "" {
+	fq := foldKeys(phpQueryNames(query))
+	if bad := methodOverride(method, fq, header); bad != "" {
 		return d.finish(Deny, http.StatusBadRequest, bad)
 	}
 
 	var rt *route
 	params := map[string]string{}
+	// fh is the headers by lower-case name, built for the first route
+	// that matches on a header (most rule files have none).
+	var fh map[string][]string
 	for _, cand := range s.routes {
 		clear(params)
+		if fh == nil && len(cand.headers) > 0 {
+			fh = foldKeys(header)
+		}
 		ok, bad := cand.matches(method, segs, fq, fh, params)
 		if bad != "" {
 			d.RouteID = cand.id
@@ -126,7 +131,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		}
 	}
 	d.act = &activation{user: celUserOf(u, now), now: now}
-	d.act.request = &celRequest{Method: method, Path: path, Params: params, Query: single(query), Header: singleHeaderFolded(header, fh)}
+	d.act.request = &celRequest{Method: method, Path: path, Params: params, rawQuery: query, rawHeader: header}
 
 	if rt == nil {
 		if !s.defAllow {
@@ -349,28 +354,6 @@ func singleHeader(h http.Header) map[string]string {
 	return out
 }
 
-// singleHeaderFolded is singleHeader(h) built from fh = foldKeys(h),
-// whose keys are already lower case: no header name is lowered twice.
-// When two names of h differ only in case, or a name is not ASCII
-// (strings.ToLower and lowerASCII differ there), it is singleHeader(h).
-func singleHeaderFolded(h http.Header, fh map[string][]string) map[string]string {
-	if len(fh) != len(h) {
-		return singleHeader(h)
-	}
-	for k := range fh {
-		for i := 0; i < len(k); i++ {
-			if k[i] >= utf8.RuneSelf {
-				return singleHeader(h)
-			}
-		}
-	}
-	out := make(map[string]string, len(fh))
-	for k, vs := range fh {
-		out[k] = strings.Join(vs, ", ")
-	}
-	return out
-}
-
 func oneValue(vs []string) (string, bool) {
 	if len(vs) == 0 {
 		return "", false
@@ -553,16 +536,6 @@ type RouteInfo struct {
 // method.
 var overrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
-// overrideNames are overrideHeaders in lower case (the keys of foldKeys),
-// computed once instead of per request and header.
-var overrideNames = func() []string {
-	out := make([]string, len(overrideHeaders))
-	for i, h := range overrideHeaders {
-		out[i] = lowerASCII(h)
-	}
-	return out
-}()
-
 // methodOverride refuses a request that asks the server, through a header
 // or the _method query parameter, to treat it as another method than the
 // one the routes are matched on.
@@ -571,8 +544,8 @@ func methodOverride(method string, q, h map[string][]string) string {
 		// X_HTTP_Method_Override reaches a PHP or CGI CRM (Caddy's
 		// php_fastcgi, for one) as HTTP_X_HTTP_METHOD_OVERRIDE too.
 		name := strings.ReplaceAll(key, "_", "-")
-		for oi, over := range overrideHeaders {
-			if name != overrideNames[oi] {
+		for _, over := range overrideHeaders {
+			if !equalFoldASCII(name, over) {
 				continue
 			}
 			for _, v := range vs {

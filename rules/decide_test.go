@@ -170,6 +170,7 @@ func TestDecisions(t *testing.T) {
 		{name: "a method override in odd case is refused", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}, "x-method-override": {"PUT"}}, outcome: Deny, status: 400},
 		{name: "a _method parameter is refused", user: sales, method: "POST", target: "/api/ajax?_method=DELETE", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}}, outcome: Deny, status: 400, reason: "_method"},
 		{name: "a method override header written with underscores is refused", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}, "X_http_method_override": {"DELETE"}}, outcome: Deny, status: 400, reason: "X-Http-Method-Override"},
+		{name: "a method override header in any letter case is refused", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}, "x-HTTP-method-OVERRIDE": {"DELETE"}}, outcome: Deny, status: 400, reason: "X-Http-Method-Override"},
 		{name: "an override naming the real method passes", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}, "X-Http-Method-Override": {"post"}}, outcome: Allow, route: "ajax"},
 		{name: "a method is matched without case", user: sales, method: "get", target: "/api/customers", outcome: Allow, route: "customers.list"},
 		{name: "a method with odd characters is refused", user: sales, method: "GE T", target: "/api/customers", outcome: Deny, status: 400},
