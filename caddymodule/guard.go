@@ -428,11 +428,11 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	// that merges them into headers would trust a forged X-CRM-User or
 	// method override there. They never go upstream.
 	x.r.Trailer = nil
-	h.Del("Trailer")
+	delete(h, "Trailer")
 	if id != nil && id.Bearer {
 		// The token was issued for the proxy; the CRM must not be able to
 		// replay it.
-		h.Del("Authorization")
+		delete(h, "Authorization")
 	}
 	if user != nil {
 		h.Set(HeaderUser, user.ID)
@@ -445,19 +445,19 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	// rewriter can read whole: uncompressed (Caddy's `encode` can
 	// compress towards the client; a CRM that compresses anyway is
 	// decoded, or refused when the coding is unknown) and never partial.
-	h.Set("Accept-Encoding", "identity")
-	h.Del("Range")
-	h.Del("If-Range")
+	h["Accept-Encoding"] = []string{"identity"}
+	delete(h, "Range")
+	delete(h, "If-Range")
 }
 
 // contentCoding returns the request's Content-Encoding when any of its
 // lines names a coding other than identity ("" otherwise): a first line
 // "identity" must not hide a second "gzip".
 func contentCoding(h http.Header) string {
-	for _, line := range h.Values("Content-Encoding") {
+	for _, line := range h["Content-Encoding"] {
 		for _, c := range strings.Split(line, ",") {
 			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
-				return strings.Join(h.Values("Content-Encoding"), ", ")
+				return strings.Join(h["Content-Encoding"], ", ")
 			}
 		}
 	}
@@ -504,9 +504,9 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 			// A HEAD answer on a rewriting route describes the CRM's
 			// bytes, not what a GET would return: no length, no
 			// validators, no caching.
-			h.Del("Content-Length")
+			delete(h, "Content-Length")
 			dropValidators(h)
-			h.Set("Cache-Control", "private, no-store")
+			h["Cache-Control"] = []string{"private, no-store"}
 		}
 		buffer, b := x.d.InspectResponse(status, h)
 		if b != nil {
@@ -638,14 +638,14 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	if bodyless {
 		if !x.shadow {
 			dropValidators(h)
-			h.Del("Content-Length")
+			delete(h, "Content-Length")
 		}
 		x.ev.Status = status
 		w.WriteHeader(status)
 		return nil
 	}
 	started := time.Now()
-	body, err := decode(strings.Join(h.Values("Content-Encoding"), ","), rec.buf.Bytes(), x.g.opt.MaxBody)
+	body, err := decode(strings.Join(h["Content-Encoding"], ","), rec.buf.Bytes(), x.g.opt.MaxBody)
 	if err != nil {
 		return fail(err.Error())
 	}
@@ -655,9 +655,9 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		if x.shadow {
 			return x.sendRaw(w, rec)
 		}
-		h.Del("Content-Encoding")
+		delete(h, "Content-Encoding")
 		dropValidators(h)
-		h.Set("Content-Length", "0")
+		h["Content-Length"] = []string{"0"}
 		x.ev.Status = status
 		w.WriteHeader(status)
 		return nil
@@ -686,18 +686,18 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		return x.sendRaw(w, rec)
 	}
 	x.ev.Rewritten = true
-	h.Del("Content-Encoding")
+	delete(h, "Content-Encoding")
 	dropValidators(h)
 	// The rewritten body is UTF-8 JSON, or a UTF-8 CSV/TSV the rules read
 	// as a table, whatever else the CRM called it: a JSON answer labelled
 	// text/html would run a script held in a record.
-	if cts := h.Values("Content-Type"); !jsonLabel(cts) && !rules.CSVLabel(cts) {
-		h.Set("Content-Type", "application/json")
+	if cts := h["Content-Type"]; !jsonLabel(cts) && !rules.CSVLabel(cts) {
+		h["Content-Type"] = []string{"application/json"}
 	}
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["X-Content-Type-Options"] = []string{"nosniff"}
 	// The answer is now this user's view: no cache may keep or share it.
-	h.Set("Cache-Control", "private, no-store")
-	h.Set("Content-Length", strconv.Itoa(len(res)))
+	h["Cache-Control"] = []string{"private, no-store"}
+	h["Content-Length"] = []string{strconv.Itoa(len(res))}
 	x.ev.Status = status
 	w.WriteHeader(status)
 	if _, err := w.Write(res); err == nil {
@@ -734,7 +734,7 @@ func jsonLabel(cts []string) bool {
 func privatise(h http.Header) {
 	var kept []string
 	private, noStore, shared := false, false, false
-	for _, line := range h.Values("Cache-Control") {
+	for _, line := range h["Cache-Control"] {
 		for _, d := range strings.Split(line, ",") {
 			d = strings.TrimSpace(d)
 			l := strings.ToLower(d)
@@ -759,7 +759,7 @@ func privatise(h http.Header) {
 	if !shared && (noStore || private) {
 		return
 	}
-	h.Set("Cache-Control", strings.Join(append([]string{"private"}, kept...), ", "))
+	h["Cache-Control"] = []string{strings.Join(append([]string{"private"}, kept...), ", ")}
 }
 
 // dropValidators removes headers that describe the CRM's bytes, not the
