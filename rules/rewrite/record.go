@@ -33,17 +33,21 @@ func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
 			rw.edits = append(rw.edits, edit{})
 		}
 		e := &rw.edits[k]
-		*e = edit{start: int32(ch.keyStart), vstart: int32(vstart), end: -1, prevComma: -1, nextComma: -1, state: ch.state, drop: drop}
+		// Every field is stored on its own: a composite literal is built
+		// on the stack with narrow stores and copied with wide loads,
+		// which stalls (store forwarding fails) once per edit.
+		prevSib, prevComma := int32(-1), int32(-1)
 		switch {
 		case f.n == 0:
-			e.prevSib = -1
 		case f.allEdits:
-			e.prevSib = f.lastChild
-			e.prevComma = int32(f.lastComma)
+			prevSib, prevComma = f.lastChild, int32(f.lastComma)
 		default:
-			e.prevSib = -2
-			e.prevComma = int32(f.lastComma)
+			prevSib, prevComma = -2, int32(f.lastComma)
 		}
+		e.start, e.vstart, e.end = int32(ch.keyStart), int32(vstart), -1
+		e.prevComma, e.nextComma, e.prevSib = prevComma, -1, prevSib
+		e.state = ch.state
+		e.drop, e.removed, e.effFirst = drop, false, false
 		rw.pendingEdit = int32(k)
 		f.lastChild = rw.pendingEdit
 	} else {

@@ -363,10 +363,21 @@ func (rw *rewriter) run() error {
 				// empty container: fall to the close below
 			} else {
 				var err error
-				if i, err = rw.beginChild(i, &ch); err != nil {
-					return err
+				at := atKey
+				if f.mode == modeRec && !f.arr {
+					if i, at, err = rw.members(f, i, &ch); err != nil {
+						return err
+					}
 				}
-				continue
+				if at == atKey {
+					if i, err = rw.beginChild(i, &ch); err != nil {
+						return err
+					}
+				}
+				if at != afterValue {
+					continue
+				}
+				// the object's members were read: on to its end
 			}
 		case '"':
 			end, esc, err := scanString(doc, i)
@@ -448,6 +459,18 @@ func (rw *rewriter) run() error {
 					return syntaxError(i, "unexpected end of input after a comma")
 				}
 				var err error
+				if f.mode == modeRec && !f.arr {
+					var at uint8
+					if i, at, err = rw.members(f, i, &ch); err != nil {
+						return err
+					}
+					if at == afterValue {
+						continue // at the object's end (or what stands there)
+					}
+					if at == atValue {
+						break
+					}
+				}
 				if i, err = rw.beginChild(i, &ch); err != nil {
 					return err
 				}
@@ -566,6 +589,120 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 		}
 	}
 	return rw.afterKey(end)
+}
+
+// Where members stops reading.
+const (
+	atKey      uint8 = iota // at a member's key, for beginChild
+	atValue                 // at a member's value (ch is set), for the top of run
+	afterValue              // after the last value it read, for the close loop
+)
+
+// members is the fast path for the members of a record object f (mode
+// modeRec), from i, the first byte of a member: while each key is the one
+// predicted at its place and its value is a string, number, true, false or
+// null, it reads the member whole, doing what beginChild, the top of run and
+// the close loop would do for it, without going round run's loop. It stops
+// at a key it cannot predict (atKey), before a value that is a container or
+// not a value (atValue, with ch set as beginChild sets it), or after a value
+// not followed by a comma (afterValue). Errors are the ones run would give.
+func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
+	doc := rw.doc
+	for {
+		if doc[i] != '"' { // i < len(doc): every caller checked it
+			return i, atKey, nil
+		}
+		e, to, ok := rw.predicted(f, i)
+		if !ok {
+			return i, atKey, nil
+		}
+		ch.keyStart, ch.mode, ch.state = i, modeRec, to
+		var err error
+		if i, err = rw.afterKey(e); err != nil {
+			return 0, 0, err
+		}
+		if i >= len(doc) {
+			return i, atValue, nil
+		}
+		vstart := i
+		b := doc[i]
+		switch {
+		case b == '"', b == 't', b == 'f', b == 'n', b == '-', b >= '0' && b <= '9':
+		default:
+			return i, atValue, nil // a container, or an error for run to give
+		}
+		ds := &rw.dfa[to]
+		if ds.touch {
+			rw.nodeStart(f, ch, vstart)
+		} else {
+			// nothing can change this node: only the sibling facts
+			rw.pendingEdit = -1
+			f.allEdits = false
+			f.lastChild = -1
+			f.n++
+		}
+		switch b {
+		case '"':
+			end, esc, err := scanString(doc, i)
+			if err != nil {
+				return 0, 0, err
+			}
+			i = end
+			if rw.pendingEdit >= 0 || ds.hasCaps {
+				rw.nodeEnd(ch, vstart, i, esc)
+			}
+		case 't', 'f', 'n':
+			end, err := scanLiteral(doc, i)
+			if err != nil {
+				return 0, 0, err
+			}
+			i = end
+			rw.nodeEnd(ch, vstart, i, false)
+		default:
+			end, err := scanNumber(doc, i)
+			if err != nil {
+				return 0, 0, err
+			}
+			i = end
+			rw.nodeEnd(ch, vstart, i, false)
+		}
+		// after the value: a comma and the next member, or stop
+		i = skipWS(doc, i)
+		if i >= len(doc) || doc[i] != ',' {
+			return i, afterValue, nil
+		}
+		if f.lastChild >= 0 {
+			rw.edits[f.lastChild].nextComma = int32(i)
+		}
+		f.lastComma = i
+		i = skipWS(doc, i+1)
+		if i >= len(doc) {
+			return 0, 0, syntaxError(i, "unexpected end of input after a comma")
+		}
+	}
+}
+
+// predicted checks whether the key whose opening quote is at i is the one
+// met before at its place in f (see beginChild); if so it returns the
+// offset after the key's closing quote and the key's state.
+func (rw *rewriter) predicted(f *frame, i int) (int, int32, bool) {
+	doc := rw.doc
+	kp := &rw.preds[(uint(f.state)*61+uint(f.n))%uint(len(rw.preds))]
+	if kp.gen != rw.gen || kp.state != f.state || kp.n != int32(f.n) {
+		return 0, 0, false
+	}
+	// compare the key and its closing quote
+	a, b, e := i+1, int(kp.start), i+2+int(kp.len)
+	if kp.len < 16 && a+16 <= len(doc) { // b < a: b+16 fits too
+		x := binary.LittleEndian.Uint64(doc[a:]) ^ binary.LittleEndian.Uint64(doc[b:])
+		y := binary.LittleEndian.Uint64(doc[a+8:]) ^ binary.LittleEndian.Uint64(doc[b+8:])
+		if x&kp.m0|y&kp.m1 == 0 {
+			return e, kp.to, true
+		}
+	} else if e <= len(doc) && rw.ds[a:e] == rw.ds[b:b+int(kp.len)+1] {
+		return e, kp.to, true
+	}
+	return 0, 0, false
 }
 
 // keyPred is a key met in a record object: its place (the object's state
