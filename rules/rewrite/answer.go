@@ -155,7 +155,7 @@ func (rw *rewriter) hit(f *frame, vstart, end int) {
 			return // null stays null
 		}
 		rw.emit(vstart)
-		rw.writeValue(act, af, v)
+		rw.writeValue(act, af, v, false)
 		rw.flushed = end
 	}
 	rw.changed = true

@@ -47,7 +47,7 @@ func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
 		e.start, e.vstart, e.end = int32(ch.keyStart), int32(vstart), -1
 		e.prevComma, e.nextComma, e.prevSib = prevComma, -1, prevSib
 		e.state = ch.state
-		e.drop, e.removed, e.effFirst = drop, false, false
+		e.drop, e.removed, e.effFirst, e.esc = drop, false, false, false
 		rw.pendingEdit = int32(k)
 		f.lastChild = rw.pendingEdit
 	} else {
@@ -63,7 +63,8 @@ func (rw *rewriter) nodeEnd(ch *child, vstart, end int, esc bool) {
 		return
 	}
 	if rw.pendingEdit >= 0 {
-		rw.edits[rw.pendingEdit].end = int32(end)
+		e := &rw.edits[rw.pendingEdit]
+		e.end, e.esc = int32(end), esc
 		rw.pendingEdit = -1
 	}
 	if ds := &rw.dfa[ch.state]; ds.hasCaps {
@@ -199,7 +200,7 @@ func (rw *rewriter) apply() error {
 				continue // null stays null
 			}
 			rw.emit(int(e.vstart))
-			rw.writeValue(act, &rw.p.Fields[fi], v)
+			rw.writeValue(act, &rw.p.Fields[fi], v, !e.esc)
 			rw.flushed = int(e.end)
 			skipUntil = int(e.end)
 		}
@@ -250,8 +251,9 @@ func (rw *rewriter) resolve(e *edit) (Action, int32) {
 	return 0, -1
 }
 
-// writeValue writes the new value for a mask, hash, null or replace.
-func (rw *rewriter) writeValue(act Action, f *Field, v []byte) {
+// writeValue writes the new value for a mask, hash, null or replace;
+// noEsc says that v is known to hold no escapes (the scan saw none).
+func (rw *rewriter) writeValue(act Action, f *Field, v []byte, noEsc bool) {
 	switch act {
 	case Null:
 		rw.out = append(rw.out, "null"...)
@@ -266,7 +268,7 @@ func (rw *rewriter) writeValue(act Action, f *Field, v []byte) {
 		rw.out = append(rw.out, "null"...) // no text to mask or hash: fail closed
 		return
 	case '"':
-		if bytes.IndexByte(v, '\\') >= 0 {
+		if !noEsc && bytes.IndexByte(v, '\\') >= 0 {
 			rw.scratch = decodeString(rw.scratch[:0], v)
 			text = rw.scratch
 		} else {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"unsafe"
@@ -60,6 +61,7 @@ type edit struct {
 	drop      bool
 	removed   bool
 	effFirst  bool
+	esc       bool // a string value with escapes
 }
 
 // capture is a value read for predicates.
@@ -537,28 +539,6 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 	if doc[i] != '"' {
 		return 0, syntaxError(i, fmt.Sprintf("unexpected %q, a key was expected", doc[i]))
 	}
-	var kp *keyPred
-	if f.mode == modeRec {
-		// The records of a list repeat their keys in the same order: a key
-		// byte-equal to the one met at this place before (checked then, no
-		// escapes) is the same valid key and leads to the same state.
-		kp = &rw.preds[(uint(f.state)*61+uint(f.n))%uint(len(rw.preds))]
-		if kp.gen == rw.gen && kp.state == f.state && kp.n == int32(f.n) {
-			// compare the key and its closing quote
-			a, b, e := i+1, int(kp.start), i+2+int(kp.len)
-			if kp.len < 16 && a+16 <= len(doc) { // b < a: b+16 fits too
-				x := binary.LittleEndian.Uint64(doc[a:]) ^ binary.LittleEndian.Uint64(doc[b:])
-				y := binary.LittleEndian.Uint64(doc[a+8:]) ^ binary.LittleEndian.Uint64(doc[b+8:])
-				if x&kp.m0|y&kp.m1 == 0 {
-					ch.state = kp.to
-					return rw.afterKey(e)
-				}
-			} else if e <= len(doc) && rw.ds[a:e] == rw.ds[b:b+int(kp.len)+1] {
-				ch.state = kp.to
-				return rw.afterKey(e)
-			}
-		}
-	}
 	end, esc, err := scanString(doc, i)
 	if err != nil {
 		return 0, err
@@ -581,10 +561,17 @@ func (rw *rewriter) beginChild(i int, ch *child) (int, error) {
 			rw.docChild(f, ch, rec)
 		case modeRec:
 			ch.state = rw.dfa[f.state].objChild(key)
-			if !esc {
-				n := end - 1 - (i + 1)
-				*kp = keyPred{gen: rw.gen, state: f.state, n: int32(f.n), start: int32(i + 1), len: int32(n), to: ch.state,
-					m0: byteMask(n + 1), m1: byteMask(n + 1 - 8)}
+			// members did not predict this key: keep it for the next
+			// record (members is the only reader)
+			if tag := rw.predTag(f); !esc && tag != 0 {
+				kp := rw.predSlot(f)
+				n := end - (i + 1) // the key and its closing quote
+				kp.colon = end < len(doc) && doc[end] == ':'
+				if kp.colon {
+					n++ // and the colon right after it
+				}
+				kp.tag, kp.start, kp.len, kp.to = tag, int32(i+1), int32(n), ch.state
+				kp.m0, kp.m1 = byteMask(n), byteMask(n-8)
 			}
 		}
 	}
@@ -606,24 +593,48 @@ const (
 // at a key it cannot predict (atKey), before a value that is a container or
 // not a value (atValue, with ch set as beginChild sets it), or after a value
 // not followed by a comma (afterValue). Errors are the ones run would give.
+//
+// The steps run calls functions for (the key's check, the colon, a plain
+// string, the end of a node) are written out here: this loop runs once per
+// member of every record, and each call costs the spilling of its state.
 func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 	doc := rw.doc
 	for {
-		if doc[i] != '"' { // i < len(doc): every caller checked it
+		// The key: the one met at this place in an earlier record? (see
+		// predSlot; a miss goes to beginChild, which keeps this one.)
+		kp := rw.predSlot(f)
+		tag := rw.predTag(f)
+		if doc[i] != '"' || kp.tag != tag || tag == 0 { // i < len(doc): every caller checked it
 			return i, atKey, nil
 		}
-		e, to, ok := rw.predicted(f, i)
-		if !ok {
+		// compare the key, its closing quote and (kp.colon) the colon
+		a, pb, n := i+1, int(kp.start), int(kp.len)
+		if n <= 16 && a+16 <= len(doc) {
+			// pb < a (the key was met earlier in doc), so pb+16 fits
+			// too; one bounds check per 16-byte window
+			p, q := doc[a:a+16], doc[pb:pb+16]
+			x := binary.LittleEndian.Uint64(p) ^ binary.LittleEndian.Uint64(q)
+			y := binary.LittleEndian.Uint64(p[8:]) ^ binary.LittleEndian.Uint64(q[8:])
+			if x&kp.m0|y&kp.m1 != 0 {
+				return i, atKey, nil
+			}
+		} else if a+n > len(doc) || rw.ds[a:a+n] != rw.ds[pb:pb+n] {
 			return i, atKey, nil
 		}
-		ch.keyStart, ch.mode, ch.state = i, modeRec, to
-		var err error
-		if i, err = rw.afterKey(e); err != nil {
-			return 0, 0, err
+		ch.keyStart, ch.mode, ch.state = i, modeRec, kp.to
+		i = a + n
+		if !kp.colon {
+			var err error
+			if i, err = rw.afterKey(i); err != nil {
+				return 0, 0, err
+			}
+		} else if i < len(doc) && ws[doc[i]] {
+			i = skipWS(doc, i)
 		}
 		if i >= len(doc) {
 			return i, atValue, nil
 		}
+		// The value.
 		vstart := i
 		b := doc[i]
 		switch {
@@ -631,7 +642,7 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 		default:
 			return i, atValue, nil // a container, or an error for run to give
 		}
-		ds := &rw.dfa[to]
+		ds := &rw.dfa[kp.to]
 		if ds.touch {
 			rw.nodeStart(f, ch, vstart)
 		} else {
@@ -641,15 +652,28 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 			f.lastChild = -1
 			f.n++
 		}
+		esc := false
 		switch b {
 		case '"':
-			end, esc, err := scanString(doc, i)
-			if err != nil {
-				return 0, 0, err
+			// scanString's first step: plain ASCII up to the quote
+			j := i + 1
+			for j+8 <= len(doc) {
+				m := stopMask(binary.LittleEndian.Uint64(doc[j:]))
+				if m == 0 {
+					j += 8
+					continue
+				}
+				j += bits.TrailingZeros64(m) >> 3
+				break
 			}
-			i = end
-			if rw.pendingEdit >= 0 || ds.hasCaps {
-				rw.nodeEnd(ch, vstart, i, esc)
+			if j < len(doc) && doc[j] == '"' {
+				i = j + 1
+			} else {
+				end, e, err := scanString(doc, i)
+				if err != nil {
+					return 0, 0, err
+				}
+				i, esc = end, e
 			}
 		case 't', 'f', 'n':
 			end, err := scanLiteral(doc, i)
@@ -657,17 +681,26 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 				return 0, 0, err
 			}
 			i = end
-			rw.nodeEnd(ch, vstart, i, false)
 		default:
 			end, err := scanNumber(doc, i)
 			if err != nil {
 				return 0, 0, err
 			}
 			i = end
-			rw.nodeEnd(ch, vstart, i, false)
 		}
-		// after the value: a comma and the next member, or stop
-		i = skipWS(doc, i)
+		// nodeEnd
+		if rw.pendingEdit >= 0 {
+			e := &rw.edits[rw.pendingEdit]
+			e.end, e.esc = int32(i), esc
+			rw.pendingEdit = -1
+		}
+		if ds.hasCaps {
+			rw.capture(ds.caps, vstart, i, esc)
+		}
+		// After the value: a comma and the next member, or stop.
+		if i < len(doc) && ws[doc[i]] {
+			i = skipWS(doc, i)
+		}
 		if i >= len(doc) || doc[i] != ',' {
 			return i, afterValue, nil
 		}
@@ -675,41 +708,49 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 			rw.edits[f.lastChild].nextComma = int32(i)
 		}
 		f.lastComma = i
-		i = skipWS(doc, i+1)
+		i++
+		if i < len(doc) && ws[doc[i]] {
+			i = skipWS(doc, i)
+		}
 		if i >= len(doc) {
 			return 0, 0, syntaxError(i, "unexpected end of input after a comma")
 		}
 	}
 }
 
-// predicted checks whether the key whose opening quote is at i is the one
-// met before at its place in f (see beginChild); if so it returns the
-// offset after the key's closing quote and the key's state.
-func (rw *rewriter) predicted(f *frame, i int) (int, int32, bool) {
-	doc := rw.doc
-	kp := &rw.preds[(uint(f.state)*61+uint(f.n))%uint(len(rw.preds))]
-	if kp.gen != rw.gen || kp.state != f.state || kp.n != int32(f.n) {
-		return 0, 0, false
-	}
-	// compare the key and its closing quote
-	a, b, e := i+1, int(kp.start), i+2+int(kp.len)
-	if kp.len < 16 && a+16 <= len(doc) { // b < a: b+16 fits too
-		x := binary.LittleEndian.Uint64(doc[a:]) ^ binary.LittleEndian.Uint64(doc[b:])
-		y := binary.LittleEndian.Uint64(doc[a+8:]) ^ binary.LittleEndian.Uint64(doc[b+8:])
-		if x&kp.m0|y&kp.m1 == 0 {
-			return e, kp.to, true
-		}
-	} else if e <= len(doc) && rw.ds[a:e] == rw.ds[b:b+int(kp.len)+1] {
-		return e, kp.to, true
-	}
-	return 0, 0, false
+// The records of a list repeat their keys in the same order: a key
+// byte-equal to the one met at the same place before (checked then, without
+// escapes) is the same valid key and leads to the same state. rw.preds keeps
+// the last key met at each place, hashed by place; a slot's tag says which
+// place (and call) it holds.
+
+// predSlot is the slot of rw.preds for the next member of f.
+func (rw *rewriter) predSlot(f *frame) *keyPred {
+	return &rw.preds[(uint(f.state)*61+uint(f.n))%uint(len(rw.preds))]
 }
 
-// keyPred is a key met in a record object: its place (the object's state
-// and the member's index), its bytes in the document, and its state.
+// predTag names the place of the next member of f in this call: the call's
+// gen (≥ 1), the object's state (< maxStates ≤ 1<<12) and the member's
+// index, in one word so that a slot is checked with one comparison. A place
+// that does not fit (an index from 1<<20 on) has tag 0: never predicted.
+func (rw *rewriter) predTag(f *frame) uint64 {
+	if uint(f.n) >= 1<<20 {
+		return 0
+	}
+	return uint64(uint32(rw.gen))<<32 | uint64(uint32(f.state))<<20 | uint64(f.n)
+}
+
+// predTag needs the automaton's states to fit in 12 bits.
+const _ = uint(1<<12 - maxStates)
+
+// keyPred is a key met in a record object: its place (tag), its bytes in the
+// document (from after its opening quote to its closing quote, or to the
+// colon when that comes right after), and its state.
 type keyPred struct {
-	gen, n, state, start, len, to int32
-	m0, m1                        uint64 // the key's and quote's bytes in two words
+	tag            uint64
+	start, len, to int32  // len: the bytes compared
+	colon          bool   // they end with the colon after the key
+	m0, m1         uint64 // the bytes compared, in two words
 }
 
 // byteMask has the low n bytes set (0 ≤ n ≤ 8; all for more, none for less).

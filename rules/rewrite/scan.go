@@ -317,12 +317,28 @@ func hex4(b []byte) rune {
 	return rune(hexVal[b[0]])<<12 | rune(hexVal[b[1]])<<8 | rune(hexVal[b[2]])<<4 | rune(hexVal[b[3]])
 }
 
+// escMask has the high bit set in some byte of x when one of its bytes is
+// a quote, a backslash or a control character (those appendString must
+// escape), and is zero when none is. (Each term is the classic "has a byte
+// less than n" test, exact as to whether any byte qualifies; bytes of 0x80
+// and more, UTF-8, do not qualify: &^x clears their high bit.)
+func escMask(x uint64) uint64 {
+	q := x ^ (lsb * '"')
+	b := x ^ (lsb * '\\')
+	return ((x-lsb*0x20)&^x | (q-lsb)&^q | (b-lsb)&^b) & msb
+}
+
 // appendString appends s as a JSON string.
 func appendString(dst, s []byte) []byte {
 	const hexd = "0123456789abcdef"
 	dst = append(dst, '"')
+	// fast path: skip eight bytes at a time while none needs an escape
+	i := 0
+	for i+8 <= len(s) && escMask(binary.LittleEndian.Uint64(s[i:])) == 0 {
+		i += 8
+	}
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue

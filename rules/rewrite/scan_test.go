@@ -1,7 +1,9 @@
 package rewrite
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"math/rand/v2"
 	"testing"
@@ -40,6 +42,60 @@ func TestStopMask(t *testing.T) {
 					w[pos] = byte(c)
 					check()
 				}
+			}
+		}
+	})
+}
+
+func TestAppendString(t *testing.T) {
+	// reference: the byte-by-byte escaping appendString's fast path skips to
+	ref := func(s []byte) []byte {
+		out := []byte{'"'}
+		for _, c := range s {
+			switch {
+			case c == '"' || c == '\\':
+				out = append(out, '\\', c)
+			case c == '\n':
+				out = append(out, `\n`...)
+			case c == '\r':
+				out = append(out, `\r`...)
+			case c == '\t':
+				out = append(out, `\t`...)
+			case c < 0x20:
+				out = append(out, fmt.Sprintf(`\u%04x`, c)...)
+			default:
+				out = append(out, c)
+			}
+		}
+		return append(out, '"')
+	}
+	t.Run("every byte value at every place of strings up to 24 bytes is escaped as byte by byte", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(3, 4))
+		for n := 1; n <= 24; n++ {
+			for pos := range n {
+				for c := range 256 {
+					s := make([]byte, n)
+					for k := range s {
+						s[k] = byte(0x20 + r.IntN(0xe0)) // plain ASCII and UTF-8 bytes
+						if s[k] == '"' || s[k] == '\\' {
+							s[k] = 'a'
+						}
+					}
+					s[pos] = byte(c)
+					if got, want := appendString([]byte("x"), s), append([]byte("x"), ref(s)...); !bytes.Equal(got, want) {
+						t.Fatalf("% x: got %q, want %q", s, got, want)
+					}
+				}
+			}
+		}
+	})
+	t.Run("a word of escapable bytes is flagged, a word of plain bytes is not", func(t *testing.T) {
+		if escMask(binary.LittleEndian.Uint64([]byte("abcdefgh"))) != 0 || escMask(binary.LittleEndian.Uint64([]byte("\xe4\xb8\xad\xff\x80 ~\x7f"))) != 0 {
+			t.Fatal("a plain word is flagged")
+		}
+		for _, w := range []string{"abcdefg\"", "\\bcdefgh", "abc\x00efgh", "abcdefg\x1f"} {
+			if escMask(binary.LittleEndian.Uint64([]byte(w))) == 0 {
+				t.Fatalf("%q is not flagged", w)
 			}
 		}
 	})
