@@ -60,6 +60,9 @@ func TestRedteamRequestsThatSmuggleAGuardedFieldOrMethod(t *testing.T) {
 		{"_METHOD in the query is refused", req("POST", "/api/customers/1/notes?_METHOD=DELETE", nil, ""), 400},
 		{"_method in a form body is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: application/x-www-form-urlencoded"}, `text=hi&_method=DELETE`), 400},
 		{"_method in a JSON body is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: application/json"}, `{"text":"hi","_method":"DELETE"}`), 400},
+		{"_method in a multipart form body is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: multipart/form-data; boundary=b"}, "--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\r\n--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n"), 400},
+		{"a multipart part naming _method as its second name is refused", req("POST", "/api/customers/1/notes", []string{"Content-Type: multipart/form-data; boundary=b"}, "--b\r\nContent-Disposition: form-data; name=\"text\"; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n"), 400},
+		{"a guarded field in a multipart form is refused", req("PATCH", "/api/customers/1", []string{"Content-Type: multipart/form-data; boundary=b"}, "--b\r\nContent-Disposition: form-data; name=\"customer[stage]\"\r\n\r\nwon\r\n--b--\r\n"), 403},
 		{"an absolute-form request target is judged on its path", req("DELETE", "http://{HOST}/api/customers/1/notes", nil, ""), 403},
 		{"an unknown method is refused", req("PURGE", "/api/customers/1/notes", nil, ""), 403},
 	}
@@ -304,5 +307,22 @@ func TestRedteamFormatSuffixesAreJudgedAsTheirRoute(t *testing.T) {
 				t.Fatalf("audited route %v", ev["route"])
 			}
 		})
+	}
+}
+
+// TestMultipartUploadsWithoutAnOverrideReachTheCRMUnchanged: reading a
+// multipart POST for a _method override must not change it: the CRM
+// receives the very bytes the client sent, file included.
+func TestMultipartUploadsWithoutAnOverrideReachTheCRMUnchanged(t *testing.T) {
+	s := startRedteam(t, redteamRules, "")
+	body := "--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\ncalled, sent the brochure\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"brochure.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 _method=DELETE \x00\xff\r\n--b--\r\n"
+	resp, answer := s.raw(t, fmt.Sprintf("POST /api/customers/1/notes HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %.300s", resp.StatusCode, answer)
+	}
+	got := s.crm.received()
+	if len(got) == 0 || got[len(got)-1] != body {
+		t.Fatalf("the CRM did not receive the body unchanged: %q", got)
 	}
 }

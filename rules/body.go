@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -21,7 +22,7 @@ const maxBodyDepth = 512
 // gives 403 naming the field; a body that cannot be read with certainty
 // gives 400. An empty body passes. The result is added to the audit.
 //
-// On a POST whose body is JSON or a urlencoded form, a top-level _method
+// On a POST whose body is JSON, a urlencoded or a multipart form, a top-level _method
 // field naming another method (which Laravel, Symfony and Rails obey) gives
 // 400 on every route, guarded or not: see ReadsBody.
 func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
@@ -106,9 +107,24 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 			}
 		}
 	case mt == "multipart/form-data":
-		return bad("cannot read multipart bodies; send JSON or a urlencoded form")
+		// Field names are read like urlencoded keys; values (and files)
+		// are not: a guard names fields, whatever they hold.
+		err := eachFormPart(params, body, func(p formPart) (bool, error) {
+			g := d.guardFor(formKeyChain(p.name))
+			if g == nil {
+				g = d.guardFor(formKeyChain(phpFormName(p.name)))
+			}
+			if g != nil {
+				found = &guardHit{guard: g, at: p.name}
+				return true, nil
+			}
+			return false, nil
+		})
+		if err != nil {
+			return bad("%v", err)
+		}
 	default:
-		return bad("cannot read %q bodies (JSON and urlencoded forms only)", mt)
+		return bad("cannot read %q bodies (JSON, urlencoded and multipart forms only)", mt)
 	}
 	if found == nil {
 		return nil
@@ -270,7 +286,7 @@ func (d *Decision) overridable(contentType string) bool {
 	if err != nil {
 		return false
 	}
-	return mt == "application/x-www-form-urlencoded" || mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data" || mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
 // bodyOverride refuses a POST body whose top-level _method field asks the
@@ -291,12 +307,32 @@ func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 			return true
 		})
 	}
-	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/x-www-form-urlencoded" {
+	switch mt, params, _ := mime.ParseMediaType(contentType); mt {
+	case "application/x-www-form-urlencoded":
 		vals, _ := url.ParseQuery(string(body))
 		for k, vs := range vals {
-			if strings.EqualFold(phpFormName(k), "_method") || strings.EqualFold(strings.TrimSpace(k), "_method") {
+			if isMethodField(k) {
 				asked = append(asked, vs...)
 			}
+		}
+	case "multipart/form-data":
+		// Rails, Laravel and Symfony read _method from multipart forms
+		// too. A body that cannot be read for it is refused: the CRM
+		// might read a _method the proxy did not see.
+		err := eachFormPart(params, body, func(p formPart) (bool, error) {
+			if !isMethodField(p.name) {
+				return false, nil
+			}
+			v, err := io.ReadAll(p.part)
+			if err != nil {
+				return false, fmt.Errorf("the multipart body cannot be read: %v", err)
+			}
+			asked = append(asked, string(v))
+			return false, nil
+		})
+		if err != nil {
+			return &BodyError{Status: http.StatusBadRequest, Field: "_method",
+				Reason: fmt.Sprintf("route %s reads POST bodies for a _method override and %v", d.RouteID, err)}
 		}
 	}
 	for _, v := range asked {

@@ -79,7 +79,14 @@ func TestRequestBodyGuards(t *testing.T) {
 		{"a form with a bad escape is refused", service, form, `notes=%zz`, 400, ""},
 		{"an unknown content type is refused", service, "text/plain", `stage=won`, 400, ""},
 		{"a missing content type is refused", service, "", `{"stage":1}`, 400, ""},
-		{"multipart is refused", service, "multipart/form-data; boundary=x", "--x\r\n", 400, ""},
+		{"a guarded field in a multipart form is refused", service, mp, mpBody(mpField("notes", "called"), mpField("stage", "won")), 403, "stage"},
+		{"a bracketed guarded field in a multipart form is refused", service, mp, mpBody(mpField("deal[stage]", "won")), 403, "stage"},
+		{"a guarded field sent as a multipart file is refused", service, mp, mpBody("Content-Disposition: form-data; name=\"contract_amount\"; filename=\"a.txt\"\r\n\r\n1"), 403, "contract_amount"},
+		{"a guarded name inside an uploaded file is data, not a field", service, mp, mpBody("Content-Disposition: form-data; name=\"attachment\"; filename=\"stage.txt\"\r\n\r\nstage=won"), 0, ""},
+		{"a multipart form without guarded fields passes", service, mp, mpBody(mpField("notes", "called")), 0, ""},
+		{"a multipart body cut short is refused", service, mp, "--x\r\n", 400, ""},
+		{"a multipart part naming its field twice is refused", service, mp, mpBody("Content-Disposition: form-data; name=\"notes\"; name=\"stage\"\r\n\r\nwon"), 400, ""},
+		{"a multipart part that is not form-data is refused", service, mp, mpBody("Content-Disposition: attachment; name=\"stage\"\r\n\r\nwon"), 400, ""},
 		{"another charset is refused", service, "application/json; charset=utf-16", `{"notes":1}`, 400, ""},
 		{"an empty body passes", service, js, ``, 0, ""},
 		{"nesting beyond the limit is refused", service, js, strings.Repeat("[", 600) + strings.Repeat("]", 600), 400, ""},
@@ -236,7 +243,15 @@ routes:
 		{"a POST body without _method passes", "POST", "/api/customers/1/notes", js, `{"text":"hi"}`, true, 0},
 		{"_method nested below the top level is data, not an override", "POST", "/api/customers/1/notes", js, `{"meta":{"_method":"DELETE"}}`, true, 0},
 		{"a PATCH body is not read for overrides (frameworks obey _method on POST only)", "PATCH", "/api/customers/1", js, `{"_method":"DELETE"}`, false, 0},
-		{"a POST multipart body is not read", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\n", false, 0},
+		{"_method in a POST multipart body is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\r\n--x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--x--\r\n", true, 400},
+		{"_method in a multipart part written in quoted-printable is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"_method\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=44ELETE\r\n--x--\r\n", true, 400},
+		{"_method named through RFC 2231 in a multipart part is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name*=UTF-8''_method\r\n\r\nPUT\r\n--x--\r\n", true, 400},
+		{"a multipart part naming its field twice is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"text\"; name=\"_method\"\r\n\r\nDELETE\r\n--x--\r\n", true, 400},
+		{"a multipart part with two dispositions is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"text\"\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--x--\r\n", true, 400},
+		{"a multipart body cut short after a boundary is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\n", true, 400},
+		{"a multipart body without a boundary parameter is refused", "POST", "/api/customers/1/notes", "multipart/form-data", "--x\r\n--x--\r\n", true, 400},
+		{"a multipart body with a file and no _method passes", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n_method=DELETE\r\n--x--\r\n", true, 0},
+		{"_method naming POST itself in a multipart body passes", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\npost\r\n--x--\r\n", true, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -314,4 +329,21 @@ func TestGuardedFieldsSetThroughTheQueryAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mp is a multipart/form-data content type whose parts mpBody separates.
+const mp = "multipart/form-data; boundary=x"
+
+// mpField is a multipart part: its headers, a blank line and its value.
+func mpField(name, value string) string {
+	return "Content-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value
+}
+
+// mpBody joins parts into a multipart body with the boundary of mp.
+func mpBody(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		b.WriteString("--x\r\n" + p + "\r\n")
+	}
+	return b.String() + "--x--\r\n"
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -440,25 +439,24 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 			}
 		}
 	case mt == "multipart/form-data":
-		mr := multipart.NewReader(bytes.NewReader(body), mp["boundary"])
-		for {
-			part, err := mr.NextPart()
-			if err == io.EOF {
-				break
+		var bad string
+		err := eachFormPart(mp, body, func(p formPart) (bool, error) {
+			name := formBase(p.name)
+			if _, ok := rt.target.idKeys[strings.ToLower(name)]; !ok {
+				return false, nil
 			}
+			v, err := io.ReadAll(p.part)
 			if err != nil {
-				return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
+				return false, fmt.Errorf("the multipart body cannot be read: %v", err)
 			}
-			name := formBase(part.FormName())
-			if _, ok := rt.target.idKeys[strings.ToLower(name)]; ok {
-				v, err := io.ReadAll(part)
-				if err != nil {
-					return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
-				}
-				if bad := d.idMismatch(rt, name, []string{string(v)}); bad != "" {
-					return refuse(http.StatusBadRequest, bad)
-				}
-			}
+			bad = d.idMismatch(rt, name, []string{string(v)})
+			return bad != "", nil
+		})
+		if err != nil {
+			return refuse(http.StatusBadRequest, fmt.Sprintf("is not multipart the proxy can read: %v", err))
+		}
+		if bad != "" {
+			return refuse(http.StatusBadRequest, bad)
 		}
 	default:
 		// Many CRMs decode the raw body as JSON whatever its label (PHP's
