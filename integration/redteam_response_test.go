@@ -43,6 +43,7 @@ func TestRedteamHostileCRMAnswersNeverLeakRawData(t *testing.T) {
 		{"an unknown disposition type (browsers save it like an attachment) is a blocked download", "/api/files/x?evil=disposition-unknown", 403, "blocked"},
 		{"an inline disposition is not a download", "/api/files/x?evil=disposition-inline", 200, "allow"},
 		{"CSV with a charset parameter is a blocked download", "/api/files/x?evil=csv-charset", 403, "blocked"},
+		{"CSV sent as application/octet-stream without a disposition is a blocked download", "/api/files/x?evil=csv-octet", 403, "blocked"},
 		{"a field sent as a trailer after a rewritten answer does not reach the client", "/api/customers?evil=trailer", 200, "allow"},
 	}
 	for _, tt := range tests {

@@ -334,7 +334,8 @@ func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
 }
 
 // downloadTypes are content types that make an answer a download (an
-// export) whatever its Content-Disposition.
+// export) whatever its Content-Disposition: CSV, spreadsheets, and the
+// generic binary types browsers save as files.
 var downloadTypes = []string{
 	"text/csv", "application/csv", "text/tab-separated-values",
 	"text/x-csv", "application/x-csv", "text/comma-separated-values", "text/x-comma-separated-values",
@@ -346,6 +347,10 @@ var downloadTypes = []string{
 	"application/vnd.ms-excel.sheet.binary.macroenabled.12",
 	"application/vnd.oasis.opendocument.spreadsheet",
 	"application/excel",
+	// Generic binary types: browsers save them as files, whatever the
+	// bytes are (a CRM's CSV export is often sent so).
+	"application/octet-stream", "binary/octet-stream", "application/force-download",
+	"application/x-download", "application/download",
 }
 
 // isDownload reports whether an answer is a download: a disposition other

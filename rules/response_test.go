@@ -216,6 +216,9 @@ func TestExportsAndDownloads(t *testing.T) {
 		{"an Excel answer is blocked", sales, "/api/plain/x", http.Header{"Content-Type": {"application/vnd.ms-excel"}}, 403},
 		{"an xlsx answer is blocked", sales, "/api/plain/x", http.Header{"Content-Type": {"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}}, 403},
 		{"an OpenDocument spreadsheet is blocked", sales, "/api/plain/x", http.Header{"Content-Type": {"application/vnd.oasis.opendocument.spreadsheet"}}, 403},
+		{"an octet-stream answer (browsers save it) is blocked", sales, "/api/plain/x", http.Header{"Content-Type": {"application/octet-stream"}}, 403},
+		{"a force-download answer is blocked", sales, "/api/plain/x", http.Header{"Content-Type": {"application/force-download"}}, 403},
+		{"an image answer passes", sales, "/api/plain/x", http.Header{"Content-Type": {"image/png"}}, 0},
 		{"an inline answer passes", sales, "/api/plain/x", http.Header{"Content-Disposition": {"inline"}, "Content-Type": {"application/json"}}, 0},
 		{"a download on an approved export route passes", admin, "/api/export", http.Header{"Content-Type": {"text/csv"}, "Content-Disposition": {"attachment"}}, 0},
 	}
