@@ -389,6 +389,43 @@ func tokenFor(t testing.TB, e *env, clientID, user string) string {
 	return tok.AccessToken
 }
 
+// idTokenFor signs user in at the provider as the proxy's own client
+// (audience "crm", which bearer tokens are accepted for by default) and
+// returns the ID token the provider issues, requested with nonce unless
+// nonce is empty.
+func idTokenFor(t testing.TB, e *env, user, nonce string) string {
+	t.Helper()
+	b := e.browser(user)
+	cb := e.proxies[0].url + DefaultCallbackPath
+	var code string
+	b.stop = func(u *url.URL) bool {
+		if strings.HasPrefix(u.String(), cb) {
+			code = u.Query().Get("code")
+			return true
+		}
+		return false
+	}
+	conf := oauth2.Config{ClientID: "crm", ClientSecret: clientSecret, RedirectURL: cb,
+		Endpoint: oauth2.Endpoint{AuthURL: e.idpURL + "/authorize", TokenURL: e.idpURL + "/oauth/token"}, Scopes: []string{"openid", "profile"}}
+	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("acr_values", devidp.ACRMFA)}
+	if nonce != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("nonce", nonce))
+	}
+	b.visit(conf.AuthCodeURL("state-"+session.RandomID(16), opts...))
+	if code == "" {
+		t.Fatal("no code for the proxy's client")
+	}
+	tok, err := conf.Exchange(t.Context(), code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	if idt == "" {
+		t.Fatal("the provider issued no ID token")
+	}
+	return idt
+}
+
 func b64(v any) string {
 	b, _ := json.Marshal(v)
 	return base64.RawURLEncoding.EncodeToString(b)
@@ -448,6 +485,8 @@ func TestBearerTokens(t *testing.T) {
 		{"a token signed by another key with the provider's kid", forged},
 		{"a changed payload with the original signature", parts[0] + "." + b64(admin) + "." + parts[2]},
 		{"a token for another audience", tokenFor(t, e, "other", "wang")},
+		{"the proxy's own ID token (audience crm, with a nonce)", idTokenFor(t, e, "zhang", "n-"+session.RandomID(8))},
+		{"the proxy's own ID token requested without a nonce", idTokenFor(t, e, "zhang", "")},
 		{"garbage", "abc"},
 		{"three empty parts", ".."},
 		{"a truncated token", good[:len(good)-10]},

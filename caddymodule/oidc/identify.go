@@ -77,8 +77,29 @@ func (p *Provider) identifyBearer(ctx context.Context, raw string) (*authn.Ident
 	if err := t.Claims(&claims); err != nil {
 		return nil, nil
 	}
+	if isIDToken(claims) {
+		// An ID token tells a client who signed in; it is not a grant to
+		// call an API. The proxy's own ID tokens carry its client id as
+		// audience, so one leaked from a browser or a log must not
+		// become an API key.
+		p.audit.Info("bearer token refused: an ID token, not an access token", zap.String("sub", t.Subject))
+		return nil, nil
+	}
 	amr, acr, authTime := authFacts(claims)
 	return &authn.Identity{Subject: t.Subject, Claims: claims, AMR: amr, ACR: acr, AuthTime: authTime, Bearer: true}, nil
+}
+
+// isIDToken recognises an OpenID Connect ID token by the claims only ID
+// tokens carry: nonce, at_hash, c_hash (OpenID Connect Core 2 and 3.3.2.11),
+// s_hash (FAPI), or a `typ` claim of "ID" (Keycloak).
+func isIDToken(claims map[string]any) bool {
+	for _, k := range []string{"nonce", "at_hash", "c_hash", "s_hash"} {
+		if _, ok := claims[k]; ok {
+			return true
+		}
+	}
+	typ, _ := claims["typ"].(string)
+	return strings.EqualFold(typ, "ID")
 }
 
 func audienceMatches(have, want []string) bool {
