@@ -160,11 +160,11 @@ func (rw *rewriter) finishRecord() error {
 	if s := rw.c.auditSlot; s >= 0 && rw.caps[s].n > 0 {
 		raw := rw.doc[rw.caps[s].start:rw.caps[s].end]
 		if raw[0] == '"' {
-			rw.idBuf = decodeString(rw.idBuf, raw)
+			keep(&rw.idBuf, decodeString(rw.idBuf, raw))
 		} else {
-			rw.idBuf = append(rw.idBuf, raw...)
+			keep(&rw.idBuf, append(rw.idBuf, raw...))
 		}
-		rw.idEnds = append(rw.idEnds, len(rw.idBuf))
+		keep(&rw.idEnds, append(rw.idEnds, len(rw.idBuf)))
 	}
 	return rw.apply()
 }
@@ -256,20 +256,20 @@ func (rw *rewriter) resolve(e *edit) (Action, int32) {
 func (rw *rewriter) writeValue(act Action, f *Field, v []byte, noEsc bool) {
 	switch act {
 	case Null:
-		rw.out = append(rw.out, "null"...)
+		keep(&rw.out, append(rw.out, "null"...))
 		return
 	case Replace:
-		rw.out = append(rw.out, f.Replace...)
+		keep(&rw.out, append(rw.out, f.Replace...))
 		return
 	}
 	var text []byte
 	switch v[0] {
 	case '{', '[':
-		rw.out = append(rw.out, "null"...) // no text to mask or hash: fail closed
+		keep(&rw.out, append(rw.out, "null"...)) // no text to mask or hash: fail closed
 		return
 	case '"':
 		if !noEsc && bytes.IndexByte(v, '\\') >= 0 {
-			rw.scratch = decodeString(rw.scratch[:0], v)
+			keep(&rw.scratch, decodeString(rw.scratch[:0], v))
 			text = rw.scratch
 		} else {
 			text = v[1 : len(v)-1]
@@ -281,13 +281,23 @@ func (rw *rewriter) writeValue(act Action, f *Field, v []byte, noEsc bool) {
 		if rw.mac == nil {
 			rw.mac = rw.c.getMac()
 		}
-		rw.sum = rw.mac.sum(rw.sum[:0], text)
-		rw.out = appendHexString(rw.out, rw.sum)
+		keep(&rw.sum, rw.mac.sum(rw.sum[:0], text))
+		keep(&rw.out, appendHexString(rw.out, rw.sum))
 		return
 	}
 	s := unsafe.String(unsafe.SliceData(text), len(text))
-	rw.scratch2 = f.Mask(rw.scratch2[:0], s)
-	rw.out = appendString(rw.out, rw.scratch2)
+	// The mask appends straight to the output, after the opening quote
+	// (text is in doc or rw.scratch, never in rw.out). A mask seldom makes
+	// a byte JSON must escape; when it does, the masked text is taken out
+	// and written again, escaped.
+	n := len(rw.out)
+	out := f.Mask(append(rw.out, '"'), s)
+	if plainJSON(out[n+1:]) {
+		keep(&rw.out, append(out, '"'))
+		return
+	}
+	keep(&rw.scratch2, append(rw.scratch2[:0], out[n+1:]...))
+	keep(&rw.out, appendString(out[:n], rw.scratch2))
 }
 
 // hexPairs holds the two lower-case hex digits of each byte.

@@ -251,8 +251,22 @@ func putRewriter(rw *rewriter) {
 
 // emit copies the document up to offset to.
 func (rw *rewriter) emit(to int) {
-	rw.out = append(rw.out, rw.doc[rw.flushed:to]...)
+	keep(&rw.out, append(rw.out, rw.doc[rw.flushed:to]...))
 	rw.flushed = to
+}
+
+// keep sets *p to b, which is *p appended to. When b still uses *p's memory
+// (there was room) only the length is stored (the compiler leaves the
+// pointer alone in p = p[:n]): storing the pointer again costs a write
+// barrier while the collector runs, as the rewriter lives on the heap, and
+// the scan appends several times per record. Comparing the two pointers
+// reads no memory.
+func keep[T any](p *[]T, b []T) {
+	if cap(b) == cap(*p) && unsafe.SliceData(b) == unsafe.SliceData(*p) {
+		*p = (*p)[:len(b)]
+	} else {
+		*p = b
+	}
 }
 
 // child is the context of the value about to be read.
@@ -334,8 +348,14 @@ func (rw *rewriter) run() error {
 				rw.frames = append(rw.frames, frame{})
 			}
 			f := &rw.frames[k]
-			*f = frame{arr: b == '[', mode: ch.mode, state: ch.state, docPos: ch.docPos,
-				recRoot: recRoot, nodeEdit: -1, lastChild: -1, allEdits: true, nodeStart: vstart, nodeState: ch.state}
+			// field by field, not as a literal: a literal is built on the
+			// stack with narrow stores and copied with wide loads, a store
+			// forwarding stall per container (every field is set here)
+			f.arr, f.mode, f.recArr, f.recRoot = b == '[', ch.mode, false, recRoot
+			f.state, f.docPos, f.n = ch.state, ch.docPos, 0
+			f.isNode, f.hit, f.nodeEdit, f.nodeState, f.nodeStart = false, false, -1, ch.state, vstart
+			f.lastChild, f.allEdits, f.lastComma = -1, true, 0
+			f.kept, f.lastKeptEnd, f.skipComma = 0, 0, false
 			if ch.mode == modeHit {
 				f.mode, f.hit = modeNone, true
 			}
@@ -666,6 +686,8 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 				j += bits.TrailingZeros64(m) >> 3
 				break
 			}
+			// j is at the first byte stopMask flags, or at a byte not
+			// looked at (fewer than 8 left): every byte before j is plain
 			if j < len(doc) && doc[j] == '"' {
 				i = j + 1
 			} else {

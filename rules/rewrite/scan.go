@@ -36,8 +36,15 @@ const (
 func stopMask(x uint64) uint64 {
 	q := x ^ (lsb * '"')
 	b := x ^ (lsb * '\\')
-	// (x-0x20)&^x | x, the bytes below 0x20 or from 0x80, is (x-0x20) | x
-	return ((x - lsb*0x20) | x | (q-lsb)&^q | (b-lsb)&^b) & msb
+	// Per byte, with no borrow coming in: x-0x20 sets the high bit for the
+	// bytes below 0x20 and from 0xA0; q-1 for a quote (q zero) and for the
+	// bytes from 0x80 but 0xA2 (q from 0x81), which x-0x20 flags; b-1 for a
+	// backslash. Nothing else sets it: in 0x20-0x7F but for the quote and
+	// the backslash, x-0x20, q-1 and b-1 stay below 0x80. A byte borrows
+	// only when it is flagged, so below the first flagged byte there is no
+	// borrow and the lowest flagged byte is exact. (TestStopMask checks
+	// every byte value at every place.)
+	return ((x - lsb*0x20) | (q - lsb) | (b - lsb)) & msb
 }
 
 // utf8Len returns the length of the valid UTF-8 sequence at doc[i] (a byte of
@@ -317,28 +324,45 @@ func hex4(b []byte) rune {
 	return rune(hexVal[b[0]])<<12 | rune(hexVal[b[1]])<<8 | rune(hexVal[b[2]])<<4 | rune(hexVal[b[3]])
 }
 
-// escMask has the high bit set in some byte of x when one of its bytes is
-// a quote, a backslash or a control character (those appendString must
-// escape), and is zero when none is. (Each term is the classic "has a byte
-// less than n" test, exact as to whether any byte qualifies; bytes of 0x80
-// and more, UTF-8, do not qualify: &^x clears their high bit.)
+// plainJSON reports whether b holds no byte that a JSON string must escape
+// (a quote, a backslash or a control character): appendString would write
+// it as it is.
+func plainJSON(b []byte) bool {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if escMask(binary.LittleEndian.Uint64(b[i:])) != 0 {
+			return false
+		}
+	}
+	if len(b) >= 8 {
+		// the last bytes, in the word that ends with them
+		return escMask(binary.LittleEndian.Uint64(b[len(b)-8:])) == 0
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// escMask is not zero when a byte of x is a quote, a backslash or a control
+// character (those appendString must escape), and zero when none is. It is
+// stopMask's test without the bytes from 0x80 (UTF-8 is written as it is):
+// &^x clears the high bit of those, and since they do not borrow, a word
+// without a byte to escape has no borrow at all.
 func escMask(x uint64) uint64 {
 	q := x ^ (lsb * '"')
 	b := x ^ (lsb * '\\')
-	return ((x-lsb*0x20)&^x | (q-lsb)&^q | (b-lsb)&^b) & msb
+	return ((x - lsb*0x20) | (q - lsb) | (b - lsb)) &^ x & msb
 }
 
 // appendString appends s as a JSON string.
 func appendString(dst, s []byte) []byte {
 	const hexd = "0123456789abcdef"
 	dst = append(dst, '"')
-	// fast path: skip eight bytes at a time while none needs an escape
-	i := 0
-	for i+8 <= len(s) && escMask(binary.LittleEndian.Uint64(s[i:])) == 0 {
-		i += 8
-	}
 	start := 0
-	for ; i < len(s); i++ {
+	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue

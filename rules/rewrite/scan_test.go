@@ -69,7 +69,7 @@ func TestAppendString(t *testing.T) {
 		}
 		return append(out, '"')
 	}
-	t.Run("every byte value at every place of strings up to 24 bytes is escaped as byte by byte", func(t *testing.T) {
+	t.Run("every byte value at every place of strings up to 24 bytes is escaped as byte by byte, and plainJSON says when nothing is", func(t *testing.T) {
 		r := rand.New(rand.NewPCG(3, 4))
 		for n := 1; n <= 24; n++ {
 			for pos := range n {
@@ -82,14 +82,18 @@ func TestAppendString(t *testing.T) {
 						}
 					}
 					s[pos] = byte(c)
-					if got, want := appendString([]byte("x"), s), append([]byte("x"), ref(s)...); !bytes.Equal(got, want) {
+					want := ref(s)
+					if got := appendString([]byte("x"), s); !bytes.Equal(got, append([]byte("x"), want...)) {
 						t.Fatalf("% x: got %q, want %q", s, got, want)
+					}
+					if plain := len(want) == len(s)+2; plainJSON(s) != plain {
+						t.Fatalf("% x: plainJSON says %v, but the escaped form is %q", s, !plain, want)
 					}
 				}
 			}
 		}
 	})
-	t.Run("a word of escapable bytes is flagged, a word of plain bytes is not", func(t *testing.T) {
+	t.Run("escMask flags a word with a byte to escape and no word of plain bytes", func(t *testing.T) {
 		if escMask(binary.LittleEndian.Uint64([]byte("abcdefgh"))) != 0 || escMask(binary.LittleEndian.Uint64([]byte("\xe4\xb8\xad\xff\x80 ~\x7f"))) != 0 {
 			t.Fatal("a plain word is flagged")
 		}
