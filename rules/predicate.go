@@ -12,6 +12,7 @@ import (
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
+	"cel.dev/cel-go/interpreter"
 	"cel.dev/cel-go/parser"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"github.com/tidwall/gjson"
@@ -42,9 +43,23 @@ type condition struct {
 	usesRecord bool
 	native     *pnode         // nil: evaluate with CEL
 	consts     []*expr        // request-constant leaves of native
+	// constKinds says how each of consts is found per request: most are
+	// literals (evaluated once, at load, into fixed) or user.id.
+	constKinds []constKind
+	fixed      []ref.Val // per const: its value when constKinds says constFixed
+	fixedLists [][]string // per pIn slot: a literal list of strings, read at load
 	keys       []rewrite.Path // record paths native reads, by keyIdx
 	nlists     int            // pIn nodes with a constant right side
 }
+
+// constKind says how a request constant is evaluated.
+type constKind uint8
+
+const (
+	constCEL    constKind = iota // its own CEL program, per request
+	constFixed                   // no variables: evaluated at load
+	constUserID                  // user.id, read from the request's user
+)
 
 type pkind uint8
 
@@ -79,11 +94,24 @@ func (l *loader) condition(n *yaml.Node, key, src string) *condition {
 	nc := &nativeCompiler{l: l, c: c, info: e.ast.NativeRep().SourceInfo(), keyIdx: map[string]int{}}
 	if root, ok := nc.compile(e.ast.NativeRep().Expr()); ok && nc.err == nil {
 		c.native = root
+		c.fixedLists = make([][]string, c.nlists)
+		c.readFixedLists(root)
 	} else {
-		c.consts, c.keys = nil, nil
+		c.consts, c.constKinds, c.fixed, c.keys = nil, nil, nil, nil
 	}
 	l.lintRoleLiterals(n, key, e)
 	return c
+}
+
+// readFixedLists fills fixedLists for the `in` nodes whose list is a
+// literal of strings.
+func (c *condition) readFixedLists(n *pnode) {
+	if n.kind == pIn && n.slot >= 0 && c.constKinds[n.kids[1].constIdx] == constFixed {
+		c.fixedLists[n.slot] = constStrings(c.fixed[n.kids[1].constIdx])
+	}
+	for _, k := range n.kids {
+		c.readFixedLists(k)
+	}
 }
 
 type nativeCompiler struct {
@@ -115,7 +143,21 @@ func (nc *nativeCompiler) constant(e ast.Expr) (*pnode, bool) {
 	if x == nil {
 		return nil, false
 	}
+	kind, fixed := constCEL, ref.Val(nil)
+	switch {
+	case len(x.vars) == 0:
+		// A literal (["east"], 100, duration("24h")): the same value for
+		// every request.
+		if v, _, err := x.prg.Eval(interpreter.EmptyActivation()); err == nil && !types.IsError(v) {
+			kind, fixed = constFixed, v
+		}
+	case e.Kind() == ast.SelectKind && !e.AsSelect().IsTestOnly() && e.AsSelect().FieldName() == "id" &&
+		e.AsSelect().Operand().Kind() == ast.IdentKind && e.AsSelect().Operand().AsIdent() == varUser:
+		kind = constUserID
+	}
 	nc.c.consts = append(nc.c.consts, x)
+	nc.c.constKinds = append(nc.c.constKinds, kind)
+	nc.c.fixed = append(nc.c.fixed, fixed)
 	return &pnode{kind: pConst, constIdx: len(nc.c.consts) - 1}, true
 }
 

@@ -96,6 +96,14 @@ func (d *Decision) prepare(c *condition) *condState {
 	if c.native != nil {
 		cs.consts = make([]ref.Val, len(c.consts))
 		for i, x := range c.consts {
+			switch {
+			case c.constKinds[i] == constFixed:
+				cs.consts[i] = c.fixed[i]
+				continue
+			case c.constKinds[i] == constUserID && d.act.user != nil:
+				cs.consts[i] = types.String(d.act.user.ID)
+				continue
+			}
 			v, _, err := x.prg.Eval(d.act)
 			if err != nil {
 				v = types.WrapErr(err)
@@ -517,24 +525,36 @@ func (d *Decision) shadowed(dst, body []byte) []byte {
 // strings when it is one (the fast path of pIn).
 func fillLists(n *pnode, cs *condState) {
 	if n.kind == pIn && n.slot >= 0 {
-		if l, ok := cs.consts[n.kids[1].constIdx].(traits.Lister); ok && l.Type() == types.ListType {
-			size, _ := l.Size().(types.Int)
-			strs := make([]string, 0, int(size))
-			all := true
-			for i := types.Int(0); i < size && all; i++ {
-				s, ok := l.Get(i).(types.String)
-				all = ok
-				strs = append(strs, string(s))
-			}
-			if all {
-				cs.lists[n.slot] = strs
-			}
+		if strs := cs.c.fixedLists[n.slot]; strs != nil {
+			cs.lists[n.slot] = strs // a literal list, read once at load
+		} else if strs := constStrings(cs.consts[n.kids[1].constIdx]); strs != nil {
+			cs.lists[n.slot] = strs
 		}
 	}
 	for _, k := range n.kids {
 		fillLists(k, cs)
 	}
 }
+
+// constStrings is a CEL list of strings as a Go slice (nil for any other
+// value).
+func constStrings(v ref.Val) []string {
+	l, ok := v.(traits.Lister)
+	if !ok || l.Type() != types.ListType {
+		return nil
+	}
+	size, _ := l.Size().(types.Int)
+	strs := make([]string, 0, int(size))
+	for i := types.Int(0); i < size; i++ {
+		s, ok := l.Get(i).(types.String)
+		if !ok {
+			return nil
+		}
+		strs = append(strs, string(s))
+	}
+	return strs
+}
+
 
 // head reports a HEAD request: its answer has no body to rewrite.
 func (d *Decision) head() bool {
