@@ -97,10 +97,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 			return bad("this form body cannot be read: %v", err)
 		}
 		for key := range vals {
-			g := d.guardFor(formKeyChain(key))
-			if g == nil {
-				g = d.guardFor(formKeyChain(phpFormName(key)))
-			}
+			g := d.formGuard(key)
 			if g != nil {
 				found = &guardHit{guard: g, at: key}
 				break
@@ -110,10 +107,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 		// Field names are read like urlencoded keys; values (and files)
 		// are not: a guard names fields, whatever they hold.
 		err := eachFormPart(params, body, func(p formPart) (bool, error) {
-			g := d.guardFor(formKeyChain(p.name))
-			if g == nil {
-				g = d.guardFor(formKeyChain(phpFormName(p.name)))
-			}
+			g := d.formGuard(p.name)
 			if g != nil {
 				found = &guardHit{guard: g, at: p.name}
 				return true, nil
@@ -219,6 +213,16 @@ func (d *Decision) guardFor(chain []string) *bodyGuard {
 		}
 	}
 	return nil
+}
+
+// formGuard returns the applying guard a form field name (urlencoded,
+// multipart or a query parameter) sets: read as written, and as PHP names
+// it.
+func (d *Decision) formGuard(key string) *bodyGuard {
+	if g := d.guardFor(formKeyChain(key)); g != nil {
+		return g
+	}
+	return d.guardFor(formKeyChain(phpFormName(key)))
 }
 
 // formKeyChain splits a form key into its keys: "deal[stage]",

@@ -257,10 +257,7 @@ func (d *Decision) noteGuards(rt *route) string {
 	}
 	query, _ := url.ParseQuery(d.req.URL.RawQuery) // parsed strictly before
 	for key := range query {
-		g := d.guardFor(formKeyChain(key))
-		if g == nil {
-			g = d.guardFor(formKeyChain(phpFormName(key)))
-		}
+		g := d.formGuard(key)
 		if g != nil {
 			return fmt.Sprintf("route %s: the query string sets %s (as %q), which %s may not change; many servers read query parameters as body fields", rt.id, g.path, key, rolesPhrase(d.user))
 		}

@@ -41,13 +41,13 @@ import (
 type condition struct {
 	e          *expr
 	usesRecord bool
-	native     *pnode         // nil: evaluate with CEL
-	consts     []*expr        // request-constant leaves of native
+	native     *pnode  // nil: evaluate with CEL
+	consts     []*expr // request-constant leaves of native
 	// constKinds says how each of consts is found per request: most are
 	// literals (evaluated once, at load, into fixed) or user.id.
 	constKinds []constKind
-	fixed      []ref.Val // per const: its value when constKinds says constFixed
-	fixedLists [][]string // per pIn slot: a literal list of strings, read at load
+	fixed      []ref.Val      // per const: its value when constKinds says constFixed
+	fixedLists [][]string     // per pIn slot: a literal list of strings, read at load
 	keys       []rewrite.Path // record paths native reads, by keyIdx
 	nlists     int            // pIn nodes with a constant right side
 }

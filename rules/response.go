@@ -555,7 +555,6 @@ func constStrings(v ref.Val) []string {
 	return strs
 }
 
-
 // head reports a HEAD request: its answer has no body to rewrite.
 func (d *Decision) head() bool {
 	return d.req != nil && strings.EqualFold(d.req.Method, http.MethodHead)
