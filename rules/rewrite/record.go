@@ -85,6 +85,9 @@ func (rw *rewriter) capture(slots []int32, start, end int, esc bool) {
 		case 1:
 			if !bytes.Equal(rw.doc[cp.start:cp.end], rw.doc[start:end]) {
 				cp.n = 2
+				if int(s) < rw.c.nkeys { // a key of Plan.Keys, not the audit id
+					rw.ambiguous = true
+				}
 			}
 		}
 	}
@@ -99,6 +102,7 @@ func (rw *rewriter) startRecord(start int, parent *frame) {
 	}
 	rw.edits = rw.edits[:0]
 	rw.pendingEdit = -1
+	rw.ambiguous = false // capture sets it
 	for k := range rw.caps {
 		rw.caps[k] = capture{}
 	}
@@ -114,10 +118,6 @@ func (rw *rewriter) startRecord(start int, parent *frame) {
 // it (or drops it).
 func (rw *rewriter) finishRecord() error {
 	visible := true
-	rw.ambiguous = false
-	for k := 0; k < rw.c.nkeys; k++ {
-		rw.ambiguous = rw.ambiguous || rw.caps[k].n == 2
-	}
 	if rw.p.Visible != nil && rw.ambiguous {
 		rw.evalErrors++
 		visible = false

@@ -348,14 +348,14 @@ func (rw *rewriter) run() error {
 				rw.frames = append(rw.frames, frame{})
 			}
 			f := &rw.frames[k]
-			// field by field, not as a literal: a literal is built on the
-			// stack with narrow stores and copied with wide loads, a store
-			// forwarding stall per container (every field is set here)
-			f.arr, f.mode, f.recArr, f.recRoot = b == '[', ch.mode, false, recRoot
-			f.state, f.docPos, f.n = ch.state, ch.docPos, 0
-			f.isNode, f.hit, f.nodeEdit, f.nodeState, f.nodeStart = false, false, -1, ch.state, vstart
-			f.lastChild, f.allEdits, f.lastComma = -1, true, 0
-			f.kept, f.lastKeptEnd, f.skipComma = 0, 0, false
+			// zeroed, then set field by field, not as one literal: a
+			// literal is built on the stack with narrow stores and copied
+			// with wide loads, a store forwarding stall per container
+			*f = frame{}
+			f.arr, f.mode, f.recRoot = b == '[', ch.mode, recRoot
+			f.state, f.docPos = ch.state, ch.docPos
+			f.nodeEdit, f.nodeState, f.nodeStart = -1, ch.state, vstart
+			f.lastChild, f.allEdits = -1, true
 			if ch.mode == modeHit {
 				f.mode, f.hit = modeNone, true
 			}
@@ -492,6 +492,11 @@ func (rw *rewriter) run() error {
 					if at == atValue {
 						break
 					}
+				}
+				if f.recArr {
+					// the next record: all beginChild does for it
+					ch.keyStart, ch.mode = i, modeRec
+					break
 				}
 				if i, err = rw.beginChild(i, &ch); err != nil {
 					return err
@@ -719,23 +724,22 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 		if ds.hasCaps {
 			rw.capture(ds.caps, vstart, i, esc)
 		}
-		// After the value: a comma and the next member, or stop.
-		if i < len(doc) && ws[doc[i]] {
-			i = skipWS(doc, i)
-		}
+		// After the value: a comma and the next member, or stop. (The
+		// byte expected is tested first; spacing is the exception.)
 		if i >= len(doc) || doc[i] != ',' {
-			return i, afterValue, nil
+			if i = skipWS(doc, i); i >= len(doc) || doc[i] != ',' {
+				return i, afterValue, nil
+			}
 		}
 		if f.lastChild >= 0 {
 			rw.edits[f.lastChild].nextComma = int32(i)
 		}
 		f.lastComma = i
 		i++
-		if i < len(doc) && ws[doc[i]] {
-			i = skipWS(doc, i)
-		}
-		if i >= len(doc) {
-			return 0, 0, syntaxError(i, "unexpected end of input after a comma")
+		if i >= len(doc) || doc[i] != '"' {
+			if i = skipWS(doc, i); i >= len(doc) {
+				return 0, 0, syntaxError(i, "unexpected end of input after a comma")
+			}
 		}
 	}
 }
