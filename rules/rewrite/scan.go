@@ -36,14 +36,14 @@ const (
 func stopMask(x uint64) uint64 {
 	q := x ^ (lsb * '"')
 	b := x ^ (lsb * '\\')
-	// Per byte, with no borrow coming in: x-0x20 sets the high bit for the
-	// bytes below 0x20 and from 0xA0; q-1 for a quote (q zero) and for the
-	// bytes from 0x80 but 0xA2 (q from 0x81), which x-0x20 flags; b-1 for a
-	// backslash. Nothing else sets it: in 0x20-0x7F but for the quote and
-	// the backslash, x-0x20, q-1 and b-1 stay below 0x80. A byte borrows
-	// only when it is flagged, so below the first flagged byte there is no
-	// borrow and the lowest flagged byte is exact. (TestStopMask checks
-	// every byte value at every place.)
+	// Per byte, with no borrow coming in, the high bit is set by x-0x20
+	// for the bytes below 0x20 and from 0xA0; by q-1 for a quote (q is
+	// zero) and for every byte from 0x80 except 0xA2 (q is 0x81 or more),
+	// and 0xA2 is one x-0x20 sets; by b-1 for a backslash. For the other
+	// bytes of 0x20-0x7F, x-0x20, q-1 and b-1 all stay below 0x80. A byte
+	// borrows only when it is flagged, so below the first flagged byte
+	// there is no borrow and the lowest flagged byte is exact.
+	// (TestStopMask checks every byte value at every place.)
 	return ((x - lsb*0x20) | (q - lsb) | (b - lsb)) & msb
 }
 
