@@ -26,35 +26,41 @@ func (rw *rewriter) nodeStart(f *frame, ch *child, vstart int) {
 	b := rw.doc[vstart]
 	drop := ds.drop || (ds.partial && b != '{' && b != '[')
 	if drop || len(ds.fields) > 0 {
-		k := len(rw.edits)
-		if k < cap(rw.edits) {
-			rw.edits = rw.edits[:k+1]
-		} else {
-			rw.edits = append(rw.edits, edit{})
-		}
-		e := &rw.edits[k]
-		// Every field is stored on its own: a composite literal is built
-		// on the stack with narrow stores and copied with wide loads,
-		// which stalls (store forwarding fails) once per edit.
-		prevSib, prevComma := int32(-1), int32(-1)
-		switch {
-		case f.n == 0:
-		case f.allEdits:
-			prevSib, prevComma = f.lastChild, int32(f.lastComma)
-		default:
-			prevSib, prevComma = -2, int32(f.lastComma)
-		}
-		e.start, e.vstart, e.end = int32(ch.keyStart), int32(vstart), -1
-		e.prevComma, e.nextComma, e.prevSib = prevComma, -1, prevSib
-		e.state = ch.state
-		e.drop, e.removed, e.effFirst, e.esc = drop, false, false, false
-		rw.pendingEdit = int32(k)
-		f.lastChild = rw.pendingEdit
+		rw.pushEdit(f, ch.keyStart, vstart, ch.state, drop)
 	} else {
 		f.allEdits = false
 		f.lastChild = -1
 	}
 	f.n++
+}
+
+// pushEdit adds the edit of the node at [start, vstart...) in state as the
+// next child of f (which nodeStart counts after) and makes it pending.
+func (rw *rewriter) pushEdit(f *frame, start, vstart int, state int32, drop bool) {
+	k := len(rw.edits)
+	if k < cap(rw.edits) {
+		rw.edits = rw.edits[:k+1]
+	} else {
+		rw.edits = append(rw.edits, edit{})
+	}
+	e := &rw.edits[k]
+	// Every field is stored on its own: a composite literal is built on
+	// the stack with narrow stores and copied with wide loads, which
+	// stalls (store forwarding fails) once per edit.
+	prevSib, prevComma := int32(-1), int32(-1)
+	switch {
+	case f.n == 0:
+	case f.allEdits:
+		prevSib, prevComma = f.lastChild, int32(f.lastComma)
+	default:
+		prevSib, prevComma = -2, int32(f.lastComma)
+	}
+	e.start, e.vstart, e.end = int32(start), int32(vstart), -1
+	e.prevComma, e.nextComma, e.prevSib = prevComma, -1, prevSib
+	e.state = state
+	e.drop, e.removed, e.effFirst, e.esc = drop, false, false, false
+	rw.pendingEdit = int32(k)
+	f.lastChild = rw.pendingEdit
 }
 
 // nodeEnd completes a scalar value inside a record.
@@ -177,7 +183,13 @@ func (rw *rewriter) apply() error {
 		if int(e.start) < skipUntil {
 			continue
 		}
-		act, fi := rw.resolve(e)
+		var act Action
+		var fi int32
+		if fi = rw.c.first[e.state]; fi >= 0 && !e.drop {
+			act = rw.c.actions[fi] // resolve's first case, without the call
+		} else {
+			act, fi = rw.resolve(e)
+		}
 		if act == 0 {
 			continue
 		}

@@ -647,6 +647,7 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 			return i, atKey, nil
 		}
 		ch.keyStart, ch.mode, ch.state = i, modeRec, kp.to
+		i0 := i
 		i = a + n
 		if !kp.colon {
 			var err error
@@ -669,7 +670,10 @@ func (rw *rewriter) members(f *frame, i int, ch *child) (int, uint8, error) {
 		}
 		ds := &rw.dfa[kp.to]
 		if ds.touch {
-			rw.nodeStart(f, ch, vstart)
+			// nodeStart for a scalar: touch means a drop, a partial
+			// (which drops a scalar) or field rules, so always an edit
+			rw.pushEdit(f, i0, vstart, kp.to, ds.drop || ds.partial)
+			f.n++
 		} else {
 			// nothing can change this node: only the sibling facts
 			rw.pendingEdit = -1
