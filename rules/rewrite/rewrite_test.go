@@ -718,6 +718,12 @@ func TestKeysRepeatedAcrossRecords(t *testing.T) {
 		{"a key at the very end of the input",
 			`{"list":[{"phone":"1"},{"phone":"2"}]}`,
 			`{"list":[{},{}]}`},
+		{"spacing around the colon changes between records",
+			`{"list":[{"phone":"1","x":1},{"phone" :"2","x" : 2},{"phone": "3","x":3},{"phone":"4" , "x":4}]}`,
+			`{"list":[{"x":1},{"x" : 2},{"x":3},{ "x":4}]}`},
+		{"a value after a key seen before is a container, then a scalar again",
+			`{"list":[{"phone":"1","x":1},{"phone":{"a":[1]},"x":{"b":2}},{"phone":[],"x":3},{"phone":"4","x":4}]}`,
+			`{"list":[{"x":1},{"x":{"b":2}},{"x":3},{"x":4}]}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -731,9 +737,56 @@ func TestKeysRepeatedAcrossRecords(t *testing.T) {
 		})
 	}
 	t.Run("a broken key at a place seen before is still an error", func(t *testing.T) {
-		for _, in := range []string{`{"list":[{"phone":"1"},{"phone`, `{"list":[{"phone":"1"},{"phone"`, `{"list":[{"phone":"1"},{"phone"}]}`, `{"list":[{"phone":"1"},{"phone` + "\x01" + `":1}]}`} {
+		for _, in := range []string{`{"list":[{"phone":"1"},{"phone`, `{"list":[{"phone":"1"},{"phone"`, `{"list":[{"phone":"1"},{"phone"}]}`, `{"list":[{"phone":"1"},{"phone` + "\x01" + `":1}]}`,
+			`{"list":[{"phone":"1"},{"phone":`, `{"list":[{"phone":"1"},{"phone": `, `{"list":[{"phone":"1"},{"phone"::1}]}`, `{"list":[{"phone":"1"},{"phone":}]}`,
+			`{"list":[{"phone":"1","x":1},{"phone":"2",}]}`, `{"list":[{"phone":"1","x":1},{"phone":"2" "x":1}]}`, `{"list":[{"phone":"1"},{"phone":"2`} {
 			if _, err := p.Rewrite(nil, []byte(in), nil); err == nil {
 				t.Errorf("%q: no error", in)
+			}
+		}
+	})
+	t.Run("a record is rewritten the same whatever records came before it", func(t *testing.T) {
+		// Keys read before are predicted: each record of a list must come
+		// out as it does alone, with any record before it.
+		p := &Plan{Records: MustParsePath("list"), Keys: paths("owner"), AuditID: MustParsePath("id"),
+			Fields: []Field{mk("phone", mask.All), rm("notes"), hs("email"), nl(long), rp("tags.1", `"R"`),
+				{Path: MustParsePath("x"), Action: Remove, When: func(r *Record) (bool, error) { return r.Key(0).Str == "a", nil }}},
+			HashKey: testKey}
+		recs := []string{
+			`{"id":1,"owner":"a","phone":"13800000001","notes":"n","email":"e@x","x":1,"tags":["t","u"],"` + long + `":5}`,
+			`{"id" : 2,"owner" :"b","phone": "1","notes":null,"email":"f@x" ,"x":{"y":1},"tags":[],"` + long + `" :6}`,
+			`{"id":3,"ph\u006fne":"2","owner":"a","owner":"b","x":2,"email":7,"tags":{"1":2}}`,
+			`{"id":"4","owner":"a","phone":{"n":1},"notes":"m","email":null,"x":true,"tags":["a","b","c"]}`,
+			`{ "id":5 , "owner" : "a" , "phone" : "3" , "notes" : [1] }`,
+			`{}`,
+			`{"phone":"\"q\"","notes":"","id":6,"owner":"c"}`,
+		}
+		alone := make([]string, len(recs))
+		for k, r := range recs {
+			out, err := p.Rewrite(nil, []byte(`{"list":[`+r+`]}`), nil)
+			if err != nil {
+				t.Fatalf("%s: %v", r, err)
+			}
+			alone[k] = strings.TrimSuffix(strings.TrimPrefix(string(out), `{"list":[`), `]}`)
+		}
+		for a := range recs {
+			for b := range recs {
+				order := []int{a, b, a, b, b, a}
+				var in, want []string
+				for _, k := range order {
+					in, want = append(in, recs[k]), append(want, alone[k])
+				}
+				var st Stats
+				out, err := p.Rewrite(nil, []byte(`{"list":[`+strings.Join(in, ",")+`]}`), &st)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := `{"list":[` + strings.Join(want, ",") + `]}`; string(out) != w {
+					t.Fatalf("records %d and %d:\n got %s\nwant %s", a, b, out, w)
+				}
+				if st.RecordsOut != len(order) || len(st.IDs) != len(order)-strings.Count(strings.Join(in, ""), "{}") {
+					t.Fatalf("records %d and %d: %d out, ids %q", a, b, st.RecordsOut, st.IDs)
+				}
 			}
 		}
 	})
