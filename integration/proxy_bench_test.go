@@ -122,16 +122,35 @@ http://127.0.0.1:%d {
 	return &proxyBench
 }
 
-// proxyBenchBody is the upstream's answer: 50 customers, half of them of
-// another team, so the rule filters.
+// proxyBenchCustomer is a customer as a CRM lists it: the fields the rule
+// reads and treats, plus contact and bookkeeping fields it passes on.
+type proxyBenchCustomer struct {
+	proxyCustomer
+	Email     string `json:"email"`
+	Address   string `json:"address"`
+	City      string `json:"city"`
+	CreatedAt string `json:"created_at"`
+}
+
+// proxyBenchBody is the upstream's answer: 50 customers (about 20 KB of
+// JSON, as the issue sets), half of them of another team, so the rule
+// filters.
 func proxyBenchBody() ([]proxyCustomer, []byte) {
 	customers := proxyCustomers(50)
+	list := make([]proxyBenchCustomer, len(customers))
 	for i := range customers {
 		if i%2 == 1 {
 			customers[i].Team = "west"
 		}
+		list[i] = proxyBenchCustomer{
+			proxyCustomer: customers[i],
+			Email:         fmt.Sprintf("purchasing%d@customer-trading.example", i+1),
+			Address:       fmt.Sprintf("No. %d Jianguo Road, Chaoyang District", 10+i),
+			City:          "Beijing",
+			CreatedAt:     fmt.Sprintf("2025-%02d-14T09:26:53Z", 1+i%12),
+		}
 	}
-	body, _ := json.Marshal(map[string]any{"list": customers, "total": len(customers)})
+	body, _ := json.Marshal(map[string]any{"list": list, "total": len(list)})
 	return customers, body
 }
 
