@@ -68,10 +68,7 @@ func tableType(h http.Header) (tableKind, string, error) {
 
 // tableTypeOf reads one Content-Type value.
 func tableTypeOf(ct string) (tableKind, string, error) {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
-	}
+	mt := mediaType(ct)
 	var k tableKind
 	switch {
 	case contains(csvTypes, mt):
@@ -83,6 +80,8 @@ func tableTypeOf(ct string) (tableKind, string, error) {
 	default:
 		return notTable, mt, nil
 	}
+	// A table is rewritten: its parameters (the charset) must be read.
+	_, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return k, mt, fmt.Errorf("rules: the answer's Content-Type %q cannot be read: %v", ct, err)
 	}

@@ -331,6 +331,18 @@ func TestTableAnswersOnExportRoutes(t *testing.T) {
 			t.Fatalf("block %+v, err %v; want an error (502)", blk, err)
 		}
 	})
+	t.Run("JSON sent as octet-stream on an export route with fields is rewritten as JSON", func(t *testing.T) {
+		out, _, blk, err := csvAnswer(t, s, rep, "/api/customers/export", "application/octet-stream", `[{"id":1,"owner_id":"zhang","phone":"13812345678"}]`)
+		if blk != nil || err != nil || strings.Contains(out, "13812345678") || !strings.Contains(out, `"id":1`) {
+			t.Fatalf("out %q, block %+v, err %v; want the record with its phone masked", out, blk, err)
+		}
+	})
+	t.Run("a CSV sent as octet-stream on an export route with fields is read as JSON and refused", func(t *testing.T) {
+		_, _, blk, err := csvAnswer(t, s, rep, "/api/customers/export", "application/octet-stream", "id,owner_id,phone\n1,zhang,13812345678\n")
+		if blk != nil || err == nil {
+			t.Fatalf("block %+v, err %v; want an error (502)", blk, err)
+		}
+	})
 	t.Run("a CSV on an export route without fields is not buffered", func(t *testing.T) {
 		d := s.Decide(rep, request("GET", "/api/raw/export"))
 		buf, blk := d.InspectResponse(200, http.Header{"Content-Type": {csvType}})

@@ -227,7 +227,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	if reason := d.noteGuards(rt); reason != "" {
 		return d.finish(Deny, http.StatusForbidden, reason)
 	}
-	return d.finish(Allow, 0, fmt.Sprintf("%s may call %s", rolesPhrase(u), rt.id))
+	return d.finish(Allow, 0, rolesPhrase(u)+" may call "+rt.id)
 }
 
 // holds evaluates the route's `when`.

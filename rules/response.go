@@ -341,9 +341,8 @@ func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
 	return true, nil
 }
 
-// downloadTypes are content types that make an answer a download (an
-// export) whatever its Content-Disposition: CSV, spreadsheets, and the
-// generic binary types browsers save as files.
+// downloadTypes are the CSV and spreadsheet types: they make an answer a
+// download (an export) whatever its Content-Disposition, as binaryTypes do.
 var downloadTypes = []string{
 	"text/csv", "application/csv", "text/tab-separated-values",
 	"text/x-csv", "application/x-csv", "text/comma-separated-values", "text/x-comma-separated-values",
@@ -355,14 +354,19 @@ var downloadTypes = []string{
 	"application/vnd.ms-excel.sheet.binary.macroenabled.12",
 	"application/vnd.oasis.opendocument.spreadsheet",
 	"application/excel",
-	// Generic binary types: browsers save them as files, whatever the
-	// bytes are (a CRM's CSV export is often sent so).
+}
+
+// binaryTypes are the generic binary types: browsers save such answers as
+// files whatever the bytes are (a CRM's CSV export is often sent so), so
+// they are downloads too. On a rewriting route the body is read as what it
+// is (JSON, or refused), not as a spreadsheet.
+var binaryTypes = []string{
 	"application/octet-stream", "binary/octet-stream", "application/force-download",
 	"application/x-download", "application/download",
 }
 
 // isDownload reports whether an answer is a download: a disposition other
-// than inline, or a CSV or spreadsheet type. A Content-Disposition that cannot be read
+// than inline, or a CSV, spreadsheet or generic binary type. A Content-Disposition that cannot be read
 // counts as a download (fail closed).
 func isDownload(h http.Header) bool {
 	for _, cd := range h.Values("Content-Disposition") {
@@ -374,15 +378,22 @@ func isDownload(h http.Header) bool {
 		}
 	}
 	for _, ct := range h.Values("Content-Type") {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil {
-			mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
-		}
-		if contains(downloadTypes, mt) {
+		if mt := mediaType(ct); contains(downloadTypes, mt) || contains(binaryTypes, mt) {
 			return true
 		}
 	}
 	return false
+}
+
+// mediaType is the type/subtype of a Content-Type value, lower case and
+// without parameters: what mime.ParseMediaType returns for a valid value,
+// and the same reading of an invalid one (a download must not hide behind
+// a malformed parameter).
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
 }
 
 // InspectResponse looks at the upstream answer's status and headers. buffer
