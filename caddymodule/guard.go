@@ -435,8 +435,8 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 		delete(h, "Authorization")
 	}
 	if user != nil {
-		h.Set(HeaderUser, user.ID)
-		h.Set(HeaderRoles, strings.Join(user.Roles, ","))
+		h[userHeaderKey] = []string{user.ID}
+		h[rolesHeaderKey] = []string{strings.Join(user.Roles, ",")}
 	}
 	if !x.rewrites || isUpgrade(x.r) {
 		return

@@ -13,6 +13,13 @@ const (
 	HeaderRoles = "X-CRM-Roles"
 )
 
+// The map keys of HeaderUser and HeaderRoles in an http.Header, found once
+// instead of on every request.
+var (
+	userHeaderKey  = http.CanonicalHeaderKey(HeaderUser)
+	rolesHeaderKey = http.CanonicalHeaderKey(HeaderRoles)
+)
+
 // forgeableHeaders are identity (and path-override) headers that auth
 // proxies and frameworks trust; a client must never be able to set them.
 var forgeableHeaders = []string{
