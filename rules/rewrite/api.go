@@ -104,8 +104,10 @@ type Field struct {
 	Path Path
 	// Action is what happens to a matched value.
 	Action Action
-	// Mask appends the masked form of s to dst (Action Mask). The
-	// functions of package rules/mask fit.
+	// Mask appends the masked form of s to dst and returns the extended
+	// slice (Action Mask); it must keep dst's bytes and must not retain s,
+	// which may point into the document. The functions of package
+	// rules/mask fit.
 	Mask func(dst []byte, s string) []byte
 	// Replace is the raw JSON written instead of the value (Action Replace).
 	Replace []byte
