@@ -45,6 +45,12 @@ type Decision struct {
 	exportOK bool
 	// target is the record fetch an allowed request needs (target.go).
 	target *TargetFetch
+	// celVars holds what act points to, in the same allocation.
+	celVars struct {
+		act  activation
+		req  celRequest
+		user celUser
+	}
 }
 
 // outcomeName is the audit spelling of an outcome.
@@ -130,8 +136,11 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 			break
 		}
 	}
-	d.act = &activation{user: celUserOf(u, now), now: now}
-	d.act.request = &celRequest{Method: method, Path: path, Params: params, rawQuery: query, rawHeader: header}
+	v := &d.celVars
+	v.user = celUserOf(u, now)
+	v.req = celRequest{Method: method, Path: path, Params: params, rawQuery: query, rawHeader: header}
+	v.act = activation{user: &v.user, request: &v.req, now: now}
+	d.act = &v.act
 
 	if rt == nil {
 		if !s.defAllow {
@@ -307,11 +316,11 @@ func rolesPhrase(u *User) string {
 }
 
 // celUserOf is `user` for CEL; an anonymous request gets an empty user.
-func celUserOf(u *User, now time.Time) *celUser {
+func celUserOf(u *User, now time.Time) celUser {
 	if u == nil {
-		return &celUser{Roles: []string{}, Attrs: map[string]any{}}
+		return celUser{Roles: []string{}, Attrs: map[string]any{}}
 	}
-	cu := &celUser{ID: u.ID, Roles: u.Roles, Attrs: u.Attrs, MFA: u.MFA}
+	cu := celUser{ID: u.ID, Roles: u.Roles, Attrs: u.Attrs, MFA: u.MFA}
 	if cu.Roles == nil {
 		cu.Roles = []string{}
 	}
