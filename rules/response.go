@@ -89,12 +89,20 @@ type condState struct {
 	consts []ref.Val
 	lists  [][]string // per pIn slot: the constant list when all strings
 	act    *activation
+	// Most conditions have a few constants and lists: they fit here,
+	// in the condState's own allocation.
+	constsBuf [4]ref.Val
+	listsBuf  [2][]string
 }
 
 func (d *Decision) prepare(c *condition) *condState {
 	cs := &condState{c: c, act: d.act}
 	if c.native != nil {
-		cs.consts = make([]ref.Val, len(c.consts))
+		if len(c.consts) <= len(cs.constsBuf) {
+			cs.consts = cs.constsBuf[:len(c.consts)]
+		} else {
+			cs.consts = make([]ref.Val, len(c.consts))
+		}
 		for i, x := range c.consts {
 			switch {
 			case c.constKinds[i] == constFixed:
@@ -111,7 +119,11 @@ func (d *Decision) prepare(c *condition) *condState {
 			cs.consts[i] = v
 		}
 		if c.nlists > 0 {
-			cs.lists = make([][]string, c.nlists)
+			if c.nlists <= len(cs.listsBuf) {
+				cs.lists = cs.listsBuf[:c.nlists]
+			} else {
+				cs.lists = make([][]string, c.nlists)
+			}
 			fillLists(c.native, cs)
 		}
 	}
