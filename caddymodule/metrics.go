@@ -25,12 +25,13 @@ type guardMetrics struct {
 
 	// children caches the labelled series (a childKey to a
 	// prometheus.Counter or prometheus.Observer): a label lookup hashes
-	// the values and takes a lock on every request.
-	children sync.Map
-	// cached counts the entries of children, which stops growing at
+	// the values and takes a lock on every request. The map is never
+	// changed once published: a new series copies it under mu (rare), so
+	// a lookup takes no lock and boxes no key. It stops growing at
 	// maxCachedChildren (label values come from the rule file, but a
 	// bound keeps a surprise from holding memory).
-	cached atomic.Int64
+	children atomic.Pointer[map[childKey]any]
+	mu       sync.Mutex
 }
 
 // maxCachedChildren bounds guardMetrics.children.
@@ -103,7 +104,7 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // second label of decisions and fields).
 func (m *guardMetrics) counter(vec int, route, v2 string) prometheus.Counter {
 	k := childKey{vec: vec, route: route, v2: v2}
-	if c, ok := m.children.Load(k); ok {
+	if c, ok := m.child(k); ok {
 		return c.(prometheus.Counter)
 	}
 	var c prometheus.Counter
@@ -122,7 +123,7 @@ func (m *guardMetrics) counter(vec int, route, v2 string) prometheus.Counter {
 // rewriteObserver returns the rewrite duration series for route.
 func (m *guardMetrics) rewriteObserver(route string) prometheus.Observer {
 	k := childKey{vec: 3, route: route}
-	if o, ok := m.children.Load(k); ok {
+	if o, ok := m.child(k); ok {
 		return o.(prometheus.Observer)
 	}
 	o := m.rewriteSeconds.WithLabelValues(route)
@@ -130,14 +131,32 @@ func (m *guardMetrics) rewriteObserver(route string) prometheus.Observer {
 	return o
 }
 
+// child returns the cached series of k.
+func (m *guardMetrics) child(k childKey) (any, bool) {
+	if cur := m.children.Load(); cur != nil {
+		c, ok := (*cur)[k]
+		return c, ok
+	}
+	return nil, false
+}
+
 // remember caches a series unless the cache is full.
 func (m *guardMetrics) remember(k childKey, series any) {
-	if m.cached.Load() >= maxCachedChildren {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur map[childKey]any
+	if p := m.children.Load(); p != nil {
+		cur = *p
+	}
+	if _, ok := cur[k]; ok || len(cur) >= maxCachedChildren {
 		return
 	}
-	if _, loaded := m.children.LoadOrStore(k, series); !loaded {
-		m.cached.Add(1)
+	next := make(map[childKey]any, len(cur)+1)
+	for key, v := range cur {
+		next[key] = v
 	}
+	next[k] = series
+	m.children.Store(&next)
 }
 
 // observe counts one finished request; rewrote says the answer went

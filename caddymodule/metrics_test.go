@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -62,5 +63,27 @@ func TestMetricsCountDecisionsFieldsExportsAndRewrites(t *testing.T) {
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("metrics lint: %v %v", err, problems)
+	}
+}
+
+func TestMetricsSeriesCacheStopsGrowingButCountingGoesOn(t *testing.T) {
+	m, err := newGuardMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const extra = 10
+	for i := 0; i < maxCachedChildren+extra; i++ {
+		m.observe(&AuditEvent{Route: fmt.Sprintf("r%d", i), Decision: "allow"}, false, 0)
+	}
+	m.observe(&AuditEvent{Route: "r0", Decision: "allow"}, false, 0)
+	m.observe(&AuditEvent{Route: fmt.Sprintf("r%d", maxCachedChildren+1), Decision: "allow"}, false, 0)
+	if n := len(*m.children.Load()); n != maxCachedChildren {
+		t.Errorf("the cache holds %d series, want %d", n, maxCachedChildren)
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("r0", "allow")); got != 2 {
+		t.Errorf("a cached series counted %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues(fmt.Sprintf("r%d", maxCachedChildren+1), "allow")); got != 2 {
+		t.Errorf("a series past the cache bound counted %v, want 2", got)
 	}
 }
