@@ -16,10 +16,9 @@ const maxMultipartParts = 10000
 
 // formPart is one field of a multipart/form-data body.
 type formPart struct {
-	// name is the field name of the part's Content-Disposition.
+	// name is the field name of the part's Content-Disposition (file
+	// uploads included).
 	name string
-	// file is true for a file upload (a filename parameter).
-	file bool
 	// part reads the value (quoted-printable already decoded).
 	part *multipart.Part
 }
@@ -63,8 +62,7 @@ func eachFormPart(params map[string]string, body []byte, fn func(p formPart) (st
 		if !strings.EqualFold(disp, "form-data") {
 			return fmt.Errorf("part %d of the multipart body is %q, not form-data", n+1, disp)
 		}
-		_, file := dp["filename"]
-		stop, err := fn(formPart{name: dp["name"], file: file, part: part})
+		stop, err := fn(formPart{name: dp["name"], part: part})
 		if err != nil || stop {
 			return err
 		}
