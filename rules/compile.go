@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmguard/crmguard/rules/internal/urlpath"
+
 	"github.com/crmguard/crmguard/rules/mask"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"go.yaml.in/yaml/v3"
@@ -28,7 +30,7 @@ type route struct {
 	node    *yaml.Node
 	key     string
 	methods []string // upper case; nil: any method
-	pattern *pattern
+	pattern *urlpath.Pattern
 	query   []matcher
 	headers []matcher
 	public  bool

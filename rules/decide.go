@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/crmguard/crmguard/rules/internal/urlpath"
 )
 
 // Decision is the rules' verdict on one request. It is used by one request
@@ -97,9 +99,9 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	if r.URL.Opaque != "" {
 		return d.finish(Deny, http.StatusBadRequest, "an opaque request URL cannot be judged")
 	}
-	path, segs, err := normalizePath(r.URL.EscapedPath())
+	path, segs, err := urlpath.Normalize(r.URL.EscapedPath())
 	if err != nil {
-		return d.finish(Deny, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "rules: "))
+		return d.finish(Deny, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "urlpath: "))
 	}
 	d.Path = path
 	query, err := url.ParseQuery(r.URL.RawQuery)
@@ -380,7 +382,7 @@ func (rt *route) matches(method string, segs []string, q, h map[string][]string,
 	if rt.methods != nil && !contains(rt.methods, method) {
 		return false, ""
 	}
-	if rt.pattern == nil || !rt.pattern.match(segs, params) {
+	if rt.pattern == nil || !rt.pattern.Match(segs, params) {
 		return false, ""
 	}
 	for _, m := range rt.query {
@@ -466,7 +468,7 @@ func oneValueFold(vs []string) (string, bool) {
 		return "", false
 	}
 	for _, v := range vs[1:] {
-		if !equalFoldASCII(v, vs[0]) {
+		if !urlpath.EqualFoldASCII(v, vs[0]) {
 			return "", false
 		}
 	}
@@ -483,7 +485,7 @@ func (m matcher) test(vs []string) bool {
 		return false
 	}
 	for _, want := range m.values {
-		if equalFoldASCII(want, vs[0]) {
+		if urlpath.EqualFoldASCII(want, vs[0]) {
 			return true
 		}
 	}
@@ -497,7 +499,7 @@ func (s *Set) Routes() []RouteInfo {
 		ri := RouteInfo{ID: r.id, Methods: append([]string(nil), r.methods...), Public: r.public, Authenticated: r.anyUser,
 			Allow: append([]string(nil), r.allow...), Deny: r.deny, Export: r.export != nil, Rewrites: r.rewrites}
 		if r.pattern != nil {
-			ri.Path = r.pattern.src
+			ri.Path = r.pattern.String()
 		}
 		if r.when != nil {
 			ri.When = r.when.src
@@ -551,7 +553,7 @@ func methodOverride(method string, q, h map[string][]string) string {
 		// php_fastcgi, for one) as HTTP_X_HTTP_METHOD_OVERRIDE too.
 		name := strings.ReplaceAll(key, "_", "-")
 		for _, over := range overrideHeaders {
-			if !equalFoldASCII(name, over) {
+			if !urlpath.EqualFoldASCII(name, over) {
 				continue
 			}
 			for _, v := range vs {

@@ -63,7 +63,7 @@ func (a *route) shadows(b *route) bool {
 			}
 		}
 	}
-	return a.pattern.covers(b.pattern)
+	return a.pattern.Covers(b.pattern)
 }
 
 func (r *route) describe() string {
@@ -71,5 +71,5 @@ func (r *route) describe() string {
 	if r.methods != nil {
 		m = strings.Join(r.methods, ", ")
 	}
-	return fmt.Sprintf("%s %s", m, r.pattern.src)
+	return fmt.Sprintf("%s %s", m, r.pattern.String())
 }

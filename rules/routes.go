@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/crmguard/crmguard/rules/internal/urlpath"
+
 	"github.com/crmguard/crmguard/rules/mask"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"go.yaml.in/yaml/v3"
@@ -258,7 +260,7 @@ func (l *loader) match(r *route, n *yaml.Node, key string) {
 		case "path":
 			hasPath = true
 			if p, ok := l.str(e.val, fk); ok {
-				pat, err := parsePattern(p)
+				pat, err := urlpath.ParsePattern(p)
 				if err != nil {
 					l.errorf(e.val, fk, "%v", err)
 				} else {

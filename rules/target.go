@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/crmguard/crmguard/rules/internal/urlpath"
+
 	"github.com/tidwall/gjson"
 	"go.yaml.in/yaml/v3"
 )
@@ -21,12 +23,12 @@ import (
 
 // targetSpec is a route's compiled `target`.
 type targetSpec struct {
-	src     string   // the fetch template as written
-	segs    []patSeg // literal or {param} segments of the fetch path
-	query   string   // the template's literal query, encoded ("" none)
-	recSrc  string   // `record` as written
-	recKeys []string // keys and indexes to the record; nil: the answer itself
-	allowIf *expr    // `allow_if`
+	src     string     // the fetch template as written
+	segs    []fetchSeg // literal or {param} segments of the fetch path
+	query   string     // the template's literal query, encoded ("" none)
+	recSrc  string     // `record` as written
+	recKeys []string   // keys and indexes to the record; nil: the answer itself
+	allowIf *expr      // `allow_if`
 	// idKeys maps a request key (body field, form field, query
 	// parameter), lowercased, to the fetch parameter whose value it must
 	// equal. Keys match in any case: ASP.NET and Jackson (with
@@ -73,6 +75,12 @@ type TargetAudit struct {
 	Allowed bool `json:"allowed"`
 	// Reason says why the request was refused (empty when allowed).
 	Reason string `json:"reason,omitempty"`
+}
+
+// fetchSeg is one segment of a fetch template: a literal or a {param}.
+type fetchSeg struct {
+	param bool   // {text}
+	text  string // the literal, or the parameter's name
 }
 
 var targetKeys = []string{"fetch", "record", "allow_if", "id_fields", "if_match"}
@@ -168,7 +176,7 @@ func (l *loader) targetIDFields(t *targetSpec, by map[string]entry, key string) 
 	t.idKeys = map[string]string{}
 	params := map[string]bool{}
 	for _, s := range t.segs {
-		if s.kind == segParam {
+		if s.param {
 			params[s.text] = true
 			t.idKeys[strings.ToLower(s.text)] = s.text
 		}
@@ -225,7 +233,7 @@ func methodsRead(methods []string) bool {
 // a literal query ("/sobjects/Account/{id}?fields=OwnerId"). Every {name}
 // must be captured by the route's path pattern: a request that names its
 // record elsewhere (a bulk update's body) is not covered.
-func (t *targetSpec) parseFetch(src string, pat *pattern) error {
+func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern) error {
 	t.src = src
 	path, query, hasQuery := strings.Cut(src, "?")
 	if !strings.HasPrefix(path, "/") {
@@ -246,10 +254,8 @@ func (t *targetSpec) parseFetch(src string, pat *pattern) error {
 	}
 	captured := map[string]bool{}
 	if pat != nil {
-		for _, s := range pat.segs {
-			if s.kind == segParam {
-				captured[s.text] = true
-			}
+		for _, name := range pat.Params() {
+			captured[name] = true
 		}
 	}
 	for _, s := range strings.Split(path[1:], "/") {
@@ -258,7 +264,7 @@ func (t *targetSpec) parseFetch(src string, pat *pattern) error {
 			return fmt.Errorf("%q: empty segment (write the path clean, without // or a trailing /)", src)
 		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
 			name := s[1 : len(s)-1]
-			if !validIdent(name) {
+			if !urlpath.ValidParamName(name) {
 				return fmt.Errorf("%q: path parameter %q: want a name of letters, digits and _", src, s)
 			}
 			if !captured[name] {
@@ -268,15 +274,15 @@ func (t *targetSpec) parseFetch(src string, pat *pattern) error {
 				}
 				return fmt.Errorf("%q: {%s} is not captured by the route's match.path (captured: %s); a target can only name a record the request path names (bulk updates naming ids in the body are not covered)", src, name, strings.Join(have, ", "))
 			}
-			t.segs = append(t.segs, patSeg{kind: segParam, text: name})
+			t.segs = append(t.segs, fetchSeg{param: true, text: name})
 		case strings.ContainsAny(s, "{}*"):
 			return fmt.Errorf("%q: segment %q: a fetch path holds literal segments and whole {name} segments only", src, s)
 		default:
-			dec, _, err := normalizePath("/" + s)
+			dec, _, err := urlpath.Normalize("/" + s)
 			if err != nil || dec != "/"+s {
 				return fmt.Errorf("%q: segment %q: write fetch paths decoded and clean (no %%, ;, \\, dot segments or trailing dots)", src, s)
 			}
-			t.segs = append(t.segs, patSeg{kind: segLit, text: s})
+			t.segs = append(t.segs, fetchSeg{text: s})
 		}
 	}
 	return nil
@@ -303,7 +309,7 @@ func (t *targetSpec) expand(params map[string]string) (string, error) {
 	want := make([]string, 0, len(t.segs))
 	for _, s := range t.segs {
 		v := s.text
-		if s.kind == segParam {
+		if s.param {
 			var ok bool
 			v, ok = params[s.text]
 			if !ok || v == "" {
@@ -318,9 +324,9 @@ func (t *targetSpec) expand(params map[string]string) (string, error) {
 	if escaped == "" {
 		escaped = "/"
 	}
-	_, got, err := normalizePath(escaped)
+	_, got, err := urlpath.Normalize(escaped)
 	if err != nil {
-		return "", fmt.Errorf("the record path %q cannot be fetched unambiguously: %v", escaped, strings.TrimPrefix(err.Error(), "rules: "))
+		return "", fmt.Errorf("the record path %q cannot be fetched unambiguously: %v", escaped, strings.TrimPrefix(err.Error(), "urlpath: "))
 	}
 	if len(got) != len(want) {
 		return "", fmt.Errorf("the record path %q does not keep the shape of %q", escaped, t.src)

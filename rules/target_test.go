@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/crmguard/crmguard/rules/internal/urlpath"
 )
 
 const targetFile = `version: 1
@@ -194,7 +196,7 @@ func TestHostileParametersCannotMoveTheFetch(t *testing.T) {
 			if u.RawQuery != "" || u.Fragment != "" {
 				t.Fatalf("expanded to %q: the value reached the query or fragment", p)
 			}
-			_, segs, nerr := normalizePath(u.EscapedPath())
+			_, segs, nerr := urlpath.Normalize(u.EscapedPath())
 			if nerr != nil || len(segs) != 3 || segs[0] != "api" || segs[1] != "customers" || segs[2] != v {
 				t.Errorf("expanded to %q, which normalises to %v (%v); want [api customers %q]", p, segs, nerr, v)
 			}

@@ -1,4 +1,16 @@
-package rules
+// Package urlpath normalises request paths and matches them against the
+// path patterns of routes ("/api/customers/{id}", "/files/*/meta",
+// "/api/**").
+//
+// A path is normalised once, before any route is tried (Normalize); a path
+// that a server behind the proxy could read in more than one way is
+// refused. Patterns are compiled at load (ParsePattern) and matched on the
+// normalised segments (Pattern.Match), without regard to case, as Windows
+// and IIS servers compare paths.
+//
+// It owns the path rules of the rule format's match.path and nothing else;
+// it imports only the standard library.
+package urlpath
 
 import (
 	"errors"
@@ -7,14 +19,10 @@ import (
 	"unicode/utf8"
 )
 
-// This file normalises request paths and matches them against route
-// patterns. A path is normalised once, before any route is tried; a path
-// that a server behind the proxy could read in more than one way is refused.
+// ErrAmbiguous is wrapped by every normalisation refusal.
+var ErrAmbiguous = errors.New("urlpath: the path cannot be judged unambiguously")
 
-// errAmbiguousPath is wrapped by every normalisation refusal.
-var errAmbiguousPath = errors.New("rules: the path cannot be judged unambiguously")
-
-// normalizePath turns an escaped request path into the decoded, clean path
+// Normalize turns an escaped request path into the decoded, clean path
 // the routes are matched against, and its segments. It refuses:
 //   - invalid or truncated percent escapes (%zz, %4, %u002e);
 //   - encoded or raw characters a server may read as a separator or a stop:
@@ -30,17 +38,17 @@ var errAmbiguousPath = errors.New("rules: the path cannot be judged unambiguousl
 //
 // It resolves "." and "..", collapses duplicate slashes and drops a
 // trailing slash. Matching ignores case (see equalFoldSegment).
-func normalizePath(escaped string) (string, []string, error) {
+func Normalize(escaped string) (string, []string, error) {
 	if escaped == "" {
 		escaped = "/"
 	}
 	if escaped[0] != '/' {
-		return "", nil, fmt.Errorf("%w: %q does not start with /", errAmbiguousPath, escaped)
+		return "", nil, fmt.Errorf("%w: %q does not start with /", ErrAmbiguous, escaped)
 	}
 	// Split on raw slashes first: an encoded slash is refused below, so
 	// every separator the upstream sees is a raw one.
 	if n := strings.Count(escaped, "/"); n > maxSegments {
-		return "", nil, fmt.Errorf("%w: the path has %d segments, more than %d", errAmbiguousPath, n, maxSegments)
+		return "", nil, fmt.Errorf("%w: the path has %d segments, more than %d", ErrAmbiguous, n, maxSegments)
 	}
 	raw := strings.Split(escaped[1:], "/")
 	// clean: every segment so far is kept as it came (no escape, no empty
@@ -55,7 +63,7 @@ func normalizePath(escaped string) (string, []string, error) {
 		if clean {
 			if seg == rs && seg != "" && seg != "." && seg != ".." {
 				if last := seg[len(seg)-1]; last == '.' || last == ' ' {
-					return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", errAmbiguousPath, seg, string(last))
+					return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", ErrAmbiguous, seg, string(last))
 				}
 				continue
 			}
@@ -67,13 +75,13 @@ func normalizePath(escaped string) (string, []string, error) {
 			continue
 		case "..":
 			if len(out) == 0 {
-				return "", nil, fmt.Errorf("%w: %q climbs above the root", errAmbiguousPath, escaped)
+				return "", nil, fmt.Errorf("%w: %q climbs above the root", ErrAmbiguous, escaped)
 			}
 			out = out[:len(out)-1]
 			continue
 		}
 		if last := seg[len(seg)-1]; last == '.' || last == ' ' {
-			return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", errAmbiguousPath, seg, string(last))
+			return "", nil, fmt.Errorf("%w: segment %q ends in %q, which some servers drop", ErrAmbiguous, seg, string(last))
 		}
 		out = append(out, seg)
 	}
@@ -93,7 +101,7 @@ func decodeSegment(s string) (string, error) {
 		c := s[i]
 		if c == '%' {
 			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
-				return "", fmt.Errorf("%w: invalid percent escape in %q", errAmbiguousPath, s)
+				return "", fmt.Errorf("%w: invalid percent escape in %q", ErrAmbiguous, s)
 			}
 			if b == nil {
 				b = append(make([]byte, 0, len(s)), s[:i]...)
@@ -102,7 +110,7 @@ func decodeSegment(s string) (string, error) {
 			i += 2
 			switch c {
 			case '/', '\\':
-				return "", fmt.Errorf("%w: encoded %q in %q", errAmbiguousPath, string(c), s)
+				return "", fmt.Errorf("%w: encoded %q in %q", ErrAmbiguous, string(c), s)
 			}
 			b = append(b, c)
 			continue
@@ -119,26 +127,26 @@ func decodeSegment(s string) (string, error) {
 		c := dec[i]
 		switch {
 		case c < 0x20 || c == 0x7f:
-			return "", fmt.Errorf("%w: control character %#x in the path", errAmbiguousPath, c)
+			return "", fmt.Errorf("%w: control character %#x in the path", ErrAmbiguous, c)
 		case c == '\\':
-			return "", fmt.Errorf("%w: backslash in %q (Windows servers read it as /)", errAmbiguousPath, dec)
+			return "", fmt.Errorf("%w: backslash in %q (Windows servers read it as /)", ErrAmbiguous, dec)
 		case c == ';':
-			return "", fmt.Errorf("%w: %q holds ';' (path parameters, which some servers strip)", errAmbiguousPath, dec)
+			return "", fmt.Errorf("%w: %q holds ';' (path parameters, which some servers strip)", ErrAmbiguous, dec)
 		case c == '%':
-			return "", fmt.Errorf("%w: %q is still encoded after decoding (double encoding)", errAmbiguousPath, dec)
+			return "", fmt.Errorf("%w: %q is still encoded after decoding (double encoding)", ErrAmbiguous, dec)
 		case c == '?' || c == '#':
-			return "", fmt.Errorf("%w: encoded %q in %q", errAmbiguousPath, string(c), dec)
+			return "", fmt.Errorf("%w: encoded %q in %q", ErrAmbiguous, string(c), dec)
 		}
 	}
 	if !utf8.ValidString(dec) {
-		return "", fmt.Errorf("%w: %q is not valid UTF-8 after decoding", errAmbiguousPath, dec)
+		return "", fmt.Errorf("%w: %q is not valid UTF-8 after decoding", ErrAmbiguous, dec)
 	}
 	for _, r := range dec {
 		if r >= 0x80 && strings.ContainsRune(lookalikes, r) {
-			return "", fmt.Errorf("%w: %q holds %U, which Windows best-fit conversion turns into a separator or dot", errAmbiguousPath, dec, r)
+			return "", fmt.Errorf("%w: %q holds %U, which Windows best-fit conversion turns into a separator or dot", ErrAmbiguous, dec, r)
 		}
 		if r >= 0xa0 && compatForm(r) {
-			return "", fmt.Errorf("%w: %q holds %U, a compatibility form that servers normalising to NFKC read as plain letters, digits or a space", errAmbiguousPath, dec, r)
+			return "", fmt.Errorf("%w: %q holds %U, a compatibility form that servers normalising to NFKC read as plain letters, digits or a space", ErrAmbiguous, dec, r)
 		}
 	}
 	return dec, nil
@@ -197,8 +205,8 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
-// pattern is a compiled route path pattern.
-type pattern struct {
+// Pattern is a compiled route path pattern.
+type Pattern struct {
 	src   string
 	segs  []patSeg
 	rests int // how many ** the pattern holds
@@ -218,12 +226,15 @@ type patSeg struct {
 	text string // literal text or parameter name
 }
 
-// parsePattern reads "/api/customers/{id}", "/files/*/meta", "/api/**".
-func parsePattern(p string) (*pattern, error) {
+// ParsePattern reads "/api/customers/{id}", "/files/*/meta", "/api/**":
+// literal segments (written decoded and clean), {name} (one segment,
+// captured), * (one segment) and ** (any number of segments, none
+// included).
+func ParsePattern(p string) (*Pattern, error) {
 	if !strings.HasPrefix(p, "/") {
 		return nil, fmt.Errorf("a path pattern starts with /, got %q", p)
 	}
-	pat := &pattern{src: p}
+	pat := &Pattern{src: p}
 	names := map[string]bool{}
 	for _, s := range strings.Split(p[1:], "/") {
 		switch {
@@ -236,7 +247,7 @@ func parsePattern(p string) (*pattern, error) {
 			pat.segs = append(pat.segs, patSeg{kind: segStar})
 		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
 			name := s[1 : len(s)-1]
-			if !validIdent(name) {
+			if !ValidParamName(name) {
 				return nil, fmt.Errorf("path parameter %q: want a name of letters, digits and _", s)
 			}
 			if names[name] {
@@ -248,7 +259,7 @@ func parsePattern(p string) (*pattern, error) {
 			if strings.ContainsAny(s, "{}*") {
 				return nil, fmt.Errorf("segment %q: {name}, * and ** stand for whole segments only", s)
 			}
-			dec, _, err := normalizePath("/" + s)
+			dec, _, err := Normalize("/" + s)
 			if err != nil || dec != "/"+s {
 				return nil, fmt.Errorf("segment %q: write path patterns decoded and clean (no %%, ;, \\, dot segments or trailing dots)", s)
 			}
@@ -258,7 +269,23 @@ func parsePattern(p string) (*pattern, error) {
 	return pat, nil
 }
 
-func validIdent(s string) bool {
+// String is the pattern as written.
+func (p *Pattern) String() string { return p.src }
+
+// Params lists the names of the pattern's {name} segments, in order.
+func (p *Pattern) Params() []string {
+	var out []string
+	for _, s := range p.segs {
+		if s.kind == segParam {
+			out = append(out, s.text)
+		}
+	}
+	return out
+}
+
+// ValidParamName reports whether s may name a {param}: letters, digits and
+// _, not starting with a digit.
+func ValidParamName(s string) bool {
 	if s == "" || s[0] >= '0' && s[0] <= '9' {
 		return false
 	}
@@ -270,10 +297,11 @@ func validIdent(s string) bool {
 	return true
 }
 
-// match matches path segments; params receives the {name} captures. A
-// pattern with several ** is matched with a memo of failed positions, so
-// that a long path cannot make matching explode.
-func (p *pattern) match(segs []string, params map[string]string) bool {
+// Match matches the segments of a normalised path (Normalize);
+// params receives the {name} captures. A pattern with several ** is matched
+// with a memo of failed positions, so that a long path cannot make matching
+// explode.
+func (p *Pattern) Match(segs []string, params map[string]string) bool {
 	if p.rests <= 1 {
 		return matchSegs(p.segs, segs, params)
 	}
@@ -397,12 +425,13 @@ func equalFoldSegment(a, b string) bool {
 			return strings.EqualFold(a, b)
 		}
 	}
-	return equalFoldASCII(a, b)
+	return EqualFoldASCII(a, b)
 }
 
-// equalFoldASCII compares ASCII letters without case and every other byte
-// exactly.
-func equalFoldASCII(a, b string) bool {
+// EqualFoldASCII compares ASCII letters without case and every other byte
+// exactly: how route matching compares names and values that servers read
+// case-insensitively (query keys, header names and values).
+func EqualFoldASCII(a, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -421,8 +450,8 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
-// covers reports whether every path a matches is matched by p (lint).
-func (p *pattern) covers(q *pattern) bool { return coverSegs(p.segs, q.segs) }
+// Covers reports whether p matches every path q matches (for lint).
+func (p *Pattern) Covers(q *Pattern) bool { return coverSegs(p.segs, q.segs) }
 
 func coverSegs(a, b []patSeg) bool {
 	if len(a) == 0 {
