@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -287,31 +286,15 @@ func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
 		return nil
 	}
 	x.ev.Status = http.StatusUnauthorized
-	BearerChallenge(w, x.r, need, d.RouteID)
+	if wantsHTML(x.r) {
+		// No provider to send a browser to: the refusal page, with the
+		// challenge an API client gets.
+		w.Header().Set("WWW-Authenticate", authn.ChallengeHeader(x.r, need))
+		writeRefusal(w, x.r, refusal{Status: http.StatusUnauthorized, Rule: d.RouteID, Reason: d.Reason})
+		return nil
+	}
+	authn.WriteChallenge(w, x.r, need)
 	return nil
-}
-
-// BearerChallenge answers an API client whose sign-in is missing or too
-// weak: 401 with a WWW-Authenticate challenge (RFC 6750, with RFC 9470's
-// insufficient_user_authentication, max_age and acr_values for step-up)
-// and the usual refusal body naming the rule.
-func BearerChallenge(w http.ResponseWriter, r *http.Request, need authn.Need, rule string) {
-	challenge := `Bearer realm="crmguard"`
-	if !need.SignIn {
-		challenge += `, error="insufficient_user_authentication"`
-		if need.StepUp.MaxAge > 0 {
-			challenge += fmt.Sprintf(`, max_age=%d`, int(need.StepUp.MaxAge.Seconds()))
-		}
-		if len(need.StepUp.ACR) > 0 {
-			challenge += fmt.Sprintf(`, acr_values="%s"`, strings.Join(need.StepUp.ACR, " "))
-		}
-	}
-	w.Header().Set("WWW-Authenticate", challenge)
-	reason := need.Reason
-	if reason == "" {
-		reason = "This route needs a signed-in user."
-	}
-	writeRefusal(w, r, refusal{Status: http.StatusUnauthorized, Rule: rule, Reason: reason})
 }
 
 // prepareUpstream removes forged identity headers, the proxy's cookies

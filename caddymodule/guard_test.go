@@ -44,7 +44,7 @@ func (p *testProvider) Identify(*http.Request) (*authn.Identity, error) {
 }
 
 func (p *testProvider) Challenge(w http.ResponseWriter, r *http.Request, need authn.Need) error {
-	BearerChallenge(w, r, need, "")
+	authn.WriteChallenge(w, r, need)
 	return nil
 }
 
@@ -178,6 +178,7 @@ func TestRefusals(t *testing.T) {
 		{name: "an unmatched route is refused with a page for a browser", user: zhang, method: "GET", path: "/api/unknown", accept: "text/html,application/xhtml+xml,*/*;q=0.8", wantStatus: 403, wantType: "text/html"},
 		{name: "a role that is not allowed gets 403 naming the route", user: &testUser{id: "x", roles: nil}, method: "GET", path: "/api/customers", wantStatus: 403, wantType: "application/json", wantRule: "customers.list"},
 		{name: "an anonymous request without a provider gets 401 with a challenge", method: "GET", path: "/api/customers", wantStatus: 401, wantType: "application/json", wantAuth: true},
+		{name: "an anonymous browser without a provider gets the refusal page with the challenge", method: "GET", path: "/api/customers", accept: "text/html", wantStatus: 401, wantType: "text/html", wantAuth: true},
 		{name: "a public route succeeds without a provider", method: "GET", path: "/healthz", wantStatus: 200},
 	}
 	for _, tt := range tests {

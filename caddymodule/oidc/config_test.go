@@ -112,7 +112,7 @@ func TestAPIChallenges(t *testing.T) {
 	}{
 		{"a signed-out client gets a realm", "", authn.Need{SignIn: true}, `Bearer realm="crmguard"`},
 		{"an invalid token gets invalid_token", "Bearer x", authn.Need{SignIn: true, Reason: `bad "token"`},
-			`Bearer realm="crmguard", error="invalid_token", error_description="bad \"token\""`},
+			`Bearer realm="crmguard", error="invalid_token", error_description="bad 'token'"`},
 		{"missing MFA names the acr values", "Bearer x", authn.Need{StepUp: rules.StepUpNeed{MFA: true}, Reason: "MFA needed"},
 			`Bearer realm="crmguard", error="insufficient_user_authentication", error_description="MFA needed", acr_values="urn:mfa"`},
 		{"an old sign-in names max_age", "Bearer x", authn.Need{StepUp: rules.StepUpNeed{MaxAge: 5 * time.Minute}, Reason: "too old"},

@@ -88,53 +88,17 @@ func (p *Provider) Challenge(w http.ResponseWriter, r *http.Request, need authn.
 	return nil
 }
 
-func quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", " ", "\n", " ").Replace(s) + `"`
-}
-
-// apiChallenge answers 401 with RFC 6750 / RFC 9470 WWW-Authenticate.
+// apiChallenge answers an API client with authn.WriteChallenge. When the
+// sign-in lacks MFA and the rule file names no acr values, the challenge
+// names the Caddyfile's acr_values (else the MFA policy's).
 func (p *Provider) apiChallenge(w http.ResponseWriter, r *http.Request, need authn.Need) {
-	params := []string{`realm="crmguard"`}
-	body := map[string]string{}
-	reason := need.Reason
-	if need.SignIn {
-		if strings.HasPrefix(strings.ToLower(r.Header.Get("Authorization")), "bearer ") {
-			if reason == "" {
-				reason = "the bearer token is invalid, expired or not for this service"
-			}
-			params = append(params, `error="invalid_token"`, "error_description="+quote(reason))
-			body["error"] = "invalid_token"
-		} else {
-			if reason == "" {
-				reason = "sign-in required"
-			}
-			body["error"] = "unauthorized"
+	if !need.SignIn && need.StepUp.MFA && len(need.StepUp.ACR) == 0 {
+		need.StepUp.ACR = p.cfg.ACRValues
+		if len(need.StepUp.ACR) == 0 {
+			need.StepUp.ACR = p.policy().ACR
 		}
-	} else {
-		if reason == "" {
-			reason = "a stronger or more recent sign-in is required"
-		}
-		params = append(params, `error="insufficient_user_authentication"`, "error_description="+quote(reason))
-		if need.StepUp.MFA {
-			acr := need.StepUp.ACR
-			if len(acr) == 0 {
-				acr = p.cfg.ACRValues
-			}
-			if len(acr) == 0 {
-				acr = p.policy().ACR
-			}
-			if len(acr) > 0 {
-				params = append(params, "acr_values="+quote(strings.Join(acr, " ")))
-			}
-		}
-		if need.StepUp.MaxAge > 0 {
-			params = append(params, "max_age="+strconv.FormatInt(int64(need.StepUp.MaxAge/time.Second), 10))
-		}
-		body["error"] = "insufficient_user_authentication"
 	}
-	body["reason"] = reason
-	w.Header().Set("WWW-Authenticate", "Bearer "+strings.Join(params, ", "))
-	writeJSON(w, http.StatusUnauthorized, body)
+	authn.WriteChallenge(w, r, need)
 }
 
 // login serves GET <LoginPath>?return=/path.

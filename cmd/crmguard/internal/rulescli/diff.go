@@ -3,11 +3,7 @@ package rulescli
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
-
-	"github.com/crmguard/crmguard/caddymodule"
-	"github.com/crmguard/crmguard/caddymodule/authn"
 )
 
 // normalise turns a YAML-decoded value into what encoding/json would decode
@@ -138,10 +134,4 @@ func sortedKeys(a, b map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// challengeAPI answers a missing or weak sign-in as the OIDC provider
-// answers API clients.
-func challengeAPI(w http.ResponseWriter, r *http.Request, need authn.Need) {
-	caddymodule.BearerChallenge(w, r, need, "")
 }

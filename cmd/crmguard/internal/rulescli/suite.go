@@ -231,9 +231,10 @@ func (p *fixedIdentity) Identify(*http.Request) (*authn.Identity, error) {
 	return &authn.Identity{Subject: p.user.ID, Claims: p.user.Claims}, nil
 }
 
-// Challenge answers like the OIDC provider answers an API client.
+// Challenge answers as the OIDC provider answers an API client, with the
+// same writer.
 func (p *fixedIdentity) Challenge(w http.ResponseWriter, r *http.Request, need authn.Need) error {
-	challengeAPI(w, r, need)
+	authn.WriteChallenge(w, r, need)
 	return nil
 }
 
