@@ -16,6 +16,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/crmguard/crmguard/examples/demo"
 )
 
 // stepUpAge replaces the example rules' 5-minute step-up age in the
@@ -55,10 +57,10 @@ func artifactsDir() string {
 type browser struct {
 	t   *testing.T
 	ctx context.Context
-	d   *Demo
+	d   *demo.Stack
 }
 
-func newBrowser(t *testing.T, d *Demo) *browser {
+func newBrowser(t *testing.T, d *demo.Stack) *browser {
 	t.Helper()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromiumPath(t)),

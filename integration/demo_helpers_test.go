@@ -1,3 +1,7 @@
+// Package integration holds crmguard's end-to-end tests and benchmarks:
+// real Caddy, the real development OpenID Provider, the example CRM and a
+// real browser. It holds only _test.go files and testdata/; the demo stack
+// the tests sign in to is examples/demo, which `crmguard demo` runs too.
 package integration
 
 import (
@@ -9,6 +13,7 @@ import (
 	"time"
 
 	"github.com/crmguard/crmguard/examples/crm"
+	"github.com/crmguard/crmguard/examples/demo"
 )
 
 // repoRoot is the repository's top folder (the tests run in integration/).
@@ -60,18 +65,15 @@ func rulesWithStepUp(t *testing.T, maxAge time.Duration) string {
 // startDemo starts the demo stack from the repository's Caddyfile on a
 // free port, with its state in temporary folders, and stops it when the
 // test ends.
-func startDemo(t *testing.T, rules string) *Demo {
+func startDemo(t *testing.T, rules string) *demo.Stack {
 	t.Helper()
 	tmp := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	t.Setenv("HOME", tmp)
-	for _, k := range DemoEnv { // StartDemo sets them; restore them after the test
-		t.Setenv(k, os.Getenv(k))
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := StartDemo(ctx, DemoConfig{
+	d, err := demo.Start(ctx, demo.Config{
 		Caddyfile:    demoCaddyfile(t),
 		Rules:        rules,
 		Listen:       "localhost:0",

@@ -18,7 +18,7 @@ import (
 // proxyRulesFile returns the integration rule file's content.
 func proxyRulesFile(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("proxy", "testdata", "rules.yaml"))
+	b, err := os.ReadFile(filepath.Join("testdata", "proxy_rules.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/crmguard/crmguard/examples/demo"
 	"github.com/crmguard/crmguard/examples/devidp"
-	"github.com/crmguard/crmguard/integration"
 )
 
 func init() {
@@ -42,13 +42,13 @@ live in memory.`,
 			f := cmd.Flags()
 			f.String("config", "Caddyfile", "the Caddyfile the guard runs")
 			f.String("rules", "", "the rule file (default: examples/rules.yaml of the Caddyfile's repository)")
-			f.String("listen", integration.DefaultDemoListen, "the guard's address (loopback only)")
+			f.String("listen", demo.DefaultListen, "the guard's address (loopback only)")
 			f.Int64("seed", 1, "the seed of the CRM's generated data")
-			f.String("totp-seed", integration.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
+			f.String("totp-seed", demo.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
 			f.String("admin", "localhost:2019", "Caddy's admin address, or off")
 			cmd.Args = cobra.NoArgs
 			cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-				cfg := integration.DemoConfig{}
+				cfg := demo.Config{}
 				cfg.Caddyfile, _ = f.GetString("config")
 				cfg.Rules, _ = f.GetString("rules")
 				cfg.Listen, _ = f.GetString("listen")
@@ -63,7 +63,7 @@ live in memory.`,
 				Args:  cobra.ExactArgs(1),
 				RunE: func(cmd *cobra.Command, args []string) error {
 					seed, _ := cmd.Flags().GetString("totp-seed")
-					code, err := integration.DemoTOTP(devidp.DemoUsers(seed), args[0], time.Now())
+					code, err := demo.TOTP(devidp.DemoUsers(seed), args[0], time.Now())
 					if err != nil {
 						return err
 					}
@@ -71,20 +71,20 @@ live in memory.`,
 					return nil
 				},
 			}
-			totp.Flags().String("totp-seed", integration.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
+			totp.Flags().String("totp-seed", demo.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
 			cmd.AddCommand(totp)
 		},
 	})
 }
 
 // runDemo starts the demo stack, prints the banner and waits for Ctrl-C.
-func runDemo(ctx context.Context, cfg integration.DemoConfig, out io.Writer) error {
+func runDemo(ctx context.Context, cfg demo.Config, out io.Writer) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := integration.StartDemo(ctx, cfg)
+	d, err := demo.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ var demoRoles = map[string]string{
 	"admin": "administrator",
 }
 
-func printBanner(out io.Writer, d *integration.Demo) {
+func printBanner(out io.Writer, d *demo.Stack) {
 	self := "crmguard"
 	if strings.Contains(os.Args[0], "go-build") {
 		self = "go run ./cmd/crmguard"

@@ -14,8 +14,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/crmguard/crmguard/examples/demo"
 	"github.com/crmguard/crmguard/examples/devidp"
-	"github.com/crmguard/crmguard/integration"
 )
 
 func TestDemoTOTPPrintsTheCodeTheProviderAccepts(t *testing.T) {
@@ -55,12 +55,12 @@ func TestDemoTOTPPrintsTheCodeTheProviderAccepts(t *testing.T) {
 			}
 			seed := tt.seed
 			if seed == "" {
-				seed = integration.DefaultTOTPSeed
+				seed = demo.DefaultTOTPSeed
 			}
 			got := strings.TrimSpace(out.String())
 			var want []string
 			for _, at := range []time.Time{before, time.Now()} { // the step may turn during the call
-				code, err := integration.DemoTOTP(devidp.DemoUsers(seed), tt.user, at)
+				code, err := demo.TOTP(devidp.DemoUsers(seed), tt.user, at)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -119,7 +119,7 @@ func TestRunDemoPrintsTheBannerAndStopsWhenCancelled(t *testing.T) {
 	out := &syncBuffer{hit: make(chan struct{}), on: "Ctrl-C stops everything."}
 	done := make(chan error, 1)
 	go func() {
-		done <- runDemo(ctx, integration.DemoConfig{
+		done <- runDemo(ctx, demo.Config{
 			Caddyfile: caddyfile, Listen: "localhost:0", Admin: "off",
 			SessionStore: "file:" + filepath.Join(tmp, "s"), StorageDir: filepath.Join(tmp, "c"),
 			Log: &bytes.Buffer{},

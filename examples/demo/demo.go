@@ -1,8 +1,9 @@
-// Package integration holds crmguard's end-to-end tests and the demo stack
-// they share with `crmguard demo`: the example CRM, the development OpenID
+// Package demo runs the demo stack that `crmguard demo` starts and the
+// integration tests sign in to: the example CRM, the development OpenID
 // Provider and the guard (Caddy with crm_guard, configured from a
-// Caddyfile), all on loopback, started in-process by StartDemo.
-package integration
+// Caddyfile), all on loopback, in this process. It is example code: the
+// guard itself never imports it.
+package demo
 
 import (
 	"context"
@@ -18,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -41,26 +41,18 @@ import (
 
 // Demo defaults.
 const (
-	// DefaultDemoListen is where the guard listens unless told otherwise.
-	DefaultDemoListen = "localhost:8080"
+	// DefaultListen is where the guard listens unless told otherwise.
+	DefaultListen = "localhost:8080"
 	// DefaultTOTPSeed derives the demo users' TOTP secrets, so that
 	// `crmguard demo totp <user>` prints codes the running demo accepts.
 	DefaultTOTPSeed = "crmguard-demo"
-	// DemoClientID is the guard's client id at the development provider.
-	DemoClientID = "crmguard-demo"
+	// ClientID is the guard's client id at the development provider.
+	ClientID = "crmguard-demo"
 )
 
-// DemoEnv lists the environment variables StartDemo sets for the
-// Caddyfile's {$...} placeholders.
-var DemoEnv = []string{
-	"CRMGUARD_SITE", "CRMGUARD_BIND", "CRMGUARD_RULES", "CRMGUARD_UPSTREAM", "CRMGUARD_ADMIN",
-	"CRMGUARD_SESSION_SECRET", "CRMGUARD_SESSION_STORE", "CRMGUARD_HASH_KEY",
-	"OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET",
-}
-
-// DemoConfig configures StartDemo. The zero value runs the repository's
+// Config configures Start. The zero value runs the repository's
 // Caddyfile from the current directory on localhost:8080.
-type DemoConfig struct {
+type Config struct {
 	// Caddyfile is the configuration the guard runs. Default "Caddyfile".
 	Caddyfile string
 	// Rules is the rule file; it is passed to the Caddyfile as
@@ -90,8 +82,8 @@ type DemoConfig struct {
 	Log io.Writer
 }
 
-// Demo is a running demo stack.
-type Demo struct {
+// Stack is a running demo stack.
+type Stack struct {
 	// URL is where a browser opens the guarded CRM, e.g. http://localhost:8080.
 	URL string
 	// Issuer is the development identity provider's issuer URL.
@@ -111,10 +103,10 @@ type Demo struct {
 	servers []*http.Server
 }
 
-// StartDemo starts the CRM and the identity provider on free loopback
+// Start starts the CRM and the identity provider on free loopback
 // ports, then the guard from the Caddyfile with the {$...} values filled
 // in. It returns once everything accepts connections. Stop ends it.
-func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Caddyfile == "" {
 		cfg.Caddyfile = "Caddyfile"
 	}
@@ -137,7 +129,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 		return nil, fmt.Errorf("demo: the rule file: %w", err)
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = DefaultDemoListen
+		cfg.Listen = DefaultListen
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = 1
@@ -161,7 +153,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 	if !isLoopbackName(host) {
 		return nil, fmt.Errorf("demo: listen address %q: the demo only runs on loopback (localhost, 127.0.0.1)", cfg.Listen)
 	}
-	d := &Demo{Users: devidp.DemoUsers(cfg.TOTPSeed), Rules: rulesPath}
+	d := &Stack{Users: devidp.DemoUsers(cfg.TOTPSeed), Rules: rulesPath}
 	ok := false
 	defer func() {
 		if !ok {
@@ -213,7 +205,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 			Issuer: d.Issuer,
 			Users:  d.Users,
 			Clients: []devidp.Client{{
-				ID:                     DemoClientID,
+				ID:                     ClientID,
 				Secret:                 secret,
 				RedirectURIs:           []string{d.URL + "/.crmguard/callback"},
 				PostLogoutRedirectURIs: []string{d.URL + "/"},
@@ -237,18 +229,10 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 			"CRMGUARD_SESSION_STORE":  cfg.SessionStore,
 			"CRMGUARD_HASH_KEY":       randomHex(32),
 			"OIDC_ISSUER":             d.Issuer,
-			"OIDC_CLIENT_ID":          DemoClientID,
+			"OIDC_CLIENT_ID":          ClientID,
 			"OIDC_CLIENT_SECRET":      secret,
 		}
-		for k, v := range env {
-			if !slices.Contains(DemoEnv, k) {
-				return nil, fmt.Errorf("demo: %s is missing from DemoEnv", k)
-			}
-			if err := os.Setenv(k, v); err != nil {
-				return nil, fmt.Errorf("demo: setting %s: %w", k, err)
-			}
-		}
-		cfgJSON, warns, err := adapter.Adapt(body, map[string]any{"filename": caddyfilePath})
+		cfgJSON, warns, err := adaptWithEnv(adapter, body, caddyfilePath, env)
 		if err != nil {
 			return nil, fmt.Errorf("demo: %s: %w", caddyfilePath, err)
 		}
@@ -281,7 +265,7 @@ func StartDemo(ctx context.Context, cfg DemoConfig) (*Demo, error) {
 }
 
 // Stop stops the guard, the identity provider and the CRM.
-func (d *Demo) Stop() {
+func (d *Stack) Stop() {
 	_ = caddy.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -292,12 +276,12 @@ func (d *Demo) Stop() {
 }
 
 // TOTP returns the code the demo user's authenticator shows at t.
-func (d *Demo) TOTP(username string, t time.Time) (string, error) {
-	return DemoTOTP(d.Users, username, t)
+func (d *Stack) TOTP(username string, t time.Time) (string, error) {
+	return TOTP(d.Users, username, t)
 }
 
 // User returns the demo user with the given name.
-func (d *Demo) User(username string) (devidp.User, bool) {
+func (d *Stack) User(username string) (devidp.User, bool) {
 	for _, u := range d.Users {
 		if u.Username == username {
 			return u, true
@@ -306,8 +290,9 @@ func (d *Demo) User(username string) (devidp.User, bool) {
 	return devidp.User{}, false
 }
 
-// DemoTOTP returns the code the user's authenticator shows at t.
-func DemoTOTP(users []devidp.User, username string, t time.Time) (string, error) {
+// TOTP returns the code the authenticator of the user with the given name
+// among users shows at t.
+func TOTP(users []devidp.User, username string, t time.Time) (string, error) {
 	for _, u := range users {
 		if u.Username == username {
 			return devidp.TOTP(u.TOTPSecret, t)
@@ -320,7 +305,7 @@ func DemoTOTP(users []devidp.User, username string, t time.Time) (string, error)
 	return "", fmt.Errorf("demo: no demo user %q (the users are %s)", username, strings.Join(names, ", "))
 }
 
-func (d *Demo) serve(ln net.Listener, h http.Handler) {
+func (d *Stack) serve(ln net.Listener, h http.Handler) {
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	d.servers = append(d.servers, s)
 	go func() { _ = s.Serve(ln) }()
