@@ -94,11 +94,39 @@ func (s *captureSink) Write(ev *caddymodule.AuditEvent) error {
 // RunCase runs one case against set through the handler logic and returns
 // what differed from the expectation.
 func RunCase(set *rules.Set, c Case, opt Options) []string {
+	a, fails := serveCase(set, c, opt)
+	if fails != nil {
+		return fails
+	}
+	fails = compare(c.Expect, a.rec, a.ev, a.upstream)
+	if a.target != nil && c.TargetUpstream == nil {
+		fails = append(fails, fmt.Sprintf("the guard fetched the stored record (GET %s) for the route's target, but the case has no target_upstream to answer it", a.target.URL.RequestURI()))
+	}
+	if want := c.Expect.TargetFetched; want != nil && *want != (a.target != nil) {
+		fails = append(fails, fmt.Sprintf("target_fetched: want %v, got %v", *want, a.target != nil))
+	}
+	return fails
+}
+
+// caseAnswer is what the handler did with a case's request.
+type caseAnswer struct {
+	// rec is the client's answer.
+	rec *httptest.ResponseRecorder
+	// ev is the audit event (nil when none was written).
+	ev *caddymodule.AuditEvent
+	// upstream and target are the requests the fake CRM got: the client's
+	// and the guard's fetch of a target record (nil when not made).
+	upstream, target *http.Request
+}
+
+// serveCase serves a case's request through the handler with the case's
+// user and CRM. The failures say why the request could not be made.
+func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 	now := time.Now()
 	if c.Now != "" {
 		t, err := time.Parse(time.RFC3339, c.Now)
 		if err != nil {
-			return []string{fmt.Sprintf("now %q is not RFC 3339: %v", c.Now, err)}
+			return nil, []string{fmt.Sprintf("now %q is not RFC 3339: %v", c.Now, err)}
 		}
 		now = t
 	}
@@ -115,12 +143,12 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 		Now:      func() time.Time { return now },
 	})
 	if err != nil {
-		return []string{err.Error()}
+		return nil, []string{err.Error()}
 	}
 
 	req, err := buildRequest(c.Request)
 	if err != nil {
-		return []string{err.Error()}
+		return nil, []string{err.Error()}
 	}
 	up := c.Upstream
 	if up == nil {
@@ -128,12 +156,12 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 	}
 	upBody, err := bodyBytes(up.Body, up.Raw)
 	if err != nil {
-		return []string{"upstream: " + err.Error()}
+		return nil, []string{"upstream: " + err.Error()}
 	}
 	var targetBody []byte
 	if c.TargetUpstream != nil {
 		if targetBody, err = bodyBytes(c.TargetUpstream.Body, c.TargetUpstream.Raw); err != nil {
-			return []string{"target_upstream: " + err.Error()}
+			return nil, []string{"target_upstream: " + err.Error()}
 		}
 	}
 	// The fake CRM tells the client's request (upstream, counted by
@@ -164,14 +192,7 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 		rec = httptest.NewRecorder()
 		rec.WriteHeader(status)
 	}
-	fails := compare(c.Expect, rec, sink.ev, upstreamReq)
-	if targetReq != nil && c.TargetUpstream == nil {
-		fails = append(fails, fmt.Sprintf("the guard fetched the stored record (GET %s) for the route's target, but the case has no target_upstream to answer it", targetReq.URL.RequestURI()))
-	}
-	if want := c.Expect.TargetFetched; want != nil && *want != (targetReq != nil) {
-		fails = append(fails, fmt.Sprintf("target_fetched: want %v, got %v", *want, targetReq != nil))
-	}
-	return fails
+	return &caseAnswer{rec: rec, ev: sink.ev, upstream: upstreamReq, target: targetReq}, nil
 }
 
 // errNoTargetUpstream answers a target fetch in a case without
