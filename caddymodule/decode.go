@@ -15,13 +15,16 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// errUnsupportedEncoding is returned for a content coding the guard cannot
-// decode; the answer is refused (fail closed).
-var errUnsupportedEncoding = errors.New("caddymodule: unsupported Content-Encoding")
+// errUnsupportedEncoding is wrapped by decode's error for a content coding
+// the guard cannot decode; the answer is refused (fail closed).
+var errUnsupportedEncoding = errors.New("the proxy cannot decode content coding")
 
 // decode undoes the content codings of an answer (gzip, deflate, br, zstd,
 // in the reverse of the order listed), capping the decoded size at limit.
 // Any other coding is an error: the answer is refused, never passed raw.
+// Errors are phrases for a refusal's reason ("... cannot be checked: " +
+// err) and wrap what the decoder said (errors.Is(err, gzip.ErrHeader)) or
+// errUnsupportedEncoding.
 func decode(encoding string, body []byte, limit int64) ([]byte, error) {
 	if encoding == "" {
 		return body, nil
@@ -36,7 +39,7 @@ func decode(encoding string, body []byte, limit int64) ([]byte, error) {
 		case "gzip", "x-gzip":
 			zr, err := gzip.NewReader(bytes.NewReader(body))
 			if err != nil {
-				return nil, fmt.Errorf("The CRM's gzip answer is corrupt: %v", err)
+				return nil, fmt.Errorf("the gzip coding is corrupt: %w", err)
 			}
 			rd = zr
 		case "deflate":
@@ -51,19 +54,19 @@ func decode(encoding string, body []byte, limit int64) ([]byte, error) {
 		case "zstd":
 			zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)+1))
 			if err != nil {
-				return nil, fmt.Errorf("The CRM's zstd answer is corrupt: %v", err)
+				return nil, fmt.Errorf("the zstd coding is corrupt: %w", err)
 			}
 			defer zr.Close()
 			rd = zr
 		default:
-			return nil, fmt.Errorf("The CRM answered with Content-Encoding %q, which the proxy cannot decode (%w).", c, errUnsupportedEncoding)
+			return nil, fmt.Errorf("%w %q", errUnsupportedEncoding, c)
 		}
 		decoded, err := io.ReadAll(io.LimitReader(rd, limit+1))
 		if err != nil {
-			return nil, fmt.Errorf("The CRM's %s answer is corrupt: %v", c, err)
+			return nil, fmt.Errorf("the %s coding is corrupt: %w", c, err)
 		}
 		if int64(len(decoded)) > limit {
-			return nil, fmt.Errorf("The CRM's answer decodes to more than %d bytes and cannot be checked.", limit)
+			return nil, fmt.Errorf("the answer decodes to more than %d bytes", limit)
 		}
 		body = decoded
 	}

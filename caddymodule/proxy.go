@@ -186,7 +186,7 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	started := time.Now()
 	body, err := decode(strings.Join(h["Content-Encoding"], ","), rec.buf.Bytes(), x.g.opt.MaxBody)
 	if err != nil {
-		return fail(err.Error())
+		return fail("The CRM's answer could not be checked: " + err.Error())
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		// Nothing to rewrite and nothing to leak (a PATCH answered with
