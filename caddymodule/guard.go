@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
@@ -38,8 +39,11 @@ type GuardOptions struct {
 	Audit AuditSink
 	// Logger is the handler's logger (audit write failures go here).
 	Logger *zap.Logger
-	// Metrics counts decisions; nil counts nothing.
-	Metrics *guardMetrics
+	// Metrics is the Prometheus registry the guard counts decisions,
+	// treated fields, blocked exports and rewrite times on (Caddy's
+	// registry for the running configuration; see docs/audit.md). Guards
+	// given the same registry share the collectors. nil counts nothing.
+	Metrics prometheus.Registerer
 	// MaxBody caps buffered request bodies and answers (0: DefaultMaxBody).
 	MaxBody int64
 	// StripHeaders are extra request header names (a trailing * makes a
@@ -63,6 +67,7 @@ type GuardOptions struct {
 type Guard struct {
 	opt      GuardOptions
 	scrubber *headerScrubber
+	metrics  *guardMetrics // nil: opt.Metrics was nil
 	routes   atomic.Pointer[routeIndex]
 }
 
@@ -106,7 +111,15 @@ func NewGuard(opt GuardOptions) (*Guard, error) {
 	if len(opt.CookiePrefixes) == 0 {
 		opt.CookiePrefixes = []string{DefaultCookiePrefix}
 	}
-	return &Guard{opt: opt, scrubber: newHeaderScrubber(opt.StripHeaders, opt.CookiePrefixes)}, nil
+	g := &Guard{opt: opt, scrubber: newHeaderScrubber(opt.StripHeaders, opt.CookiePrefixes)}
+	if opt.Metrics != nil {
+		m, err := newGuardMetrics(opt.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		g.metrics = m
+	}
+	return g, nil
 }
 
 // exchange is the state of one request through the guard.
@@ -369,7 +382,7 @@ func (x *exchange) finish() {
 		x.ev.RequestID = requestID(x.r)
 	}
 	x.ev.DurationMS = float64(time.Since(x.start).Microseconds()) / 1000
-	x.g.opt.Metrics.observe(&x.ev, x.rewrote, x.rewriteTime)
+	x.g.metrics.observe(&x.ev, x.rewrote, x.rewriteTime)
 	if x.g.opt.Audit == nil {
 		return
 	}

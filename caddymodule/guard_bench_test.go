@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -47,8 +49,7 @@ func BenchmarkGuardServeHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer releaseAuditFile(path)
-	m, _ := newGuardMetrics(nil)
-	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Audit: sink, Metrics: m})
+	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Audit: sink, Metrics: prometheus.NewRegistry()})
 	up := jsonUpstream(string(body)).handler()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,7 +96,7 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 				return existing, nil
 			}
 		}
-		return c, errors.Join(errors.New("caddymodule: registering metrics"), err)
+		return c, fmt.Errorf("caddymodule: registering metrics: %w", err)
 	}
 	return c, nil
 }

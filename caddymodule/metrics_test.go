@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,8 +27,10 @@ func TestMetricsCountDecisionsFieldsExportsAndRewrites(t *testing.T) {
 	if again.decisions != m.decisions {
 		t.Fatalf("the second registration did not return the registered collectors")
 	}
+	// The guard registers on reg too, so it counts on the collectors m
+	// holds.
 	set := loadTestRules(t)
-	g, err := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Metrics: m})
+	g, err := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +89,22 @@ func TestMetricsSeriesCacheStopsGrowingButCountingGoesOn(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.decisions.WithLabelValues(fmt.Sprintf("r%d", maxCachedChildren+1), "allow")); got != 2 {
 		t.Errorf("a series past the cache bound counted %v, want 2", got)
+	}
+}
+
+func TestNewGuardFailsWhenItsMetricsCannotBeRegistered(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	// Another collector already owns the name, with other labels.
+	reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "crmguard_decisions_total", Help: "not ours"}, []string{"path"}))
+	set := loadTestRules(t)
+	g, err := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Metrics: reg})
+	if err == nil {
+		t.Fatalf("NewGuard registered its metrics over a conflicting collector: %v", g)
+	}
+	if !strings.HasPrefix(err.Error(), "caddymodule: registering metrics: ") || errors.Unwrap(err) == nil {
+		t.Errorf("the error does not say what failed and wrap why: %q", err)
+	}
+	if !strings.Contains(err.Error(), "crmguard_decisions_total") {
+		t.Errorf("the error does not name the metric: %q", err)
 	}
 }

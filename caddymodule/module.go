@@ -194,11 +194,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		sink = loggerSink{log: caddy.Log().Named("crm_guard.audit")}
 	}
 
-	metrics, err := newGuardMetrics(ctx.GetMetricsRegistry())
-	if err != nil {
-		return err
-	}
-
 	var mode *rules.Mode
 	if h.Mode == "shadow" {
 		m := rules.Shadow
@@ -210,7 +205,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Provider:       h.provider,
 		Audit:          sink,
 		Logger:         h.logger,
-		Metrics:        metrics,
+		Metrics:        ctx.GetMetricsRegistry(),
 		MaxBody:        h.MaxBody,
 		StripHeaders:   h.StripHeaders,
 		CookiePrefixes: cookiePrefixes,
