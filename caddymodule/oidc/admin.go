@@ -74,7 +74,7 @@ func (AdminAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("oidc: revoke body: %v", err)}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("oidc: reading the revoke request body: %w", err)}
 	}
 	if req.Sub == "" && req.SID == "" {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("oidc: revoke needs \"sub\" or \"sid\"")}

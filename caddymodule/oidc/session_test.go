@@ -3,12 +3,15 @@ package oidc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 func TestStepUpByMaxAge(t *testing.T) {
@@ -200,6 +203,18 @@ func TestAdminRevoke(t *testing.T) {
 			}
 		})
 	}
+	t.Run("an oversized body is refused with an error that wraps the size limit's", func(t *testing.T) {
+		body := `{"sub":"` + strings.Repeat("z", 5000) + `"}`
+		err := handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/crm_guard/revoke", strings.NewReader(body)))
+		var apiErr caddy.APIError
+		if !errors.As(err, &apiErr) || apiErr.HTTPStatus != http.StatusBadRequest {
+			t.Fatalf("want a 400 caddy.APIError, got %#v", err)
+		}
+		var tooLarge *http.MaxBytesError
+		if !errors.As(apiErr.Err, &tooLarge) {
+			t.Fatalf("error %q does not wrap *http.MaxBytesError", apiErr.Err)
+		}
+	})
 }
 
 func TestSessionsSurviveARestartAndAKeyRotation(t *testing.T) {
