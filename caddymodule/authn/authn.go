@@ -1,6 +1,7 @@
 // Package authn is the seam between the crm_guard handler and the sign-in
 // machinery: the handler asks a Provider who a request comes from and asks
 // it to challenge the client when the rules need a (stronger) sign-in.
+// WriteChallenge is the one writer of the 401 an API client gets then.
 package authn
 
 import (
