@@ -129,7 +129,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 	}
 	who := rolesPhrase(d.user)
 	if found.guard.denyUnless != nil && !hasAny(d.user, found.guard.deny) {
-		who = fmt.Sprintf("%s (the condition %q does not hold)", who, found.guard.denyUnless.src)
+		who = fmt.Sprintf("%s (the condition %q does not hold)", who, found.guard.denyUnless.Source())
 	}
 	return &BodyError{
 		Status: http.StatusForbidden,

@@ -2,11 +2,15 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/crmguard/crmguard/rules/internal/cond"
 
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 
@@ -37,14 +41,14 @@ type route struct {
 	anyUser bool     // allow: authenticated
 	allow   []string // roles
 	deny    string   // when set the route always denies, with this reason
-	when    *expr
+	when    *cond.Expr
 	mfaReq  *bool
 	maxAge  time.Duration
 	records string
 	record  string
 	recPath rewrite.Path // records or record, compiled
 	single  bool         // record: the body is one record
-	visible *condition
+	visible *cond.Condition
 	expose  []rewrite.Path
 	fields  []*fieldRule
 	answer  []*fieldRule // `answer`: paths from the answer's root, outside the records
@@ -79,8 +83,8 @@ type fieldRule struct {
 	replace []byte // JSON
 	forR    []string
 	except  []string
-	when    *condition
-	unless  *condition
+	when    *cond.Condition
+	unless  *cond.Condition
 	key     string
 }
 
@@ -89,7 +93,7 @@ type bodyGuard struct {
 	path       string
 	segs       []string
 	deny       []string
-	denyUnless *expr
+	denyUnless *cond.Expr
 }
 
 // exportSpec is a route's `export`.
@@ -100,14 +104,14 @@ type exportSpec struct {
 
 // subjectSpec is the compiled `subject` block.
 type subjectSpec struct {
-	id    *expr
-	roles *expr
+	id    *cond.Expr
+	roles *cond.Expr
 	attrs []namedExpr
 }
 
 type namedExpr struct {
 	name string
-	e    *expr
+	e    *cond.Expr
 }
 
 // loader holds what compiling one file needs.
@@ -218,9 +222,13 @@ func (l *loader) file(root *yaml.Node) {
 	if e, ok := byName["masks"]; ok {
 		l.masks(e.val)
 	}
-	env, err := newEnv(s.schedules)
+	scheds := make(map[string]cond.Schedule, len(s.schedules))
+	for name, sc := range s.schedules {
+		scheds[name] = sc
+	}
+	env, err := cond.NewEnv(scheds)
 	if err != nil {
-		l.errorf(root, "", "rules: building the CEL environment: %v", err)
+		l.errorf(root, "", "%v", err)
 		return
 	}
 	s.env = env
@@ -296,11 +304,11 @@ func (l *loader) roles(n *yaml.Node) {
 				set[a] = true
 			}
 		}
-		out := sortedKeys(set)
+		out := slices.Sorted(maps.Keys(set))
 		eff[r] = out
 		return out
 	}
-	for _, r := range sortedKeys(parents) {
+	for _, r := range slices.Sorted(maps.Keys(parents)) {
 		visit(r, nil)
 	}
 	l.set.roles = eff
@@ -443,7 +451,6 @@ func (l *loader) masks(n *yaml.Node) {
 
 func (l *loader) subject(n *yaml.Node) {
 	s := &l.set.subject
-	env := l.set.env
 	idSrc, rolesSrc := "claims.sub", `has(claims.groups) ? claims.groups : []`
 	var idNode, rolesNode *yaml.Node
 	if n != nil {
@@ -462,7 +469,7 @@ func (l *loader) subject(n *yaml.Node) {
 				for _, a := range as {
 					ak := joinKey(key, a.name)
 					if src, ok := l.str(a.val, ak); ok {
-						if x := compileExpr(&l.diag, env, a.val, ak, src, subjectVars, false); x != nil {
+						if x := l.expr(a.val, ak, src, cond.ClaimsScope, false); x != nil {
 							s.attrs = append(s.attrs, namedExpr{name: a.name, e: x})
 						}
 					}
@@ -470,10 +477,10 @@ func (l *loader) subject(n *yaml.Node) {
 			}
 		}
 	}
-	s.id = compileExpr(&l.diag, env, idNode, "subject.id", idSrc, subjectVars, false)
-	s.roles = compileExpr(&l.diag, env, rolesNode, "subject.roles", rolesSrc, subjectVars, false)
+	s.id = l.expr(idNode, "subject.id", idSrc, cond.ClaimsScope, false)
+	s.roles = l.expr(rolesNode, "subject.roles", rolesSrc, cond.ClaimsScope, false)
 	if s.roles != nil {
-		t := s.roles.ast.OutputType().String()
+		t := s.roles.OutputType()
 		if t != "dyn" && !strings.HasPrefix(t, "list(") {
 			l.errorf(rolesNode, "subject.roles", "gives %s, not a list of strings", t)
 		}

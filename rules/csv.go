@@ -21,6 +21,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/crmguard/crmguard/rules/internal/cond"
+
 	"github.com/crmguard/crmguard/rules/mask"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"github.com/tidwall/gjson"
@@ -236,16 +238,16 @@ func csvStrength(a rewrite.Action) int {
 // rowCondition evaluates a record condition on rows, in CEL with `record`
 // the row as a map of column name to string. A condition that does not
 // read `record` is evaluated once.
-func (d *Decision) rowCondition(c *condition) func(*csvRow) (bool, error) {
-	if !c.usesRecord {
-		ok, err := c.e.evalBool(d.act)
+func (d *Decision) rowCondition(c *cond.Condition) func(*csvRow) (bool, error) {
+	if !c.UsesRecord() {
+		ok, err := c.Expr().EvalBool(d.act)
 		return func(*csvRow) (bool, error) { return ok, err }
 	}
 	return func(r *csvRow) (bool, error) {
 		if r == nil {
 			return false, errors.New("rules: the condition reads record, and there is no row")
 		}
-		return c.e.evalBool(d.act.withRecord(r.json()))
+		return c.Expr().EvalBool(d.act.WithRecord(r.json()))
 	}
 }
 

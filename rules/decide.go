@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmguard/crmguard/rules/internal/cond"
+
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 )
 
@@ -41,7 +43,7 @@ type Decision struct {
 	route  *route
 	user   *User
 	req    *Request
-	act    *activation
+	act    *cond.Activation
 	guards []*bodyGuard // body guards that apply to this user
 	// exportOK is true when the route is an export this user may run.
 	exportOK bool
@@ -49,9 +51,9 @@ type Decision struct {
 	target *TargetFetch
 	// celVars holds what act points to, in the same allocation.
 	celVars struct {
-		act  activation
-		req  celRequest
-		user celUser
+		act  cond.Activation
+		req  cond.Request
+		user cond.User
 	}
 }
 
@@ -140,8 +142,8 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	}
 	v := &d.celVars
 	v.user = celUserOf(u, now)
-	v.req = celRequest{Method: method, Path: path, Params: params, rawQuery: query, rawHeader: header}
-	v.act = activation{user: &v.user, request: &v.req, now: now}
+	v.req.Init(method, path, params, query, header)
+	v.act = cond.Activation{User: &v.user, Request: &v.req, Now: now}
 	d.act = &v.act
 
 	if rt == nil {
@@ -243,13 +245,13 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 
 // holds evaluates the route's `when`.
 func (d *Decision) holds(rt *route) (bool, string) {
-	ok, err := rt.when.evalBool(d.act)
+	ok, err := rt.when.EvalBool(d.act)
 	if err != nil {
 		d.Audit.EvalErrors++
-		return false, fmt.Sprintf("route %s: the condition %q could not be evaluated (%v), so it counts as false", rt.id, rt.when.src, err)
+		return false, fmt.Sprintf("route %s: the condition %q could not be evaluated (%v), so it counts as false", rt.id, rt.when.Source(), err)
 	}
 	if !ok {
-		return false, fmt.Sprintf("route %s: the condition %q does not hold", rt.id, rt.when.src)
+		return false, fmt.Sprintf("route %s: the condition %q does not hold", rt.id, rt.when.Source())
 	}
 	return true, ""
 }
@@ -281,7 +283,7 @@ func (d *Decision) guardApplies(g *bodyGuard) bool {
 		return true
 	}
 	if g.denyUnless != nil {
-		ok, err := g.denyUnless.evalBool(d.act)
+		ok, err := g.denyUnless.EvalBool(d.act)
 		if err != nil {
 			d.Audit.EvalErrors++
 			return true
@@ -317,61 +319,13 @@ func rolesPhrase(u *User) string {
 	return "roles " + strings.Join(u.Roles, ", ")
 }
 
-// celUserOf is `user` for CEL; an anonymous request gets an empty user.
-func celUserOf(u *User, now time.Time) celUser {
+// celUserOf is `user` for conditions; an anonymous request gets an empty
+// user.
+func celUserOf(u *User, now time.Time) cond.User {
 	if u == nil {
-		return celUser{Roles: []string{}, Attrs: map[string]any{}}
+		return cond.AnonymousUser()
 	}
-	cu := celUser{ID: u.ID, Roles: u.Roles, Attrs: u.Attrs, MFA: u.MFA}
-	if cu.Roles == nil {
-		cu.Roles = []string{}
-	}
-	if cu.Attrs == nil {
-		cu.Attrs = map[string]any{}
-	}
-	if !u.AuthTime.IsZero() {
-		cu.AuthAge = now.Sub(u.AuthTime)
-	} else {
-		// Unknown sign-in time: as old as it gets, so max-age checks in
-		// conditions fail closed.
-		cu.AuthAge = time.Duration(1<<63 - 1)
-	}
-	return cu
-}
-
-// single keeps the query parameters that have one value (or the same value
-// repeated); a parameter given with different values is left out, so a
-// condition reading it fails and counts as false.
-func single(q url.Values) map[string]string {
-	out := make(map[string]string, len(q))
-	for k, vs := range q {
-		if v, ok := oneValue(vs); ok {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// singleHeader gives header values by lower-case name, joined by ", " when
-// a header is repeated (as HTTP allows).
-func singleHeader(h http.Header) map[string]string {
-	out := make(map[string]string, len(h))
-	for k, vs := range h {
-		out[strings.ToLower(k)] = strings.Join(vs, ", ")
-	}
-	return out
-}
-
-func oneValue(vs []string) (string, bool) {
-	if len(vs) == 0 {
-		return "", false
-	}
-	for _, v := range vs[1:] {
-		if v != vs[0] {
-			return "", false
-		}
-	}
-	return vs[0], true
+	return cond.SignedInUser(u.ID, u.Roles, u.Attrs, u.MFA, u.AuthTime, now)
 }
 
 // matches tries the route on a request; q and h are the query parameters
@@ -502,7 +456,7 @@ func (s *Set) Routes() []RouteInfo {
 			ri.Path = r.pattern.String()
 		}
 		if r.when != nil {
-			ri.When = r.when.src
+			ri.When = r.when.Source()
 		}
 		for _, g := range r.body {
 			ri.BodyGuards = append(ri.BodyGuards, g.path)

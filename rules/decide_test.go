@@ -269,7 +269,7 @@ func TestSchedules(t *testing.T) {
 				t.Fatal(err)
 			}
 			sc := &schedule{days: days, spans: spans, loc: loc}
-			if got := sc.contains(c.at); got != c.in {
+			if got := sc.Contains(c.at); got != c.in {
 				t.Fatalf("contains(%s) = %v, want %v", c.at, got, c.in)
 			}
 		})

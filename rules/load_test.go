@@ -271,3 +271,14 @@ func TestLoadFileNamesTheFileInErrors(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+func TestTheExampleVisibleConditionRunsNatively(t *testing.T) {
+	s := loadExample(t)
+	for _, r := range s.routes {
+		for _, c := range r.conditions() {
+			if !c.Native() {
+				t.Errorf("route %s: %q falls back to CEL", r.id, c.Expr().Source())
+			}
+		}
+	}
+}

@@ -8,11 +8,9 @@ import (
 	"strings"
 	"sync"
 
-	"cel.dev/cel-go/common/types"
-	"cel.dev/cel-go/common/types/ref"
-	"cel.dev/cel-go/common/types/traits"
+	"github.com/crmguard/crmguard/rules/internal/cond"
+
 	"github.com/crmguard/crmguard/rules/rewrite"
-	"github.com/tidwall/gjson"
 )
 
 // finishRoute gives the native conditions of a route one shared list of
@@ -22,30 +20,11 @@ func (l *loader) finishRoute(r *route) {
 	if !r.rewrites {
 		return
 	}
-	index := map[string]int{}
-	var renumber func(n *pnode, c *condition)
-	renumber = func(n *pnode, c *condition) {
-		if n.kind == pRec {
-			p := c.keys[n.keyIdx]
-			k := p.String()
-			i, ok := index[k]
-			if !ok {
-				i = len(r.keys)
-				index[k] = i
-				r.keys = append(r.keys, p)
-			}
-			n.keyIdx = i
-		}
-		for _, kid := range n.kids {
-			renumber(kid, c)
-		}
-	}
+	var keys cond.RecordKeys
 	for _, c := range r.conditions() {
-		if c.native != nil {
-			renumber(c.native, c)
-			c.keys = nil
-		}
+		keys.Add(c)
 	}
+	r.keys = keys.Paths()
 	tpl := &rewrite.Plan{Records: r.recPath, Single: r.single, Keys: r.keys, Expose: r.expose, AuditID: r.auditID, HashKey: []byte("load-time check")}
 	for _, f := range r.fields {
 		tpl.Fields = append(tpl.Fields, f.rewriteField(nil))
@@ -58,8 +37,8 @@ func (l *loader) finishRoute(r *route) {
 	}
 }
 
-func (r *route) conditions() []*condition {
-	var out []*condition
+func (r *route) conditions() []*cond.Condition {
+	var out []*cond.Condition
 	if r.visible != nil {
 		out = append(out, r.visible)
 	}
@@ -80,87 +59,6 @@ var actions = map[string]rewrite.Action{
 
 func (f *fieldRule) rewriteField(when rewrite.Predicate) rewrite.Field {
 	return rewrite.Field{Path: f.p, Action: actions[f.action], Mask: f.maskFn, Replace: f.replace, When: when, Name: f.path}
-}
-
-// condState is a record condition prepared for one request: its request
-// constants are evaluated once.
-type condState struct {
-	c      *condition
-	consts []ref.Val
-	lists  [][]string // per pIn slot: the constant list when all strings
-	act    *activation
-	// Most conditions have a few constants and lists: they fit here,
-	// in the condState's own allocation.
-	constsBuf [4]ref.Val
-	listsBuf  [2][]string
-}
-
-func (d *Decision) prepare(c *condition) *condState {
-	cs := &condState{c: c, act: d.act}
-	if c.native != nil {
-		if len(c.consts) <= len(cs.constsBuf) {
-			cs.consts = cs.constsBuf[:len(c.consts)]
-		} else {
-			cs.consts = make([]ref.Val, len(c.consts))
-		}
-		for i, x := range c.consts {
-			switch {
-			case c.constKinds[i] == constFixed:
-				cs.consts[i] = c.fixed[i]
-				continue
-			case c.constKinds[i] == constUserID && d.act.user != nil:
-				cs.consts[i] = types.String(d.act.user.ID)
-				continue
-			}
-			v, _, err := x.prg.Eval(d.act)
-			if err != nil {
-				v = types.WrapErr(err)
-			}
-			cs.consts[i] = v
-		}
-		if c.nlists > 0 {
-			if c.nlists <= len(cs.listsBuf) {
-				cs.lists = cs.listsBuf[:c.nlists]
-			} else {
-				cs.lists = make([][]string, c.nlists)
-			}
-			fillLists(c.native, cs)
-		}
-	}
-	return cs
-}
-
-// eval evaluates the condition on one record (rec may be nil for a
-// condition that does not read `record`).
-func (cs *condState) eval(rec *rewrite.Record) (bool, error) {
-	if cs.c.native != nil {
-		var v ref.Val
-		if rec == nil {
-			v = cs.c.native.eval(cs, noRecord{})
-		} else {
-			v = cs.c.native.eval(cs, rec)
-		}
-		if b, ok := v.(types.Bool); ok {
-			return bool(b), nil
-		}
-		return false, valError(v)
-	}
-	act := cs.act
-	if rec != nil {
-		act = act.withRecord(rec.Raw())
-	}
-	return cs.c.e.evalBool(act)
-}
-
-type noRecord struct{}
-
-func (noRecord) Key(int) gjson.Result { return gjson.Result{} }
-
-func valError(v ref.Val) error {
-	if e, ok := v.(*types.Err); ok {
-		return fmt.Errorf("rules: %v", e)
-	}
-	return fmt.Errorf("rules: the condition gave %s, not a bool", v.Type().TypeName())
 }
 
 // A rewrite plan depends on the request only through which field rules
@@ -191,16 +89,16 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 	key := planKey{route: rt}
 	var visible rewrite.Predicate
 	if rt.visible != nil {
-		cs := d.prepare(rt.visible)
-		if !rt.visible.usesRecord {
-			ok, err := cs.eval(nil)
+		cs := rt.visible.Prepare(d.act)
+		if !rt.visible.UsesRecord() {
+			ok, err := cs.Eval(nil)
 			if err != nil || !ok {
 				// Hidden for every record; the rewriter counts the error
 				// once per record.
 				visible = func(*rewrite.Record) (bool, error) { return false, err }
 			}
 		} else {
-			visible = cs.eval
+			visible = cs.Eval
 		}
 	}
 	if visible != nil {
@@ -221,12 +119,12 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 		if f.except != nil && hasAny(d.user, f.except) {
 			continue
 		}
-		var when, unless *condState
+		var when, unless *cond.State
 		if f.when != nil {
-			when = d.prepare(f.when)
+			when = f.when.Prepare(d.act)
 		}
 		if f.unless != nil {
-			unless = d.prepare(f.unless)
+			unless = f.unless.Prepare(d.act)
 		}
 		if !f.perRecord() {
 			applies, err := applyField(when, unless, nil)
@@ -248,12 +146,12 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 	for _, f := range rt.answer {
 		applies := (f.forR == nil || hasAny(d.user, f.forR)) && (f.except == nil || !hasAny(d.user, f.except))
 		if applies && (f.when != nil || f.unless != nil) {
-			var when, unless *condState
+			var when, unless *cond.State
 			if f.when != nil {
-				when = d.prepare(f.when)
+				when = f.when.Prepare(d.act)
 			}
 			if f.unless != nil {
-				unless = d.prepare(f.unless)
+				unless = f.unless.Prepare(d.act)
 			}
 			var err error
 			if applies, err = applyField(when, unless, nil); err != nil {
@@ -286,7 +184,7 @@ func (d *Decision) plan() (*rewrite.Plan, func(), error) {
 }
 
 func (f *fieldRule) perRecord() bool {
-	return f.when != nil && f.when.usesRecord || f.unless != nil && f.unless.usesRecord
+	return f.when != nil && f.when.UsesRecord() || f.unless != nil && f.unless.UsesRecord()
 }
 
 // planPool returns the pool of compiled plans for a selection.
@@ -331,9 +229,9 @@ func (s *Set) newPooledPlan(k planKey) (*pooledPlan, error) {
 
 // applyField decides whether a field rule applies: `when` holds and
 // `unless` does not. An error applies the rule (fail closed).
-func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
+func applyField(when, unless *cond.State, rec *rewrite.Record) (bool, error) {
 	if when != nil {
-		ok, err := when.eval(rec)
+		ok, err := when.Eval(rec)
 		if err != nil {
 			return true, err
 		}
@@ -342,7 +240,7 @@ func applyField(when, unless *condState, rec *rewrite.Record) (bool, error) {
 		}
 	}
 	if unless != nil {
-		ok, err := unless.eval(rec)
+		ok, err := unless.Eval(rec)
 		if err != nil {
 			return true, err
 		}
@@ -542,40 +440,6 @@ func (d *Decision) shadowed(dst, body []byte) []byte {
 		return append(dst, body...)
 	}
 	return dst
-}
-
-// fillLists keeps, for each `x in CONSTANT` node, the constant as a list of
-// strings when it is one (the fast path of pIn).
-func fillLists(n *pnode, cs *condState) {
-	if n.kind == pIn && n.slot >= 0 {
-		if strs := cs.c.fixedLists[n.slot]; strs != nil {
-			cs.lists[n.slot] = strs // a literal list, read once at load
-		} else if strs := constStrings(cs.consts[n.kids[1].constIdx]); strs != nil {
-			cs.lists[n.slot] = strs
-		}
-	}
-	for _, k := range n.kids {
-		fillLists(k, cs)
-	}
-}
-
-// constStrings is a CEL list of strings as a Go slice (nil for any other
-// value).
-func constStrings(v ref.Val) []string {
-	l, ok := v.(traits.Lister)
-	if !ok || l.Type() != types.ListType {
-		return nil
-	}
-	size, _ := l.Size().(types.Int)
-	strs := make([]string, 0, int(size))
-	for i := types.Int(0); i < size; i++ {
-		s, ok := l.Get(i).(types.String)
-		if !ok {
-			return nil
-		}
-		strs = append(strs, string(s))
-	}
-	return strs
 }
 
 // head reports a HEAD request: its answer has no body to rewrite.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/crmguard/crmguard/rules/internal/cond"
+
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 
 	"github.com/crmguard/crmguard/rules/mask"
@@ -46,7 +48,6 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	for _, e := range es {
 		by[e.name] = e
 	}
-	env := l.set.env
 	if e, ok := by["id"]; ok {
 		r.id, _ = l.str(e.val, joinKey(key, "id"))
 	}
@@ -102,7 +103,7 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	if e, ok := by["when"]; ok {
 		wk := joinKey(key, "when")
 		if src, ok := l.str(e.val, wk); ok {
-			r.when = compileExpr(&l.diag, env, e.val, wk, src, requestVars, true)
+			r.when = l.expr(e.val, wk, src, cond.RequestScope, true)
 			if r.when != nil {
 				l.lintRoleLiterals(e.val, wk, r.when)
 			}
@@ -412,7 +413,7 @@ func (l *loader) fields(r *route, n *yaml.Node, key string, answer bool) []*fiel
 			case "when", "unless":
 				if src, ok := l.str(a.val, ak); ok {
 					c := l.condition(a.val, ak, src)
-					if answer && c != nil && c.usesRecord {
+					if answer && c != nil && c.UsesRecord() {
 						l.errorf(a.val, ak, "an answer field's condition cannot read record: it applies to the whole answer, outside the records")
 						good = false
 					}
@@ -502,7 +503,7 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 				l.useRoles(f.val, fk, g.deny)
 			case "deny_unless":
 				if src, ok := l.str(f.val, fk); ok {
-					g.denyUnless = compileExpr(&l.diag, l.set.env, f.val, fk, src, requestVars, true)
+					g.denyUnless = l.expr(f.val, fk, src, cond.RequestScope, true)
 					if g.denyUnless != nil {
 						l.lintRoleLiterals(f.val, fk, g.denyUnless)
 					}

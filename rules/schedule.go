@@ -101,9 +101,10 @@ func parseClock(s string) (int, error) {
 	return h*60 + m, nil
 }
 
-// contains reports whether t falls in the schedule. A time range that
-// crosses midnight belongs to the day it starts on.
-func (s *schedule) contains(t time.Time) bool {
+// Contains reports whether t falls in the schedule (cond.Schedule, for
+// in_schedule). A time range that crosses midnight belongs to the day it
+// starts on.
+func (s *schedule) Contains(t time.Time) bool {
 	t = t.In(s.loc)
 	mins := t.Hour()*60 + t.Minute()
 	day := t.Weekday()

@@ -2,11 +2,14 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
-	"cel.dev/cel-go/cel"
+	"github.com/crmguard/crmguard/rules/internal/cond"
+
 	"github.com/crmguard/crmguard/rules/mask"
 )
 
@@ -24,7 +27,7 @@ type Set struct {
 	routes    []*route
 	warnings  []Warning
 	hashKey   []byte
-	env       *cel.Env
+	env       *cond.Env
 	plans     sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
 }
 
@@ -83,4 +86,4 @@ func (s *Set) MFA() MFAPolicy {
 }
 
 // Roles lists the declared roles, sorted.
-func (s *Set) Roles() []string { return sortedKeys(s.roles) }
+func (s *Set) Roles() []string { return slices.Sorted(maps.Keys(s.roles)) }

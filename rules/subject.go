@@ -5,10 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"cel.dev/cel-go/common/types"
-	"cel.dev/cel-go/common/types/ref"
-	"cel.dev/cel-go/common/types/traits"
-	"cel.dev/cel-go/interpreter"
+	"github.com/crmguard/crmguard/rules/internal/cond"
 )
 
 // UserFromClaims builds a user from verified claims: subject.id,
@@ -21,49 +18,29 @@ import (
 // missing claim) gives no roles, and an attribute that fails is left out:
 // both can only take rights away.
 func (s *Set) UserFromClaims(claims map[string]any, mfa bool, authTime time.Time) (*User, error) {
-	act := &activation{claims: claims}
-	idv, _, err := s.subject.id.prg.Eval(act)
+	act := &cond.Activation{Claims: claims}
+	idv, err := s.subject.id.Eval(act)
 	if err != nil {
-		return nil, fmt.Errorf("rules: subject.id (%s): %w", s.subject.id.src, err)
+		return nil, fmt.Errorf("rules: subject.id (%s): %w", s.subject.id.Source(), err)
 	}
-	id, ok := idv.(types.String)
+	id, ok := idv.Native().(string)
 	if !ok || id == "" {
-		return nil, fmt.Errorf("rules: subject.id (%s) gave %v, not a non-empty string", s.subject.id.src, celToNative(idv))
+		return nil, fmt.Errorf("rules: subject.id (%s) gave %v, not a non-empty string", s.subject.id.Source(), idv.Native())
 	}
 	var groups []string
-	if rv, _, err := s.subject.roles.prg.Eval(act); err == nil {
-		groups, err = stringList(rv)
+	if rv, err := s.subject.roles.Eval(act); err == nil {
+		groups, err = rv.Strings()
 		if err != nil {
-			return nil, fmt.Errorf("rules: subject.roles (%s): %w", s.subject.roles.src, err)
+			return nil, fmt.Errorf("rules: subject.roles (%s): %w", s.subject.roles.Source(), err)
 		}
 	}
 	attrs := make(map[string]any, len(s.subject.attrs))
 	for _, a := range s.subject.attrs {
-		if v, _, err := a.e.prg.Eval(act); err == nil {
-			attrs[a.name] = celToNative(v)
+		if v, err := a.e.Eval(act); err == nil {
+			attrs[a.name] = v.Native()
 		}
 	}
-	return s.UserFromGroups(string(id), groups, attrs, mfa, authTime), nil
-}
-
-func stringList(v ref.Val) ([]string, error) {
-	if s, ok := v.(types.String); ok {
-		return []string{string(s)}, nil
-	}
-	l, ok := v.(traits.Lister)
-	if !ok {
-		return nil, fmt.Errorf("gave %s, not a list of strings", v.Type().TypeName())
-	}
-	n, _ := l.Size().(types.Int)
-	out := make([]string, 0, int(n))
-	for i := types.Int(0); i < n; i++ {
-		s, ok := l.Get(i).(types.String)
-		if !ok {
-			return nil, fmt.Errorf("item %d is not a string", i)
-		}
-		out = append(out, string(s))
-	}
-	return out, nil
+	return s.UserFromGroups(id, groups, attrs, mfa, authTime), nil
 }
 
 // UserFromGroups builds a user from identity-provider groups: they go
@@ -99,41 +76,4 @@ func (s *Set) UserFromRoles(id string, roles []string, attrs map[string]any, mfa
 		attrs = map[string]any{}
 	}
 	return &User{ID: id, Roles: eff, Attrs: attrs, MFA: mfa, AuthTime: authTime}
-}
-
-// activation gives CEL its variables for one request (and, for record
-// conditions, one record).
-type activation struct {
-	user    *celUser
-	request *celRequest
-	now     time.Time
-	claims  map[string]any
-	record  ref.Val
-}
-
-// ResolveName implements interpreter.Activation.
-func (a *activation) ResolveName(name string) (any, bool) {
-	switch name {
-	case varUser:
-		return a.user, a.user != nil
-	case varRequest:
-		return a.request, a.request != nil
-	case varNow:
-		return a.now, !a.now.IsZero()
-	case varClaims:
-		return a.claims, a.claims != nil
-	case varRecord:
-		return a.record, a.record != nil
-	}
-	return nil, false
-}
-
-// Parent implements interpreter.Activation.
-func (a *activation) Parent() interpreter.Activation { return nil }
-
-// withRecord is a copy of a that also holds a record's raw JSON.
-func (a *activation) withRecord(raw []byte) *activation {
-	b := *a
-	b.record = &jsonMap{raw: string(raw)}
-	return &b
 }

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/crmguard/crmguard/rules/internal/cond"
 
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 
@@ -28,7 +32,7 @@ type targetSpec struct {
 	query   string     // the template's literal query, encoded ("" none)
 	recSrc  string     // `record` as written
 	recKeys []string   // keys and indexes to the record; nil: the answer itself
-	allowIf *expr      // `allow_if`
+	allowIf *cond.Expr // `allow_if`
 	// idKeys maps a request key (body field, form field, query
 	// parameter), lowercased, to the fetch parameter whose value it must
 	// equal. Keys match in any case: ASP.NET and Jackson (with
@@ -128,7 +132,7 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if e, ok := by["allow_if"]; ok {
 		ak := joinKey(key, "allow_if")
 		if src, ok := l.str(e.val, ak); ok {
-			t.allowIf = compileExpr(&l.diag, l.set.env, e.val, ak, src, recordVars, true)
+			t.allowIf = l.expr(e.val, ak, src, cond.RecordScope, true)
 			if t.allowIf != nil {
 				l.lintRoleLiterals(e.val, ak, t.allowIf)
 			}
@@ -161,7 +165,7 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if methodsRead(r.methods) {
 		l.warnf(n, key, "the route also matches reads (GET or HEAD, or every method): each read fetches the record first too; judge reads with record/visible instead")
 	}
-	if t.allowIf != nil && !t.allowIf.vars[varRecord] {
+	if t.allowIf != nil && !t.allowIf.ReadsRecord() {
 		l.warnf(by["allow_if"].val, joinKey(key, "allow_if"), "the condition does not read record, so the fetched record decides nothing; put it in the route's when instead, or compare a field of record")
 	}
 	if good {
@@ -268,7 +272,7 @@ func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern) error {
 				return fmt.Errorf("%q: path parameter %q: want a name of letters, digits and _", src, s)
 			}
 			if !captured[name] {
-				have := sortedKeys(captured)
+				have := slices.Sorted(maps.Keys(captured))
 				if len(have) == 0 {
 					have = []string{"none"}
 				}
@@ -585,13 +589,13 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	if err != nil {
 		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %v", t.Path, err))
 	}
-	ok, err := rt.target.allowIf.evalBool(d.act.withRecord(raw))
+	ok, err := rt.target.allowIf.EvalBool(d.act.WithRecord(raw))
 	if err != nil {
 		d.Audit.EvalErrors++
-		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q could not be evaluated on it (%v), so it counts as false", rt.target.allowIf.src, err))
+		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q could not be evaluated on it (%v), so it counts as false", rt.target.allowIf.Source(), err))
 	}
 	if !ok {
-		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.src))
+		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.Source()))
 	}
 	if t.IfMatch {
 		if et := a.Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {

@@ -1,14 +1,16 @@
-package rules
+package cond
 
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"cel.dev/cel-go/common/types"
+	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
 // agreementExprs are record conditions of the shapes the native compiler
@@ -77,32 +79,61 @@ var agreementRecords = []string{
 	`{"id":"8","last_contact_at":"2025-11-24T10:00:00+08:00","amount":1000,"flag":null,"address":{"city":"Shanghai","zip":{"a":[1,2]}}}`,
 }
 
-// bothPaths loads rules twice: once as usual and once with every native
-// predicate removed, so that CEL decides everything.
-func bothPaths(t testing.TB, src string) (native, cel *Set) {
+// agreementCase is one agreement expression compiled twice: natively (as
+// at load) and with its native predicate removed, so that CEL decides
+// everything. keys are the record values the native one reads; both run
+// with them, as both would on a route (the rewriter hides a record in
+// which one of them is ambiguous).
+type agreementCase struct {
+	native, cel *Condition
+	keys        []rewrite.Path
+}
+
+// bothPaths compiles src twice, once as usual and once for CEL only.
+func bothPaths(t testing.TB, src string) agreementCase {
 	t.Helper()
-	native = mustLoad(t, src)
-	cel = mustLoad(t, src)
-	for _, r := range cel.routes {
-		for _, c := range r.conditions() {
-			c.native = nil
+	env, err := NewEnv(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compile := func() *Condition {
+		c, issues := CompileCondition(env, src)
+		if c == nil {
+			t.Fatalf("%s does not compile: %v", src, issues)
 		}
+		return c
 	}
-	return native, cel
+	var k RecordKeys
+	native := compile()
+	k.Add(native)
+	return agreementCase{native: native, cel: compile().CELOnly(), keys: k.Paths()}
 }
 
-func visibleRules(expr string) string {
-	return fmt.Sprintf("version: 1\nroles: {sales: {}, sales_manager: {}}\nroutes:\n  - id: list\n    match: {path: /list}\n    allow: [sales, sales_manager]\n    records: list\n    visible: %q\n    audit_id: id\n", expr)
+func mustPath(t testing.TB, p string) rewrite.Path {
+	t.Helper()
+	path, err := rewrite.ParsePath(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
-func runVisible(t testing.TB, s *Set, roles []string, body string) (ids []string, evalErrors int, err error) {
-	u := s.UserFromRoles("zhang", roles, map[string]any{"teams": []any{"east", "north"}}, true, time.Time{})
-	d := s.Decide(u, request("GET", "/list"))
-	if d.Outcome != Allow {
-		t.Fatalf("not allowed: %s", d.Reason)
+// runVisible rewrites body's "list" with c as `visible`, for user zhang of
+// team east and north with the given roles, as the engine does per
+// request: the records shown (by id) and the evaluation errors counted.
+func runVisible(t testing.TB, c *Condition, keys []rewrite.Path, roles []string, body string) (ids []string, evalErrors int, err error) {
+	now := time.Now()
+	u := SignedInUser("zhang", roles, map[string]any{"teams": []any{"east", "north"}}, true, time.Time{}, now)
+	var r Request
+	r.Init("GET", "/list", map[string]string{}, url.Values{}, http.Header{})
+	st := c.Prepare(&Activation{User: &u, Request: &r, Now: now})
+	p := &rewrite.Plan{Records: mustPath(t, "list"), Keys: keys, AuditID: mustPath(t, "id"), Visible: st.Eval}
+	if err := p.Compile(); err != nil {
+		t.Fatal(err)
 	}
-	_, _, err = d.Rewrite(nil, 200, http.Header{}, []byte(body))
-	return d.Audit.RecordIDs, d.Audit.EvalErrors, err
+	var stats rewrite.Stats
+	_, err = p.Rewrite(nil, []byte(body), &stats)
+	return stats.IDs, stats.EvalErrors, err
 }
 
 func TestNativeAndCELAgree(t *testing.T) {
@@ -110,12 +141,12 @@ func TestNativeAndCELAgree(t *testing.T) {
 	for _, e := range agreementExprs {
 		for _, roles := range [][]string{{"sales"}, {"sales_manager"}} {
 			t.Run(fmt.Sprintf("%s for %v gives the same records natively and in CEL", e.src, roles), func(t *testing.T) {
-				ns, cs := bothPaths(t, visibleRules(e.src))
-				if got := ns.routes[0].visible.native != nil; got != e.native {
+				ac := bothPaths(t, e.src)
+				if got := ac.native.Native(); got != e.native {
 					t.Fatalf("native compiled = %v, want %v", got, e.native)
 				}
-				nIDs, nErr, nFail := runVisible(t, ns, roles, body)
-				cIDs, cErr, cFail := runVisible(t, cs, roles, body)
+				nIDs, nErr, nFail := runVisible(t, ac.native, ac.keys, roles, body)
+				cIDs, cErr, cFail := runVisible(t, ac.cel, ac.keys, roles, body)
 				if fmt.Sprint(nFail) != fmt.Sprint(cFail) {
 					t.Fatalf("errors differ: native %v, CEL %v", nFail, cFail)
 				}
@@ -127,17 +158,6 @@ func TestNativeAndCELAgree(t *testing.T) {
 	}
 }
 
-func TestTheExampleVisibleConditionRunsNatively(t *testing.T) {
-	s := loadExample(t)
-	for _, r := range s.routes {
-		for _, c := range r.conditions() {
-			if c.native == nil {
-				t.Errorf("route %s: %q falls back to CEL", r.id, c.e.src)
-			}
-		}
-	}
-}
-
 // FuzzNativeAgreesWithCEL feeds arbitrary records to every agreement
 // expression: the native predicates and CEL must show the same records and
 // count the same evaluation errors.
@@ -145,22 +165,21 @@ func FuzzNativeAgreesWithCEL(f *testing.F) {
 	for i, r := range agreementRecords {
 		f.Add(uint8(i), r)
 	}
-	sets := make([][2]*Set, len(agreementExprs))
+	cases := make([]agreementCase, len(agreementExprs))
 	for i, e := range agreementExprs {
-		n, c := bothPaths(f, visibleRules(e.src))
-		sets[i] = [2]*Set{n, c}
+		cases[i] = bothPaths(f, e.src)
 	}
 	f.Fuzz(func(t *testing.T, which uint8, record string) {
-		pair := sets[int(which)%len(sets)]
+		ac := cases[int(which)%len(cases)]
 		body := `{"list":[` + record + `]}`
 		for _, roles := range [][]string{{"sales"}, {"sales_manager"}} {
-			nIDs, nErr, nFail := runVisible(t, pair[0], roles, body)
-			cIDs, cErr, cFail := runVisible(t, pair[1], roles, body)
+			nIDs, nErr, nFail := runVisible(t, ac.native, ac.keys, roles, body)
+			cIDs, cErr, cFail := runVisible(t, ac.cel, ac.keys, roles, body)
 			if (nFail == nil) != (cFail == nil) {
 				t.Fatalf("errors differ: native %v, CEL %v", nFail, cFail)
 			}
 			if nFail == nil && (!reflect.DeepEqual(nIDs, cIDs) || nErr != cErr) {
-				t.Fatalf("%s on %s: native shows %v with %d errors, CEL %v with %d", agreementExprs[int(which)%len(sets)].src, record, nIDs, nErr, cIDs, cErr)
+				t.Fatalf("%s on %s: native shows %v with %d errors, CEL %v with %d", agreementExprs[int(which)%len(cases)].src, record, nIDs, nErr, cIDs, cErr)
 			}
 		}
 	})

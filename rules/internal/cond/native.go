@@ -1,11 +1,8 @@
-package rules
+package cond
 
 import (
 	"math"
-	"reflect"
-	"strconv"
 	"strings"
-	"time"
 
 	"cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
@@ -16,7 +13,6 @@ import (
 	"cel.dev/cel-go/parser"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"github.com/tidwall/gjson"
-	"go.yaml.in/yaml/v3"
 )
 
 // A record condition (`visible`, a field's `when` / `unless`) runs once per
@@ -37,18 +33,20 @@ import (
 // Every other shape runs in CEL with `record` read lazily from the raw
 // record bytes.
 
-// condition is a compiled CEL condition that may read `record`.
-type condition struct {
-	e          *expr
+// Condition is a compiled record condition: a CEL expression that may read
+// `record`, with its native predicate when it has one. It is immutable once
+// its route's RecordKeys are gathered, and safe for concurrent use.
+type Condition struct {
+	e          *Expr
 	usesRecord bool
 	native     *pnode  // nil: evaluate with CEL
-	consts     []*expr // request-constant leaves of native
+	consts     []*Expr // request-constant leaves of native
 	// constKinds says how each of consts is found per request: most are
 	// literals (evaluated once, at load, into fixed) or user.id.
 	constKinds []constKind
 	fixed      []ref.Val      // per const: its value when constKinds says constFixed
 	fixedLists [][]string     // per pIn slot: a literal list of strings, read at load
-	keys       []rewrite.Path // record paths native reads, by keyIdx
+	keys       []rewrite.Path // record paths native reads, by keyIdx (until RecordKeys.Add)
 	nlists     int            // pIn nodes with a constant right side
 }
 
@@ -81,17 +79,18 @@ type pnode struct {
 	constIdx int
 	keyIdx   int
 	asTime   bool
-	slot     int // pIn with a constant list: index into condState.lists
+	slot     int // pIn with a constant list: index into State.lists
 }
 
-// condition compiles a record condition at n.
-func (l *loader) condition(n *yaml.Node, key, src string) *condition {
-	e := compileExpr(&l.diag, l.set.env, n, key, src, recordVars, true)
+// CompileCondition compiles a record condition (RecordScope, a bool) and,
+// when its shape allows, its native predicate.
+func CompileCondition(env *Env, src string) (*Condition, []Issue) {
+	e, issues := Compile(env, src, RecordScope, true)
 	if e == nil {
-		return nil
+		return nil, issues
 	}
-	c := &condition{e: e, usesRecord: e.vars[varRecord]}
-	nc := &nativeCompiler{l: l, c: c, info: e.ast.NativeRep().SourceInfo(), keyIdx: map[string]int{}}
+	c := &Condition{e: e, usesRecord: e.ReadsRecord()}
+	nc := &nativeCompiler{env: env, c: c, info: e.ast.NativeRep().SourceInfo(), keyIdx: map[string]int{}}
 	if root, ok := nc.compile(e.ast.NativeRep().Expr()); ok && nc.err == nil {
 		c.native = root
 		c.fixedLists = make([][]string, c.nlists)
@@ -99,13 +98,31 @@ func (l *loader) condition(n *yaml.Node, key, src string) *condition {
 	} else {
 		c.consts, c.constKinds, c.fixed, c.keys = nil, nil, nil, nil
 	}
-	l.lintRoleLiterals(n, key, e)
-	return c
+	return c, nil
+}
+
+// Expr is the condition's CEL expression.
+func (c *Condition) Expr() *Expr { return c.e }
+
+// UsesRecord reports whether the condition reads `record`; one that does
+// not has the same answer for every record of a request.
+func (c *Condition) UsesRecord() bool { return c.usesRecord }
+
+// Native reports whether the condition runs as a native predicate (false:
+// in CEL).
+func (c *Condition) Native() bool { return c.native != nil }
+
+// CELOnly is a copy of c that never runs natively: the general path, to
+// compare the native predicates with (benchmarks, differential tests).
+func (c *Condition) CELOnly() *Condition {
+	d := *c
+	d.native = nil
+	return &d
 }
 
 // readFixedLists fills fixedLists for the `in` nodes whose list is a
 // literal of strings.
-func (c *condition) readFixedLists(n *pnode) {
+func (c *Condition) readFixedLists(n *pnode) {
 	if n.kind == pIn && n.slot >= 0 && c.constKinds[n.kids[1].constIdx] == constFixed {
 		c.fixedLists[n.slot] = constStrings(c.fixed[n.kids[1].constIdx])
 	}
@@ -115,8 +132,8 @@ func (c *condition) readFixedLists(n *pnode) {
 }
 
 type nativeCompiler struct {
-	l      *loader
-	c      *condition
+	env    *Env
+	c      *Condition
 	info   *ast.SourceInfo
 	keyIdx map[string]int
 	err    error
@@ -138,8 +155,7 @@ func (nc *nativeCompiler) constant(e ast.Expr) (*pnode, bool) {
 	if err != nil {
 		return nil, false
 	}
-	var d diag
-	x := compileExpr(&d, nc.l.set.env, nil, "", src, requestVars, false)
+	x, _ := Compile(nc.env, src, RequestScope, false)
 	if x == nil {
 		return nil, false
 	}
@@ -307,7 +323,7 @@ type keyReader interface {
 // eval evaluates a native predicate on one record. st holds the request
 // constants. The common case, where every node reached has a plain boolean
 // answer, runs without CEL values; any other goes through evalVal.
-func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
+func (n *pnode) eval(st *State, rec keyReader) ref.Val {
 	if v, ok := n.evalBool(st, rec); ok {
 		return types.Bool(v)
 	}
@@ -318,7 +334,7 @@ func (n *pnode) eval(st *condState, rec keyReader) ref.Val {
 // fast paths: &&, || and ! of fastCmp and of a record string in a constant
 // list of strings, and boolean constants. ok is false otherwise (evalVal
 // then decides; it may still give a bool).
-func (n *pnode) evalBool(st *condState, rec keyReader) (val, ok bool) {
+func (n *pnode) evalBool(st *State, rec keyReader) (val, ok bool) {
 	switch n.kind {
 	case pOr, pAnd:
 		stop := n.kind == pOr
@@ -348,7 +364,7 @@ func (n *pnode) evalBool(st *condState, rec keyReader) (val, ok bool) {
 
 // inList is `record string in a constant list of strings`; ok is false for
 // every other case.
-func (n *pnode) inList(st *condState, rec keyReader) (val, ok bool) {
+func (n *pnode) inList(st *State, rec keyReader) (val, ok bool) {
 	if n.slot < 0 || n.kids[0].kind != pRec || n.kids[0].asTime {
 		return false, false
 	}
@@ -369,7 +385,7 @@ func (n *pnode) inList(st *condState, rec keyReader) (val, ok bool) {
 }
 
 // evalVal evaluates n with CEL values, errors included.
-func (n *pnode) evalVal(st *condState, rec keyReader) ref.Val {
+func (n *pnode) evalVal(st *State, rec keyReader) ref.Val {
 	switch n.kind {
 	case pOr, pAnd:
 		stop := types.True
@@ -478,7 +494,7 @@ func (n *pnode) evalVal(st *condState, rec keyReader) ref.Val {
 			return types.Bool(ci >= 0)
 		}
 	}
-	return types.NewErr("rules: unknown predicate node")
+	return types.NewErr("cond: unknown predicate node")
 }
 
 func isNaN(v ref.Val) bool {
@@ -486,166 +502,11 @@ func isNaN(v ref.Val) bool {
 	return ok && math.IsNaN(float64(d))
 }
 
-// gjsonToVal turns a JSON value into a CEL value: strings, integers (as
-// int when the literal is a whole number that fits), other numbers (as
-// double), booleans, null, objects (a lazy map) and arrays.
-func gjsonToVal(r gjson.Result) ref.Val {
-	switch r.Type {
-	case gjson.String:
-		return types.String(r.Str)
-	case gjson.True:
-		return types.True
-	case gjson.False:
-		return types.False
-	case gjson.Null:
-		return types.NullValue
-	case gjson.Number:
-		if !strings.ContainsAny(r.Raw, ".eE") {
-			if i, err := strconv.ParseInt(r.Raw, 10, 64); err == nil {
-				return types.Int(i)
-			}
-		}
-		return types.Double(r.Num)
-	case gjson.JSON:
-		if r.IsObject() {
-			return &jsonMap{raw: r.Raw}
-		}
-		var elems []ref.Val
-		r.ForEach(func(_, v gjson.Result) bool {
-			elems = append(elems, gjsonToVal(v))
-			return true
-		})
-		return types.NewRefValList(types.DefaultTypeAdapter, elems)
-	}
-	return types.NewErr("no such key")
-}
-
-// lookupKey finds key among the members of a raw JSON object. A key that
-// is present several times with different values does not exist (the same
-// rule as rewrite.Record.Key).
-func lookupKey(raw string, key string) (gjson.Result, bool) {
-	var found gjson.Result
-	n := 0
-	ambiguous := false
-	gjson.Parse(raw).ForEach(func(k, v gjson.Result) bool {
-		if k.Str == key {
-			if n > 0 && v.Raw != found.Raw {
-				ambiguous = true
-				return false
-			}
-			found = v
-			n++
-		}
-		return true
-	})
-	if ambiguous || n == 0 {
-		return gjson.Result{}, false
-	}
-	return found, true
-}
-
-// jsonMap is a JSON object as a CEL map whose members are read lazily.
-type jsonMap struct {
-	raw  string
-	full traits.Mapper // built on first need for iteration or equality
-}
-
-var _ traits.Mapper = (*jsonMap)(nil)
-
-func (m *jsonMap) materialize() traits.Mapper {
-	if m.full == nil {
-		vals := map[ref.Val]ref.Val{}
-		gjson.Parse(m.raw).ForEach(func(k, _ gjson.Result) bool {
-			if v, ok := lookupKey(m.raw, k.Str); ok {
-				vals[types.String(k.Str)] = gjsonToVal(v)
-			}
-			return true
-		})
-		m.full = types.NewRefValMap(types.DefaultTypeAdapter, vals)
-	}
-	return m.full
-}
-
-// Find implements traits.Mapper.
-func (m *jsonMap) Find(key ref.Val) (ref.Val, bool) {
-	k, ok := key.(types.String)
-	if !ok {
-		if types.IsError(key) {
-			return key, false
-		}
-		return nil, false
-	}
-	v, ok := lookupKey(m.raw, string(k))
-	if !ok {
-		return nil, false
-	}
-	return gjsonToVal(v), true
-}
-
-// Get implements traits.Indexer.
-func (m *jsonMap) Get(key ref.Val) ref.Val {
-	if v, ok := m.Find(key); ok {
-		return v
-	}
-	return types.NewErr("no such key: %v", key)
-}
-
-// Contains implements traits.Container.
-func (m *jsonMap) Contains(key ref.Val) ref.Val {
-	_, ok := m.Find(key)
-	return types.Bool(ok)
-}
-
-// Iterator implements traits.Iterable.
-func (m *jsonMap) Iterator() traits.Iterator { return m.materialize().Iterator() }
-
-// Size implements traits.Sizer.
-func (m *jsonMap) Size() ref.Val { return m.materialize().Size() }
-
-// ConvertToNative implements ref.Val.
-func (m *jsonMap) ConvertToNative(t reflect.Type) (any, error) {
-	return m.materialize().ConvertToNative(t)
-}
-
-// ConvertToType implements ref.Val.
-func (m *jsonMap) ConvertToType(t ref.Type) ref.Val { return m.materialize().ConvertToType(t) }
-
-// Equal implements ref.Val.
-func (m *jsonMap) Equal(o ref.Val) ref.Val { return m.materialize().Equal(o) }
-
-// Type implements ref.Val.
-func (m *jsonMap) Type() ref.Type { return types.MapType }
-
-// Value implements ref.Val.
-func (m *jsonMap) Value() any { return m.materialize().Value() }
-
-// lintRoleLiterals warns about `"name" in user.roles` with an undeclared
-// role name, and counts declared ones as used.
-func (l *loader) lintRoleLiterals(n *yaml.Node, key string, e *expr) {
-	v := ast.NewExprVisitor(func(x ast.Expr) {
-		if x.Kind() != ast.CallKind || x.AsCall().FunctionName() != operators.In {
-			return
-		}
-		args := x.AsCall().Args()
-		if len(args) != 2 || args[0].Kind() != ast.LiteralKind || args[1].Kind() != ast.SelectKind {
-			return
-		}
-		sel := args[1].AsSelect()
-		if sel.FieldName() != "roles" || sel.Operand().Kind() != ast.IdentKind || sel.Operand().AsIdent() != varUser {
-			return
-		}
-		if s, ok := args[0].AsLiteral().(types.String); ok {
-			l.useRoles(n, key, []string{string(s)})
-		}
-	})
-	ast.PostOrderVisit(e.ast.NativeRep().Expr(), v)
-}
-
 // fastCmp compares a record value with a request constant without boxing
 // values (val is the bool evalVal gives), for the cases where the result is plain: a record string against
 // a constant string (== and !=), and timestamp(record string) against a
 // constant timestamp. ok is false when the general path must decide.
-func (n *pnode) fastCmp(st *condState, rec keyReader) (val, ok bool) {
+func (n *pnode) fastCmp(st *State, rec keyReader) (val, ok bool) {
 	recSide, constSide := n.kids[0], n.kids[1]
 	flip := false
 	if recSide.kind != pRec {
@@ -722,122 +583,3 @@ func recStr(rec keyReader, i int) (string, bool) {
 	r := rec.Key(i)
 	return r.Str, r.Type == gjson.String
 }
-
-// canonicalUTC reads the canonical form of a UTC instant in whole seconds,
-// exactly YYYY-MM-DDThh:mm:ssZ (upper-case T and Z, no fraction), as Unix
-// seconds, with the checks CEL's timestamp(string) makes: month 01-12, a day
-// that exists in that month, hours 00-23, minutes and seconds 00-59, years
-// 0001-9999. ok is false for every other string, which then goes through
-// celTimestamp: a fast path, never a different answer (FuzzCELTimestamp
-// checks both against CEL).
-func canonicalUTC(s string) (int64, bool) {
-	if len(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z' {
-		return 0, false
-	}
-	// two digits at i as a number, or -1
-	two := func(i int) int {
-		a, b := s[i]-'0', s[i+1]-'0'
-		if a > 9 || b > 9 {
-			return -1
-		}
-		return int(a)*10 + int(b)
-	}
-	century, yy := two(0), two(2)
-	month, day, hour, minute, sec := two(5), two(8), two(11), two(14), two(17)
-	if century < 0 || yy < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
-		return 0, false
-	}
-	year := century*100 + yy
-	if year < 1 {
-		return 0, false
-	}
-	leap := year%4 == 0 && (year%100 != 0 || year%400 == 0)
-	if day > 28+int(monthExtra[month]) && !(month == 2 && day == 29 && leap) {
-		return 0, false
-	}
-	return daysFromCivil(year, month, day)*86400 + int64(hour*3600+minute*60+sec), true
-}
-
-// monthExtra is the days of each month beyond 28 (February: 0, leap days
-// apart).
-var monthExtra = [13]uint8{0, 3, 0, 3, 2, 3, 2, 3, 3, 2, 3, 2, 3}
-
-// daysFromCivil is the number of days from 1970-01-01 to the given date of
-// the proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
-func daysFromCivil(y, m, d int) int64 {
-	if m <= 2 {
-		y--
-	}
-	era := y / 400 // y >= 0 here
-	yoe := y - era*400
-	mp := (m + 9) % 12
-	doy := (153*mp+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return int64(era*146097 + doe - 719468)
-}
-
-// celTimestamp parses s the way CEL's timestamp(string) does when it
-// succeeds: strict RFC 3339 (two-digit fields, '.' fractions, Z or ±hh:mm
-// with hh ≤ 23), then time.Parse, then the range of years 1 to 9999. ok is
-// false whenever CEL would not give a timestamp; FuzzCELTimestamp checks
-// that both agree.
-func celTimestamp(s string) (time.Time, bool) {
-	if !strictRFC3339(s) {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, false
-	}
-	if u := t.Unix(); u < -62135596800 || u > 253402300799 {
-		return time.Time{}, false
-	}
-	return t, true
-}
-
-// strictRFC3339 reports whether s is
-// YYYY-MM-DD(T|t)hh:mm:ss[.frac](Z|z|(+|-)hh:mm) with months 01-12, days
-// 01-31, hours 00-23, minutes 00-59 and seconds 00-60.
-func strictRFC3339(s string) bool {
-	if len(s) < 20 {
-		return false
-	}
-	two := func(i int, max int) bool {
-		if !isDigit(s[i]) || !isDigit(s[i+1]) {
-			return false
-		}
-		v := int(s[i]-'0')*10 + int(s[i+1]-'0')
-		return v <= max
-	}
-	for i := 0; i < 4; i++ {
-		if !isDigit(s[i]) {
-			return false
-		}
-	}
-	if s[4] != '-' || !two(5, 12) || s[5:7] == "00" || s[7] != '-' || !two(8, 31) || s[8:10] == "00" ||
-		(s[10] != 'T' && s[10] != 't') || !two(11, 23) || s[13] != ':' || !two(14, 59) || s[16] != ':' || !two(17, 60) {
-		return false
-	}
-	rest := s[19:]
-	if rest[0] == '.' {
-		i := 1
-		for i < len(rest) && isDigit(rest[i]) {
-			i++
-		}
-		if i == 1 {
-			return false
-		}
-		rest = rest[i:]
-	}
-	switch {
-	case len(rest) == 1:
-		return rest[0] == 'Z' || rest[0] == 'z'
-	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-'):
-		zone := "x" + rest[1:] // keep the offsets of two()'s indexes simple
-		return isDigit(zone[1]) && isDigit(zone[2]) && int(zone[1]-'0')*10+int(zone[2]-'0') <= 23 &&
-			zone[3] == ':' && isDigit(zone[4]) && isDigit(zone[5]) && int(zone[4]-'0')*10+int(zone[5]-'0') <= 59
-	}
-	return false
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
