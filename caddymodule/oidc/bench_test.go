@@ -5,7 +5,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/crmguard/crmguard/caddymodule/session/redistest"
+	"github.com/crmguard/crmguard/caddymodule/store/redistest"
 	"github.com/crmguard/crmguard/examples/devidp"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/crmguard/crmguard/caddymodule/session"
-	"github.com/crmguard/crmguard/caddymodule/session/redistest"
+	"github.com/crmguard/crmguard/caddymodule/store/redistest"
 )
 
 func TestRedisStoreSharedByTwoInstances(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crmguard/crmguard/caddymodule/session/redistest"
+	"github.com/crmguard/crmguard/caddymodule/store/redistest"
 )
 
 func TestRedisStore(t *testing.T) {

@@ -7,14 +7,28 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// Start runs redis-server on a unix socket in a temporary directory until
-// the test ends and returns its URL (unix://...). Without redis-server the
-// test fails when CI is set (CI must install it) and is skipped otherwise.
-func Start(t testing.TB) string {
+// Server is a running redis-server that listens only on a unix socket in
+// a temporary directory (never on a network port).
+type Server struct {
+	// URL names the server (unix://...).
+	URL string
+
+	cmd  *exec.Cmd
+	once sync.Once
+}
+
+// Start runs redis-server until the test ends and returns its URL.
+func Start(t testing.TB) string { return Run(t).URL }
+
+// Run runs redis-server until the test ends (or Stop). Without
+// redis-server the test fails when CI is set (CI must install it) and is
+// skipped otherwise.
+func Run(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -38,10 +52,8 @@ func Start(t testing.TB) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("redistest: starting redis-server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	s := &Server{URL: "unix://" + sock, cmd: cmd}
+	t.Cleanup(s.Stop)
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -63,5 +75,14 @@ func Start(t testing.TB) string {
 	case <-time.After(20 * time.Second):
 		t.Fatal("redistest: redis-server did not become ready in 20 s")
 	}
-	return "unix://" + sock
+	return s
+}
+
+// Stop kills the server (a crash: nothing is saved) and waits until it
+// has exited; calling it again does nothing.
+func (s *Server) Stop() {
+	s.once.Do(func() {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	})
 }
