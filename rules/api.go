@@ -46,6 +46,22 @@ type MFAPolicy struct {
 	ACR []string
 }
 
+// defaultMFAAMR are the amr values that count as MFA when a rule file lists
+// neither amr nor acr values: the RFC 8176 methods that are a second factor
+// (docs/signin.md lists them; keep the two the same).
+var defaultMFAAMR = [...]string{"mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris", "retina", "sc"}
+
+// WithDefaults returns p with the RFC 8176 second-factor methods (mfa, otp,
+// hwk, swk, sms, fpt, face, iris, retina, sc) as its AMR list when it lists
+// neither AMR nor ACR values, else p unchanged. A loaded Set's policy has
+// them already.
+func (p MFAPolicy) WithDefaults() MFAPolicy {
+	if len(p.AMR) == 0 && len(p.ACR) == 0 {
+		p.AMR = append([]string(nil), defaultMFAAMR[:]...)
+	}
+	return p
+}
+
 // Satisfied reports whether a verified token's amr and acr claims show MFA
 // under this policy.
 func (p MFAPolicy) Satisfied(amr []string, acr string) bool {

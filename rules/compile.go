@@ -214,6 +214,7 @@ func (l *loader) file(root *yaml.Node) {
 	if e, ok := byName["mfa"]; ok {
 		l.mfa(e.val)
 	}
+	s.mfa = s.mfa.WithDefaults() // a block that lists no methods, or none, means RFC 8176's
 	s.schedules = map[string]*schedule{}
 	if e, ok := byName["schedules"]; ok {
 		l.schedules(e.val)
@@ -369,9 +370,6 @@ func (l *loader) mfa(n *yaml.Node) {
 		case "acr":
 			p.ACR, _ = l.strList(e.val, key)
 		}
-	}
-	if p.Required && len(p.AMR) == 0 && len(p.ACR) == 0 {
-		l.errorf(n, "mfa", "required is true but neither amr nor acr lists what counts as MFA: nobody could sign in")
 	}
 }
 

@@ -122,9 +122,6 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 				r.maxAge, _ = l.duration(f.val, joinKey(mk, "max_age"))
 			}
 		}
-		if r.mfaReq != nil && *r.mfaReq && len(l.set.mfa.AMR) == 0 && len(l.set.mfa.ACR) == 0 {
-			l.errorf(e.val, mk, "requires MFA but the file's mfa block lists no amr or acr values that count as MFA")
-		}
 	}
 	if r.public && (r.mfaReq != nil || r.maxAge > 0) {
 		l.errorf(by["mfa"].key, joinKey(key, "mfa"), "a public route needs no sign-in, so it cannot ask for MFA")

@@ -33,10 +33,6 @@ import (
 	"github.com/crmguard/crmguard/rules"
 )
 
-// DefaultMFAAMR is used when the rule file's mfa block lists neither amr
-// nor acr values: the RFC 8176 methods that are a second factor.
-var DefaultMFAAMR = []string{"mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris", "retina", "sc"}
-
 // ErrUnavailable wraps every failure to reach the OpenID Provider; the
 // handler answers 503.
 var ErrUnavailable = errors.New("oidc: the identity provider is unavailable")
@@ -168,13 +164,10 @@ func (p *Provider) Cleanup() error {
 // Sessions is the session manager (its store is the truth about sessions).
 func (p *Provider) Sessions() *session.Manager { return p.sess }
 
-// policy is the current MFA policy with the default methods filled in.
+// policy is the current MFA policy with the default methods filled in
+// (a loaded rule set has them; a policy built by hand may not).
 func (p *Provider) policy() rules.MFAPolicy {
-	pol := p.mfa()
-	if len(pol.AMR) == 0 && len(pol.ACR) == 0 {
-		pol.AMR = DefaultMFAAMR
-	}
-	return pol
+	return p.mfa().WithDefaults()
 }
 
 // Discovery retry backoff bounds.
