@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/crmguard/crmguard/caddymodule/notify"
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 	"github.com/crmguard/crmguard/caddymodule/session"
 )
@@ -50,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cookie_prefixes <prefix>...
 //		mode shadow                  # decide and audit, never enforce
 //		reload_interval <duration>|off
+//		notify { webhook <url> { header <name> <value> } }   # see package notify
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -71,6 +73,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.OIDC = c
+		case "notify":
+			c := new(notify.Config)
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			h.Notify = c
 		case "session":
 			c := new(session.Config)
 			if err := c.UnmarshalCaddyfile(d); err != nil {

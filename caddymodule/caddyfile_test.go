@@ -106,6 +106,13 @@ func TestCaddyfile(t *testing.T) {
 					t.Errorf("strip_headers: %s", s)
 				}
 			}},
+		{name: "a notify block is read with its placeholders kept for provisioning",
+			src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tnotify {\n\t\t\twebhook https://hooks.example.com/crm {\n\t\t\t\theader Authorization \"Bearer {env.HOOK_TOKEN}\"\n\t\t\t}\n\t\t}\n\t}\n}\n",
+			check: func(t *testing.T, h map[string]any) {
+				if s, _ := json.Marshal(h["notify"]); string(s) != `{"webhooks":[{"headers":{"Authorization":"Bearer {env.HOOK_TOKEN}"},"url":"https://hooks.example.com/crm"}]}` {
+					t.Errorf("notify: %s", s)
+				}
+			}},
 		{name: "an unknown subdirective is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\trulez x\n\t}\n}\n", wantErr: `unknown subdirective "rulez"`},
 		{name: "a size that is not a size is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tmax_body lots\n\t}\n}\n", wantErr: "max_body"},
 		{name: "a missing rules file is an error", src: ":8080 {\n\tcrm_guard {\n\t\taudit a.jsonl\n\t}\n}\n", wantErr: "rules file is required"},

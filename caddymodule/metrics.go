@@ -182,3 +182,18 @@ func (m *guardMetrics) observe(ev *AuditEvent, rewrote bool, rewriteTime time.Du
 		m.rewriteObserver(route).Observe(rewriteTime.Seconds())
 	}
 }
+
+// notifyFailures returns the counter of notifications given up, by reason
+// (crmguard_notify_failures_total), registered on reg (shared with other
+// handlers of the same configuration). A nil reg gives an unregistered
+// counter.
+func notifyFailures(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "crmguard", Name: "notify_failures_total",
+		Help: "Notifications not delivered to a webhook, by reason (queue_full, undeliverable, closed).",
+	}, []string{"reason"})
+	if reg == nil {
+		return c, nil
+	}
+	return register(reg, c)
+}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/notify"
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 	"github.com/crmguard/crmguard/caddymodule/session"
 	"github.com/crmguard/crmguard/rules"
@@ -90,12 +91,18 @@ type Handler struct {
 	// Default 1s; a negative value turns watching off.
 	ReloadInterval caddy.Duration `json:"reload_interval,omitempty"`
 
+	// Notify configures the webhooks that notifications (an export waits
+	// for approval, temporary access started, ...) are posted to.
+	// Without it nobody is notified; the pages and the audit still work.
+	Notify *notify.Config `json:"notify,omitempty"`
+
 	guard     *Guard
 	source    *ruleSource
 	sourceKey string
 	provider  authn.Provider
 	owned     caddy.CleanerUpper // provider built here, cleaned up here
 	auditPath string
+	notifier  *notify.Notifier
 	logger    *zap.Logger
 }
 
@@ -194,6 +201,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		sink = loggerSink{log: caddy.Log().Named("crm_guard.audit")}
 	}
 
+	if h.Notify != nil {
+		nc := h.Notify.Replace(repl)
+		fails, err := notifyFailures(ctx.GetMetricsRegistry())
+		if err != nil {
+			return err
+		}
+		h.notifier, err = notify.New(nc, notify.Options{Logger: h.logger.Named("notify"), Failures: fails})
+		if err != nil {
+			return fmt.Errorf("caddymodule: crm_guard notify: %w", err)
+		}
+	}
+
 	var mode *rules.Mode
 	if h.Mode == "shadow" {
 		m := rules.Shadow
@@ -237,7 +256,12 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup releases the rules watcher, the audit file and the provider.
+// The notifier delivers what it has queued in the background (for at most
+// notify.DefaultDrain), so a reload does not wait for a slow webhook.
 func (h *Handler) Cleanup() error {
+	if n := h.notifier; n != nil {
+		go func() { _ = n.Close() }()
+	}
 	var err error
 	if h.owned != nil {
 		err = h.owned.Cleanup()

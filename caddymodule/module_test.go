@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/crmguard/crmguard/caddymodule/notify"
 )
 
 func TestProvisionRegistersMetricsOnCaddysRegistry(t *testing.T) {
@@ -33,6 +35,26 @@ crmguard_decisions_total{outcome="allow",route="health"} 1
 `
 	if err := testutil.GatherAndCompare(ctx.GetMetricsRegistry(), strings.NewReader(want), "crmguard_decisions_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestProvisionStartsTheNotifierAfterReplacingPlaceholders(t *testing.T) {
+	t.Setenv("CRMGUARD_TEST_HOOK_URL", "ftp://hooks.example.com/crm")
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Rules: "testdata/rules.yaml", ReloadInterval: -1, Notify: &notify.Config{Webhooks: []notify.Webhook{{URL: "{env.CRMGUARD_TEST_HOOK_URL}"}}}}
+	err := h.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), `"ftp://hooks.example.com/crm" is not an http or https URL`) {
+		t.Fatalf("want the replaced URL refused, got %v", err)
+	}
+	t.Setenv("CRMGUARD_TEST_HOOK_URL", "https://hooks.example.com/crm")
+	h = &Handler{Rules: "testdata/rules.yaml", ReloadInterval: -1, Notify: &notify.Config{Webhooks: []notify.Webhook{{URL: "{env.CRMGUARD_TEST_HOOK_URL}"}}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Cleanup()
+	if h.notifier == nil {
+		t.Fatal("no notifier was started")
 	}
 }
 
