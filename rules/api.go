@@ -12,6 +12,7 @@
 package rules
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"time"
@@ -120,16 +121,11 @@ type Request struct {
 	Header http.Header
 	// Now is the clock for this request; zero means time.Now().
 	Now time.Time
-	// Grants answers whether an export is approved; nil means no export
-	// is approved.
-	Grants ExportGrants
-}
-
-// ExportGrants is the seam where an export approval mechanism plugs in.
-type ExportGrants interface {
-	// Approved reports whether u holds an approved grant to export on the
-	// route with the given id for this request.
-	Approved(u *User, routeID string, r *Request) bool
+	// Grants finds and uses export grants (grants.go); nil means nobody
+	// holds a grant.
+	Grants GrantSource
+	// Context bounds the calls to Grants (nil: context.Background()).
+	Context context.Context
 }
 
 // Outcome is the kind of a decision.
@@ -167,6 +163,8 @@ type BodyError struct {
 	Field string
 	// Reason is a sentence a person can read.
 	Reason string
+	// Message says it in words for the user (no rule internals).
+	Message string
 }
 
 // Error returns the reason.
@@ -178,6 +176,8 @@ type Block struct {
 	Status int
 	// Reason is a sentence a person can read.
 	Reason string
+	// Message says it in words for the user (no rule internals).
+	Message string
 }
 
 // Audit is what happened to one request, for the audit event.
@@ -209,6 +209,8 @@ type Audit struct {
 	// Target is what the fetch of the stored record found (routes with
 	// a target only).
 	Target *TargetAudit `json:"target,omitempty"`
+	// Grant is the export grant the request used (grants.go).
+	Grant *GrantAudit `json:"grant,omitempty"`
 }
 
 // ExportFlags says why an exchange counted as an export and what became of it.

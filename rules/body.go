@@ -36,6 +36,7 @@ func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
 	if be != nil {
 		d.Audit.Decision = "deny"
 		d.Audit.Reason = be.Reason
+		be.Message = d.bodyMessage(be) // message.go
 	}
 	return be
 }
@@ -129,7 +130,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 	}
 	who := rolesPhrase(d.user)
 	if found.guard.denyUnless != nil && !hasAny(d.user, found.guard.deny) {
-		who = fmt.Sprintf("%s (the condition %q does not hold)", who, found.guard.denyUnless.Source())
+		who = fmt.Sprintf("%s (the condition `%s` does not hold)", who, found.guard.denyUnless.Source())
 	}
 	return &BodyError{
 		Status: http.StatusForbidden,

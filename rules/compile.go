@@ -42,16 +42,22 @@ type route struct {
 	allow   []string // roles
 	deny    string   // when set the route always denies, with this reason
 	when    *cond.Expr
-	mfaReq  *bool
-	maxAge  time.Duration
-	records string
-	record  string
-	recPath rewrite.Path // records or record, compiled
-	single  bool         // record: the body is one record
-	visible *cond.Condition
-	expose  []rewrite.Path
-	fields  []*fieldRule
-	answer  []*fieldRule // `answer`: paths from the answer's root, outside the records
+	// description and the messages are the operator's words for refusals
+	// (message.go).
+	description string
+	message     string // any refusal of the route
+	whenMessage string // `when` does not hold
+	mfaMessage  string // a step-up
+	mfaReq      *bool
+	maxAge      time.Duration
+	records     string
+	record      string
+	recPath     rewrite.Path // records or record, compiled
+	single      bool         // record: the body is one record
+	visible     *cond.Condition
+	expose      []rewrite.Path
+	fields      []*fieldRule
+	answer      []*fieldRule // `answer`: paths from the answer's root, outside the records
 	// answerHeaders are the response headers removed from every answer
 	// of the route (canonical names).
 	answerHeaders []string
@@ -94,12 +100,15 @@ type bodyGuard struct {
 	segs       []string
 	deny       []string
 	denyUnless *cond.Expr
+	message    string
 }
 
 // exportSpec is a route's `export`.
 type exportSpec struct {
 	approval        bool
+	policy          string // the approval policy that grants it ("" with approval: true)
 	withoutApproval []string
+	message         string
 }
 
 // subjectSpec is the compiled `subject` block.
@@ -117,12 +126,13 @@ type namedExpr struct {
 // loader holds what compiling one file needs.
 type loader struct {
 	diag
-	cfg      loadConfig
-	set      *Set
-	declared map[string]*yaml.Node // role -> its key node
-	used     map[string]bool       // roles referenced anywhere
-	usedAt   []roleUse
-	roleNode *yaml.Node
+	cfg           loadConfig
+	set           *Set
+	declared      map[string]*yaml.Node // role -> its key node
+	used          map[string]bool       // roles referenced anywhere
+	usedAt        []roleUse
+	roleNode      *yaml.Node
+	workflowState // load_approvals.go
 }
 
 type roleUse struct {
@@ -139,6 +149,7 @@ func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 		declared: map[string]*yaml.Node{},
 		used:     map[string]bool{},
 	}
+	l.policyUses = map[string]bool{}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &LoadError{Errors: []*Error{yamlSyntaxError(name, err)}}
@@ -163,7 +174,7 @@ func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 }
 
 func (l *loader) file(root *yaml.Node) {
-	top, ok := l.entries(root, "", "version", "default", "mode", "subject", "role_map", "roles", "mfa", "schedules", "masks", "routes")
+	top, ok := l.entries(root, "", "version", "default", "mode", "subject", "role_map", "roles", "mfa", "schedules", "masks", "approvals", "elevations", "routes")
 	if !ok {
 		return
 	}
@@ -238,6 +249,8 @@ func (l *loader) file(root *yaml.Node) {
 		subj = e.val
 	}
 	l.subject(subj)
+	l.approvals(byName["approvals"].val)   // load_approvals.go
+	l.elevations(byName["elevations"].val) // after approvals, which it names
 	if e, ok := byName["routes"]; ok {
 		l.routes(e.val)
 	} else {

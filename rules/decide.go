@@ -22,8 +22,22 @@ type Decision struct {
 	Status int
 	// RouteID is the id of the matched route ("" when none matched).
 	RouteID string
-	// Reason is a sentence a person can read.
+	// Reason is a sentence a person can read: the technical reason, for
+	// the audit and the administrator (it may quote a rule's condition).
 	Reason string
+	// Message says in words, for the user, why the request is refused and
+	// what to do next ("" when allowed): the operator's `message:` or a
+	// default generated from schedules, roles and approval policies. It
+	// never shows a rule's condition (message.go).
+	Message string
+	// Approval names the approval policy whose grant the matched export
+	// route needs from this user ("" when it needs none, or on
+	// `approval: true`, which has no policy to request a grant under). It
+	// is set once every check before the grant passed, whether a grant was
+	// found or not.
+	Approval string
+	// Grant is the export grant the request used, once UseGrant succeeded.
+	Grant *Grant
 	// Public is true on a route that needs no sign-in.
 	Public bool
 	// Shadow is true when the rule set only reports: the caller must not
@@ -45,8 +59,12 @@ type Decision struct {
 	req    *Request
 	act    *cond.Activation
 	guards []*bodyGuard // body guards that apply to this user
+	// queryGuard is the guard a query parameter hit (noteGuards).
+	queryGuard *bodyGuard
 	// exportOK is true when the route is an export this user may run.
 	exportOK bool
+	// grant is the export grant found and still to be used (grants.go).
+	grant *grantNeed
 	// target is the record fetch an allowed request needs (target.go).
 	target *TargetFetch
 	// celVars holds what act points to, in the same allocation.
@@ -76,6 +94,9 @@ func (d *Decision) finish(o Outcome, status int, reason string) *Decision {
 	d.Outcome, d.Status, d.Reason = o, status, reason
 	if o == Allow {
 		d.Status = 0
+		d.Message = ""
+	} else if d.Message == "" {
+		d.Message = d.defaultMessage() // message.go
 	}
 	d.Audit.Route = d.RouteID
 	d.Audit.Decision = outcomeName(o)
@@ -167,17 +188,17 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		d.Params = params
 	}
 	if rt.deny != "" {
-		return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("route %s: %s", rt.id, rt.deny))
+		return d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("route %s: %s", rt.id, rt.deny), routeMessage(rt, rt.deny))
 	}
 	if rt.public {
 		d.Public = true
 		if rt.when != nil {
 			if ok, reason := d.holds(rt); !ok {
-				return d.finish(Deny, http.StatusForbidden, reason)
+				return d.refuse(Deny, http.StatusForbidden, reason, whenMessage(rt, s))
 			}
 		}
 		if reason := d.noteGuards(rt); reason != "" {
-			return d.finish(Deny, http.StatusForbidden, reason)
+			return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
 		}
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
@@ -194,11 +215,11 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		return d.finish(SignIn, http.StatusUnauthorized, fmt.Sprintf("route %s needs a signed-in user", rt.id))
 	}
 	if !rt.anyUser && !hasAny(u, rt.allow) {
-		return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("%s may not call %s; allowed: %s", rolesPhrase(u), rt.id, strings.Join(rt.allow, ", ")))
+		return d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("%s may not call %s; allowed: %s", rolesPhrase(u), rt.id, strings.Join(rt.allow, ", ")), roleMessage(rt, u))
 	}
 	if rt.when != nil {
 		if ok, reason := d.holds(rt); !ok {
-			return d.finish(Deny, http.StatusForbidden, reason)
+			return d.refuse(Deny, http.StatusForbidden, reason, whenMessage(rt, s))
 		}
 	}
 	// MFA and step-up.
@@ -218,16 +239,21 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	}
 	if len(missing) > 0 {
 		d.StepUp = need
-		return d.finish(StepUp, http.StatusUnauthorized, strings.Join(missing, "; "))
+		return d.refuse(StepUp, http.StatusUnauthorized, strings.Join(missing, "; "), stepUpMessage(rt, need.MFA, rt.maxAge))
 	}
-	// Exports.
+	// Exports. A grant is looked for once every check before it passed;
+	// it is used (UseGrant) only once every later one has too.
 	if rt.export != nil {
 		d.Audit.Export.Route = true
-		approved := !rt.export.approval || hasAny(u, rt.export.withoutApproval) ||
-			(r.Grants != nil && r.Grants.Approved(u, rt.id, r))
-		if !approved {
-			d.Audit.Export.Blocked = true
-			return d.finish(Deny, http.StatusForbidden, fmt.Sprintf("export requires approval: route %s is an export and %s holds no approved export grant", rt.id, rolesPhrase(u)))
+		if rt.export.approval && !hasAny(u, rt.export.withoutApproval) {
+			d.Approval = rt.export.policy
+			if rt.export.policy == "" {
+				d.Audit.Export.Blocked = true
+				return d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("export requires approval: route %s is an export, %s is not exempt and the route names no approval policy to grant one", rt.id, rolesPhrase(u)), d.approvalMessage(rt))
+			}
+			if refused := d.findGrant(rt, r, u, now); refused != nil { // grants.go
+				return refused
+			}
 		}
 		d.exportOK = true
 		d.Audit.Export.Approved = true
@@ -238,7 +264,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		}
 	}
 	if reason := d.noteGuards(rt); reason != "" {
-		return d.finish(Deny, http.StatusForbidden, reason)
+		return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
 	}
 	return d.finish(Allow, 0, rolesPhrase(u)+" may call "+rt.id)
 }
@@ -248,10 +274,10 @@ func (d *Decision) holds(rt *route) (bool, string) {
 	ok, err := rt.when.EvalBool(d.act)
 	if err != nil {
 		d.Audit.EvalErrors++
-		return false, fmt.Sprintf("route %s: the condition %q could not be evaluated (%v), so it counts as false", rt.id, rt.when.Source(), err)
+		return false, fmt.Sprintf("route %s: the condition `%s` could not be evaluated (%v), so it counts as false", rt.id, rt.when.Source(), err)
 	}
 	if !ok {
-		return false, fmt.Sprintf("route %s: the condition %q does not hold", rt.id, rt.when.Source())
+		return false, fmt.Sprintf("route %s: the condition `%s` does not hold", rt.id, rt.when.Source())
 	}
 	return true, ""
 }
@@ -272,6 +298,7 @@ func (d *Decision) noteGuards(rt *route) string {
 	for key := range query {
 		g := d.formGuard(key)
 		if g != nil {
+			d.queryGuard = g
 			return fmt.Sprintf("route %s: the query string sets %s (as %q), which %s may not change; many servers read query parameters as body fields", rt.id, g.path, key, rolesPhrase(d.user))
 		}
 	}

@@ -42,6 +42,7 @@ func (l *loader) lint() {
 			l.warnf(l.declared[r], joinKey("roles", r), "role %q is declared but no rule names it or a role it inherits, so it grants nothing", r)
 		}
 	}
+	l.lintWorkflows() // load_approvals.go
 	sort.SliceStable(l.warns, func(i, j int) bool { return l.warns[i].Line < l.warns[j].Line })
 }
 

@@ -324,6 +324,10 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		h = http.Header{}
 	}
 	d.dropAnswerHeaders(h)
+	if d.GrantPending() {
+		// The request went upstream without UseGrant: fail closed.
+		return false, d.block(http.StatusForbidden, fmt.Sprintf("route %s: the export grant %s was found but never used before the request went upstream, so the answer is withheld", d.RouteID, d.grant.found.ID))
+	}
 	if isDownload(h) {
 		d.Audit.Export.Download = true
 		if !d.exportOK {
@@ -367,7 +371,7 @@ func (d *Decision) block(status int, reason string) *Block {
 		d.Audit.Reason = "shadow mode, not enforced: " + reason
 		return nil
 	}
-	return &Block{Status: status, Reason: reason}
+	return &Block{Status: status, Reason: reason, Message: d.blockMessage(status)}
 }
 
 // Rewrite rewrites a buffered, decoded answer body in one pass, appending

@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target"}
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target", "message"}
 
 func (l *loader) routes(n *yaml.Node) {
 	n = resolve(n)
@@ -55,7 +55,10 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 		l.errorf(n, joinKey(key, "id"), "every route needs an id (it names the route in denials and the audit log)")
 	}
 	if e, ok := by["description"]; ok {
-		l.str(e.val, joinKey(key, "description"))
+		r.description, _ = l.str(e.val, joinKey(key, "description"))
+	}
+	if e, ok := by["message"]; ok {
+		r.message, _ = l.message(e.val, joinKey(key, "message"))
 	}
 	if e, ok := by["match"]; ok {
 		l.match(r, e.val, joinKey(key, "match"))
@@ -102,18 +105,20 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	}
 	if e, ok := by["when"]; ok {
 		wk := joinKey(key, "when")
-		if src, ok := l.str(e.val, wk); ok {
-			r.when = l.expr(e.val, wk, src, cond.RequestScope, true)
+		if src, sn, sk, ok := l.conditionWithMessage(e.val, wk, &r.whenMessage); ok {
+			r.when = l.expr(sn, sk, src, cond.RequestScope, true)
 			if r.when != nil {
-				l.lintRoleLiterals(e.val, wk, r.when)
+				l.lintRoleLiterals(sn, sk, r.when)
 			}
 		}
 	}
 	if e, ok := by["mfa"]; ok {
 		mk := joinKey(key, "mfa")
-		fs, _ := l.entries(e.val, mk, "required", "max_age")
+		fs, _ := l.entries(e.val, mk, "required", "max_age", "message")
 		for _, f := range fs {
 			switch f.name {
+			case "message":
+				r.mfaMessage, _ = l.message(f.val, joinKey(mk, "message"))
 			case "required":
 				if b, ok := l.boolean(f.val, joinKey(mk, "required")); ok {
 					r.mfaReq = &b
@@ -211,12 +216,14 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	}
 	if e, ok := by["export"]; ok {
 		ek := joinKey(key, "export")
-		fs, _ := l.entries(e.val, ek, "approval", "without_approval")
+		fs, _ := l.entries(e.val, ek, "approval", "without_approval", "message")
 		r.export = &exportSpec{approval: true}
 		for _, f := range fs {
 			switch f.name {
 			case "approval":
-				r.export.approval, _ = l.boolean(f.val, joinKey(ek, "approval"))
+				l.exportApproval(r.export, f.val, joinKey(ek, "approval")) // load_approvals.go
+			case "message":
+				r.export.message, _ = l.message(f.val, joinKey(ek, "message"))
 			case "without_approval":
 				wk := joinKey(ek, "without_approval")
 				r.export.withoutApproval, _ = l.strList(f.val, wk)
@@ -488,13 +495,15 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 			continue
 		}
 		g := &bodyGuard{path: e.name, segs: segs}
-		fs, ok := l.entries(e.val, gk, "deny", "deny_unless")
+		fs, ok := l.entries(e.val, gk, "deny", "deny_unless", "message")
 		if !ok {
 			continue
 		}
 		for _, f := range fs {
 			fk := joinKey(gk, f.name)
 			switch f.name {
+			case "message":
+				g.message, _ = l.message(f.val, fk)
 			case "deny":
 				g.deny, _ = l.strList(f.val, fk)
 				l.useRoles(f.val, fk, g.deny)

@@ -25,10 +25,13 @@ type Set struct {
 	schedules map[string]*schedule
 	masks     map[string]mask.Func
 	routes    []*route
-	warnings  []Warning
-	hashKey   []byte
-	env       *cond.Env
-	plans     sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
+	// approvals and elevations are the workflow blocks (approvals.go).
+	approvals  map[string]*ApprovalPolicy
+	elevations map[string]*Elevation
+	warnings   []Warning
+	hashKey    []byte
+	env        *cond.Env
+	plans      sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
 }
 
 // LoadOption changes how a rule file is loaded.

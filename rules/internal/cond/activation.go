@@ -25,6 +25,9 @@ type Activation struct {
 	// Claims is `claims`: the verified token's claims (the subject block
 	// only).
 	Claims map[string]any
+	// Approver and Requester are `approver` and `requester` (an approval
+	// step's condition only).
+	Approver, Requester *User
 
 	record ref.Val
 }
@@ -42,6 +45,10 @@ func (a *Activation) ResolveName(name string) (any, bool) {
 		return a.Claims, a.Claims != nil
 	case varRecord:
 		return a.record, a.record != nil
+	case varApprover:
+		return a.Approver, a.Approver != nil
+	case varRequester:
+		return a.Requester, a.Requester != nil
 	}
 	return nil, false
 }

@@ -55,6 +55,9 @@ const (
 	varRecord  = "record"
 	varNow     = "now"
 	varClaims  = "claims"
+	// approver and requester are the users of an approval step's `when`.
+	varApprover  = "approver"
+	varRequester = "requester"
 )
 
 // Scope says which variables an expression may use.
@@ -69,6 +72,9 @@ const (
 	// RecordScope is a condition that may also read `record` (visible, a
 	// field's when / unless, a target's allow_if).
 	RecordScope
+	// ApprovalScope is an approval step's `when`: `approver` and
+	// `requester` (both of the user type) and `now`.
+	ApprovalScope
 )
 
 // vars lists the variables of a scope.
@@ -78,6 +84,8 @@ func (s Scope) vars() []string {
 		return []string{varClaims}
 	case RequestScope:
 		return []string{varUser, varRequest, varNow}
+	case ApprovalScope:
+		return []string{varApprover, varRequester, varNow}
 	}
 	return []string{varUser, varRequest, varNow, varRecord}
 }
@@ -137,6 +145,8 @@ func NewEnv(schedules map[string]Schedule) (*Env, error) {
 		cel.Variable(varRecord, cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable(varNow, cel.TimestampType),
 		cel.Variable(varClaims, cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable(varApprover, cel.ObjectType(userTypeName)),
+		cel.Variable(varRequester, cel.ObjectType(userTypeName)),
 		cel.Macros(cel.GlobalMacro("in_schedule", 1, expand)),
 		cel.Function(inScheduleFn, cel.Overload("crmguard_in_schedule_timestamp_string",
 			[]*cel.Type{cel.TimestampType, cel.StringType}, cel.BoolType,

@@ -3,6 +3,7 @@ package cond
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"cel.dev/cel-go/cel"
@@ -87,7 +88,7 @@ func referencedVars(a *cel.Ast) map[string]bool {
 				name = name[:i]
 			}
 			switch name {
-			case varUser, varRequest, varRecord, varNow, varClaims:
+			case varUser, varRequest, varRecord, varNow, varClaims, varApprover, varRequester:
 				out[name] = true
 			}
 		}
@@ -122,6 +123,27 @@ func (e *Expr) RoleLiterals() []string {
 			return
 		}
 		if s, ok := args[0].AsLiteral().(types.String); ok {
+			out = append(out, string(s))
+		}
+	})
+	ast.PostOrderVisit(e.ast.NativeRep().Expr(), v)
+	return out
+}
+
+// ScheduleNames lists the schedules the expression names with a literal
+// in_schedule("name"), in order of first appearance (for messages that
+// describe them).
+func (e *Expr) ScheduleNames() []string {
+	var out []string
+	v := ast.NewExprVisitor(func(x ast.Expr) {
+		if x.Kind() != ast.CallKind || x.AsCall().FunctionName() != inScheduleFn {
+			return
+		}
+		args := x.AsCall().Args()
+		if len(args) != 2 || args[1].Kind() != ast.LiteralKind {
+			return
+		}
+		if s, ok := args[1].AsLiteral().(types.String); ok && !slices.Contains(out, string(s)) {
 			out = append(out, string(s))
 		}
 	})
