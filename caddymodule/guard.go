@@ -57,8 +57,8 @@ type GuardOptions struct {
 	Mode *rules.Mode
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// Grants approves exports (nil: no export is approved).
-	Grants rules.ExportGrants
+	// Grants finds and uses export grants (nil: nobody holds a grant).
+	Grants rules.GrantSource
 }
 
 // Guard enforces a rule set on HTTP exchanges. It is the handler logic of
@@ -203,7 +203,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 		x.ev.Roles = user.Roles
 	}
 
-	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants})
+	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants, Context: r.Context()})
 	x.d = d
 	x.shadow = d.Shadow || (g.opt.Mode != nil && *g.opt.Mode == rules.Shadow)
 	if x.shadow && !d.Shadow {
@@ -228,7 +228,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			if status == 0 {
 				status = http.StatusForbidden
 			}
-			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason}, "deny")
+			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}, "deny")
 		}
 	case rules.SignIn, rules.StepUp:
 		x.ev.Decision = "sign_in"
@@ -254,6 +254,16 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	x.prepareUpstream(user, ident)
 	if done, err := x.judgeTarget(w, next); done { // target.go
 		return err
+	}
+	// Every check has passed: the export grant, if any, is used now,
+	// once, right before the request goes upstream.
+	if err := d.UseGrant(r.Context()); err != nil {
+		decision := "deny"
+		if d.Status == http.StatusServiceUnavailable {
+			decision = "error"
+		}
+		x.ev.Reason = d.Reason
+		return x.refuse(w, refusal{Status: d.Status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}, decision, zap.Error(err))
 	}
 	return x.proxy(w, next)
 }
@@ -281,7 +291,7 @@ func resolveUser(p authn.Provider, set *rules.Set, id *authn.Identity) (*rules.U
 // challenge asks the provider for a (stronger) sign-in, or answers 401
 // when there is no provider.
 func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
-	need := authn.Need{SignIn: d.Outcome == rules.SignIn, StepUp: d.StepUp, Reason: d.Reason}
+	need := authn.Need{SignIn: d.Outcome == rules.SignIn, StepUp: d.StepUp, Reason: d.Reason, Message: d.Message}
 	if p := x.g.opt.Provider; p != nil {
 		sw := &statusWriter{ResponseWriter: w}
 		if err := p.Challenge(sw, x.r, need); err != nil {

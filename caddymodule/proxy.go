@@ -98,7 +98,7 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 			// A withheld redirect still says where to go.
 			w.Header().Set("Location", loc)
 		}
-		return x.refuse(w, refusal{Status: block.Status, Rule: x.d.RouteID, Reason: block.Reason}, "blocked")
+		return x.refuse(w, refusal{Status: block.Status, Rule: x.d.RouteID, Reason: block.Reason, Message: block.Message}, "blocked")
 	}
 	return x.rewrite(w, rec, before)
 }
@@ -219,7 +219,7 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 			return x.sendRaw(w, rec)
 		}
 		x.restore(w, before)
-		return x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, "blocked")
+		return x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason, Message: block.Message}, "blocked")
 	}
 	if x.shadow {
 		return x.sendRaw(w, rec)

@@ -16,8 +16,12 @@ type refusal struct {
 	Error string
 	// Rule is the id of the rule that decided ("" when none did).
 	Rule string
-	// Reason is a sentence a person can read.
+	// Reason is a sentence a person can read: the technical reason, for
+	// API clients and administrators.
 	Reason string
+	// Message is the sentence for the user (rules' Decision.Message); ""
+	// when Reason is already written for the user.
+	Message string
 }
 
 // errorCode is the "error" value of a refusal with the given status.
@@ -60,13 +64,15 @@ var refusalPage = template.Must(template.New("refusal").Parse(`<!doctype html>
 <title>{{.Status}} {{.Title}}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:38em;margin:4em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .3em}</style></head>
-<body><h1>{{.Title}}</h1><p>{{.Reason}}</p>
-{{if .Rule}}<p>Rule: <code>{{.Rule}}</code></p>{{end}}
-<p>If you think you should have access, ask your CRM administrator and quote this rule.</p></body></html>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p>
+{{if .Rule}}<p><small>If you think you should have access, ask your CRM administrator and quote the rule <code>{{.Rule}}</code>.</small></p>{{end}}
+</body></html>
 `))
 
-// writeRefusal answers with f, as JSON {"error","rule","reason"} for API
-// clients and as a short page for browsers. Headers the upstream may have
+// writeRefusal answers with f, as JSON {"error","rule","message","reason"}
+// for API clients and as a short page for browsers. The page shows the
+// message (the reason when there is none) and the rule id, small; the
+// technical reason stays in the JSON and the audit. Headers the upstream may have
 // set are dropped first (the caller restores the pre-upstream set).
 func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 	h := w.Header()
@@ -78,24 +84,28 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 	if f.Error == "" {
 		f.Error = errorCode(f.Status)
 	}
+	if f.Message == "" {
+		f.Message = f.Reason
+	}
 	var body []byte
 	if wantsHTML(r) {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		var sb strings.Builder
 		_ = refusalPage.Execute(&sb, struct {
-			Status int
-			Title  string
-			Rule   string
-			Reason string
-		}{f.Status, http.StatusText(f.Status), f.Rule, f.Reason})
+			Status  int
+			Title   string
+			Rule    string
+			Message string
+		}{f.Status, http.StatusText(f.Status), f.Rule, f.Message})
 		body = []byte(sb.String())
 	} else {
 		h.Set("Content-Type", "application/json")
 		body, _ = json.Marshal(struct {
-			Error  string `json:"error"`
-			Rule   string `json:"rule"`
-			Reason string `json:"reason"`
-		}{f.Error, f.Rule, f.Reason})
+			Error   string `json:"error"`
+			Rule    string `json:"rule"`
+			Message string `json:"message"`
+			Reason  string `json:"reason"`
+		}{f.Error, f.Rule, f.Message, f.Reason})
 		body = append(body, '\n')
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))

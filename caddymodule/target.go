@@ -80,7 +80,7 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 		x.ev.Decision = decision
 		return false, nil
 	}
-	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason}, decision)
+	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason, Message: block.Message}, decision)
 }
 
 // conditionalWrite makes the write apply only to the version of the record
@@ -125,7 +125,7 @@ func (x *exchange) checkTargetBody(w http.ResponseWriter) (done bool, err error)
 		x.ev.Reason = "shadow: " + be.Reason
 		return false, nil
 	}
-	return true, x.refuse(w, refusal{Status: be.Status, Rule: x.d.RouteID, Reason: be.Reason}, "deny")
+	return true, x.refuse(w, refusal{Status: be.Status, Rule: x.d.RouteID, Reason: be.Reason, Message: be.Message}, "deny")
 }
 
 // fetchTarget GETs path from the next handler as the request's user and

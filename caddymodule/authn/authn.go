@@ -39,6 +39,8 @@ type Need struct {
 	StepUp rules.StepUpNeed
 	// Reason is a sentence a person can read.
 	Reason string
+	// Message says it in words for the user (rules.Decision.Message).
+	Message string
 }
 
 // Provider identifies requests and signs users in.

@@ -28,9 +28,10 @@ const (
 func WriteChallenge(w http.ResponseWriter, r *http.Request, need Need) {
 	code, reason := challengeError(r, need)
 	body, _ := json.Marshal(struct {
-		Error  string `json:"error"`
-		Reason string `json:"reason"`
-	}{code, reason})
+		Error   string `json:"error"`
+		Message string `json:"message,omitempty"`
+		Reason  string `json:"reason"`
+	}{code, need.Message, reason})
 	body = append(body, '\n')
 	h := w.Header()
 	h.Set("WWW-Authenticate", ChallengeHeader(r, need))
