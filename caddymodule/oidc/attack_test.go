@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -9,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -566,6 +568,16 @@ func TestProviderDown(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+	t.Run("at start: the discovery error is ErrUnavailable and wraps the cut connection", func(t *testing.T) {
+		_, err := px.p.discovery(context.Background())
+		var urlErr *url.Error
+		if !errors.Is(err, ErrUnavailable) || !errors.As(err, &urlErr) {
+			t.Fatalf("error %v: want ErrUnavailable wrapping a *url.Error", err)
+		}
+		if !strings.Contains(err.Error(), px.cfg.Issuer) {
+			t.Errorf("error %q does not name the issuer", err)
 		}
 	})
 	t.Run("within the backoff the provider is not asked again", func(t *testing.T) {

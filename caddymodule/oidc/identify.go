@@ -177,7 +177,7 @@ func (p *Provider) refreshLocked(ctx context.Context, d *session.Data) (*session
 				zap.String("sub", cur.Subject), zap.String("session", sessionRef(cur.ID)), zap.String("error", re.ErrorCode))
 			return nil, nil
 		}
-		return p.graceOrFail(cur, fmt.Errorf("%w: refresh: %v", ErrUnavailable, err))
+		return p.graceOrFail(cur, fmt.Errorf("%w: refresh: %w", ErrUnavailable, err))
 	}
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := disc.idTokens.Verify(ctx, raw)

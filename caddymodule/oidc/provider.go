@@ -199,7 +199,7 @@ func (p *Provider) discovery(ctx context.Context) (*discovered, error) {
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 			}
 		}
 		ch := make(chan struct{})
@@ -217,7 +217,7 @@ func (p *Provider) discovery(ctx context.Context) (*discovered, error) {
 			} else if p.backoff < p.maxBackoff {
 				p.backoff = min(2*p.backoff, p.maxBackoff)
 			}
-			p.lastErr = fmt.Errorf("%w: discovery at %s failed: %v (next try in %s)", ErrUnavailable, p.cfg.Issuer, err, p.backoff)
+			p.lastErr = fmt.Errorf("%w: discovery at %s failed (next try in %s): %w", ErrUnavailable, p.cfg.Issuer, p.backoff, err)
 			p.nextTry = p.now().Add(p.backoff)
 			p.logger.Error("identity provider unreachable; sign-in answers 503 until it is back",
 				zap.String("issuer", p.cfg.Issuer), zap.Error(err), zap.Duration("retry_in", p.backoff))
