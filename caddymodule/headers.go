@@ -40,15 +40,6 @@ var forgeableHeaders = []string{
 	"X-Auth-User",
 	"X-Authenticated-User",
 	"X-Webauth-User",
-	"X-Ms-Client-Principal",
-	"X-Ms-Client-Principal-Name",
-	"X-Ms-Client-Principal-Id",
-	"X-Goog-Authenticated-User-Email",
-	"X-Goog-Authenticated-User-Id",
-	"X-Amzn-Oidc-Identity",
-	"X-Amzn-Oidc-Data",
-	"X-Amzn-Oidc-Accesstoken",
-	"Oidc_claim_sub",
 	// Headers that make the CRM route on another path than the one the
 	// rules judged (Symfony, Zend and IIS-hosted apps honour them).
 	"X-Original-Url",
@@ -60,13 +51,18 @@ var forgeableHeaders = []string{
 }
 
 // forgeablePrefixes are header name prefixes (canonical form) stripped the
-// same way: every header the proxy itself sets, and oauth2-proxy's family.
+// same way: every header the proxy itself sets, and the families of
+// oauth2-proxy, Apache mod_auth_openidc, Azure App Service, Google IAP and
+// AWS ALB (X-Ms-Client-Principal-Idp, X-Amzn-Oidc-Accesstoken, ...).
 var forgeablePrefixes = []string{
 	"X-Crm-",
 	"X-Crmguard-",
 	"X-Auth-Request-",
 	"X-Forwarded-User",
 	"Oidc_claim_",
+	"X-Ms-Client-Principal",
+	"X-Goog-Authenticated-User-",
+	"X-Amzn-Oidc-",
 }
 
 // headerScrubber removes forged identity headers and the proxy's own
