@@ -22,7 +22,7 @@ Work with crm_guard rule files without starting a server.
       Exits 1 when the file does not load.
 
   crmguard rules test FILE...
-      Run test-case files (see docs/rules.md, "Test cases") through the handler
+      Run test-case files (see README.md, "Testing rule files") through the handler
       logic in-process: fixed identities, a fake CRM, no network. Prints one line
       per failing case with what differed; exits 1 on any failure.
 
