@@ -60,6 +60,9 @@ type AuditEvent struct {
 	// Target is what the fetch of the stored record the request changes
 	// found (routes with a target only).
 	Target *rules.TargetAudit `json:"target,omitempty"`
+	// Grant is the export grant the request used: id, policy, purpose and
+	// approvers.
+	Grant *rules.GrantAudit `json:"grant,omitempty"`
 	// DurationMS is the time spent on the request, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
 }
@@ -124,6 +127,9 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if ev.Target != nil {
 		_ = enc.AddObject("target", targetAudit(*ev.Target))
 	}
+	if ev.Grant != nil {
+		_ = enc.AddObject("grant", grantAudit(*ev.Grant))
+	}
 	enc.AddFloat64("duration_ms", ev.DurationMS)
 	return nil
 }
@@ -167,6 +173,22 @@ func (f exportFlags) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		if x.on {
 			enc.AddBool(x.name, true)
 		}
+	}
+	return nil
+}
+
+// grantAudit logs rules.GrantAudit with its JSON keys.
+type grantAudit rules.GrantAudit
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (g grantAudit) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("id", g.ID)
+	enc.AddString("policy", g.Policy)
+	if g.Purpose != "" {
+		enc.AddString("purpose", g.Purpose)
+	}
+	if len(g.Approvers) > 0 {
+		_ = enc.AddArray("approvers", stringArray(g.Approvers))
 	}
 	return nil
 }
@@ -342,6 +364,22 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		b = append(b, `,"rewritten":true`...)
 	}
 	b = appendTarget(b, ev.Target) // target.go
+	if g := ev.Grant; g != nil {
+		b = appendKey(b, "grant")
+		b = append(b, `{"id":`...)
+		b = appendString(b, g.ID)
+		b = append(b, `,"policy":`...)
+		b = appendString(b, g.Policy)
+		if g.Purpose != "" {
+			b = append(b, `,"purpose":`...)
+			b = appendString(b, g.Purpose)
+		}
+		if len(g.Approvers) > 0 {
+			b = append(b, `,"approvers":`...)
+			b = appendStrings(b, g.Approvers)
+		}
+		b = append(b, '}')
+	}
 	b = appendKey(b, "duration_ms")
 	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
 	return append(b, '}')

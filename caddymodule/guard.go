@@ -361,6 +361,7 @@ func (x *exchange) audit(d *rules.Decision) {
 	x.ev.Fields = a.Fields
 	x.ev.EvalErrors = a.EvalErrors
 	x.ev.Export = a.Export
+	x.ev.Grant = a.Grant
 	if a.Reason != "" && x.ev.Reason == "" {
 		x.ev.Reason = a.Reason
 	}
