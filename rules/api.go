@@ -9,6 +9,15 @@
 //
 // The package contains no HTTP server code: the Caddy handler in caddymodule
 // calls it.
+//
+// Layout: the compiler of rule files is in the files named load_*.go (load
+// time); Decide and the Decision's methods (request time) are in the
+// others. Sub-packages own one concept each: internal/cond the conditions
+// (CEL environment, the user, request and record values, native
+// predicates), internal/urlpath path normalisation and path patterns,
+// rewrite the one-pass JSON rewriter, mask the masks. Package rules imports
+// them, the standard library, gjson and yaml; only cond imports cel-go, and
+// nothing here imports Caddy or serves HTTP.
 package rules
 
 import (

@@ -4,12 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
-
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 )
 
@@ -333,6 +331,29 @@ func hasAny(u *User, roles []string) bool {
 	return false
 }
 
+// validMethod reports a method name of upper-case letters.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// contains reports whether list holds s.
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
 func rolesPhrase(u *User) string {
 	if u == nil {
 		return "an anonymous user"
@@ -471,53 +492,6 @@ func (m matcher) test(vs []string) bool {
 		}
 	}
 	return false
-}
-
-// Routes lists the routes in match order, for `crmguard rules explain`.
-func (s *Set) Routes() []RouteInfo {
-	out := make([]RouteInfo, len(s.routes))
-	for i, r := range s.routes {
-		ri := RouteInfo{ID: r.id, Methods: append([]string(nil), r.methods...), Public: r.public, Authenticated: r.anyUser,
-			Allow: append([]string(nil), r.allow...), Deny: r.deny, Export: r.export != nil, Rewrites: r.rewrites}
-		if r.pattern != nil {
-			ri.Path = r.pattern.String()
-		}
-		if r.when != nil {
-			ri.When = r.when.Source()
-		}
-		for _, g := range r.body {
-			ri.BodyGuards = append(ri.BodyGuards, g.path)
-		}
-		sort.Strings(ri.BodyGuards)
-		out[i] = ri
-	}
-	return out
-}
-
-// RouteInfo describes one route for tools (`crmguard rules explain`).
-type RouteInfo struct {
-	// ID is the route id.
-	ID string
-	// Methods are the matched methods (empty: all).
-	Methods []string
-	// Path is the path pattern.
-	Path string
-	// Public is true for `allow: public`.
-	Public bool
-	// Authenticated is true when any signed-in user is allowed.
-	Authenticated bool
-	// Allow lists the allowed roles.
-	Allow []string
-	// Deny is the reason of a route that always denies.
-	Deny string
-	// When is the route's condition source.
-	When string
-	// Export is true for export routes.
-	Export bool
-	// Rewrites is true when answers are rewritten (records / record).
-	Rewrites bool
-	// BodyGuards lists the guarded request-body fields.
-	BodyGuards []string
 }
 
 // overrideHeaders are the headers with which many frameworks (Rails,

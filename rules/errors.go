@@ -3,8 +3,6 @@ package rules
 import (
 	"fmt"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Error is one problem in a rule file, with the place it was found.
@@ -61,29 +59,6 @@ func (e *LoadError) Unwrap() []error {
 		out[i] = err
 	}
 	return out
-}
-
-// diag collects errors and warnings while a file loads.
-type diag struct {
-	file  string
-	errs  []*Error
-	warns []Warning
-}
-
-func (d *diag) pos(n *yaml.Node, key string) Position {
-	p := Position{File: d.file, Key: key}
-	if n != nil {
-		p.Line, p.Column = n.Line, n.Column
-	}
-	return p
-}
-
-func (d *diag) errorf(n *yaml.Node, key, format string, args ...any) {
-	d.errs = append(d.errs, &Error{Position: d.pos(n, key), Msg: fmt.Sprintf(format, args...)})
-}
-
-func (d *diag) warnf(n *yaml.Node, key, format string, args ...any) {
-	d.warns = append(d.warns, Warning{Position: d.pos(n, key), Msg: fmt.Sprintf(format, args...)})
 }
 
 // String formats a warning like an error: "file:line:col: key: message".

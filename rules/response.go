@@ -9,54 +9,16 @@ import (
 	"sync"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
-
 	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
-// finishRoute gives the native conditions of a route one shared list of
-// record keys (the rewriter captures them during its scan) and compiles a
-// template plan so that rewriter errors show at load.
-func (l *loader) finishRoute(r *route) {
-	if !r.rewrites {
-		return
-	}
-	var keys cond.RecordKeys
-	for _, c := range r.conditions() {
-		keys.Add(c)
-	}
-	r.keys = keys.Paths()
-	tpl := &rewrite.Plan{Records: r.recPath, Single: r.single, Keys: r.keys, Expose: r.expose, AuditID: r.auditID, HashKey: []byte("load-time check")}
-	for _, f := range r.fields {
-		tpl.Fields = append(tpl.Fields, f.rewriteField(nil))
-	}
-	for _, f := range r.answer {
-		tpl.Answer = append(tpl.Answer, f.rewriteField(nil))
-	}
-	if err := tpl.Compile(); err != nil {
-		l.errorf(r.node, r.key, "%s", strings.TrimPrefix(err.Error(), "rewrite: "))
-	}
-}
-
-func (r *route) conditions() []*cond.Condition {
-	var out []*cond.Condition
-	if r.visible != nil {
-		out = append(out, r.visible)
-	}
-	for _, f := range append(r.fields[:len(r.fields):len(r.fields)], r.answer...) {
-		if f.when != nil {
-			out = append(out, f.when)
-		}
-		if f.unless != nil {
-			out = append(out, f.unless)
-		}
-	}
-	return out
-}
-
+// actions maps the rule file's action names to the rewriter's.
 var actions = map[string]rewrite.Action{
 	"remove": rewrite.Remove, "mask": rewrite.Mask, "hash": rewrite.Hash, "null": rewrite.Null, "replace": rewrite.Replace,
 }
 
+// rewriteField is the rule as the rewriter applies it; when is its
+// per-record condition (nil: it always applies).
 func (f *fieldRule) rewriteField(when rewrite.Predicate) rewrite.Field {
 	return rewrite.Field{Path: f.p, Action: actions[f.action], Mask: f.maskFn, Replace: f.replace, When: when, Name: f.path}
 }

@@ -1,15 +1,12 @@
 package rules
 
 import (
-	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
-
 	"github.com/crmguard/crmguard/rules/mask"
 )
 
@@ -32,39 +29,6 @@ type Set struct {
 	hashKey    []byte
 	env        *cond.Env
 	plans      sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
-}
-
-// LoadOption changes how a rule file is loaded.
-type LoadOption func(*loadConfig)
-
-type loadConfig struct {
-	hashKey []byte
-}
-
-// WithHashKey sets the secret key of the `hash` field action (keyed
-// HMAC-SHA256). Without it, a file that uses `hash` does not load: a hash
-// without a secret key would be a reversible dictionary lookup.
-func WithHashKey(key []byte) LoadOption {
-	return func(c *loadConfig) { c.hashKey = append([]byte(nil), key...) }
-}
-
-// Load compiles a rule file. name is the file name used in messages. A
-// file with problems returns a *LoadError listing each of them.
-func Load(name string, data []byte, opts ...LoadOption) (*Set, error) {
-	var cfg loadConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-	return compileFile(name, data, cfg)
-}
-
-// LoadFile reads and compiles the rule file at path.
-func LoadFile(path string, opts ...LoadOption) (*Set, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("rules: reading the rule file: %w", err)
-	}
-	return Load(filepath.Base(path), data, opts...)
 }
 
 // Warnings lists the lint warnings found when the set was loaded.
@@ -90,3 +54,50 @@ func (s *Set) MFA() MFAPolicy {
 
 // Roles lists the declared roles, sorted.
 func (s *Set) Roles() []string { return slices.Sorted(maps.Keys(s.roles)) }
+
+// Routes lists the routes in match order, for `crmguard rules explain`.
+func (s *Set) Routes() []RouteInfo {
+	out := make([]RouteInfo, len(s.routes))
+	for i, r := range s.routes {
+		ri := RouteInfo{ID: r.id, Methods: append([]string(nil), r.methods...), Public: r.public, Authenticated: r.anyUser,
+			Allow: append([]string(nil), r.allow...), Deny: r.deny, Export: r.export != nil, Rewrites: r.rewrites}
+		if r.pattern != nil {
+			ri.Path = r.pattern.String()
+		}
+		if r.when != nil {
+			ri.When = r.when.Source()
+		}
+		for _, g := range r.body {
+			ri.BodyGuards = append(ri.BodyGuards, g.path)
+		}
+		sort.Strings(ri.BodyGuards)
+		out[i] = ri
+	}
+	return out
+}
+
+// RouteInfo describes one route for tools (`crmguard rules explain`).
+type RouteInfo struct {
+	// ID is the route id.
+	ID string
+	// Methods are the matched methods (empty: all).
+	Methods []string
+	// Path is the path pattern.
+	Path string
+	// Public is true for `allow: public`.
+	Public bool
+	// Authenticated is true when any signed-in user is allowed.
+	Authenticated bool
+	// Allow lists the allowed roles.
+	Allow []string
+	// Deny is the reason of a route that always denies.
+	Deny string
+	// When is the route's condition source.
+	When string
+	// Export is true for export routes.
+	Export bool
+	// Rewrites is true when answers are rewritten (records / record).
+	Rewrites bool
+	// BodyGuards lists the guarded request-body fields.
+	BodyGuards []string
+}

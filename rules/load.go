@@ -3,21 +3,27 @@ package rules
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
-
-	"github.com/crmguard/crmguard/rules/internal/urlpath"
-
 	"github.com/crmguard/crmguard/rules/mask"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"go.yaml.in/yaml/v3"
 )
+
+// Load time. The files named load_*.go hold the compiler of rule files:
+// the loader reads the YAML strictly (load_yaml.go), validates every key,
+// compiles conditions through package cond (load_cond.go), paths through
+// urlpath and rewrite, and builds the immutable Set and its routes
+// (route.go); it lints what loads but looks wrong (load_lint.go). Nothing
+// in them runs per request. The files without the prefix hold what does
+// (Decide and the Decision's methods) and the types both share.
 
 // Reserved names in `allow` that are not roles.
 const (
@@ -28,99 +34,37 @@ const (
 // Built-in masks.
 var builtinMasks = mask.Names()
 
-// route is one compiled entry of `routes`.
-type route struct {
-	id      string
-	node    *yaml.Node
-	key     string
-	methods []string // upper case; nil: any method
-	pattern *urlpath.Pattern
-	query   []matcher
-	headers []matcher
-	public  bool
-	anyUser bool     // allow: authenticated
-	allow   []string // roles
-	deny    string   // when set the route always denies, with this reason
-	when    *cond.Expr
-	// description and the messages are the operator's words for refusals
-	// (message.go).
-	description string
-	message     string // any refusal of the route
-	whenMessage string // `when` does not hold
-	mfaMessage  string // a step-up
-	mfaReq      *bool
-	maxAge      time.Duration
-	records     string
-	record      string
-	recPath     rewrite.Path // records or record, compiled
-	single      bool         // record: the body is one record
-	visible     *cond.Condition
-	expose      []rewrite.Path
-	fields      []*fieldRule
-	answer      []*fieldRule // `answer`: paths from the answer's root, outside the records
-	// answerHeaders are the response headers removed from every answer
-	// of the route (canonical names).
-	answerHeaders []string
-	maxRec        int
-	auditID       rewrite.Path
-	keys          []rewrite.Path // record values read by native conditions
-	body          []*bodyGuard
-	export        *exportSpec
-	rewrites      bool // the route's answers must be buffered and rewritten
+// LoadOption changes how a rule file is loaded.
+type LoadOption func(*loadConfig)
 
-	// target is the stored record a request is judged against (target.go).
-	target *targetSpec
+type loadConfig struct {
+	hashKey []byte
 }
 
-// matcher is one query or header condition of a route.
-type matcher struct {
-	name    string   // query key or header name, in lower case
-	values  []string // any of these (exact); empty: see present
-	present bool     // with no values: true = must be present, false = must be absent
+// WithHashKey sets the secret key of the `hash` field action (keyed
+// HMAC-SHA256). Without it, a file that uses `hash` does not load: a hash
+// without a secret key would be a reversible dictionary lookup.
+func WithHashKey(key []byte) LoadOption {
+	return func(c *loadConfig) { c.hashKey = append([]byte(nil), key...) }
 }
 
-// fieldRule is one entry of a route's `fields`.
-type fieldRule struct {
-	path    string
-	p       rewrite.Path
-	maskFn  mask.Func
-	action  string // remove, mask, hash, null, replace
-	mask    string
-	replace []byte // JSON
-	forR    []string
-	except  []string
-	when    *cond.Condition
-	unless  *cond.Condition
-	key     string
+// Load compiles a rule file. name is the file name used in messages. A
+// file with problems returns a *LoadError listing each of them.
+func Load(name string, data []byte, opts ...LoadOption) (*Set, error) {
+	var cfg loadConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return compileFile(name, data, cfg)
 }
 
-// bodyGuard is one entry of a route's `body`.
-type bodyGuard struct {
-	path       string
-	segs       []string
-	deny       []string
-	denyUnless *cond.Expr
-	message    string
-}
-
-// exportSpec is a route's `export`.
-type exportSpec struct {
-	approval        bool
-	policy          string // the approval policy that grants it ("" with approval: true)
-	withoutApproval []string
-	message         string
-}
-
-// subjectSpec is the compiled `subject` block.
-type subjectSpec struct {
-	id    *cond.Expr
-	roles *cond.Expr
-	attrs []namedExpr
-}
-
-type namedExpr struct {
-	name string
-	e    *cond.Expr
+// LoadFile reads and compiles the rule file at path.
+func LoadFile(path string, opts ...LoadOption) (*Set, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("rules: reading the rule file: %w", err)
+	}
+	return Load(filepath.Base(path), data, opts...)
 }
 
 // loader holds what compiling one file needs.
@@ -141,6 +85,7 @@ type roleUse struct {
 	key  string
 }
 
+// compileFile compiles one rule file named name: the loader's entry.
 func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 	l := &loader{
 		diag:     diag{file: name},
@@ -382,45 +327,6 @@ func (l *loader) mfa(n *yaml.Node) {
 			p.AMR, _ = l.strList(e.val, key)
 		case "acr":
 			p.ACR, _ = l.strList(e.val, key)
-		}
-	}
-}
-
-func (l *loader) schedules(n *yaml.Node) {
-	es, _ := l.entries(n, "schedules")
-	for _, e := range es {
-		key := joinKey("schedules", e.name)
-		fs, _ := l.entries(e.val, key, "days", "hours", "tz")
-		sc := &schedule{loc: time.UTC}
-		sc.days, _ = parseDays("")
-		sc.spans, _ = parseHours("")
-		good := true
-		for _, f := range fs {
-			fk := joinKey(key, f.name)
-			v, ok := l.str(f.val, fk)
-			if !ok {
-				good = false
-				continue
-			}
-			var err error
-			switch f.name {
-			case "days":
-				sc.days, err = parseDays(v)
-			case "hours":
-				sc.spans, err = parseHours(v)
-			case "tz":
-				sc.loc, err = time.LoadLocation(v)
-				if err == nil && v == "" {
-					err = fmt.Errorf("empty time zone")
-				}
-			}
-			if err != nil {
-				l.errorf(f.val, fk, "%v", err)
-				good = false
-			}
-		}
-		if good {
-			l.set.schedules[e.name] = sc
 		}
 	}
 }

@@ -12,6 +12,29 @@ import (
 // This file holds the small helpers that read yaml.Nodes strictly: every
 // unknown key, wrong kind and duplicate key is an error with its position.
 
+// diag collects errors and warnings while a file loads.
+type diag struct {
+	file  string
+	errs  []*Error
+	warns []Warning
+}
+
+func (d *diag) pos(n *yaml.Node, key string) Position {
+	p := Position{File: d.file, Key: key}
+	if n != nil {
+		p.Line, p.Column = n.Line, n.Column
+	}
+	return p
+}
+
+func (d *diag) errorf(n *yaml.Node, key, format string, args ...any) {
+	d.errs = append(d.errs, &Error{Position: d.pos(n, key), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *diag) warnf(n *yaml.Node, key, format string, args ...any) {
+	d.warns = append(d.warns, Warning{Position: d.pos(n, key), Msg: fmt.Sprintf(format, args...)})
+}
+
 func resolve(n *yaml.Node) *yaml.Node {
 	for n != nil && n.Kind == yaml.AliasNode {
 		n = n.Alias
@@ -92,15 +115,6 @@ func joinKey(parent, child string) string {
 }
 
 func indexKey(parent string, i int) string { return fmt.Sprintf("%s[%d]", parent, i) }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 func (d *diag) str(n *yaml.Node, key string) (string, bool) {
 	n = resolve(n)

@@ -1,0 +1,84 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/crmguard/crmguard/rules/internal/cond"
+	"go.yaml.in/yaml/v3"
+)
+
+// bodyGuards reads a route's `body`.
+func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
+	es, _ := l.entries(n, key)
+	for _, e := range es {
+		gk := joinKey(key, e.name)
+		segs, err := splitGuardPath(e.name)
+		if err != nil {
+			l.errorf(e.key, gk, "%v", err)
+			continue
+		}
+		g := &bodyGuard{path: e.name, segs: segs}
+		fs, ok := l.entries(e.val, gk, "deny", "deny_unless", "message")
+		if !ok {
+			continue
+		}
+		for _, f := range fs {
+			fk := joinKey(gk, f.name)
+			switch f.name {
+			case "message":
+				g.message, _ = l.message(f.val, fk)
+			case "deny":
+				g.deny, _ = l.strList(f.val, fk)
+				l.useRoles(f.val, fk, g.deny)
+			case "deny_unless":
+				if src, ok := l.str(f.val, fk); ok {
+					g.denyUnless = l.expr(f.val, fk, src, cond.RequestScope, true)
+					if g.denyUnless != nil {
+						l.lintRoleLiterals(f.val, fk, g.denyUnless)
+					}
+				}
+			}
+		}
+		if g.deny == nil && g.denyUnless == nil {
+			l.errorf(e.val, gk, "a body guard needs deny: [roles] or deny_unless: CONDITION")
+			continue
+		}
+		r.body = append(r.body, g)
+	}
+}
+
+// splitGuardPath splits a body guard path on unescaped dots.
+func splitGuardPath(p string) ([]string, error) {
+	return splitKeyPath(p, "*?#@|[]{}()", "a body guard names a field by its keys (a.b)")
+}
+
+// splitKeyPath splits a path of plain keys on unescaped dots ("\" makes
+// the next character part of a key). A character of refused, or an empty
+// key, is an error; what says what the path may hold.
+func splitKeyPath(p, refused, what string) ([]string, error) {
+	var keys []string
+	var cur strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\' && i+1 < len(p):
+			i++
+			cur.WriteByte(p[i])
+		case c == '.':
+			keys = append(keys, cur.String())
+			cur.Reset()
+		case strings.IndexByte(refused, c) >= 0:
+			return nil, fmt.Errorf("%q: %s; %q is not allowed (escape it with \\ if it is part of a key)", p, what, c)
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	keys = append(keys, cur.String())
+	for _, k := range keys {
+		if k == "" {
+			return nil, fmt.Errorf("%q: empty key in the path", p)
+		}
+	}
+	return keys, nil
+}
