@@ -1,16 +1,11 @@
 package caddymodule
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -191,82 +186,6 @@ func (g grantAudit) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		_ = enc.AddArray("approvers", stringArray(g.Approvers))
 	}
 	return nil
-}
-
-// fileSink appends one JSON line per event to a file. One write call per
-// line under a mutex keeps lines whole under concurrency.
-type fileSink struct {
-	path string
-	mu   sync.Mutex
-	f    *os.File
-}
-
-// Write appends ev as one line.
-func (s *fileSink) Write(ev *AuditEvent) error {
-	bp := linePool.Get().(*[]byte)
-	line := append(ev.appendJSON((*bp)[:0]), '\n')
-	defer func() {
-		*bp = line[:0]
-		linePool.Put(bp)
-	}()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
-		return fmt.Errorf("caddymodule: audit file %s is closed", s.path)
-	}
-	if _, err := s.f.Write(line); err != nil {
-		return fmt.Errorf("caddymodule: writing audit event to %s: %w", s.path, err)
-	}
-	return nil
-}
-
-// Destruct closes the file when the last configuration using it is gone.
-func (s *fileSink) Destruct() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
-		return nil
-	}
-	err := s.f.Close()
-	s.f = nil
-	return err
-}
-
-var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-// auditFiles shares one open file per path across config reloads.
-var auditFiles = caddy.NewUsagePool()
-
-// openAuditFile returns the shared sink for path, opening the file for
-// appending (created with mode 0600, parent directories 0700) on first use.
-func openAuditFile(path string) (*fileSink, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("caddymodule: audit file %q: %w", path, err)
-	}
-	v, _, err := auditFiles.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
-			return nil, fmt.Errorf("caddymodule: creating the audit directory: %w", err)
-		}
-		f, err := os.OpenFile(abs, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("caddymodule: opening audit file: %w", err)
-		}
-		return &fileSink{path: abs, f: f}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*fileSink), nil
-}
-
-// releaseAuditFile drops one use of the file at path.
-func releaseAuditFile(path string) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return
-	}
-	_, _ = auditFiles.Delete(abs)
 }
 
 // MarshalJSON encodes the event without reflection: one event is written

@@ -44,7 +44,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		oidc { ... }                 # see package oidc
 //		session { ... }              # see package session
 //		identity <module> { ... }    # an identity module instead of oidc
-//		audit <file>
+//		audit <file> [{ chain_key <secret>; roll_size <size> }]
 //		max_body <size>              # e.g. 16MiB
 //		hash_key <secret>
 //		strip_headers <name>...      # a trailing * strips a prefix
@@ -97,7 +97,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			raw := caddyconfig.JSONModuleObject(mod, "source", name, nil)
 			h.IdentityRaw = json.RawMessage(raw)
 		case "audit":
-			if err := oneArg(d, &h.Audit); err != nil {
+			if err := h.unmarshalAudit(d); err != nil { // caddyfile_audit.go
 				return err
 			}
 		case "max_body":

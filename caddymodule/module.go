@@ -61,6 +61,20 @@ type Handler struct {
 	// line. Empty: events go to the Caddy logger named crm_guard.audit.
 	Audit string `json:"audit,omitempty"`
 
+	// AuditChainKey keys the hash chain that makes the audit file
+	// tamper-evident (package auditlog; `crmguard audit verify` checks
+	// it). Placeholders such as {env.CRMGUARD_AUDIT_KEY} are replaced; one
+	// that yields nothing fails the configuration. Empty: no chain. Needs
+	// Audit: events sent to the Caddy logger are not chained.
+	AuditChainKey string `json:"audit_chain_key,omitempty"`
+
+	// AuditRollSize rolls the audit file once it has reached this many
+	// bytes: it is renamed to name-<time>.ext and a new file started, the
+	// chain running on across them. 0: never (rotate with logrotate's
+	// copytruncate, which the chain also follows). Rolled files are never
+	// deleted by crm_guard.
+	AuditRollSize int64 `json:"audit_roll_size,omitempty"`
+
 	// MaxBody caps, in bytes, the request bodies read on guarded routes
 	// (over it: 413) and the answers buffered for a rewrite (over it: 502).
 	// Default 16 MiB.
@@ -192,10 +206,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	var sink AuditSink
 	if h.Audit != "" {
 		h.auditPath = repl.ReplaceKnown(h.Audit, "")
+		opts := auditFileOptions{RollSize: h.AuditRollSize}
+		if h.AuditChainKey != "" {
+			key := repl.ReplaceKnown(h.AuditChainKey, "")
+			if key == "" {
+				return fmt.Errorf("caddymodule: audit chain_key %q is empty once placeholders are replaced (is the variable set?)", h.AuditChainKey)
+			}
+			opts.ChainKey = []byte(key)
+		}
 		fs, err := openAuditFile(h.auditPath)
 		if err != nil {
 			return err
 		}
+		fs.configure(opts, h.logger)
 		sink = fs
 	} else {
 		sink = loggerSink{log: caddy.Log().Named("crm_guard.audit")}
@@ -245,6 +268,12 @@ func (h *Handler) Validate() error {
 	case "", "shadow":
 	default:
 		return fmt.Errorf("caddymodule: mode must be shadow (or empty: the rule file decides), got %q", h.Mode)
+	}
+	if h.Audit == "" && (h.AuditChainKey != "" || h.AuditRollSize != 0) {
+		return fmt.Errorf("caddymodule: audit chain_key and roll_size need an audit file (events sent to the Caddy logger are neither chained nor rolled by crm_guard)")
+	}
+	if h.AuditRollSize < 0 {
+		return fmt.Errorf("caddymodule: audit roll_size must not be negative, got %d", h.AuditRollSize)
 	}
 	if h.OIDC != nil && h.IdentityRaw != nil {
 		return fmt.Errorf("caddymodule: configure either oidc or an identity module, not both")

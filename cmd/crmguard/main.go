@@ -1,10 +1,12 @@
 // Command crmguard is Caddy with the crm_guard module linked in, plus the
-// `rules` subcommands operators use on rule files:
+// `rules` and `audit` subcommands operators use on rule files and audit
+// files:
 //
 //	crmguard run --config Caddyfile        # every Caddy command works
 //	crmguard rules lint FILE
 //	crmguard rules test FILE...
 //	crmguard rules explain --rules FILE --user JSON "GET /path"
+//	crmguard audit verify [--key KEY] FILES...
 package main
 
 import (
