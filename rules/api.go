@@ -7,6 +7,34 @@
 // response must be buffered (InspectResponse) and rewrites it in one pass
 // (Rewrite). Everything that happened is collected in Decision.Audit.
 //
+// A refused decision has two texts: Reason, the technical one for the
+// audit and the administrator (it may quote a condition), and Message, in
+// words for the user (the operator's `message:` or a default generated
+// from schedules, roles and approval policies; message.go). BodyError and
+// Block carry both as well.
+//
+// # Approvals and elevations
+//
+// The rule file's `approvals:` and `elevations:` blocks are read at load;
+// the guard's workflow pages use their read-only views: Set.ApprovalPolicy
+// (steps, ApprovalStep.Permits, ApprovalPolicy.MayApprove and
+// CheckPurpose), Set.Elevation (Elevation.MayStart) and Set.Elevate, the
+// user as the rules see them while an elevation is active. Refusals of a
+// workflow step are *WorkflowError (400, 401 with a step-up need, 403).
+//
+// An export route with `export: {approval: NAME}` needs a grant of policy
+// NAME. Request.Grants (a GrantSource, which the guard's store implements)
+// is asked by Decide once every earlier check passed: no grant is 403
+// naming the policy (Decision.Approval), a failing source 503. A grant is
+// bound to the requester, the route and CanonicalRequest, the one
+// canonical form of a request used both when a grant is asked for and
+// when it is checked. A found grant is used, atomically, by
+// Decision.UseGrant right before the request goes upstream; an answer to a
+// request whose grant was never used is withheld. Audit.Grant names the
+// grant used. To check whether a described request needs approval (POST
+// /.crmguard/approvals), run Decide for it as the requester without a
+// grant source: Decision.Approval names the policy, or is empty.
+//
 // The package contains no HTTP server code: the Caddy handler in caddymodule
 // calls it.
 //

@@ -303,3 +303,136 @@ func TestAGrantIsUsedOnlyWhenTheRequestGoesThrough(t *testing.T) {
 		}
 	})
 }
+
+func TestApprovalStepsSayWhoMayApprove(t *testing.T) {
+	s := mustLoad(t, approvalRules)
+	p, _ := s.ApprovalPolicy("export")
+	fresh := workday.Add(-time.Minute)
+	east := map[string]any{"teams": []any{"east"}}
+	zhang := s.UserFromRoles("zhang", []string{"sales"}, east, true, fresh)
+	wang := s.UserFromRoles("wang", []string{"sales_manager"}, east, true, fresh)
+	chen := s.UserFromRoles("chen", []string{"sales_manager"}, map[string]any{"teams": []any{"west"}}, true, fresh)
+	zhou := s.UserFromRoles("zhou", []string{"it_security"}, nil, true, fresh)
+	staleZhou := s.UserFromRoles("zhou", []string{"it_security"}, nil, true, workday.Add(-time.Hour))
+	noMFAWang := s.UserFromRoles("wang", []string{"sales_manager"}, east, false, fresh)
+	noTeams := s.UserFromRoles("wang", []string{"sales_manager"}, nil, true, fresh)
+	// A manager who is also in IT security, and a manager asking for his
+	// own export.
+	both := s.UserFromRoles("liu", []string{"sales_manager", "it_security"}, east, true, fresh)
+	cases := []struct {
+		name      string
+		step      int
+		approver  *User
+		requester *User
+		others    []string
+		status    int // 0: may approve
+		message   string
+	}{
+		{name: "the requester's own manager may approve the manager step", step: 0, approver: wang, requester: zhang},
+		{name: "another team's manager may not approve the manager step", step: 0, approver: chen, requester: zhang, status: 403, message: `You may not approve the step "manager" (your manager).`},
+		{name: "IT security may approve the IT step", step: 1, approver: zhou, requester: zhang},
+		{name: "a manager may not approve the IT step", step: 1, approver: wang, requester: zhang, status: 403},
+		{name: "IT security may not approve the manager step", step: 0, approver: zhou, requester: zhang, status: 403},
+		{name: "the requester may not approve a step of his own request", step: 0, approver: wang, requester: wang, status: 403, message: "Nobody approves their own request."},
+		{name: "someone who approved one step may not approve the next", step: 1, approver: both, requester: zhang, others: []string{"liu"}, status: 403, message: "each step needs a different person"},
+		{name: "someone who holds both roles may approve one step", step: 1, approver: both, requester: zhang, others: []string{"wang"}},
+		{name: "an approver without MFA must sign in again", step: 0, approver: noMFAWang, requester: zhang, status: 401, message: "second factor"},
+		{name: "an approver whose MFA sign-in is older than approver_mfa must sign in again", step: 1, approver: staleZhou, requester: zhang, status: 401, message: "within the last 10 minutes"},
+		{name: "a condition that cannot be evaluated counts as no", step: 0, approver: noTeams, requester: zhang, status: 403},
+		{name: "a step that does not exist is refused", step: 2, approver: zhou, requester: zhang, status: 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := p.MayApprove(c.step, c.approver, c.requester, c.others, workday)
+			if c.status == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var we *WorkflowError
+			if !errors.As(err, &we) || we.Status != c.status || !strings.Contains(we.Message, c.message) {
+				t.Fatalf("got %#v, want status %d with %q", err, c.status, c.message)
+			}
+			if c.status == 401 && (!we.StepUp.MFA || we.StepUp.MaxAge != 10*time.Minute) {
+				t.Errorf("StepUp %+v, want MFA within 10m", we.StepUp)
+			}
+		})
+	}
+	t.Run("Permits says why a condition could not be evaluated", func(t *testing.T) {
+		ok, err := p.Steps[0].Permits(noTeams, zhang, workday)
+		if ok || err == nil || !strings.Contains(err.Error(), "step manager") {
+			t.Fatalf("Permits = %v, %v", ok, err)
+		}
+	})
+}
+
+func TestElevations(t *testing.T) {
+	s := mustLoad(t, approvalRules)
+	e, _ := s.Elevation("complaint")
+	li := s.UserFromRoles("li", []string{"service"}, nil, true, workday.Add(-2*time.Minute))
+	staleLi := s.UserFromRoles("li", []string{"service"}, nil, true, workday.Add(-10*time.Minute))
+	zhang := s.UserFromRoles("zhang", []string{"sales"}, nil, true, workday.Add(-2*time.Minute))
+	cases := []struct {
+		name     string
+		user     *User
+		reason   string
+		duration time.Duration
+		want     time.Duration
+		status   int
+	}{
+		{name: "a service agent with a fresh MFA sign-in and a reason starts it for its maximum", user: li, reason: "customer 42 complains", want: 30 * time.Minute},
+		{name: "a shorter duration is kept", user: li, reason: "r", duration: 10 * time.Minute, want: 10 * time.Minute},
+		{name: "a duration over max is refused", user: li, reason: "r", duration: 31 * time.Minute, status: 400},
+		{name: "a missing reason is refused", user: li, reason: "  ", status: 400},
+		{name: "a role not in for is refused", user: zhang, reason: "r", status: 403},
+		{name: "an old sign-in must be renewed", user: staleLi, reason: "r", status: 401},
+		{name: "nobody signed in is refused", reason: "r", status: 401},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := e.MayStart(c.user, c.reason, c.duration, workday)
+			if c.status == 0 {
+				if err != nil || got != c.want {
+					t.Fatalf("MayStart = %v, %v; want %v", got, err, c.want)
+				}
+				return
+			}
+			var we *WorkflowError
+			if !errors.As(err, &we) || we.Status != c.status {
+				t.Fatalf("got %v, want status %d", err, c.status)
+			}
+		})
+	}
+	t.Run("an elevated user has the sign-in's roles plus the grant with what it inherits", func(t *testing.T) {
+		up := s.Elevate(li, e.Grant)
+		if got := strings.Join(up.Roles, ","); got != "service,service_plus" {
+			t.Errorf("roles %s", got)
+		}
+		if strings.Join(li.Roles, ",") != "service" {
+			t.Errorf("Elevate changed the user: %v", li.Roles)
+		}
+		if s.Elevate(nil, e.Grant) != nil {
+			t.Error("Elevate(nil) is not nil")
+		}
+	})
+	t.Run("a granted role that is no longer declared is dropped", func(t *testing.T) {
+		if got := strings.Join(s.Elevate(li, []string{"gone", "compliance"}).Roles, ","); got != "compliance,service" {
+			t.Errorf("roles %s", got)
+		}
+	})
+	t.Run("while elevated the user sees phones unmasked", func(t *testing.T) {
+		for _, u := range []*User{li, s.Elevate(li, e.Grant)} {
+			r := request("GET", "/api/customers")
+			d := s.Decide(u, r)
+			out, _, err := d.Rewrite(nil, 200, http.Header{"Content-Type": {"application/json"}}, []byte(`{"list":[{"phone":"13812345678"}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			masked := strings.Contains(string(out), "138****5678")
+			if masked == u.HasRole("service_plus") {
+				t.Errorf("roles %v: answer %s", u.Roles, out)
+			}
+		}
+	})
+}

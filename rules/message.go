@@ -262,14 +262,11 @@ func describeDays(days [7]bool) string {
 	if all {
 		return "every day"
 	}
-	// Walk the week from Monday so that mon-fri reads naturally; a run
-	// over the weekend (fri-mon) is found by starting after a closed day.
-	start := 1
-	for i := 0; i < 7; i++ {
-		if !days[(1+i)%7] {
-			start = (1 + i + 1) % 7
-			break
-		}
+	// Walk the week from Monday, or from the start of a run that goes
+	// over Sunday into Monday (fri-mon reads "Friday to Monday").
+	start := int(time.Monday)
+	for days[time.Monday] && days[(start+6)%7] {
+		start = (start + 6) % 7
 	}
 	var parts []string
 	for i := 0; i < 7; {
