@@ -362,7 +362,10 @@ func (x *exchange) audit(d *rules.Decision) {
 	x.ev.EvalErrors = a.EvalErrors
 	x.ev.Export = a.Export
 	x.ev.Grant = a.Grant
-	if a.Reason != "" && x.ev.Reason == "" {
+	// The rules' audit reason replaces the decision's when they refused
+	// (or, in shadow mode, would have refused) the answer later on, unless
+	// the handler already wrote a reason of its own.
+	if a.Reason != "" && (x.ev.Reason == "" || x.ev.Reason == d.Reason) {
 		x.ev.Reason = a.Reason
 	}
 }
