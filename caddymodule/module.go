@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/crmguard/crmguard/caddymodule/notify"
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 	"github.com/crmguard/crmguard/caddymodule/session"
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -115,6 +117,7 @@ type Handler struct {
 	sourceKey string
 	provider  authn.Provider
 	owned     caddy.CleanerUpper // provider built here, cleaned up here
+	state     store.Store        // the state store, released at Cleanup
 	auditPath string
 	notifier  *notify.Notifier
 	logger    *zap.Logger
@@ -169,6 +172,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		cookiePrefixes = append(cookiePrefixes, h.Session.CookieName)
 	}
 
+	h.state, err = h.openState(repl)
+	if err != nil {
+		return err
+	}
+
 	switch {
 	case h.IdentityRaw != nil:
 		mod, err := ctx.LoadModule(h, "IdentityRaw")
@@ -192,10 +200,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			for _, s := range h.Session.Secrets {
 				c.Secrets = append(c.Secrets, repl.ReplaceKnown(s, ""))
 			}
-			c.Store = repl.ReplaceKnown(c.Store, "")
 			sc = &c
 		}
-		p, err := oidc.New(ctx, &oc, sc, func() rules.MFAPolicy { return src.Current().MFA() }, h.logger.Named("oidc"))
+		p, err := oidc.New(ctx, &oc, sc, h.state, func() rules.MFAPolicy { return src.Current().MFA() }, h.logger.Named("oidc"))
 		if err != nil {
 			return fmt.Errorf("caddymodule: crm_guard oidc: %w", err)
 		}
@@ -294,6 +301,9 @@ func (h *Handler) Cleanup() error {
 	var err error
 	if h.owned != nil {
 		err = h.owned.Cleanup()
+	}
+	if h.state != nil {
+		err = errors.Join(err, h.state.Close())
 	}
 	if h.sourceKey != "" {
 		_, _ = ruleSources.Delete(h.sourceKey)

@@ -8,8 +8,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
-
-	"github.com/crmguard/crmguard/caddymodule/session"
 )
 
 func init() {
@@ -96,10 +94,10 @@ func RevokeAll(r *http.Request, req RevokeRequest) (int, error) {
 		ps = append(ps, p)
 	}
 	live.Unlock()
-	seen := map[session.Store]bool{}
+	seen := map[string]bool{} // by the state store's name: two guards may share one
 	total := 0
 	for _, p := range ps {
-		st := p.sess.Store()
+		st := p.sess.Store().Backend().Name()
 		if seen[st] {
 			continue
 		}

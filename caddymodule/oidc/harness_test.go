@@ -26,6 +26,7 @@ import (
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
 	"github.com/crmguard/crmguard/caddymodule/session"
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/examples/devidp"
 	"github.com/crmguard/crmguard/rules"
 )
@@ -88,7 +89,7 @@ type envOptions struct {
 type proxy struct {
 	p      *Provider
 	cfg    Config
-	store  string
+	store  store.Store // the state store (shared with the env's other proxies on the same location)
 	logger *zap.Logger
 	url    string
 	srv    *httptest.Server
@@ -158,17 +159,17 @@ func newEnv(t testing.TB, o envOptions) *env {
 	})}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	store := o.store
-	if store == "" {
-		store = "file:" + t.TempDir()
+	spec := o.store
+	if spec == "" {
+		spec = "file:" + t.TempDir()
 	}
 	for i, ln := range lns {
-		e.proxies = append(e.proxies, e.startProxy(ln, origins[i], store, o.configure))
+		e.proxies = append(e.proxies, e.startProxy(ln, origins[i], spec, o.configure))
 	}
 	return e
 }
 
-func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*Config)) *proxy {
+func (e *env) startProxy(ln net.Listener, origin, spec string, configure func(*Config)) *proxy {
 	t := e.t
 	core, logs := observer.New(zapcore.DebugLevel)
 	px := &proxy{url: origin, logs: logs}
@@ -176,7 +177,16 @@ func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*
 	if configure != nil {
 		configure(&cfg)
 	}
-	px.cfg, px.store, px.logger = cfg, store, zap.New(core)
+	loc, err := store.ParseLocation(spec, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(loc, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	px.cfg, px.store, px.logger = cfg, st, zap.New(core)
 	px.p = e.provider(px, []string{testSecret})
 	px.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: px}}
 	if e.tls {
@@ -191,8 +201,7 @@ func (e *env) startProxy(ln net.Listener, origin, store string, configure func(*
 // provider builds px's Provider with the given session secrets.
 func (e *env) provider(px *proxy, secrets []string) *Provider {
 	p, err := newProvider(context.Background(), px.cfg,
-		session.Config{Secrets: secrets, Store: px.store},
-		e.t.TempDir(), mfaPolicy, px.logger, nil, func(p *Provider) {
+		session.Config{Secrets: secrets}, px.store, mfaPolicy, px.logger, nil, func(p *Provider) {
 			p.now = func() time.Time { return time.Now().Add(time.Duration(px.offset.Load())) }
 			p.minBackoff, p.maxBackoff = time.Hour, 4*time.Hour // no retry before a test moves the clock
 		})

@@ -30,6 +30,7 @@ import (
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
 	"github.com/crmguard/crmguard/caddymodule/session"
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -63,8 +64,7 @@ type Provider struct {
 
 	refreshes singleflight.Group
 
-	cleanup    sync.Once
-	cleanupErr error
+	cleanup sync.Once
 }
 
 // discovered is what the provider's discovery document told us.
@@ -78,24 +78,26 @@ type discovered struct {
 	issParam   bool
 }
 
-// New builds a Provider from the handler's `oidc` and `session` blocks.
-// mfa returns the current rule file's mfa block (it may change on reload;
-// nil means the defaults). Discovery is lazy: an unreachable provider does
-// not fail New; it is logged and retried with backoff, and requests that
-// need it get 503 until it answers. Call Cleanup when done.
-func New(ctx caddy.Context, cfg *Config, sess *session.Config, mfa func() rules.MFAPolicy, logger *zap.Logger) (*Provider, error) {
+// New builds a Provider from the handler's `oidc` and `session` blocks,
+// keeping sessions in st, the guard's state store (the caller opened it
+// and closes it after Cleanup). mfa returns the current rule file's mfa
+// block (it may change on reload; nil means the defaults). Discovery is
+// lazy: an unreachable provider does not fail New; it is logged and
+// retried with backoff, and requests that need it get 503 until it
+// answers. Call Cleanup when done.
+func New(ctx caddy.Context, cfg *Config, sess *session.Config, st store.Store, mfa func() rules.MFAPolicy, logger *zap.Logger) (*Provider, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("oidc: no oidc configuration")
 	}
 	if sess == nil {
 		sess = &session.Config{}
 	}
-	return newProvider(ctx, *cfg, *sess, caddy.AppDataDir(), mfa, logger, nil)
+	return newProvider(ctx, *cfg, *sess, st, mfa, logger, nil)
 }
 
-// newProvider is New without Caddy (tests pass their own data directory,
-// HTTP client, and options that set the clock or the backoff).
-func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDir string, mfa func() rules.MFAPolicy, logger *zap.Logger, client *http.Client, opts ...func(*Provider)) (*Provider, error) {
+// newProvider is New without Caddy (tests pass their own store, HTTP
+// client, and options that set the clock or the backoff).
+func newProvider(parent context.Context, cfg Config, scfg session.Config, st store.Store, mfa func() rules.MFAPolicy, logger *zap.Logger, client *http.Client, opts ...func(*Provider)) (*Provider, error) {
 	c := cfg.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -116,7 +118,7 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	if time.Duration(c.FlowTimeout) > time.Duration(scfg.Lifetime) {
 		c.FlowTimeout = scfg.Lifetime
 	}
-	sm, err := session.NewManager(parent, scfg, dataDir)
+	sm, err := session.NewManager(scfg, st)
 	if err != nil {
 		return nil, err
 	}
@@ -125,12 +127,10 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	}
 	flows, err := session.NewCodec(scfg.Secrets, "sign-in state")
 	if err != nil {
-		sm.Close()
 		return nil, err
 	}
 	csrf, err := session.NewCodec(scfg.Secrets, "csrf")
 	if err != nil {
-		sm.Close()
 		return nil, err
 	}
 	p := &Provider{
@@ -150,15 +150,14 @@ func newProvider(parent context.Context, cfg Config, scfg session.Config, dataDi
 	return p, nil
 }
 
-// Cleanup releases the session store and background work. Calling it
-// again does nothing.
+// Cleanup stops the background work (the state store is its opener's to
+// close). Calling it again does nothing.
 func (p *Provider) Cleanup() error {
 	p.cleanup.Do(func() {
 		unregister(p)
 		p.cancel()
-		p.cleanupErr = p.sess.Close()
 	})
-	return p.cleanupErr
+	return nil
 }
 
 // Sessions is the session manager (its store is the truth about sessions).

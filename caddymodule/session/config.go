@@ -28,7 +28,7 @@ const (
 //
 //	session {
 //		secret <current> [<older>...]   # repeatable; the first one encrypts
-//		store  file [<dir>] | redis://[:password@]host:port/db | rediss://...
+//		store  file [<dir>] | redis://... | rediss://...   # former spelling of crm_guard's `store`
 //		idle_timeout 30m
 //		lifetime 12h
 //		cookie_name crmguard_session
@@ -43,10 +43,12 @@ type Config struct {
 	// Actual AES keys are derived from these with HKDF-SHA256.
 	Secrets []string `json:"secrets,omitempty"`
 
-	// Store says where session data lives: "" or "file" for files in
-	// Caddy's data directory (one instance; survives a restart),
-	// "file:/some/dir" for files in that directory, or a redis:// /
-	// rediss:// URL for a Redis server that several instances share.
+	// Store is the former place of the state store's setting, kept so
+	// existing configurations load: "file" for the default file, "file:<dir>"
+	// for <dir>/state.db, or a redis:// / rediss:// URL. It configures the
+	// same one store as `store` in the crm_guard block, which replaces it;
+	// when both are set they must name the same store, or the
+	// configuration does not load.
 	Store string `json:"store,omitempty"`
 
 	// IdleTimeout ends a session that saw no request for this long.
@@ -83,9 +85,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CookieName == "" {
 		c.CookieName = DefaultCookieName
-	}
-	if c.Store == "" {
-		c.Store = "file"
 	}
 	return c
 }

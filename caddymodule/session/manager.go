@@ -6,42 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
+	"github.com/crmguard/crmguard/caddymodule/store"
 )
-
-// stores shares one Store per configured location among Caddy config
-// generations, so a reload does not open a second file store on the same
-// directory or a second Redis pool.
-var stores = caddy.NewUsagePool()
-
-type pooled struct{ Store }
-
-// Destruct closes the store when its last user is gone.
-func (p pooled) Destruct() error { return p.Store.Close() }
 
 // Manager ties the session cookie to the store: it seals the session id
 // into the cookie, loads and checks sessions, and ends them.
 type Manager struct {
-	cfg      Config
-	codec    *Codec
-	tokens   *Codec
-	store    Store
-	storeKey string
+	cfg    Config
+	codec  *Codec
+	tokens *Codec
+	store  *Store
 	// Now is the clock (tests move it); nil means time.Now.
 	Now func() time.Time
 }
 
-// NewManager opens the configured store (sharing it with other managers
-// that name the same store) and derives the cookie keys. dataDir is where
-// the default file store lives (Caddy's data directory).
-func NewManager(ctx context.Context, cfg Config, dataDir string) (*Manager, error) {
+// NewManager derives the cookie keys and keeps sessions in st, the
+// guard's state store (which the caller opened and closes).
+func NewManager(cfg Config, st store.Store) (*Manager, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if st == nil {
+		return nil, fmt.Errorf("session: no state store")
 	}
 	codec, err := NewCodec(cfg.Secrets, "session cookie")
 	if err != nil {
@@ -51,55 +41,15 @@ func NewManager(ctx context.Context, cfg Config, dataDir string) (*Manager, erro
 	if err != nil {
 		return nil, err
 	}
-	key, open, err := storeOpener(ctx, cfg.Store, dataDir)
-	if err != nil {
-		return nil, err
-	}
-	v, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		s, err := open()
-		if err != nil {
-			return nil, err
-		}
-		return pooled{s}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Manager{cfg: cfg, codec: codec, tokens: tokens, store: v.(pooled).Store, storeKey: key}, nil
+	return &Manager{cfg: cfg, codec: codec, tokens: tokens, store: NewStore(st)}, nil
 }
 
-func storeOpener(ctx context.Context, spec, dataDir string) (string, func() (Store, error), error) {
-	switch {
-	case spec == "file" || spec == "":
-		dir := filepath.Join(dataDir, "crmguard", "sessions")
-		return "file:" + dir, func() (Store, error) { return NewFileStore(dir, 0) }, nil
-	case strings.HasPrefix(spec, "file:"):
-		dir := strings.TrimPrefix(spec, "file:")
-		return "file:" + dir, func() (Store, error) { return NewFileStore(dir, 0) }, nil
-	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://") || strings.HasPrefix(spec, "unix://"):
-		return spec, func() (Store, error) { return NewRedisStore(ctx, spec) }, nil
-	}
-	return "", nil, fmt.Errorf("session: unknown store %q (want file, file:<dir> or redis://host:port/db)", spec)
-}
-
-// Check reports whether the store answers (stores that can be down, like
-// Redis; nil for the others).
-func (m *Manager) Check(ctx context.Context) error {
-	if p, ok := m.store.(interface{ Ping(context.Context) error }); ok {
-		return p.Ping(ctx)
-	}
-	return nil
-}
-
-// Close releases this manager's use of the store.
-func (m *Manager) Close() error {
-	_, err := stores.Delete(m.storeKey)
-	return err
-}
+// Check reports whether the store answers.
+func (m *Manager) Check(ctx context.Context) error { return m.store.Backend().Ping(ctx) }
 
 // Store is the session store. Its Data carries the tokens sealed; use
 // Manager.Get and Manager.Update to read and write them in clear.
-func (m *Manager) Store() Store { return m.store }
+func (m *Manager) Store() *Store { return m.store }
 
 type sealedTokens struct {
 	ID      string `json:"i,omitempty"`

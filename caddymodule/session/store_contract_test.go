@@ -3,15 +3,20 @@ package session
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crmguard/crmguard/caddymodule/store"
+	"github.com/crmguard/crmguard/caddymodule/store/redistest"
 )
 
-// testStoreContract checks what every Store must do, on an empty store s:
-// TestFileStore and TestRedisStore run it, then test what only their
-// store does.
-func testStoreContract(t *testing.T, s Store) {
+// testStoreContract checks the session API on an empty state store s:
+// TestStore runs it on both implementations of package store (whose own
+// contract test covers records, grants, counters, markers and locks).
+func testStoreContract(t *testing.T, s *Store) {
 	ctx := context.Background()
 	d, other, third := newData("c-zhang", "c-sid-1"), newData("c-zhang", "c-sid-2"), newData("c-wang", "c-sid-3")
 	for _, x := range []*Data{d, other, third} {
@@ -96,15 +101,30 @@ func testStoreContract(t *testing.T, s Store) {
 			t.Fatalf("err = %v", err)
 		}
 	})
-	t.Run("Once reports a key only the first time", func(t *testing.T) {
+	t.Run("creating a session id that exists is refused", func(t *testing.T) {
+		dup := newData("c-qian", "")
+		dup.ID = third.ID
+		if err := s.Create(ctx, dup); err == nil {
+			t.Fatal("accepted")
+		}
+		if got, _ := s.Get(ctx, third.ID); got.Subject != "c-wang" {
+			t.Fatalf("overwritten by %q", got.Subject)
+		}
+	})
+	t.Run("ids that are not session ids are not found", func(t *testing.T) {
+		for _, id := range []string{"../../etc/passwd", "", "a/b", strings.Repeat("a", 300), "short"} {
+			if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get(%q) = %v", id, err)
+			}
+		}
+	})
+	t.Run("Once and Lock are the store's", func(t *testing.T) {
 		if ok, _ := s.Once(ctx, "c-k", time.Minute); !ok {
 			t.Fatal("first")
 		}
 		if ok, _ := s.Once(ctx, "c-k", time.Minute); ok {
 			t.Fatal("second")
 		}
-	})
-	t.Run("a lock is exclusive until released", func(t *testing.T) {
 		rel, ok, _ := s.Lock(ctx, "c-l", time.Minute)
 		if !ok {
 			t.Fatal("not taken")
@@ -113,8 +133,37 @@ func testStoreContract(t *testing.T, s Store) {
 			t.Fatal("taken twice")
 		}
 		rel()
-		if _, ok3, _ := s.Lock(ctx, "c-l", time.Minute); !ok3 {
-			t.Fatal("not released")
-		}
+	})
+}
+
+func TestStore(t *testing.T) {
+	ctx := context.Background()
+	t.Run("on the embedded store", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.db")
+		st := must(store.OpenBolt(path, store.Options{}))
+		s := NewStore(st)
+		t.Run("the session contract holds", func(t *testing.T) { testStoreContract(t, s) })
+		t.Run("sessions survive a restart", func(t *testing.T) {
+			d := newData("zhang", "sid-1")
+			if err := s.Create(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			_ = st.Close()
+			st = must(store.OpenBolt(path, store.Options{}))
+			s = NewStore(st)
+			got, err := s.Get(ctx, d.ID)
+			if err != nil || got.Subject != "zhang" || got.Version != 1 {
+				t.Fatalf("%+v %v", got, err)
+			}
+			if n, err := s.DeleteBySID(ctx, "sid-1"); n != 1 || err != nil {
+				t.Fatalf("the sid index after a restart: %d %v", n, err)
+			}
+		})
+		_ = st.Close()
+	})
+	t.Run("on Redis", func(t *testing.T) {
+		st := must(store.OpenRedis(redistest.Start(t), store.Options{}))
+		defer st.Close()
+		testStoreContract(t, NewStore(st))
 	})
 }

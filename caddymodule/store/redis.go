@@ -48,10 +48,10 @@ func OpenRedis(rawURL string, opt Options) (*Redis, error) {
 		// that is down answers 503 at once instead of after seconds.
 		o.DialerRetries = 1
 	}
-	return &Redis{c: redis.NewClient(o), prefix: "crmguard:", name: fmt.Sprintf("redis %s/%d", o.Addr, o.DB), opt: opt.withDefaults()}, nil
+	return &Redis{c: redis.NewClient(o), prefix: "crmguard:", name: redactURL(rawURL), opt: opt.withDefaults()}, nil
 }
 
-// Name implements Store: the server's address and database.
+// Name implements Store: the server's URL without its password.
 func (s *Redis) Name() string { return s.name }
 
 func (s *Redis) now() time.Time { return s.opt.Now() }

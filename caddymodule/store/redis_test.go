@@ -74,6 +74,20 @@ func TestRedis(t *testing.T) {
 		}
 	})
 
+	t.Run("an index set lives as long as its longest-lived record", func(t *testing.T) {
+		real := &clock{t: time.Now()}
+		s := openTestRedis(t, srv.URL, real)
+		_ = s.Create(ctx, "ttl", &Record{Key: "long", Value: []byte("v"), Expires: time.Now().Add(48 * time.Hour), Index: []string{"sub:qian"}})
+		_ = s.Create(ctx, "ttl", &Record{Key: "short", Value: []byte("v"), Expires: time.Now().Add(time.Hour), Index: []string{"sub:qian"}})
+		if ttl := s.c.PTTL(ctx, s.prefix+"x:ttl:sub:qian").Val(); ttl < 47*time.Hour {
+			t.Fatalf("index set TTL %s, want about 48h", ttl)
+		}
+		_ = s.Create(ctx, "ttl", &Record{Key: "forever", Value: []byte("v"), Index: []string{"sub:qian"}})
+		if ttl := s.c.PTTL(ctx, s.prefix+"x:ttl:sub:qian").Val(); ttl != -1 {
+			t.Fatalf("a set holding a record without expiry has TTL %s, want none", ttl)
+		}
+	})
+
 	t.Run("a server stopped mid-test: every call is ErrUnavailable, never not-found or an empty answer", func(t *testing.T) {
 		other := redistest.Run(t)
 		s := openTestRedis(t, other.URL, c)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/crmguard/crmguard/caddymodule"
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 	"github.com/crmguard/crmguard/caddymodule/session"
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -115,12 +117,17 @@ func newOIDCServer(t *testing.T, set *rules.Set, now time.Time) *oidcServer {
 	t.Cleanup(issuer.Close)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
 	p, err := oidc.New(ctx,
 		// acr_values is what the provider names when the rule file has
 		// none; this file has its own, which win here and in rules test.
 		&oidc.Config{Issuer: issuer.URL, ClientID: "crm", ClientSecret: "secret", ACRValues: []string{"urn:caddyfile:acr"}},
-		&session.Config{Secrets: []string{"0123456789abcdef0123456789abcdef-challenge-test"}, Store: "file:" + t.TempDir()},
-		func() rules.MFAPolicy { return set.MFA() }, zap.NewNop())
+		&session.Config{Secrets: []string{"0123456789abcdef0123456789abcdef-challenge-test"}},
+		st, func() rules.MFAPolicy { return set.MFA() }, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
