@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -230,7 +230,7 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	// The rewritten body is UTF-8 JSON, or a UTF-8 CSV/TSV the rules read
 	// as a table, whatever else the CRM called it: a JSON answer labelled
 	// text/html would run a script held in a record.
-	if cts := h["Content-Type"]; !jsonLabel(cts) && !rules.CSVLabel(cts) {
+	if !mediatype.Label(h["Content-Type"]) {
 		h["Content-Type"] = []string{"application/json"}
 	}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
@@ -245,23 +245,6 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		_ = http.NewResponseController(w).Flush()
 	}
 	return nil
-}
-
-// jsonLabel reports one Content-Type naming JSON (application/json or
-// application/*+json) in UTF-8 (or without a charset).
-func jsonLabel(cts []string) bool {
-	if len(cts) != 1 {
-		return false
-	}
-	if strings.EqualFold(cts[0], "application/json") || strings.EqualFold(cts[0], "application/json; charset=utf-8") {
-		return true // the usual labels, without parsing
-	}
-	mt, params, err := mime.ParseMediaType(cts[0])
-	if err != nil || mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
-		return false
-	}
-	cs, ok := params["charset"]
-	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // statusFromError is the status Caddy will answer for err.

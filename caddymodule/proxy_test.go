@@ -13,34 +13,6 @@ import (
 	"github.com/crmguard/crmguard/rules"
 )
 
-func TestJSONLabel(t *testing.T) {
-	cases := []struct {
-		name string
-		cts  []string
-		want bool
-	}{
-		{"plain application/json is JSON", []string{"application/json"}, true},
-		{"the label is read without regard to case", []string{"Application/JSON"}, true},
-		{"a UTF-8 charset is JSON", []string{"application/json; charset=utf-8"}, true},
-		{"a UTF-8 charset without a space and in capitals is JSON", []string{"application/json;charset=UTF-8"}, true},
-		{"a +json media type is JSON", []string{"application/vnd.api+json"}, true},
-		{"a UTF-16 charset is not kept", []string{"application/json; charset=utf-16"}, false},
-		{"a Latin-1 charset is not kept", []string{"application/json; charset=iso-8859-1"}, false},
-		{"text/html is not JSON", []string{"text/html"}, false},
-		{"a longer subtype is not JSON", []string{"application/jsonx"}, false},
-		{"two Content-Type lines are not kept", []string{"application/json", "application/json"}, false},
-		{"no Content-Type is not kept", nil, false},
-		{"an unparsable label is not kept", []string{"application/json; charset"}, false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if got := jsonLabel(c.cts); got != c.want {
-				t.Errorf("jsonLabel(%q) = %v, want %v", c.cts, got, c.want)
-			}
-		})
-	}
-}
-
 func TestPresize(t *testing.T) {
 	cases := []struct {
 		name    string

@@ -2,13 +2,14 @@ package rules
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strings"
 
+	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/tidwall/gjson"
 )
 
@@ -48,16 +49,13 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 	if strings.TrimSpace(contentType) == "" {
 		return bad("this body has no Content-Type")
 	}
-	mt, params, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return bad("its Content-Type %q cannot be read: %v", contentType, err)
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return bad("reads only UTF-8 bodies, not charset %q", cs)
+	t, why := readBodyType(contentType)
+	if why != "" {
+		return bad("%s", why)
 	}
 	var found *guardHit
 	switch {
-	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+	case t.Kind == mediatype.JSON:
 		if tooDeep(body, maxBodyDepth) {
 			return bad("this body nests deeper than %d levels", maxBodyDepth)
 		}
@@ -75,7 +73,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 			// JSON Pointer, not as a key: [{"op":"replace","path":"/stage"}].
 			found = d.patchTargets(gjson.ParseBytes(body))
 		}
-	case mt == "application/x-www-form-urlencoded":
+	case t.Kind == mediatype.Form:
 		// Many legacy CRMs read the raw body as JSON whatever its label:
 		// a form-labelled body that is JSON is checked as JSON too.
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
@@ -104,10 +102,10 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 				break
 			}
 		}
-	case mt == "multipart/form-data":
+	case t.Kind == mediatype.Multipart:
 		// Field names are read like urlencoded keys; values (and files)
 		// are not: a guard names fields, whatever they hold.
-		err := eachFormPart(params, body, func(p formPart) (bool, error) {
+		err := eachFormPart(t.Param("boundary"), body, func(p formPart) (bool, error) {
 			g := d.formGuard(p.name)
 			if g != nil {
 				found = &guardHit{guard: g, at: p.name}
@@ -119,7 +117,7 @@ func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
 			return bad("%v", err)
 		}
 	default:
-		return bad("cannot read %q bodies (JSON, urlencoded and multipart forms only)", mt)
+		return bad("cannot read %q bodies (JSON, urlencoded and multipart forms only)", t.Essence)
 	}
 	if found == nil {
 		return nil
@@ -275,6 +273,21 @@ func phpFormName(key string) string {
 
 var phpNameReplacer = strings.NewReplacer(" ", "_", ".", "_")
 
+// readBodyType reads a request body's Content-Type (mediatype.Read: one
+// charset policy for every body the proxy reads). why is "" when it can be
+// read, else the end of a sentence about the body saying why not.
+func readBodyType(contentType string) (t mediatype.Type, why string) {
+	t, err := mediatype.Read(contentType)
+	var ce *mediatype.CharsetError
+	switch {
+	case err == nil:
+		return t, ""
+	case errors.As(err, &ce):
+		return t, fmt.Sprintf("is in charset %q: only UTF-8 (or US-ASCII) bodies are read", ce.Charset)
+	}
+	return t, fmt.Sprintf("has a Content-Type that cannot be read (%v)", strings.TrimPrefix(err.Error(), "mediatype: "))
+}
+
 // ReadsBody reports whether CheckBody must see this request's body: the
 // route has body guards, or the request is a POST with a JSON or form body
 // that could carry a _method override.
@@ -287,11 +300,13 @@ func (d *Decision) overridable(contentType string) bool {
 	if d.req == nil || !strings.EqualFold(d.req.Method, http.MethodPost) {
 		return false
 	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
+	// The type alone: a form whose parameters cannot be read is still
+	// a form to the CRM (bodyOverride then refuses it).
+	switch mediatype.KindOf(contentType) {
+	case mediatype.Form, mediatype.Multipart, mediatype.JSON:
+		return true
 	}
-	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data" || mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+	return false
 }
 
 // bodyOverride refuses a POST body whose top-level _method field asks the
@@ -299,6 +314,12 @@ func (d *Decision) overridable(contentType string) bool {
 func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 	if !d.overridable(contentType) {
 		return nil
+	}
+	t, why := readBodyType(contentType)
+	if why != "" {
+		// The CRM may read a _method the proxy cannot.
+		return &BodyError{Status: http.StatusBadRequest, Field: "_method",
+			Reason: fmt.Sprintf("route %s reads POST bodies for a _method override and this body %s", d.RouteID, why)}
 	}
 	var asked []string
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '{' {
@@ -312,19 +333,19 @@ func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 			return true
 		})
 	}
-	switch mt, params, _ := mime.ParseMediaType(contentType); mt {
-	case "application/x-www-form-urlencoded":
+	switch t.Kind {
+	case mediatype.Form:
 		vals, _ := url.ParseQuery(string(body))
 		for k, vs := range vals {
 			if isMethodField(k) {
 				asked = append(asked, vs...)
 			}
 		}
-	case "multipart/form-data":
+	case mediatype.Multipart:
 		// Rails, Laravel and Symfony read _method from multipart forms
 		// too. A body that cannot be read for it is refused: the CRM
 		// might read a _method the proxy did not see.
-		err := eachFormPart(params, body, func(p formPart) (bool, error) {
+		err := eachFormPart(t.Param("boundary"), body, func(p formPart) (bool, error) {
 			if !isMethodField(p.name) {
 				return false, nil
 			}

@@ -88,6 +88,14 @@ func TestRequestBodyGuards(t *testing.T) {
 		{"a multipart part naming its field twice is refused", service, mp, mpBody("Content-Disposition: form-data; name=\"notes\"; name=\"stage\"\r\n\r\nwon"), 400, ""},
 		{"a multipart part that is not form-data is refused", service, mp, mpBody("Content-Disposition: attachment; name=\"stage\"\r\n\r\nwon"), 400, ""},
 		{"another charset is refused", service, "application/json; charset=utf-16", `{"notes":1}`, 400, ""},
+		{"a quoted Latin-1 charset on a form is refused", service, `application/x-www-form-urlencoded; charset="latin1"`, `notes=x`, 400, ""},
+		{"utf8 without its dash is refused (one policy: utf-8, us-ascii or none)", service, "application/json; charset=utf8", `{"notes":1}`, 400, ""},
+		{"a US-ASCII charset is read", service, "application/json; charset=us-ascii", `{"stage":1}`, 403, "stage"},
+		{"a quoted UTF-8 charset in capitals is read", service, `APPLICATION/JSON; Charset="UTF-8"`, `{"stage":1}`, 403, "stage"},
+		{"a charset given twice is refused", service, "application/json; charset=utf-8; charset=utf-16", `{"notes":1}`, 400, ""},
+		{"an RFC 2231 charset is refused", service, "application/json; charset*=utf-8''utf-16", `{"notes":1}`, 400, ""},
+		{"a longer subtype than json is not read as JSON", service, "application/jsonx", `{"stage":1}`, 400, ""},
+		{"a body with a byte order mark is not valid JSON", service, js, "\xef\xbb\xbf{\"stage\":1}", 400, ""},
 		{"an empty body passes", service, js, ``, 0, ""},
 		{"nesting beyond the limit is refused", service, js, strings.Repeat("[", 600) + strings.Repeat("]", 600), 400, ""},
 	}
@@ -251,6 +259,9 @@ routes:
 		{"a multipart body cut short after a boundary is refused", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\n", true, 400},
 		{"a multipart body without a boundary parameter is refused", "POST", "/api/customers/1/notes", "multipart/form-data", "--x\r\n--x--\r\n", true, 400},
 		{"a multipart body with a file and no _method passes", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n_method=DELETE\r\n--x--\r\n", true, 0},
+		{"a POST form whose Content-Type parameters cannot be read is still read, and refused", "POST", "/api/customers/1/notes", form + "; charset", `_method=DELETE`, true, 400},
+		{"a POST form in UTF-16 is refused: the CRM might find a _method the proxy cannot", "POST", "/api/customers/1/notes", form + "; charset=utf-16", `text=hi`, true, 400},
+		{"a POST JSON body in UTF-8 without _method passes", "POST", "/api/customers/1/notes", js + "; charset=UTF-8", `{"text":"hi"}`, true, 0},
 		{"_method naming POST itself in a multipart body passes", "POST", "/api/customers/1/notes", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\npost\r\n--x--\r\n", true, 0},
 	}
 	for _, c := range cases {

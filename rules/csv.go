@@ -15,118 +15,44 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"mime"
 	"net/http"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules/internal/cond"
-
 	"github.com/crmguard/crmguard/rules/mask"
 	"github.com/crmguard/crmguard/rules/rewrite"
 	"github.com/tidwall/gjson"
 )
 
-// tableKind is what a Content-Type says about an answer's format.
-type tableKind uint8
-
-const (
-	notTable   tableKind = iota // JSON or anything else: the JSON rewriter
-	csvTable                    // comma-separated values
-	tsvTable                    // tab-separated values
-	sheetTable                  // a spreadsheet: cannot be rewritten
-)
-
-// csvTypes are the download types that are comma-separated text.
-var csvTypes = []string{
-	"text/csv", "application/csv", "text/x-csv", "application/x-csv",
-	"text/comma-separated-values", "text/x-comma-separated-values",
-}
-
-// tableType says which table format the answer's Content-Type names, and
-// its media type. Several Content-Type lines that do not name the same
-// table kind, a CSV type whose parameters cannot be read, or a charset
-// other than UTF-8 (or its subset US-ASCII) are errors: the body cannot
-// be read with certainty (fail closed).
-func tableType(h http.Header) (tableKind, string, error) {
-	cts := h.Values("Content-Type")
-	if len(cts) == 1 && len(cts[0]) >= 16 && strings.EqualFold(cts[0][:16], "application/json") {
-		return notTable, "application/json", nil // the usual JSON answer, without parsing
-	}
-	kind, name := notTable, ""
-	for i, ct := range cts {
-		k, mt, err := tableTypeOf(ct)
-		if i > 0 && k != kind && (k != notTable || kind != notTable) {
-			return sheetTable, ct, fmt.Errorf("rules: the answer has several Content-Type headers (%q and %q) naming different formats", name, ct)
-		}
-		if err != nil {
-			return k, mt, err
-		}
-		kind, name = k, mt
-	}
-	return kind, name, nil
-}
-
-// tableTypeOf reads one Content-Type value.
-func tableTypeOf(ct string) (tableKind, string, error) {
-	mt := mediaType(ct)
-	var k tableKind
-	switch {
-	case contains(csvTypes, mt):
-		k = csvTable
-	case mt == "text/tab-separated-values":
-		k = tsvTable
-	case contains(downloadTypes, mt):
-		return sheetTable, mt, nil
-	default:
-		return notTable, mt, nil
-	}
-	// A table is rewritten: its parameters (the charset) must be read.
-	_, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return k, mt, fmt.Errorf("rules: the answer's Content-Type %q cannot be read: %v", ct, err)
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") && !strings.EqualFold(cs, "us-ascii") {
-		return k, mt, fmt.Errorf("rules: the %s answer is in charset %q; only UTF-8 can be rewritten", mt, cs)
-	}
-	return k, mt, nil
-}
-
-// inspectTable refuses, on a rewriting route, a 2xx answer whose type
-// cannot be rewritten: a spreadsheet, or Content-Type lines that disagree.
-func (d *Decision) inspectTable(h http.Header) *Block {
-	k, mt, err := tableType(h)
+// inspectType refuses, on a rewriting route, a 2xx answer whose type
+// cannot be rewritten: a spreadsheet, a Content-Type that cannot be read or
+// names a charset other than UTF-8, or Content-Type lines that disagree.
+func (d *Decision) inspectType(h http.Header) *Block {
+	t, err := mediatype.Lines(h["Content-Type"])
 	switch {
 	case err != nil:
-		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and %s", d.route.id, strings.TrimPrefix(err.Error(), "rules: ")))
-	case k == sheetTable:
-		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the CRM sent a spreadsheet (%s), which cannot be rewritten", d.route.id, mt))
+		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and %s", d.route.id, answerTypeError(err)))
+	case t.Kind == mediatype.Sheet:
+		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the CRM sent a spreadsheet (%s), which cannot be rewritten", d.route.id, t.Essence))
 	}
 	return nil
 }
 
-// CSVLabel reports one Content-Type naming a CSV or TSV type in UTF-8 (or
-// without a charset): the label of an answer Rewrite rewrote as a table,
-// which a handler keeps (the body is still CSV).
-func CSVLabel(cts []string) bool {
-	if len(cts) != 1 {
-		return false
+// answerTypeError words an error of mediatype.Lines for a refusal.
+func answerTypeError(err error) string {
+	var ce *mediatype.CharsetError
+	if errors.As(err, &ce) {
+		return fmt.Sprintf("the answer is in charset %q; only UTF-8 (or US-ASCII) answers can be rewritten", ce.Charset)
 	}
-	k, _, err := tableTypeOf(cts[0])
-	return err == nil && (k == csvTable || k == tsvTable)
+	return "the answer's Content-Type cannot be read: " + strings.TrimPrefix(err.Error(), "mediatype: ")
 }
 
 // rewriteTable rewrites a CSV or TSV answer (kind) for this request,
 // adding what it did to st.
-func (d *Decision) rewriteTable(dst, body []byte, h http.Header, st *rewrite.Stats) ([]byte, error) {
-	kind, mt, err := tableType(h)
-	if err != nil {
-		return dst, err
-	}
-	if kind == sheetTable {
-		return dst, fmt.Errorf("rules: a spreadsheet (%s) cannot be rewritten", mt)
-	}
+func (d *Decision) rewriteTable(dst, body []byte, kind mediatype.Kind, st *rewrite.Stats) ([]byte, error) {
 	p := d.csvPlan(kind)
 	return p.rewrite(dst, body, st)
 }
@@ -154,10 +80,10 @@ type csvPlan struct {
 // csvPlan builds the plan of this request: the same selection of field
 // rules as the JSON plan (for / except, request-only conditions evaluated
 // once), with record conditions evaluated in CEL on each row.
-func (d *Decision) csvPlan(kind tableKind) *csvPlan {
+func (d *Decision) csvPlan(kind mediatype.Kind) *csvPlan {
 	rt := d.route
 	p := &csvPlan{comma: ',', hashKey: d.set.hashKey}
-	if kind == tsvTable {
+	if kind == mediatype.TSV {
 		p.comma = '\t'
 	}
 	if rt.visible != nil {

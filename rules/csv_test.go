@@ -389,16 +389,6 @@ func TestTableAnswersOnExportRoutes(t *testing.T) {
 			t.Fatalf("out %q, block %+v, err %v, fields %v", out, blk, err, d.Audit.Fields)
 		}
 	})
-	t.Run("CSVLabel names one UTF-8 CSV or TSV type", func(t *testing.T) {
-		for ct, want := range map[string]bool{csvType: true, "text/tab-separated-values": true, "application/json": false, "text/csv; charset=gbk": false, xlsx: false} {
-			if got := CSVLabel([]string{ct}); got != want {
-				t.Errorf("CSVLabel(%q) = %v, want %v", ct, got, want)
-			}
-		}
-		if CSVLabel([]string{csvType, csvType}) {
-			t.Error("two Content-Type lines count as a CSV label")
-		}
-	})
 }
 
 // FuzzCSVRewrite: the rewriter never panics; what it writes parses as CSV

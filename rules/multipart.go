@@ -29,8 +29,7 @@ type formPart struct {
 // Content-Disposition is missing, repeated or unreadable (a server reading
 // the second name, or the last of two name parameters, would see another
 // field than the proxy), more than maxMultipartParts parts.
-func eachFormPart(params map[string]string, body []byte, fn func(p formPart) (stop bool, err error)) error {
-	boundary := params["boundary"]
+func eachFormPart(boundary string, body []byte, fn func(p formPart) (stop bool, err error)) error {
 	if boundary == "" {
 		return errors.New("the multipart body has no boundary parameter")
 	}

@@ -3,11 +3,11 @@ package rules
 import (
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strings"
 	"sync"
 
+	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules/internal/cond"
 	"github.com/crmguard/crmguard/rules/rewrite"
 )
@@ -213,61 +213,6 @@ func applyField(when, unless *cond.State, rec *rewrite.Record) (bool, error) {
 	return true, nil
 }
 
-// downloadTypes are the CSV and spreadsheet types: they make an answer a
-// download (an export) whatever its Content-Disposition, as binaryTypes do.
-var downloadTypes = []string{
-	"text/csv", "application/csv", "text/tab-separated-values",
-	"text/x-csv", "application/x-csv", "text/comma-separated-values", "text/x-comma-separated-values",
-	"application/x-excel", "application/x-msexcel", "application/xls", "application/x-xls",
-	"application/vnd.ms-excel",
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.template",
-	"application/vnd.ms-excel.sheet.macroenabled.12",
-	"application/vnd.ms-excel.sheet.binary.macroenabled.12",
-	"application/vnd.oasis.opendocument.spreadsheet",
-	"application/excel",
-}
-
-// binaryTypes are the generic binary types: browsers save such answers as
-// files whatever the bytes are (a CRM's CSV export is often sent so), so
-// they are downloads too. On a rewriting route the body is read as what it
-// is (JSON, or refused), not as a spreadsheet.
-var binaryTypes = []string{
-	"application/octet-stream", "binary/octet-stream", "application/force-download",
-	"application/x-download", "application/download",
-}
-
-// isDownload reports whether an answer is a download: a disposition other
-// than inline, or a CSV, spreadsheet or generic binary type. A Content-Disposition that cannot be read
-// counts as a download (fail closed).
-func isDownload(h http.Header) bool {
-	for _, cd := range h.Values("Content-Disposition") {
-		// RFC 6266: browsers treat an unknown disposition type as
-		// attachment, so only "inline" is not a download.
-		disp, _, err := mime.ParseMediaType(cd)
-		if err != nil || !strings.EqualFold(disp, "inline") {
-			return true
-		}
-	}
-	for _, ct := range h.Values("Content-Type") {
-		if mt := mediaType(ct); contains(downloadTypes, mt) || contains(binaryTypes, mt) {
-			return true
-		}
-	}
-	return false
-}
-
-// mediaType is the type/subtype of a Content-Type value, lower case and
-// without parameters: what mime.ParseMediaType returns for a valid value,
-// and the same reading of an invalid one (a download must not hide behind
-// a malformed parameter).
-func mediaType(ct string) string {
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return strings.ToLower(strings.TrimSpace(ct))
-}
-
 // InspectResponse looks at the upstream answer's status and headers. buffer
 // is true when the body must be buffered and passed to Rewrite; a non-nil
 // block means the answer must not reach the client.
@@ -290,7 +235,7 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		// The request went upstream without UseGrant: fail closed.
 		return false, d.block(http.StatusForbidden, fmt.Sprintf("route %s: the export grant %s was found but never used before the request went upstream, so the answer is withheld", d.RouteID, d.grant.found.ID))
 	}
-	if isDownload(h) {
+	if mediatype.Download(h["Content-Disposition"], h["Content-Type"]) {
 		d.Audit.Export.Download = true
 		if !d.exportOK {
 			where := "a request that matches no route"
@@ -315,7 +260,7 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		// withheld; the client keeps the CRM's status.
 		return false, d.block(status, fmt.Sprintf("route %s rewrites answers and the CRM answered %d; the body of a non-2xx answer cannot be checked, so it is withheld", d.route.id, status))
 	}
-	if b := d.inspectTable(h); b != nil { // csv.go: spreadsheets cannot be rewritten
+	if b := d.inspectType(h); b != nil { // csv.go: spreadsheets and other charsets cannot be rewritten
 		return false, b
 	}
 	return true, nil
@@ -347,9 +292,15 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 	}
 	var st rewrite.Stats
 	orig := len(dst)
-	if k, _, _ := tableType(h); k != notTable {
-		out, err = d.rewriteTable(dst, body, h, &st) // csv.go: CSV and TSV by column name
-	} else {
+	t, err := mediatype.Lines(h["Content-Type"])
+	switch {
+	case err != nil: // InspectResponse refused it, unless in shadow mode
+		out, err = dst, errors.New(answerTypeError(err))
+	case t.Kind == mediatype.Sheet:
+		out, err = dst, fmt.Errorf("a spreadsheet (%s) cannot be rewritten", t.Essence)
+	case t.Kind.Table():
+		out, err = d.rewriteTable(dst, body, t.Kind, &st) // csv.go: CSV and TSV by column name
+	default:
 		p, release, perr := d.plan()
 		if perr != nil {
 			return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, perr)

@@ -279,6 +279,45 @@ func TestAnswersThatCannotBeRewritten(t *testing.T) {
 			t.Fatalf("out %q block %v err %v", out, blk, err)
 		}
 	})
+	for _, c := range []struct {
+		name, want string
+		cts        []string
+	}{
+		{"a JSON answer in GBK (field names the rules cannot match)", "charset", []string{"application/json; charset=gbk"}},
+		{"a JSON answer labelled UTF-16", "charset", []string{"application/json; charset=utf-16"}},
+		{"a JSON answer labelled utf8 without its dash", "charset", []string{"application/json;charset=utf8"}},
+		{"an HTML-labelled answer in Latin-1", "charset", []string{"text/html; charset=iso-8859-1"}},
+		{"a JSON answer whose charset is given twice", "twice", []string{"application/json; charset=utf-8; charset=gbk"}},
+		{"a JSON answer whose Content-Type cannot be read", "cannot be read", []string{"application/json; charset"}},
+		{"an answer with a JSON and an HTML Content-Type line", "different formats", []string{"application/json", "text/html"}},
+	} {
+		t.Run(c.name+" is blocked with 502 before it is read, and an error if read", func(t *testing.T) {
+			d := s.Decide(sales, request("GET", "/api/customers"))
+			h := http.Header{"Content-Type": c.cts}
+			buf, blk := d.InspectResponse(200, h)
+			if buf || blk == nil || blk.Status != 502 || !strings.Contains(blk.Reason, c.want) {
+				t.Fatalf("buffer %v block %+v; want 502 saying %q", buf, blk, c.want)
+			}
+			d = s.Decide(sales, request("GET", "/api/customers"))
+			out, blk, err := d.Rewrite(nil, 200, h, []byte(`{"list":[{"id":1,"owner_id":"zhang","phone":"13812345678"}]}`))
+			if err == nil || blk != nil || len(out) != 0 || d.Audit.Decision != "error" || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("out %q block %v err %v audit %q", out, blk, err, d.Audit.Decision)
+			}
+		})
+	}
+	for _, ct := range []string{"application/json; charset=UTF-8", "application/json; charset=us-ascii", `application/json; charset="utf-8"`, "text/plain", ""} {
+		t.Run("an answer labelled "+ct+" is rewritten", func(t *testing.T) {
+			d := s.Decide(sales, request("GET", "/api/customers"))
+			h := http.Header{"Content-Type": {ct}}
+			if buf, blk := d.InspectResponse(200, h); !buf || blk != nil {
+				t.Fatalf("buffer %v block %+v", buf, blk)
+			}
+			out, blk, err := d.Rewrite(nil, 200, h, []byte(`{"list":[{"id":1,"owner_id":"zhang","phone":"13812345678"}]}`))
+			if err != nil || blk != nil || strings.Contains(string(out), "13812345678") {
+				t.Fatalf("out %q block %v err %v", out, blk, err)
+			}
+		})
+	}
 	t.Run("a partial answer is blocked with 502", func(t *testing.T) {
 		d := s.Decide(sales, request("GET", "/api/customers"))
 		buf, blk := d.InspectResponse(206, http.Header{"Content-Type": {"application/json"}})

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
+	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules/internal/cond"
 	"github.com/crmguard/crmguard/rules/internal/urlpath"
 	"github.com/tidwall/gjson"
@@ -209,16 +209,25 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 	refuse := func(status int, what string) *BodyError {
 		return &BodyError{Status: status, Reason: fmt.Sprintf("route %s: the request body %s", rt.id, what)}
 	}
-	mt, mp, _ := mime.ParseMediaType(contentType)
+	var t mediatype.Type
+	switch mediatype.KindOf(contentType) {
+	case mediatype.JSON, mediatype.Form, mediatype.Multipart:
+		// A body the proxy reads for ids must be read with certainty:
+		// a form in UTF-16 would hide its id from the proxy, not from the CRM.
+		var why string
+		if t, why = readBodyType(contentType); why != "" {
+			return refuse(http.StatusBadRequest, why)
+		}
+	}
 	switch {
-	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+	case t.Kind == mediatype.JSON:
 		if tooDeep(body, maxBodyDepth) || !gjson.ValidBytes(body) {
 			return refuse(http.StatusBadRequest, "is not JSON the proxy can read for the record's id")
 		}
 		if bad := d.jsonIDMismatch(rt, gjson.ParseBytes(body)); bad != "" {
 			return refuse(http.StatusBadRequest, bad)
 		}
-	case mt == "application/x-www-form-urlencoded":
+	case t.Kind == mediatype.Form:
 		q, err := url.ParseQuery(string(body))
 		if err != nil {
 			return refuse(http.StatusBadRequest, fmt.Sprintf("is not a form the proxy can read: %v", err))
@@ -228,9 +237,9 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 				return refuse(http.StatusBadRequest, bad)
 			}
 		}
-	case mt == "multipart/form-data":
+	case t.Kind == mediatype.Multipart:
 		var bad string
-		err := eachFormPart(mp, body, func(p formPart) (bool, error) {
+		err := eachFormPart(t.Param("boundary"), body, func(p formPart) (bool, error) {
 			name := formBase(p.name)
 			if _, ok := rt.target.idKeys[strings.ToLower(name)]; !ok {
 				return false, nil
@@ -364,6 +373,10 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the CRM refused to show it (%d to GET %s)", a.Status, t.Path))
 	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent || a.Status == http.StatusPartialContent:
 		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record could not be read: the CRM answered %d to GET %s", a.Status, t.Path))
+	}
+	// The stored record is read like an answer: one charset policy.
+	if _, err := mediatype.Lines(a.Header["Content-Type"]); err != nil {
+		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %s", t.Path, answerTypeError(err)))
 	}
 	raw, err := rt.target.record(a.Body)
 	if err != nil {
