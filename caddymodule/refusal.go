@@ -17,7 +17,7 @@ type refusal struct {
 	// Rule is the id of the rule that decided ("" when none did).
 	Rule string
 	// Reason is a sentence a person can read: the technical reason, for
-	// API clients and administrators.
+	// the audit event (the client gets Message).
 	Reason string
 	// Message is the sentence for the user (rules' Decision.Message); ""
 	// when Reason is already written for the user.
@@ -69,10 +69,10 @@ h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .3em}</style></head>
 </body></html>
 `))
 
-// writeRefusal answers with f, as JSON {"error","rule","message","reason"}
-// for API clients and as a short page for browsers. The page shows the
-// message (the reason when there is none) and the rule id, small; the
-// technical reason stays in the JSON and the audit. Headers the upstream may have
+// writeRefusal answers with f, as JSON {"error","rule","reason"} for API
+// clients and as a short page for browsers. Both say f.Message (f.Reason
+// when there is none), in words for the user, and the rule id (small on
+// the page); the technical reason stays in the audit event. Headers the upstream may have
 // set are dropped first (the caller restores the pre-upstream set).
 func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 	h := w.Header()
@@ -101,11 +101,10 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 	} else {
 		h.Set("Content-Type", "application/json")
 		body, _ = json.Marshal(struct {
-			Error   string `json:"error"`
-			Rule    string `json:"rule"`
-			Message string `json:"message"`
-			Reason  string `json:"reason"`
-		}{f.Error, f.Rule, f.Message, f.Reason})
+			Error  string `json:"error"`
+			Rule   string `json:"rule"`
+			Reason string `json:"reason"`
+		}{f.Error, f.Rule, f.Message})
 		body = append(body, '\n')
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))

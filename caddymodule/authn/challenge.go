@@ -27,11 +27,14 @@ const (
 // names; a provider with a default list fills it in before calling.
 func WriteChallenge(w http.ResponseWriter, r *http.Request, need Need) {
 	code, reason := challengeError(r, need)
+	if need.Message != "" {
+		// The body speaks to the user; the header keeps the reason.
+		reason = need.Message
+	}
 	body, _ := json.Marshal(struct {
-		Error   string `json:"error"`
-		Message string `json:"message,omitempty"`
-		Reason  string `json:"reason"`
-	}{code, need.Message, reason})
+		Error  string `json:"error"`
+		Reason string `json:"reason"`
+	}{code, reason})
 	body = append(body, '\n')
 	h := w.Header()
 	h.Set("WWW-Authenticate", ChallengeHeader(r, need))

@@ -133,7 +133,13 @@ func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 	sink := &captureSink{}
 	var provider authn.Provider
 	if c.User != nil {
-		provider = &fixedIdentity{user: c.User, now: now}
+		provider = &fixedIdentity{user: c.User, now: now, elevation: c.Elevation}
+	} else if c.Elevation != nil {
+		return nil, []string{"elevation: the case has no user"}
+	}
+	grants, err := newCaseGrants(c.Grants, c.User, now)
+	if err != nil {
+		return nil, []string{err.Error()}
 	}
 	guard, err := caddymodule.NewGuard(caddymodule.GuardOptions{
 		Rules:    func() *rules.Set { return set },
@@ -141,6 +147,7 @@ func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 		Audit:    sink,
 		MaxBody:  opt.MaxBody,
 		Now:      func() time.Time { return now },
+		Grants:   grants,
 	})
 	if err != nil {
 		return nil, []string{err.Error()}

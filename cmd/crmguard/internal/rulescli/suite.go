@@ -36,6 +36,11 @@ type Case struct {
 	Now string `yaml:"now"`
 	// User is the signed-in user; nil: an anonymous request.
 	User *User `yaml:"user"`
+	// Grants are approved export grants the user (or another) holds
+	// (grants.go).
+	Grants []CaseGrant `yaml:"grants"`
+	// Elevation is the user's active elevation (grants.go).
+	Elevation *CaseElevation `yaml:"elevation"`
 	// Request is what the client sends.
 	Request Request `yaml:"request"`
 	// Upstream is what the CRM answers; nil: 200 with an empty body.
@@ -219,8 +224,9 @@ func headerValues(h http.Header, m map[string]any) error {
 // fixedIdentity is the runner's authn.Provider: every request comes from
 // the case's user, already verified.
 type fixedIdentity struct {
-	user *User
-	now  time.Time
+	user      *User
+	now       time.Time
+	elevation *CaseElevation
 }
 
 // Identify returns the case's user.
@@ -245,7 +251,11 @@ func (p *fixedIdentity) Handle(http.ResponseWriter, *http.Request) (bool, error)
 // file's subject block when claims are given, through role_map when
 // groups are.
 func (p *fixedIdentity) ResolveUser(set *rules.Set, _ *authn.Identity) (*rules.User, error) {
-	return p.user.resolve(set, p.now)
+	u, err := p.user.resolve(set, p.now)
+	if err != nil {
+		return nil, err
+	}
+	return elevate(set, u, p.elevation)
 }
 
 func (u *User) resolve(set *rules.Set, now time.Time) (*rules.User, error) {
