@@ -61,6 +61,10 @@ func (s *Set) Routes() []RouteInfo {
 	for i, r := range s.routes {
 		ri := RouteInfo{ID: r.id, Methods: append([]string(nil), r.methods...), Public: r.public, Authenticated: r.anyUser,
 			Allow: append([]string(nil), r.allow...), Deny: r.deny, Export: r.export != nil, Rewrites: r.rewrites}
+		if r.export != nil && r.export.approval {
+			ri.ApprovalNeeded, ri.Approval = true, r.export.policy
+			ri.WithoutApproval = append([]string(nil), r.export.withoutApproval...)
+		}
 		if r.pattern != nil {
 			ri.Path = r.pattern.String()
 		}
@@ -96,6 +100,14 @@ type RouteInfo struct {
 	When string
 	// Export is true for export routes.
 	Export bool
+	// ApprovalNeeded is true when the export needs a grant (unless the
+	// role is in WithoutApproval).
+	ApprovalNeeded bool
+	// Approval names the approval policy that grants it ("" for
+	// approval: true, which names none).
+	Approval string
+	// WithoutApproval lists the roles that export without a grant.
+	WithoutApproval []string
 	// Rewrites is true when answers are rewritten (records / record).
 	Rewrites bool
 	// BodyGuards lists the guarded request-body fields.

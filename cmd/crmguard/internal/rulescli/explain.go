@@ -109,8 +109,13 @@ func Explain(in ExplainInput, out io.Writer) int {
 			if ri.When != "" {
 				fmt.Fprintf(out, "when:      %s\n", ri.When)
 			}
-			if ri.Export {
-				fmt.Fprintln(out, "export:    this route is an export (needs approval unless the role is exempt)")
+			switch {
+			case ri.Export && ri.Approval != "":
+				fmt.Fprintf(out, "export:    this route is an export: a grant of approval policy %s is needed (exempt: %s)\n", ri.Approval, orNone(ri.WithoutApproval))
+			case ri.Export && ri.ApprovalNeeded:
+				fmt.Fprintf(out, "export:    this route is an export: denied without a grant, and no approval policy grants one (exempt: %s)\n", orNone(ri.WithoutApproval))
+			case ri.Export:
+				fmt.Fprintln(out, "export:    this route is an export that needs no approval")
 			}
 			break
 		}
@@ -122,6 +127,9 @@ func Explain(in ExplainInput, out io.Writer) int {
 	fmt.Fprintln(out)
 	if d.Reason != "" {
 		fmt.Fprintf(out, "why:       %s\n", d.Reason)
+	}
+	if d.Message != "" {
+		fmt.Fprintf(out, "user sees: %s\n", d.Message)
 	}
 	if d.Public {
 		fmt.Fprintln(out, "public:    yes, no sign-in needed")
@@ -191,6 +199,14 @@ func Explain(in ExplainInput, out io.Writer) int {
 		fmt.Fprintf(out, "export:    %+v\n", a.Export)
 	}
 	return 0
+}
+
+// orNone lists roles, or says none.
+func orNone(roles []string) string {
+	if len(roles) == 0 {
+		return "none"
+	}
+	return strings.Join(roles, ", ")
 }
 
 func formatParams(p map[string]string) string {
