@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/crmguard/crmguard/caddymodule/workflow"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -58,6 +59,12 @@ type AuditEvent struct {
 	// Grant is the export grant the request used: id, policy, purpose and
 	// approvers.
 	Grant *rules.GrantAudit `json:"grant,omitempty"`
+	// Elevation is the temporary access active for the user: every
+	// decision of the request used its roles.
+	Elevation *ElevationAudit `json:"elevation,omitempty"`
+	// Workflow is the step of an approval or elevation the request took
+	// (requested, approved, denied, ...), or the clock took (expired).
+	Workflow *workflow.Audit `json:"workflow,omitempty"`
 	// DurationMS is the time spent on the request, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
 }
@@ -124,6 +131,12 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if ev.Grant != nil {
 		_ = enc.AddObject("grant", grantAudit(*ev.Grant))
+	}
+	if ev.Elevation != nil {
+		_ = enc.AddReflected("elevation", ev.Elevation)
+	}
+	if ev.Workflow != nil {
+		_ = enc.AddReflected("workflow", ev.Workflow)
 	}
 	enc.AddFloat64("duration_ms", ev.DurationMS)
 	return nil
@@ -299,6 +312,7 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		}
 		b = append(b, '}')
 	}
+	b = appendWorkflow(b, ev) // workflow.go
 	b = appendKey(b, "duration_ms")
 	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
 	return append(b, '}')

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/workflow"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -57,8 +58,13 @@ type GuardOptions struct {
 	Mode *rules.Mode
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// Grants finds and uses export grants (nil: nobody holds a grant).
+	// Grants finds and uses export grants (nil: Workflow's, or nobody
+	// holds a grant).
 	Grants rules.GrantSource
+	// Workflow keeps approvals and elevations and serves their API and
+	// pages (nil: /.crmguard/approvals and /.crmguard/elevations answer
+	// 404 and nobody is elevated).
+	Workflow *workflow.Service
 }
 
 // Guard enforces a rule set on HTTP exchanges. It is the handler logic of
@@ -110,6 +116,9 @@ func NewGuard(opt GuardOptions) (*Guard, error) {
 	}
 	if len(opt.CookiePrefixes) == 0 {
 		opt.CookiePrefixes = []string{DefaultCookiePrefix}
+	}
+	if opt.Grants == nil && opt.Workflow != nil {
+		opt.Grants = opt.Workflow
 	}
 	g := &Guard{opt: opt, scrubber: newHeaderScrubber(opt.StripHeaders, opt.CookiePrefixes)}
 	if opt.Metrics != nil {
@@ -198,9 +207,17 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			}
 		}
 	}
+	signedIn := user
+	user, err := x.elevate(set, user, ident) // workflow.go
+	if err != nil {
+		return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "Your temporary access cannot be checked right now; try again shortly."}, "error", zap.Error(err))
+	}
 	if user != nil {
 		x.ev.User = user.ID
 		x.ev.Roles = user.Roles
+	}
+	if workflow.Handles(r.URL.Path) {
+		return x.serveWorkflow(w, set, signedIn, user, ident)
 	}
 
 	d := set.Decide(user, &rules.Request{Method: r.Method, URL: r.URL, Header: r.Header, Now: g.opt.Now(), Grants: g.opt.Grants, Context: r.Context()})
@@ -228,7 +245,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			if status == 0 {
 				status = http.StatusForbidden
 			}
-			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}, "deny")
+			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message, Approval: x.approvalLink(d)}, "deny")
 		}
 	case rules.SignIn, rules.StepUp:
 		x.ev.Decision = "sign_in"
@@ -263,7 +280,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			decision = "error"
 		}
 		x.ev.Reason = d.Reason
-		return x.refuse(w, refusal{Status: d.Status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}, decision, zap.Error(err))
+		return x.refuse(w, refusal{Status: d.Status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message, Approval: x.approvalLink(d)}, decision, zap.Error(err))
 	}
 	return x.proxy(w, next)
 }
@@ -292,9 +309,17 @@ func resolveUser(p authn.Provider, set *rules.Set, id *authn.Identity) (*rules.U
 // when there is no provider.
 func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
 	need := authn.Need{SignIn: d.Outcome == rules.SignIn, StepUp: d.StepUp, Reason: d.Reason, Message: d.Message}
+	return x.ask(w, x.r, need, d.RouteID)
+}
+
+// ask asks the client of r for the sign-in need names, through the
+// provider, or answers 401 when there is no provider. r is x.r, or the
+// page a browser should come back to after signing in. rule names the
+// rule that asked ("" for none).
+func (x *exchange) ask(w http.ResponseWriter, r *http.Request, need authn.Need, rule string) error {
 	if p := x.g.opt.Provider; p != nil {
 		sw := &statusWriter{ResponseWriter: w}
-		if err := p.Challenge(sw, x.r, need); err != nil {
+		if err := p.Challenge(sw, r, need); err != nil {
 			if sw.status != 0 {
 				x.ev.Status = sw.status
 				x.ev.Reason = err.Error()
@@ -309,14 +334,14 @@ func (x *exchange) challenge(w http.ResponseWriter, d *rules.Decision) error {
 		return nil
 	}
 	x.ev.Status = http.StatusUnauthorized
-	if wantsHTML(x.r) {
+	if wantsHTML(r) {
 		// No provider to send a browser to: the refusal page, with the
 		// challenge an API client gets.
-		w.Header().Set("WWW-Authenticate", authn.ChallengeHeader(x.r, need))
-		writeRefusal(w, x.r, refusal{Status: http.StatusUnauthorized, Rule: d.RouteID, Reason: d.Reason})
+		w.Header().Set("WWW-Authenticate", authn.ChallengeHeader(r, need))
+		writeRefusal(w, r, refusal{Status: http.StatusUnauthorized, Rule: rule, Reason: need.Reason})
 		return nil
 	}
-	authn.WriteChallenge(w, x.r, need)
+	authn.WriteChallenge(w, r, need)
 	return nil
 }
 

@@ -22,6 +22,9 @@ type refusal struct {
 	// Message is the sentence for the user (rules' Decision.Message); ""
 	// when Reason is already written for the user.
 	Message string
+	// Approval is the page where the user asks for the approval this
+	// request lacks ("" when none can be asked for).
+	Approval string
 }
 
 // errorCode is the "error" value of a refusal with the given status.
@@ -65,11 +68,14 @@ var refusalPage = template.Must(template.New("refusal").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;max-width:38em;margin:4em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .3em}</style></head>
 <body><h1>{{.Title}}</h1><p>{{.Message}}</p>
+{{if .Approval}}<p><a href="{{.Approval}}" id="request-approval">Ask for approval of this export</a></p>{{end}}
 {{if .Rule}}<p><small>If you think you should have access, ask your CRM administrator and quote the rule <code>{{.Rule}}</code>.</small></p>{{end}}
 </body></html>
 `))
 
-// writeRefusal answers with f, as JSON {"error","rule","reason"} for API
+// writeRefusal answers with f, as JSON {"error","rule","reason"} (and
+// "request_approval", the page where the missing approval is asked for,
+// when there is one) for API
 // clients and as a short page for browsers. Both say f.Message (f.Reason
 // when there is none), in words for the user, and the rule id (small on
 // the page); the technical reason stays in the audit event. Headers the upstream may have
@@ -92,19 +98,21 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		var sb strings.Builder
 		_ = refusalPage.Execute(&sb, struct {
-			Status  int
-			Title   string
-			Rule    string
-			Message string
-		}{f.Status, http.StatusText(f.Status), f.Rule, f.Message})
+			Status   int
+			Title    string
+			Rule     string
+			Message  string
+			Approval string
+		}{f.Status, http.StatusText(f.Status), f.Rule, f.Message, f.Approval})
 		body = []byte(sb.String())
 	} else {
 		h.Set("Content-Type", "application/json")
 		body, _ = json.Marshal(struct {
-			Error  string `json:"error"`
-			Rule   string `json:"rule"`
-			Reason string `json:"reason"`
-		}{f.Error, f.Rule, f.Message})
+			Error    string `json:"error"`
+			Rule     string `json:"rule"`
+			Reason   string `json:"reason"`
+			Approval string `json:"request_approval,omitempty"`
+		}{f.Error, f.Rule, f.Message, f.Approval})
 		body = append(body, '\n')
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))

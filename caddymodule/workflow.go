@@ -1,0 +1,142 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/workflow"
+	"github.com/crmguard/crmguard/rules"
+)
+
+// This file is where the guard meets package workflow: the elevation a
+// request runs with, the /.crmguard/approvals and /.crmguard/elevations
+// API and pages, and the audit events of workflow steps.
+
+// ElevationAudit is the `elevation` member of an audit event: the
+// temporary access whose roles the request's decisions used.
+type ElevationAudit struct {
+	// ID identifies the elevation.
+	ID string `json:"id"`
+	// Name is the rule file's elevation.
+	Name string `json:"name"`
+	// Reason is why the user started it.
+	Reason string `json:"reason"`
+}
+
+// elevate returns the user with the roles of the elevation active in the
+// session, recording it in the audit event; user itself when none is.
+// An error means the store could not say (the request is refused with
+// 503: it may be elevated).
+func (x *exchange) elevate(set *rules.Set, user *rules.User, id *authn.Identity) (*rules.User, error) {
+	wf := x.g.opt.Workflow
+	if wf == nil || user == nil {
+		return user, nil
+	}
+	a, err := wf.ActiveFor(x.r.Context(), set, user, id)
+	if err != nil || a == nil {
+		return user, err
+	}
+	x.ev.Elevation = &ElevationAudit{ID: a.ID, Name: a.Name, Reason: a.Reason}
+	return set.Elevate(user, a.Roles), nil
+}
+
+// serveWorkflow serves the workflow API and pages to the signed-in user
+// (signedIn: roles of the sign-in; user: with an active elevation).
+func (x *exchange) serveWorkflow(w http.ResponseWriter, set *rules.Set, signedIn, user *rules.User, id *authn.Identity) error {
+	x.ev.Decision = "workflow"
+	wf := x.g.opt.Workflow
+	if wf == nil {
+		return x.refuse(w, refusal{Status: http.StatusNotFound, Reason: "Approvals and temporary access are not set up on this site."}, "deny")
+	}
+	if signedIn == nil {
+		x.ev.Decision = "sign_in"
+		return x.ask(w, x.r, authn.Need{SignIn: true, Reason: "approvals and temporary access need a signed-in user",
+			Message: "Sign in to see approvals and temporary access."}, "")
+	}
+	if mfa := set.MFA(); mfa.Required && !signedIn.MFA {
+		x.ev.Decision = "step_up"
+		return x.ask(w, x.r, authn.Need{StepUp: rules.StepUpNeed{MFA: true, ACR: mfa.ACR}, Reason: "approvals and temporary access need an MFA sign-in",
+			Message: "Sign in again with your second factor to see approvals and temporary access."}, "")
+	}
+	forms, _ := x.g.opt.Provider.(authn.FormTokens)
+	sw := &statusWriter{ResponseWriter: w}
+	res := wf.ServeHTTP(sw, x.r, &workflow.Caller{User: signedIn, Effective: user, Identity: id, Set: set}, workflow.HTTP{
+		HTML:  wantsHTML(x.r),
+		Forms: forms,
+		Challenge: func(w http.ResponseWriter, r *http.Request, need authn.Need) {
+			x.ev.Decision = "step_up"
+			_ = x.ask(w, r, need, "")
+		},
+	})
+	if x.ev.Status == 0 {
+		x.ev.Status = sw.status
+	}
+	x.ev.Workflow = res.Audit
+	if res.Reason != "" {
+		x.ev.Reason = res.Reason
+	}
+	switch s := x.ev.Status; {
+	case x.ev.Decision == "step_up":
+	case s == http.StatusServiceUnavailable || s >= 500:
+		x.ev.Decision = "error"
+		x.g.opt.Logger.Warn("workflow request failed", zap.String("path", x.ev.Path), zap.String("reason", res.Reason))
+	case s >= 400:
+		x.ev.Decision = "deny"
+	}
+	return nil
+}
+
+// approvalLink is the request form for the approval a refused export
+// lacks, with the request filled in ("" when none can be asked for).
+func (x *exchange) approvalLink(d *rules.Decision) string {
+	if x.g.opt.Workflow == nil || d.Approval == "" || d.Status != http.StatusForbidden {
+		return ""
+	}
+	q := url.Values{"method": {x.r.Method}, "path": {x.r.URL.RequestURI()}}
+	return workflow.ApprovalsPath + "/new?" + q.Encode()
+}
+
+// workflowAuditor writes the workflow steps the clock takes (an expiry
+// found by the sweeper or a read) as audit events of their own.
+func workflowAuditor(sink AuditSink, logger *zap.Logger, now func() time.Time) func(a *workflow.Audit) {
+	return func(a *workflow.Audit) {
+		if sink == nil {
+			return
+		}
+		path := workflow.ApprovalsPath + "/" + a.ID
+		if a.Kind == "elevation" {
+			path = workflow.ElevationsPath + "/" + a.ID
+		}
+		ev := &AuditEvent{Time: now().UTC(), User: a.Requester, Path: path, Decision: "workflow", Workflow: a}
+		if err := sink.Write(ev); err != nil {
+			logger.Error("AUDIT EVENT LOST: could not write the workflow audit event", zap.Error(err),
+				zap.String("kind", a.Kind), zap.String("id", a.ID), zap.String("action", a.Action))
+		}
+	}
+}
+
+// appendWorkflow appends the elevation and workflow members of ev (rare:
+// encoded by reflection, the same bytes encoding/json writes).
+func appendWorkflow(b []byte, ev *AuditEvent) []byte {
+	for _, m := range []struct {
+		key string
+		v   any
+		on  bool
+	}{{"elevation", ev.Elevation, ev.Elevation != nil}, {"workflow", ev.Workflow, ev.Workflow != nil}} {
+		if !m.on {
+			continue
+		}
+		j, err := json.Marshal(m.v)
+		if err != nil {
+			continue
+		}
+		b = appendKey(b, m.key)
+		b = append(b, j...)
+	}
+	return b
+}
