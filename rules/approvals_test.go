@@ -217,6 +217,9 @@ func TestExportDecisionsAskTheGrantSource(t *testing.T) {
 			if c.status != 0 && (strings.Contains(d.Message, "in_schedule") || strings.Contains(d.Message, `\"`)) {
 				t.Errorf("message %q shows a rule's internals", d.Message)
 			}
+			if c.approval != "" && d.Audit.Export.Blocked != (c.status != 0) {
+				t.Errorf("export flags %+v with status %d", d.Audit.Export, c.status)
+			}
 			if c.src != nil && c.src.used != c.used {
 				t.Errorf("%d uses consumed, want %d", c.src.used, c.used)
 			}

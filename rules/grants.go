@@ -104,6 +104,7 @@ type grantNeed struct {
 // It returns a finished refusal when there is none or the source fails.
 func (d *Decision) findGrant(rt *route, r *Request, u *User, now time.Time) *Decision {
 	policy := rt.export.policy
+	d.Audit.Export.Blocked = true // until a grant is found
 	canon, err := CanonicalRequest(r.Method, r.URL.RequestURI())
 	if err != nil {
 		return d.refuse(Deny, http.StatusBadRequest, fmt.Sprintf("route %s: the request cannot be put in canonical form to look for an export grant: %v", rt.id, err),
@@ -120,16 +121,15 @@ func (d *Decision) findGrant(rt *route, r *Request, u *User, now time.Time) *Dec
 	}
 	g, err := r.Grants.FindGrant(ctx, q)
 	if err != nil {
-		d.Audit.Export.Blocked = true
 		return d.refuse(Deny, http.StatusServiceUnavailable, fmt.Sprintf("route %s: the export grants could not be read, so the export is refused: %v", rt.id, err),
 			"Export approvals cannot be checked right now. Try again in a few minutes.")
 	}
 	if g == nil {
-		d.Audit.Export.Blocked = true
 		return d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("export requires approval: route %s needs a grant of policy %s for %s and %s holds none", rt.id, policy, canon, rolesPhrase(u)),
 			d.approvalMessage(rt))
 	}
 	d.grant = &grantNeed{src: r.Grants, q: q, found: g}
+	d.Audit.Export.Blocked = false
 	return nil
 }
 

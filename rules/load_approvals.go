@@ -67,13 +67,7 @@ func (l *loader) approvals(n *yaml.Node) {
 			case "uses":
 				p.Uses, _ = l.integer(f.val, fk, 1)
 			case "approver_mfa":
-				ms, _ := l.entries(f.val, fk, "max_age")
-				for _, m := range ms {
-					p.ApproverMFAMaxAge, _ = l.duration(m.val, joinKey(fk, "max_age"))
-				}
-				if len(l.set.mfa.AMR) == 0 && len(l.set.mfa.ACR) == 0 {
-					l.errorf(f.val, fk, "approving needs MFA but the file's mfa block lists no amr or acr values that count as MFA")
-				}
+				p.ApproverMFAMaxAge = l.mfaMaxAge(f.val, fk)
 			case "steps":
 				hasSteps = true
 				p.Steps = l.approvalSteps(f.val, fk)
@@ -154,6 +148,17 @@ func describeSteps(steps []*ApprovalStep) string {
 		parts[i] = st.Description
 	}
 	return strings.Join(parts, ", then ")
+}
+
+// mfaMaxAge reads a workflow's `{max_age: DURATION}` (approver_mfa, an
+// elevation's mfa): how recent the MFA sign-in must be.
+func (l *loader) mfaMaxAge(n *yaml.Node, key string) time.Duration {
+	var d time.Duration
+	ms, _ := l.entries(n, key, "max_age")
+	for _, m := range ms {
+		d, _ = l.duration(m.val, joinKey(key, "max_age"))
+	}
+	return d
 }
 
 // requiredOptional reads `required` or `optional`.
@@ -254,13 +259,7 @@ func (l *loader) elevations(n *yaml.Node) {
 			case "reason":
 				el.ReasonRequired, _ = l.requiredOptional(f.val, fk)
 			case "mfa":
-				ms, _ := l.entries(f.val, fk, "max_age")
-				for _, m := range ms {
-					el.MFAMaxAge, _ = l.duration(m.val, joinKey(fk, "max_age"))
-				}
-				if len(l.set.mfa.AMR) == 0 && len(l.set.mfa.ACR) == 0 {
-					l.errorf(f.val, fk, "starting an elevation needs MFA but the file's mfa block lists no amr or acr values that count as MFA")
-				}
+				el.MFAMaxAge = l.mfaMaxAge(f.val, fk)
 			case "approval":
 				if v, ok := l.str(f.val, fk); ok && v != "none" {
 					el.Approval = v
