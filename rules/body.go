@@ -23,23 +23,46 @@ const maxBodyDepth = 512
 // gives 403 naming the field; a body that cannot be read with certainty
 // gives 400. An empty body passes. The result is added to the audit.
 //
+// On a route whose conditions read the values the body sets (`body`),
+// the values are read first, strictly (bodyvalues.go: 400 for a body two
+// readers could read differently), deny_unless conditions reading them
+// are decided, and each field a guard's allow_if judges is checked: 403
+// when the condition does not hold for the value set, unless a grant of
+// the guard's approval policy is bound to exactly this write (503 when
+// the grants cannot be read). An allow_if that reads record is evaluated
+// by JudgeTarget on the stored record.
+//
 // On a POST whose body is JSON, a urlencoded or a multipart form, a top-level _method
 // field naming another method (which Laravel, Symfony and Rails obey) gives
 // 400 on every route, guarded or not: see ReadsBody.
 func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
-	if len(body) == 0 || d.Outcome != Allow {
+	if d.Outcome != Allow {
 		return nil
 	}
-	be := d.bodyOverride(contentType, body)
-	if be == nil && d.GuardsBody() {
+	var be *BodyError
+	if len(body) > 0 {
+		be = d.bodyOverride(contentType, body)
+	}
+	if be == nil && d.route != nil && d.route.readsBody {
+		be = d.readValues(contentType, body) // valueguard.go
+	}
+	if be == nil && len(body) > 0 && len(d.guards) > 0 {
 		be = d.checkBody(contentType, body)
+	}
+	if be == nil && len(body) > 0 && len(d.valueGuards) > 0 {
+		be = d.checkValues(contentType, body) // valueguard.go
 	}
 	if be != nil {
 		d.Audit.Decision = "deny"
+		if be.Status == http.StatusServiceUnavailable {
+			d.Audit.Decision = "error"
+		}
 		d.Audit.Reason = be.Reason
 		be.Message = d.bodyMessage(be) // message.go
+		return be
 	}
-	return be
+	d.bodyChecked = true
+	return nil
 }
 
 func (d *Decision) checkBody(contentType string, body []byte) *BodyError {
@@ -142,46 +165,71 @@ type guardHit struct {
 	at    string
 }
 
-// walkJSON visits every member of every object, however deep and however
-// often a key repeats; keys are compared decoded (\u escapes).
+// walkJSON finds the first place of the body an applying guard names.
 func (d *Decision) walkJSON(v gjson.Result, chain []string, at string, depth int) (*guardHit, error) {
-	if depth > maxBodyDepth {
-		return nil, fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
-	}
 	var hit *guardHit
+	err := eachGuardHit(d.guards, v, chain, at, depth, true, func(g *bodyGuard, at string, _ bool) bool {
+		hit = &guardHit{guard: g, at: at}
+		return false
+	})
+	return hit, err
+}
+
+// eachGuardHit calls fn for every member of every object of v, however
+// deep and however often a key repeats, whose chain of keys ends in the
+// path of one of guards (the first that does); keys are compared decoded
+// (\u escapes). top says the member is at the guard's path from the
+// body's root, through object keys only (not in an array, not in a string
+// holding JSON). fn returns false to stop the walk.
+func eachGuardHit(guards []*bodyGuard, v gjson.Result, chain []string, at string, depth int, top bool, fn func(g *bodyGuard, at string, top bool) bool) error {
 	var err error
+	stopped := false
+	walk := func(v gjson.Result, chain []string, at string, depth int, top bool) {
+		err = eachGuardHit(guards, v, chain, at, depth, top, func(g *bodyGuard, at string, top bool) bool {
+			if !fn(g, at, top) {
+				stopped = true
+				return false
+			}
+			return true
+		})
+	}
+	if depth > maxBodyDepth {
+		return fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
+	}
 	switch {
 	case v.Type == gjson.String:
 		// A string that holds JSON (a "payload" or "data" field some CRMs
 		// decode a second time) is checked like the body itself.
 		if s := strings.TrimSpace(v.Str); len(s) > 1 && (s[0] == '{' || s[0] == '[') {
 			if tooDeep([]byte(s), maxBodyDepth-depth) {
-				return nil, fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
+				return fmt.Errorf("this body nests deeper than %d levels", maxBodyDepth)
 			}
 			if gjson.Valid(s) {
-				return d.walkJSON(gjson.Parse(s), chain, at, depth+1)
+				walk(gjson.Parse(s), chain, at, depth+1, false)
 			}
 		}
 	case v.IsObject():
 		v.ForEach(func(k, val gjson.Result) bool {
 			c := append(chain, k.String())
 			p := joinAt(at, k.String())
-			if g := d.guardFor(c); g != nil {
-				hit = &guardHit{guard: g, at: p}
-				return false
+			if g := guardIn(guards, c); g != nil {
+				if !fn(g, p, top && len(c) == len(g.segs)) {
+					stopped = true
+					return false
+				}
 			}
-			hit, err = d.walkJSON(val, c, p, depth+1)
-			return hit == nil && err == nil
+			walk(val, c, p, depth+1, top)
+			return !stopped && err == nil
 		})
 	case v.IsArray():
 		i := 0
 		v.ForEach(func(_, val gjson.Result) bool {
-			hit, err = d.walkJSON(val, chain, joinAt(at, fmt.Sprint(i)), depth+1)
+			walk(val, chain, joinAt(at, fmt.Sprint(i)), depth+1, false)
 			i++
-			return hit == nil && err == nil
+			return !stopped && err == nil
 		})
 	}
-	return hit, err
+	return err
 }
 
 func joinAt(at, k string) string {
@@ -192,10 +240,13 @@ func joinAt(at, k string) string {
 }
 
 // guardFor returns the applying guard whose path ends the chain of keys.
+func (d *Decision) guardFor(chain []string) *bodyGuard { return guardIn(d.guards, chain) }
+
+// guardIn returns the first of guards whose path ends the chain of keys.
 // Keys compare without case (many servers bind JSON and form fields
-// case-insensitively).
-func (d *Decision) guardFor(chain []string) *bodyGuard {
-	for _, g := range d.guards {
+// case-insensitively; strings.EqualFold is encoding/json's rule).
+func guardIn(guards []*bodyGuard, chain []string) *bodyGuard {
+	for _, g := range guards {
 		if len(g.segs) > len(chain) {
 			continue
 		}
@@ -217,11 +268,15 @@ func (d *Decision) guardFor(chain []string) *bodyGuard {
 // formGuard returns the applying guard a form field name (urlencoded,
 // multipart or a query parameter) sets: read as written, and as PHP names
 // it.
-func (d *Decision) formGuard(key string) *bodyGuard {
-	if g := d.guardFor(formKeyChain(key)); g != nil {
+func (d *Decision) formGuard(key string) *bodyGuard { return formGuardIn(d.guards, key) }
+
+// formGuardIn returns the first of guards a form field name sets (see
+// formGuard).
+func formGuardIn(guards []*bodyGuard, key string) *bodyGuard {
+	if g := guardIn(guards, formKeyChain(key)); g != nil {
 		return g
 	}
-	return d.guardFor(formKeyChain(phpFormName(key)))
+	return guardIn(guards, formKeyChain(phpFormName(key)))
 }
 
 // formKeyChain splits a form key into its keys: "deal[stage]",

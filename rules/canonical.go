@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"sort"
@@ -100,4 +102,35 @@ func canonicalQuery(raw string) (string, error) {
 		b.WriteString(url.QueryEscape(p.v))
 	}
 	return b.String(), nil
+}
+
+// boundIDsKey is the key under which CanonicalWrite binds the ids a bulk
+// write names (a body guard's path never holds "@").
+const boundIDsKey = "@ids"
+
+// CanonicalWrite is the canonical form of a write whose approval is bound to
+// the values it sets (a handover approved for owner_id "wang" never allows
+// owner_id "li"): CanonicalRequest(method, target), a space, and values as
+// one JSON object with sorted keys and no HTML escaping. values maps each
+// bound body guard's path ("owner_id", "deal.stage") to the value the body
+// sets, as the body reader decoded it (strings, json.Number, bool, nil,
+// lists, objects); "@ids" holds the ids a bulk write names. A form's values
+// are strings, so owner_id=wang and {"owner_id":"wang"} bind alike. With
+// no values it is CanonicalRequest.
+//
+// This is the one place the binding is written: the guard checks a request
+// against it, and the approval workflow asks for a grant with it
+// (Decision.WriteGrantQuery).
+func CanonicalWrite(method, target string, values map[string]any) (string, error) {
+	req, err := CanonicalRequest(method, target)
+	if err != nil || len(values) == 0 {
+		return req, err
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(values); err != nil { // encoding/json sorts map keys
+		return "", fmt.Errorf("rules: canonical request: the values set cannot be written: %w", err)
+	}
+	return req + " " + strings.TrimSuffix(b.String(), "\n"), nil
 }

@@ -28,13 +28,15 @@ type Decision struct {
 	// default generated from schedules, roles and approval policies. It
 	// never shows a rule's condition (message.go).
 	Message string
-	// Approval names the approval policy whose grant the matched export
-	// route needs from this user ("" when it needs none, or on
-	// `approval: true`, which has no policy to request a grant under). It
-	// is set once every check before the grant passed, whether a grant was
-	// found or not.
+	// Approval names the approval policy whose grant the request needs
+	// from this user ("" when it needs none, or on `approval: true`, which
+	// has no policy to request a grant under): the matched export route's,
+	// set once every check before the grant passed; or a body guard's
+	// `approval`, set when its allow_if refused the value the body sets
+	// (CheckBody, JudgeTarget). It is set whether a grant was found or
+	// not.
 	Approval string
-	// Grant is the export grant the request used, once UseGrant succeeded.
+	// Grant is the grant the request used, once UseGrant succeeded.
 	Grant *Grant
 	// Public is true on a route that needs no sign-in.
 	Public bool
@@ -57,6 +59,19 @@ type Decision struct {
 	req    *Request
 	act    *cond.Activation
 	guards []*bodyGuard // body guards that apply to this user
+	// pending are the guards whose deny_unless reads the body's values;
+	// valueGuards those with allow_if; recordGuards those of valueGuards
+	// whose field the body sets and whose allow_if reads record
+	// (valueguard.go).
+	pending, valueGuards, recordGuards []*bodyGuard
+	// values are the values the body sets, once CheckBody read them (on
+	// a route whose conditions read them).
+	values map[string]any
+	// bodyChecked is true once CheckBody passed.
+	bodyChecked bool
+	// bulkIDs are the ids a bulk write names, once CheckTargetBody read
+	// them (target.go).
+	bulkIDs []string
 	// queryGuard is the guard a query parameter hit (noteGuards).
 	queryGuard *bodyGuard
 	// exportOK is true when the route is an export this user may run.
@@ -284,17 +299,16 @@ func (d *Decision) holds(rt *route) (bool, string) {
 // guarded field set through the query string instead of the body (PHP's
 // $_REQUEST and Laravel's input() merge both) gives the reason to refuse.
 func (d *Decision) noteGuards(rt *route) string {
-	for _, g := range rt.body {
-		if d.guardApplies(g) {
-			d.guards = append(d.guards, g)
-		}
-	}
-	if len(d.guards) == 0 || d.req.URL.RawQuery == "" {
+	d.noteBodyGuards(rt) // valueguard.go
+	if len(d.guards)+len(d.pending)+len(d.valueGuards) == 0 || d.req.URL.RawQuery == "" {
 		return ""
 	}
+	// A field whose guard waits for the body's values is refused in the
+	// query too: its value there would not be judged.
+	all := append(append(append([]*bodyGuard(nil), d.guards...), d.pending...), d.valueGuards...)
 	query, _ := url.ParseQuery(d.req.URL.RawQuery) // parsed strictly before
 	for key := range query {
-		g := d.formGuard(key)
+		g := formGuardIn(all, key)
 		if g != nil {
 			d.queryGuard = g
 			return fmt.Sprintf("route %s: the query string sets %s (as %q), which %s may not change; many servers read query parameters as body fields", rt.id, g.path, key, rolesPhrase(d.user))
@@ -303,24 +317,12 @@ func (d *Decision) noteGuards(rt *route) string {
 	return ""
 }
 
-func (d *Decision) guardApplies(g *bodyGuard) bool {
-	if hasAny(d.user, g.deny) {
-		return true
-	}
-	if g.denyUnless != nil {
-		ok, err := g.denyUnless.EvalBool(d.act)
-		if err != nil {
-			d.Audit.EvalErrors++
-			return true
-		}
-		return !ok
-	}
-	return false
-}
-
 // GuardsBody reports whether the request body must be read and checked:
-// the request is allowed and at least one body guard applies to this user.
-func (d *Decision) GuardsBody() bool { return d.Outcome == Allow && len(d.guards) > 0 }
+// the request is allowed and a body guard applies to this user, or a
+// condition of the route reads the values the body sets.
+func (d *Decision) GuardsBody() bool {
+	return d.Outcome == Allow && (len(d.guards)+len(d.pending)+len(d.valueGuards) > 0 || d.route != nil && d.route.readsBody)
+}
 
 func hasAny(u *User, roles []string) bool {
 	for _, r := range roles {

@@ -98,6 +98,9 @@ type grantNeed struct {
 	q     GrantQuery
 	found *Grant
 	used  bool
+	// write is true for a grant of a body guard's approval (a value a
+	// write sets, valueguard.go), false for an export's.
+	write bool
 }
 
 // findGrant asks the request's grant source for a grant of policy on rt.
@@ -133,13 +136,14 @@ func (d *Decision) findGrant(rt *route, r *Request, u *User, now time.Time) *Dec
 	return nil
 }
 
-// GrantPending reports whether the decision found an export grant that
-// UseGrant must consume before the request goes upstream.
+// GrantPending reports whether the decision found a grant (an export's, or
+// one of a body guard's approval policy bound to the values a write sets)
+// that UseGrant must consume before the request goes upstream.
 func (d *Decision) GrantPending() bool {
 	return d.grant != nil && !d.grant.used && d.Outcome == Allow && !d.Shadow
 }
 
-// UseGrant consumes one use of the export grant the decision found,
+// UseGrant consumes one use of the grant the decision found (GrantPending),
 // atomically, through the request's GrantSource. Call it once, right
 // before the request goes upstream, after every other check has passed
 // (body guards, the target record). Without a pending grant (or in shadow
@@ -162,17 +166,22 @@ func (d *Decision) UseGrant(ctx context.Context) error {
 		err = fmt.Errorf("rules: the grant source returned no grant for %s", n.found.ID)
 	}
 	if err != nil {
-		d.exportOK = false
-		d.Audit.Export.Approved = false
-		d.Audit.Export.Blocked = true
-		if errors.Is(err, ErrGrantGone) {
-			d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("route %s: export grant %s could not be used: %v", d.RouteID, n.found.ID, err),
-				"Your export approval has been used up, has expired or was revoked. "+d.approvalMessage(d.route))
-			return fmt.Errorf("rules: using export grant %s: %w", n.found.ID, err)
+		what, again := "export grant", "Your export approval has been used up, has expired or was revoked. "+d.approvalMessage(d.route)
+		refused, down := "the export", "Export approvals cannot be checked right now. Try again in a few minutes."
+		if n.write {
+			what, again = "grant", "Your approval for this change has been used up, has expired or was revoked. "+d.writeApprovalMessage(n.q.Policy)
+			refused, down = "the request", "Approvals cannot be checked right now. Try again in a few minutes."
+		} else {
+			d.exportOK = false
+			d.Audit.Export.Approved = false
+			d.Audit.Export.Blocked = true
 		}
-		d.refuse(Deny, http.StatusServiceUnavailable, fmt.Sprintf("route %s: export grant %s could not be used, so the export is refused: %v", d.RouteID, n.found.ID, err),
-			"Export approvals cannot be checked right now. Try again in a few minutes.")
-		return fmt.Errorf("rules: using export grant %s: %w", n.found.ID, err)
+		if errors.Is(err, ErrGrantGone) {
+			d.refuse(Deny, http.StatusForbidden, fmt.Sprintf("route %s: %s %s could not be used: %v", d.RouteID, what, n.found.ID, err), again)
+			return fmt.Errorf("rules: using %s %s: %w", what, n.found.ID, err)
+		}
+		d.refuse(Deny, http.StatusServiceUnavailable, fmt.Sprintf("route %s: %s %s could not be used, so %s is refused: %v", d.RouteID, what, n.found.ID, refused, err), down)
+		return fmt.Errorf("rules: using %s %s: %w", what, n.found.ID, err)
 	}
 	n.used = true
 	d.Grant = g

@@ -18,8 +18,8 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 			l.errorf(e.key, gk, "%v", err)
 			continue
 		}
-		g := &bodyGuard{path: e.name, segs: segs}
-		fs, ok := l.entries(e.val, gk, "deny", "deny_unless", "message")
+		g := &bodyGuard{path: e.name, segs: segs, node: e.val}
+		fs, ok := l.entries(e.val, gk, "deny", "deny_unless", "allow_if", "approval", "message")
 		if !ok {
 			continue
 		}
@@ -33,18 +33,67 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 				l.useRoles(f.val, fk, g.deny)
 			case "deny_unless":
 				if src, ok := l.str(f.val, fk); ok {
-					g.denyUnless = l.expr(f.val, fk, src, cond.RequestScope, true)
+					g.denyUnless = l.expr(f.val, fk, src, cond.BodyScope, true)
 					if g.denyUnless != nil {
 						l.lintRoleLiterals(f.val, fk, g.denyUnless)
 					}
 				}
+			case "allow_if":
+				if src, ok := l.str(f.val, fk); ok {
+					g.allowIf = l.expr(f.val, fk, src, cond.WriteScope, true)
+					if g.allowIf != nil {
+						l.lintRoleLiterals(f.val, fk, g.allowIf)
+					}
+				}
+			case "approval":
+				if name, ok := l.str(f.val, fk); ok {
+					g.approval = name
+					l.namePolicy(f.val, fk, name) // load_approvals.go
+				}
 			}
 		}
-		if g.deny == nil && g.denyUnless == nil {
-			l.errorf(e.val, gk, "a body guard needs deny: [roles] or deny_unless: CONDITION")
+		if g.deny == nil && g.denyUnless == nil && g.allowIf == nil {
+			by := fieldsOf(fs)
+			if _, ok := by["deny"]; !ok {
+				if _, ok := by["deny_unless"]; !ok {
+					if _, ok := by["allow_if"]; !ok {
+						l.errorf(e.val, gk, "a body guard needs deny: [roles], deny_unless: CONDITION or allow_if: CONDITION")
+					}
+				}
+			}
+			continue
+		}
+		if g.approval != "" && g.allowIf == nil {
+			l.errorf(e.val, joinKey(gk, "approval"), "an approval lets a value through that allow_if refuses; the guard has no allow_if")
 			continue
 		}
 		r.body = append(r.body, g)
+	}
+}
+
+// fieldsOf indexes entries by name.
+func fieldsOf(es []entry) map[string]entry {
+	out := make(map[string]entry, len(es))
+	for _, e := range es {
+		out[e.name] = e
+	}
+	return out
+}
+
+// checkBodyReads checks, once the route's target is compiled, the body
+// guards and target conditions that read the stored record or the body's
+// values, and notes whether the route reads the body's values.
+func (l *loader) checkBodyReads(r *route, key string) {
+	for _, g := range r.body {
+		if g.denyUnless != nil && g.denyUnless.ReadsBody() || g.allowIf != nil {
+			r.readsBody = true
+		}
+		if g.allowIf != nil && g.allowIf.ReadsRecord() && r.target == nil {
+			l.errorf(g.node, joinKey(joinKey(key, "body"), g.path), "allow_if reads record, the stored record the request changes, but the route has no target to fetch it; add target: {fetch: ..., allow_if: ...}")
+		}
+	}
+	if t := r.target; t != nil && t.allowIf.ReadsBody() {
+		r.readsBody = true
 	}
 }
 

@@ -228,6 +228,7 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	if e, ok := by["target"]; ok {
 		l.target(r, e.val, joinKey(key, "target")) // target.go
 	}
+	l.checkBodyReads(r, key) // load_body.go
 	r.rewrites = r.records != "" || r.record != ""
 	l.finishRoute(r)
 	return r

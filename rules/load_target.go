@@ -58,7 +58,7 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if e, ok := by["allow_if"]; ok {
 		ak := joinKey(key, "allow_if")
 		if src, ok := l.str(e.val, ak); ok {
-			t.allowIf = l.expr(e.val, ak, src, cond.RecordScope, true)
+			t.allowIf = l.expr(e.val, ak, src, cond.WriteScope, true)
 			if t.allowIf != nil {
 				l.lintRoleLiterals(e.val, ak, t.allowIf)
 			}

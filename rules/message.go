@@ -115,11 +115,15 @@ func (d *Decision) approvalMessage(rt *route) string {
 	if !ok {
 		return "This export needs an approval, and none can be requested for it here. Ask your CRM administrator."
 	}
-	purpose := ""
+	return fmt.Sprintf("This export needs approval (policy %s: %s). Request it%s.", p.Name, p.Description, withPurpose(p))
+}
+
+// withPurpose ends "Request it" when the policy wants a purpose.
+func withPurpose(p *ApprovalPolicy) string {
 	if p.PurposeRequired {
-		purpose = " with a purpose"
+		return " with a purpose"
 	}
-	return fmt.Sprintf("This export needs approval (policy %s: %s). Request it%s.", p.Name, p.Description, purpose)
+	return ""
 }
 
 // guardMessage says that a body field may not be changed.
@@ -137,16 +141,51 @@ func guardMessage(rt *route, g *bodyGuard) string {
 	return fmt.Sprintf("You may not change %s here.", field)
 }
 
+// valueMessage says that a body field may not be set to the value sent,
+// and, when the guard names an approval policy, how to get the change
+// approved.
+func (d *Decision) valueMessage(g *bodyGuard) string {
+	if g.message != "" {
+		return g.message
+	}
+	if d.route != nil && d.route.message != "" {
+		return d.route.message
+	}
+	msg := fmt.Sprintf("You may not set the field %s to this value here.", g.path)
+	if g.approval != "" {
+		msg += " " + d.writeApprovalMessage(g.approval)
+	}
+	return msg
+}
+
+// writeApprovalMessage says which approval lets a write's values through.
+func (d *Decision) writeApprovalMessage(policy string) string {
+	p, ok := d.set.approvals[policy]
+	if !ok {
+		return "It needs an approval, and none can be requested for it here. Ask your CRM administrator."
+	}
+	return fmt.Sprintf("With an approval (policy %s: %s) for exactly this change you may: request it%s.", p.Name, p.Description, withPurpose(p))
+}
+
 // bodyMessage is the message of a refused request body.
 func (d *Decision) bodyMessage(be *BodyError) string {
 	switch be.Status {
 	case http.StatusForbidden:
-		for _, g := range d.guards {
-			if g.path == be.Field {
-				return guardMessage(d.route, g)
+		if d.route != nil {
+			for _, g := range d.guards {
+				if g.path == be.Field {
+					return guardMessage(d.route, g)
+				}
+			}
+			for _, g := range d.valueGuards {
+				if g.path == be.Field {
+					return d.valueMessage(g)
+				}
 			}
 		}
 		return guardMessage(d.route, nil)
+	case http.StatusServiceUnavailable:
+		return "Approvals cannot be checked right now. Try again in a few minutes."
 	case http.StatusRequestEntityTooLarge:
 		return "The request is too large to be checked."
 	}

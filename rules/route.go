@@ -50,8 +50,11 @@ type route struct {
 	auditID       rewrite.Path
 	keys          []rewrite.Path // record values read by native conditions
 	body          []*bodyGuard
-	export        *exportSpec
-	rewrites      bool // the route's answers must be buffered and rewritten
+	// readsBody is true when a condition of the route reads the body's
+	// values (`body`) or a bulk target reads its ids from the body.
+	readsBody bool
+	export    *exportSpec
+	rewrites  bool // the route's answers must be buffered and rewritten
 
 	// target is the stored record a request is judged against (target.go).
 	target *targetSpec
@@ -84,8 +87,15 @@ type bodyGuard struct {
 	path       string
 	segs       []string
 	deny       []string
-	denyUnless *cond.Expr
-	message    string
+	denyUnless *cond.Expr // may read body (cond.BodyScope)
+	// allowIf is the condition under which the request may set the field
+	// (cond.WriteScope: it may read body, and record on a target route).
+	allowIf *cond.Expr
+	// approval names the approval policy whose grant, bound to the values
+	// the body sets, lets through a value allowIf refuses.
+	approval string
+	message  string
+	node     *yaml.Node
 }
 
 // exportSpec is a route's `export`.

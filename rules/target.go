@@ -347,11 +347,10 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	rt := d.route
 	au := &TargetAudit{Fetched: t.Path, Status: a.Status}
 	d.Audit.Target = au
-	refuse := func(status int, reason string) *Block {
-		reason = fmt.Sprintf("route %s: %s", rt.id, reason)
+	refuseAs := func(status int, reason, message string) *Block {
 		au.Reason = reason
 		decision := "deny"
-		if status == http.StatusBadGateway {
+		if status == http.StatusBadGateway || status == http.StatusServiceUnavailable {
 			decision = "error"
 		}
 		d.Audit.Decision = decision
@@ -362,7 +361,13 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 			return nil
 		}
 		d.Outcome, d.Status, d.Reason = Deny, status, reason
-		return &Block{Status: status, Reason: reason}
+		return &Block{Status: status, Reason: reason, Message: message}
+	}
+	refuse := func(status int, reason string) *Block {
+		return refuseAs(status, fmt.Sprintf("route %s: %s", rt.id, reason), "")
+	}
+	if rt.readsBody && !d.bodyChecked {
+		return refuse(http.StatusForbidden, "the values the request body sets were not checked (CheckBody) before the stored record, so the change cannot be judged")
 	}
 	switch {
 	case a.Err != nil:
@@ -389,6 +394,18 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	}
 	if !ok {
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.Source()))
+	}
+	act := d.act.WithRecord(raw)
+	for _, g := range d.recordGuards {
+		ok, err := g.allowIf.EvalBool(act)
+		if err != nil {
+			d.Audit.EvalErrors++
+		}
+		if err != nil || !ok {
+			if status, reason := d.valueRefused(g, "", err); status != 0 { // valueguard.go
+				return refuseAs(status, reason, d.valueMessage(g))
+			}
+		}
 	}
 	if t.IfMatch {
 		if et := a.Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {

@@ -28,6 +28,9 @@ type Activation struct {
 	// Approver and Requester are `approver` and `requester` (an approval
 	// step's condition only).
 	Approver, Requester *User
+	// Body is `body`: the values the request body sets (NewBody); nil
+	// when the body was not read, so that a condition reading it fails.
+	Body *Body
 
 	record ref.Val
 }
@@ -49,6 +52,11 @@ func (a *Activation) ResolveName(name string) (any, bool) {
 		return a.Approver, a.Approver != nil
 	case varRequester:
 		return a.Requester, a.Requester != nil
+	case varBody:
+		if a.Body == nil {
+			return nil, false
+		}
+		return a.Body.m, true
 	}
 	return nil, false
 }

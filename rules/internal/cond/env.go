@@ -27,6 +27,9 @@
 //     that max-age checks in conditions fail closed.
 //   - A record key present twice with different values does not exist for
 //     a condition (the rewriter's rule).
+//   - A key of `body` is found as encoding/json binds a struct field: the
+//     exact key, else the one equal to it under Unicode case folding
+//     (package rules refuses bodies where two keys fold alike).
 //
 // It imports the standard library, cel-go, gjson and rules/rewrite (the
 // record a predicate reads and the paths of its values); never package
@@ -55,6 +58,7 @@ const (
 	varRecord  = "record"
 	varNow     = "now"
 	varClaims  = "claims"
+	varBody    = "body"
 	// approver and requester are the users of an approval step's `when`.
 	varApprover  = "approver"
 	varRequester = "requester"
@@ -75,6 +79,14 @@ const (
 	// ApprovalScope is an approval step's `when`: `approver` and
 	// `requester` (both of the user type) and `now`.
 	ApprovalScope
+	// BodyScope is a condition on the request and the values its body
+	// sets: `user`, `request`, `now` and `body` (a body guard's
+	// deny_unless).
+	BodyScope
+	// WriteScope is a condition on a write: `user`, `request`, `now`,
+	// `body` and the stored `record` it changes (a target's allow_if, a
+	// body guard's allow_if).
+	WriteScope
 )
 
 // vars lists the variables of a scope.
@@ -86,6 +98,10 @@ func (s Scope) vars() []string {
 		return []string{varUser, varRequest, varNow}
 	case ApprovalScope:
 		return []string{varApprover, varRequester, varNow}
+	case BodyScope:
+		return []string{varUser, varRequest, varNow, varBody}
+	case WriteScope:
+		return []string{varUser, varRequest, varNow, varRecord, varBody}
 	}
 	return []string{varUser, varRequest, varNow, varRecord}
 }
@@ -145,6 +161,8 @@ func NewEnv(schedules map[string]Schedule) (*Env, error) {
 		cel.Variable(varRecord, cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable(varNow, cel.TimestampType),
 		cel.Variable(varClaims, cel.MapType(cel.StringType, cel.DynType)),
+		// body is the request body's top-level object (bodyvalue.go).
+		cel.Variable(varBody, cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable(varApprover, cel.ObjectType(userTypeName)),
 		cel.Variable(varRequester, cel.ObjectType(userTypeName)),
 		cel.Macros(cel.GlobalMacro("in_schedule", 1, expand)),

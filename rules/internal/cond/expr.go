@@ -88,7 +88,7 @@ func referencedVars(a *cel.Ast) map[string]bool {
 				name = name[:i]
 			}
 			switch name {
-			case varUser, varRequest, varRecord, varNow, varClaims, varApprover, varRequester:
+			case varUser, varRequest, varRecord, varNow, varClaims, varApprover, varRequester, varBody:
 				out[name] = true
 			}
 		}
@@ -101,6 +101,9 @@ func (e *Expr) Source() string { return e.src }
 
 // ReadsRecord reports whether the expression reads `record`.
 func (e *Expr) ReadsRecord() bool { return e.vars[varRecord] }
+
+// ReadsBody reports whether the expression reads `body`.
+func (e *Expr) ReadsBody() bool { return e.vars[varBody] }
 
 // OutputType is the checked type of the result, as CEL writes it
 // ("bool", "dyn", "list(string)", ...).

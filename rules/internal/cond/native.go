@@ -155,7 +155,10 @@ func (nc *nativeCompiler) constant(e ast.Expr) (*pnode, bool) {
 	if err != nil {
 		return nil, false
 	}
-	x, _ := Compile(nc.env, src, RequestScope, false)
+	// The whole condition was checked against its scope already: a part
+	// that does not read record is a request constant, whether it reads
+	// the request, the user or the body's values.
+	x, _ := Compile(nc.env, src, BodyScope, false)
 	if x == nil {
 		return nil, false
 	}

@@ -1,0 +1,225 @@
+package rules
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/crmguard/crmguard/internal/mediatype"
+	"github.com/crmguard/crmguard/rules/internal/cond"
+	"github.com/tidwall/gjson"
+)
+
+// This file judges writes by the values they set: the `body` variable of
+// conditions, body guards with allow_if (and their approval), and
+// deny_unless conditions that read the body. The body's values are read
+// once, strictly (bodyvalues.go); a body guard's allow_if that reads the
+// stored record is evaluated by JudgeTarget on each record (target.go).
+
+// noteBodyGuards sorts the route's body guards for this user: a guard whose
+// deny names one of the user's roles, or whose deny_unless (not reading the
+// body) does not hold, applies to every request (d.guards); a deny_unless
+// that reads the body waits for the body's values (d.pending); a guard with
+// allow_if judges the value the body sets (d.valueGuards).
+func (d *Decision) noteBodyGuards(rt *route) {
+	for _, g := range rt.body {
+		switch {
+		case hasAny(d.user, g.deny):
+			d.guards = append(d.guards, g)
+			continue
+		case g.denyUnless != nil && g.denyUnless.ReadsBody():
+			d.pending = append(d.pending, g)
+		case g.denyUnless != nil && d.denyUnlessFails(g):
+			d.guards = append(d.guards, g)
+			continue
+		}
+		if g.allowIf != nil {
+			d.valueGuards = append(d.valueGuards, g)
+		}
+	}
+}
+
+// denyUnlessFails evaluates a guard's deny_unless; an error counts as
+// false (the guard applies).
+func (d *Decision) denyUnlessFails(g *bodyGuard) bool {
+	ok, err := g.denyUnless.EvalBool(d.act)
+	if err != nil {
+		d.Audit.EvalErrors++
+		return true
+	}
+	return !ok
+}
+
+// readValues reads the values the body sets into `body` and decides the
+// pending deny_unless guards on them.
+func (d *Decision) readValues(contentType string, body []byte) *BodyError {
+	vals, err := readBodyValues(contentType, body)
+	if err != nil {
+		return &BodyError{Status: http.StatusBadRequest, Reason: fmt.Sprintf("route %s judges the values the request body sets and %v", d.RouteID, err)}
+	}
+	d.values = vals
+	d.act.Body = cond.NewBody(vals)
+	for _, g := range d.pending {
+		if d.denyUnlessFails(g) {
+			d.guards = append(d.guards, g)
+		}
+	}
+	return nil
+}
+
+// checkValues judges the fields the body sets that allow_if guards name.
+// Each such field must sit at its path from the body's root (not nested
+// elsewhere, not in an array, not in a string holding JSON, not a file):
+// only there does the condition read it. A condition that reads record
+// waits for the stored record (JudgeTarget); the others are evaluated now.
+func (d *Decision) checkValues(contentType string, body []byte) *BodyError {
+	hits := map[*bodyGuard]bool{}
+	var stray *guardHit
+	note := func(g *bodyGuard, at string, top bool) bool {
+		if !top {
+			stray = &guardHit{guard: g, at: at}
+			return false
+		}
+		hits[g] = true
+		return true
+	}
+	t, _ := mediatype.Read(contentType) // read by readBodyValues already
+	switch t.Kind {
+	case mediatype.JSON:
+		if err := eachGuardHit(d.valueGuards, gjson.ParseBytes(bytes.TrimSpace(body)), nil, "", 0, true, note); err != nil {
+			return &BodyError{Status: http.StatusBadRequest, Reason: fmt.Sprintf("route %s checks request bodies and %v", d.RouteID, err)}
+		}
+	case mediatype.Form:
+		vals, _ := url.ParseQuery(string(body))
+		for name := range vals {
+			if g := formGuardIn(d.valueGuards, name); g != nil && !note(g, name, len(g.segs) == 1) {
+				break
+			}
+		}
+	case mediatype.Multipart:
+		_ = eachFormPart(t.Param("boundary"), body, func(p formPart) (bool, error) {
+			if g := formGuardIn(d.valueGuards, p.name); g != nil {
+				// A file is not a value a condition can read.
+				return !note(g, p.name, len(g.segs) == 1 && p.part.FileName() == ""), nil
+			}
+			return false, nil
+		})
+	}
+	if stray != nil {
+		return &BodyError{Status: http.StatusForbidden, Field: stray.guard.path,
+			Reason: fmt.Sprintf("route %s: the request body sets %s at %s, where the guard's condition cannot judge it (it reads body.%s)", d.RouteID, stray.guard.path, stray.at, stray.guard.path)}
+	}
+	for _, g := range d.valueGuards {
+		if !hits[g] {
+			continue
+		}
+		if g.allowIf.ReadsRecord() {
+			d.recordGuards = append(d.recordGuards, g)
+			continue
+		}
+		ok, err := g.allowIf.EvalBool(d.act)
+		if err != nil {
+			d.Audit.EvalErrors++
+		}
+		if err != nil || !ok {
+			if status, reason := d.valueRefused(g, "", err); status != 0 {
+				return &BodyError{Status: status, Field: g.path, Reason: reason}
+			}
+		}
+	}
+	return nil
+}
+
+// valueRefused is called when a guard's allow_if does not hold (or failed
+// with evalErr) for the value the body sets; id names the record on a bulk
+// write. A grant of the guard's approval policy bound to this write lets
+// the value through: status 0. Otherwise status is 403 (503 when the grant
+// source failed) and reason says why.
+func (d *Decision) valueRefused(g *bodyGuard, id string, evalErr error) (status int, reason string) {
+	v, _ := bodyValueAt(d.values, g.segs)
+	on := ""
+	if id != "" {
+		on = fmt.Sprintf(" on record %s", id)
+	}
+	why := fmt.Sprintf("the condition `%s` does not hold", g.allowIf.Source())
+	if evalErr != nil {
+		why = fmt.Sprintf("the condition `%s` could not be evaluated (%v), so it counts as false", g.allowIf.Source(), evalErr)
+	}
+	reason = fmt.Sprintf("route %s: the request body sets %s to %s%s, which %s may not: %s", d.RouteID, g.path, shortJSON(v), on, rolesPhrase(d.user), why)
+	if g.approval == "" {
+		return http.StatusForbidden, reason
+	}
+	return d.writeGrant(g.approval, reason)
+}
+
+// writeGrant looks for a grant of policy bound to this write (requester,
+// route and the canonical request with the values it sets: CanonicalWrite).
+// A grant found is reserved like an export's: UseGrant consumes it right
+// before the request goes upstream. status 0 means found.
+func (d *Decision) writeGrant(policy, refused string) (status int, reason string) {
+	d.Approval = policy
+	if n := d.grant; n != nil {
+		if n.q.Policy == policy {
+			return 0, ""
+		}
+		return http.StatusForbidden, fmt.Sprintf("%s; a grant of approval policy %s would be needed, and this request already uses one of policy %s", refused, policy, n.q.Policy)
+	}
+	q, err := d.writeGrantQuery(policy)
+	if err != nil {
+		return http.StatusBadRequest, fmt.Sprintf("%s; the request cannot be put in canonical form to look for a grant of approval policy %s: %v", refused, policy, err)
+	}
+	if d.req.Grants == nil {
+		return http.StatusForbidden, fmt.Sprintf("%s, and no grant source is configured to hold a grant of approval policy %s", refused, policy)
+	}
+	ctx := d.req.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	gr, err := d.req.Grants.FindGrant(ctx, q)
+	if err != nil {
+		return http.StatusServiceUnavailable, fmt.Sprintf("%s, and the grants of approval policy %s could not be read: %v", refused, policy, err)
+	}
+	if gr == nil {
+		return http.StatusForbidden, fmt.Sprintf("%s, and %s holds no grant of approval policy %s for %s", refused, rolesPhrase(d.user), policy, q.Request)
+	}
+	d.grant = &grantNeed{src: d.req.Grants, q: q, found: gr, write: true}
+	return 0, ""
+}
+
+// writeGrantQuery is the grant query of a write under policy: the values
+// bound are those of every guard with this approval policy that the body
+// sets, and a bulk write's ids.
+func (d *Decision) writeGrantQuery(policy string) (GrantQuery, error) {
+	bound := map[string]any{}
+	for _, g := range d.route.body {
+		if g.approval != policy {
+			continue
+		}
+		if v, ok := bodyValueAt(d.values, g.segs); ok {
+			bound[g.path] = v
+		}
+	}
+	if len(d.bulkIDs) > 0 {
+		bound[boundIDsKey] = d.bulkIDs
+	}
+	canon, err := CanonicalWrite(d.req.Method, d.req.URL.RequestURI(), bound)
+	if err != nil {
+		return GrantQuery{}, err
+	}
+	return GrantQuery{Requester: d.user.ID, Route: d.RouteID, Policy: policy, Request: canon, Now: d.act.Now}, nil
+}
+
+// shortJSON writes a body value for a reason, cut at 80 bytes.
+func shortJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "(a value)"
+	}
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
+}
