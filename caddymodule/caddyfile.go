@@ -43,6 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rules <file>
 //		oidc { ... }                 # see package oidc
 //		session { ... }              # see package session
+//		store <file> | redis://... | rediss://...   # the state store
 //		identity <module> { ... }    # an identity module instead of oidc
 //		audit <file> [{ chain_key <secret>; roll_size <size> }]
 //		max_body <size>              # e.g. 16MiB
@@ -85,6 +86,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Session = c
+		case "store":
+			if err := oneArg(d, &h.Store); err != nil {
+				return err
+			}
 		case "identity":
 			if !d.NextArg() {
 				return d.ArgErr()

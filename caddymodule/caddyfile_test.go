@@ -113,6 +113,21 @@ func TestCaddyfile(t *testing.T) {
 					t.Errorf("notify: %s", s)
 				}
 			}},
+		{name: "store takes a Redis URL, its placeholders kept for provisioning",
+			src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tstore rediss://:{env.REDIS_PASSWORD}@redis.internal:6380/0\n\t}\n}\n",
+			check: func(t *testing.T, h map[string]any) {
+				if h["store"] != "rediss://:{env.REDIS_PASSWORD}@redis.internal:6380/0" {
+					t.Errorf("store: %v", h["store"])
+				}
+			}},
+		{name: "store takes a file path", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tstore /var/lib/crmguard/state.db\n\t}\n}\n",
+			check: func(t *testing.T, h map[string]any) {
+				if h["store"] != "/var/lib/crmguard/state.db" {
+					t.Errorf("store: %v", h["store"])
+				}
+			}},
+		{name: "store without a value is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tstore\n\t}\n}\n", wantErr: "argument"},
+		{name: "store with two values is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tstore a.db b.db\n\t}\n}\n", wantErr: "takes one argument"},
 		{name: "an unknown subdirective is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\trulez x\n\t}\n}\n", wantErr: `unknown subdirective "rulez"`},
 		{name: "a size that is not a size is an error", src: ":8080 {\n\tcrm_guard {\n\t\trules r.yaml\n\t\tmax_body lots\n\t}\n}\n", wantErr: "max_body"},
 		{name: "a missing rules file is an error", src: ":8080 {\n\tcrm_guard {\n\t\taudit a.jsonl\n\t}\n}\n", wantErr: "rules file is required"},

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/caddymodule/workflow"
 	"github.com/crmguard/crmguard/rules"
 )
@@ -65,6 +66,9 @@ type GuardOptions struct {
 	// pages (nil: /.crmguard/approvals and /.crmguard/elevations answer
 	// 404 and nobody is elevated).
 	Workflow *workflow.Service
+	// Store is the guard's state store, the one of the handler's `store`
+	// setting (see Guard.Store). nil: none (tests, `rules test`).
+	Store store.Store
 }
 
 // Guard enforces a rule set on HTTP exchanges. It is the handler logic of
@@ -191,12 +195,11 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			return nil
 		}
 		if err != nil {
-			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+			return x.unavailable(w, err)
 		}
 		id, err := p.Identify(r)
 		if err != nil {
-			x.ev.Reason = err.Error()
-			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+			return x.unavailable(w, err)
 		}
 		if id != nil {
 			ident = id
@@ -325,7 +328,7 @@ func (x *exchange) ask(w http.ResponseWriter, r *http.Request, need authn.Need, 
 				x.ev.Reason = err.Error()
 				return nil
 			}
-			return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "The sign-in service could not be reached; try again shortly."}, "error", zap.Error(err))
+			return x.unavailable(w, err)
 		}
 		x.ev.Status = sw.status
 		if x.ev.Status == 0 {

@@ -54,6 +54,14 @@ type Handler struct {
 	// Session configures the proxy's sessions (used with OIDC).
 	Session *session.Config `json:"session,omitempty"`
 
+	// Store is where the guard keeps what outlives a request (sessions,
+	// approval requests and grants, elevations, usage counters): the path
+	// of one bbolt file for one instance (default: <caddy data
+	// dir>/crmguard/state.db), or a redis:// or rediss:// URL for several
+	// instances that share the state. See docs/workflows.md. It replaces
+	// `session { store ... }`: both set to different stores is an error.
+	Store string `json:"store,omitempty"`
+
 	// IdentityRaw is an identity source module (namespace
 	// crm_guard.identity) used instead of OIDC. The crmguard binary ships
 	// none; tests register their own.
@@ -259,6 +267,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		StripHeaders:   h.StripHeaders,
 		CookiePrefixes: cookiePrefixes,
 		Mode:           mode,
+		Store:          h.state,
 	})
 	return err
 }

@@ -139,3 +139,26 @@ func TestSessionStoreDown(t *testing.T) {
 		}
 	})
 }
+
+func TestRedisStoppedMidTest(t *testing.T) {
+	srv := redistest.Run(t)
+	e := newEnv(t, envOptions{store: srv.URL})
+	px := e.proxies[0]
+	br := e.browser("zhang")
+	br.signIn(px)
+	if got := br.api(px.url + "/app"); got.status != http.StatusOK {
+		t.Fatalf("signed in: status %d", got.status)
+	}
+	srv.Stop()
+	t.Run("the signed-in user gets 503, never treated as signed in or as signed out", func(t *testing.T) {
+		got := br.api(px.url + "/app")
+		if got.status != http.StatusServiceUnavailable || !strings.Contains(got.body, "store: unavailable") {
+			t.Fatalf("status %d %.300s", got.status, got.body)
+		}
+	})
+	t.Run("a new sign-in cannot finish and gets 503", func(t *testing.T) {
+		if pg := e.browser("wang").visit(px.url + "/app"); pg.status != http.StatusServiceUnavailable {
+			t.Fatalf("status %d %.200s", pg.status, pg.body)
+		}
+	})
+}
