@@ -131,3 +131,35 @@ func parseClock(s string) (int, error) {
 	}
 	return h*60 + m, nil
 }
+
+// Schedule is a compiled schedule in the syntax of the rule file's
+// `schedules` entries, for tools that need the same notion of hours
+// outside a rule file (`crmguard audit report`'s business hours).
+type Schedule struct{ s schedule }
+
+// ParseSchedule compiles days ("mon-fri", "mon,wed", "daily"), hours
+// ("08:00-20:00", "22:00-06:00", several separated by commas) and an IANA
+// time zone ("" is UTC, "Local" the machine's zone) as a `schedules` entry
+// would be.
+func ParseSchedule(days, hours, tz string) (*Schedule, error) {
+	sc := schedule{loc: time.UTC}
+	var err error
+	if sc.days, err = parseDays(days); err != nil {
+		return nil, fmt.Errorf("rules: schedule days: %w", err)
+	}
+	if sc.spans, err = parseHours(hours); err != nil {
+		return nil, fmt.Errorf("rules: schedule hours: %w", err)
+	}
+	if tz != "" {
+		if sc.loc, err = time.LoadLocation(tz); err != nil {
+			return nil, fmt.Errorf("rules: schedule time zone: %w", err)
+		}
+	}
+	return &Schedule{s: sc}, nil
+}
+
+// Contains reports whether t falls in the schedule.
+func (s *Schedule) Contains(t time.Time) bool { return s.s.Contains(t) }
+
+// Location is the schedule's time zone.
+func (s *Schedule) Location() *time.Location { return s.s.loc }

@@ -1,0 +1,298 @@
+package auditcli
+
+import (
+	"bytes"
+	"cmp"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/crmguard/crmguard/caddymodule/auditlog"
+)
+
+// expected turns the generator's truth into the report's users.
+func (t *truth) expected() []*UserReport {
+	var out []*UserReport
+	for _, name := range sortedKeys(t.users) {
+		u := t.users[name]
+		r := u.UserReport
+		r.Records = len(u.records)
+		for _, route := range sortedKeys(u.routes) {
+			ra := u.routes[route]
+			ra.RouteActivity.Records = len(ra.records)
+			r.Routes = append(r.Routes, ra.RouteActivity)
+		}
+		keys := sortedKeys2(u.reveal)
+		for _, k := range keys {
+			if n := u.reveal[k]; n > 0 {
+				r.Revealed = append(r.Revealed, Revealed{Route: k[0], Field: k[1], Records: n})
+			}
+		}
+		for _, k := range sortedKeys2(u.exports) {
+			r.Exports = append(r.Exports, *u.exports[k])
+		}
+		for _, route := range sortedKeys(u.writes) {
+			r.Writes = append(r.Writes, *u.writes[route])
+		}
+		for k, n := range u.denials {
+			r.Denials = append(r.Denials, Denial{Decision: k[0], Reason: k[1], Count: n})
+		}
+		slices.SortFunc(r.Denials, func(a, b Denial) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Decision, b.Decision), cmp.Compare(a.Reason, b.Reason))
+		})
+		for _, id := range sortedKeys(u.elevs) {
+			r.Elevations = append(r.Elevations, *u.elevs[id])
+		}
+		out = append(out, &r)
+	}
+	return out
+}
+
+func sortedKeys2[V any](m map[[2]string]V) [][2]string {
+	keys := make([][2]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	return keys
+}
+
+// writeGeneratedSet writes n generated events as the three forms a report
+// reads: a chained file of the file sink, a gzip-compressed rolled file,
+// and an export of a log system in the Caddy logger's form (the event
+// under "event") with lines that are no events among them.
+func writeGeneratedSet(t *testing.T, n int) ([]string, *truth) {
+	t.Helper()
+	dir := t.TempDir()
+	tr := newTruth()
+	g := newGenerator(42, 23, tr)
+	chain := auditlog.NewChain([]byte("k"), auditlog.State{})
+	var plain, zipped, exported bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	for i := 0; i < n; i++ {
+		e := g.next(i)
+		line := g.write(nil, &e)
+		switch i % 3 {
+		case 0:
+			plain.Write(chain.Append(nil, line, plain.Len() == 0))
+		case 1:
+			zw.Write(append(line, '\n'))
+		default:
+			exported.WriteString(`{"level":"info","ts":1.7e9,"logger":"crm_guard.audit","msg":"request","event":`)
+			exported.Write(line)
+			exported.WriteString("}\n")
+			if i%50 == 2 {
+				exported.WriteString(`{"level":"info","ts":1.7e9,"logger":"http","msg":"server running"}` + "\n")
+			}
+		}
+	}
+	zw.Close()
+	files := []string{filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "audit-2026-11-01T00-00-00.000.jsonl.gz"), filepath.Join(dir, "loki-export.jsonl")}
+	for i, b := range []*bytes.Buffer{&plain, &zipped, &exported} {
+		if err := os.WriteFile(files[i], b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files, tr
+}
+
+var genOptions = ReportOptions{From: "2026-11-02", To: "2026-11-14", TZ: "Asia/Shanghai"}
+
+func TestReportCountsMatchTheGeneratedTruth(t *testing.T) {
+	const n = 6000
+	files, tr := writeGeneratedSet(t, n)
+	r, err := BuildReport(genOptions, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("every event is read from the three forms and the period is applied", func(t *testing.T) {
+		if r.Events != n || r.InPeriod != int64(tr.inPeriod) || r.Anonymous != tr.anonymous {
+			t.Fatalf("events %d in period %d anonymous %d; want %d %d %d", r.Events, r.InPeriod, r.Anonymous, n, tr.inPeriod, tr.anonymous)
+		}
+		if r.Lines <= r.Events {
+			t.Errorf("the log system's other lines were not read: %d lines, %d events", r.Lines, r.Events)
+		}
+	})
+	t.Run("each user's figures are exactly the truth", func(t *testing.T) {
+		want := tr.expected()
+		if len(r.Users) != len(want) {
+			t.Fatalf("%d users, want %d", len(r.Users), len(want))
+		}
+		for i, w := range want {
+			g, _ := json.MarshalIndent(r.Users[i], "", " ")
+			x, _ := json.MarshalIndent(w, "", " ")
+			if !bytes.Equal(g, x) {
+				t.Errorf("user %s differs:\n got %s\nwant %s", w.User, g, x)
+			}
+		}
+	})
+	t.Run("the days are exactly the truth", func(t *testing.T) {
+		var want []DayActivity
+		for _, d := range sortedKeys(tr.days) {
+			want = append(want, *tr.days[d])
+		}
+		if !slices.Equal(r.Days, want) {
+			t.Errorf("days\n got %v\nwant %v", r.Days, want)
+		}
+	})
+	t.Run("the sensitive fields are those treated for someone on the route", func(t *testing.T) {
+		got, _ := json.Marshal(r.Sensitive)
+		if string(got) != `{"customers.get":["bank_account"],"customers.list":["bank_account","phone"]}` {
+			t.Errorf("sensitive fields: %s", got)
+		}
+	})
+	t.Run("the unusual users are the top of each measure", func(t *testing.T) {
+		want := tr.expected()
+		for _, m := range []struct {
+			name    string
+			got     []Ranked
+			measure func(*UserReport) int
+		}{
+			{"records", r.Unusual.MostRecords, func(u *UserReport) int { return u.Records }},
+			{"denials", r.Unusual.MostDenials, func(u *UserReport) int { return u.DenialCount }},
+			{"off hours", r.Unusual.MostOffHours, func(u *UserReport) int { return u.OffHours }},
+		} {
+			if len(m.got) != 5 {
+				t.Fatalf("%s: want 5 users, got %v", m.name, m.got)
+			}
+			for i, x := range m.got {
+				better := 0
+				for _, u := range want {
+					if m.measure(u) > x.Value {
+						better++
+					}
+					if u.User == x.User && m.measure(u) != x.Value {
+						t.Errorf("%s: %s has %d, the list says %d", m.name, u.User, m.measure(u), x.Value)
+					}
+				}
+				if better > i {
+					t.Errorf("%s: %d users beat %s at place %d", m.name, better, x.User, i+1)
+				}
+			}
+		}
+	})
+}
+
+func TestReportFormats(t *testing.T) {
+	files, tr := writeGeneratedSet(t, 1500)
+	want := tr.expected()
+	render := func(t *testing.T, format string) string {
+		t.Helper()
+		o := genOptions
+		o.Format = format
+		var out, errOut bytes.Buffer
+		if code := ReportCommand(o, files, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		return out.String()
+	}
+	u := want[0]
+	t.Run("text names each user with their figures", func(t *testing.T) {
+		out := render(t, "text")
+		for _, s := range []string{`Audit report 2026-11-02 to 2026-11-14 \(Asia/Shanghai\)`, "== " + u.User + " \\(",
+			`records seen:\s+` + strconv.Itoa(u.Records) + " distinct", "Unusual users"} {
+			if !regexp.MustCompile(s).MatchString(out) {
+				t.Errorf("missing %q in\n%s", s, out[:min(len(out), 2000)])
+			}
+		}
+	})
+	t.Run("json decodes to the same users", func(t *testing.T) {
+		var r Report
+		if err := json.Unmarshal([]byte(render(t, "json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		g, _ := json.Marshal(r.Users)
+		x, _ := json.Marshal(want)
+		if !bytes.Equal(g, x) {
+			t.Error("the JSON report's users differ from the truth")
+		}
+	})
+	t.Run("csv has one row per figure", func(t *testing.T) {
+		rows, err := csv.NewReader(strings.NewReader(render(t, "csv"))).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		for _, row := range rows {
+			if row[0] == u.User && row[1] == "records" {
+				found++
+				if row[3] != strconv.Itoa(u.Records) {
+					t.Errorf("records of %s: %s, want %d", u.User, row[3], u.Records)
+				}
+			}
+		}
+		if found != 1 || rows[0][0] != "user" {
+			t.Errorf("want a header and one records row for %s, got %d", u.User, found)
+		}
+	})
+	t.Run("html is one file with inline charts and no scripts or external assets", func(t *testing.T) {
+		out := render(t, "html")
+		if strings.Count(out, "<svg") != 2 {
+			t.Errorf("want two charts, got %d", strings.Count(out, "<svg"))
+		}
+		noXMLNS := strings.NewReplacer(`xmlns="http://www.w3.org/2000/svg"`, "", `xmlns:xlink="http://www.w3.org/1999/xlink"`, "").Replace(out)
+		for _, bad := range []string{"<script", "http://", "https://", "<link", "@import", "src="} {
+			if strings.Contains(noXMLNS, bad) {
+				t.Errorf("the page contains %q", bad)
+			}
+		}
+		if !strings.Contains(out, "<summary>"+u.User+" (") {
+			t.Errorf("no section for %s", u.User)
+		}
+	})
+}
+
+func TestReportEscapesHostileValues(t *testing.T) {
+	dir := t.TempDir()
+	evil := `<script>alert(1)</script>`
+	line := `{"time":"2026-11-03T03:00:00Z","user":"` + evil + `","roles":["=cmd|' /C calc'!A0"],"method":"GET","path":"/api/customers/export","route":"customers.export","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{"route":true,"approved":true},"grant":{"id":"g1","policy":"export","purpose":"=HYPERLINK(\"http://x\")"}}` + "\n"
+	p := filepath.Join(dir, "a.jsonl")
+	_ = os.WriteFile(p, []byte(line), 0o600)
+	for _, format := range []string{"html", "csv"} {
+		t.Run(format+" output keeps names and purposes as text", func(t *testing.T) {
+			o := genOptions
+			o.Format = format
+			var out, errOut bytes.Buffer
+			if code := ReportCommand(o, []string{p}, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			s := out.String()
+			if format == "html" && (strings.Contains(s, evil) || !strings.Contains(s, "&lt;script&gt;alert(1)&lt;/script&gt;")) {
+				t.Errorf("the user id is not escaped, or missing")
+			}
+			if format == "csv" && (strings.Contains(s, "\n=") || strings.Contains(s, ",=") || strings.Contains(s, `"=`)) {
+				t.Errorf("a cell starts with = and would run as a formula:\n%s", s)
+			}
+		})
+	}
+}
+
+func TestReportRefusesBadOptions(t *testing.T) {
+	files, _ := writeGeneratedSet(t, 10)
+	tests := []struct {
+		name string
+		o    ReportOptions
+		want string
+	}{
+		{name: "a date that is no date", o: ReportOptions{From: "yesterday", To: "2026-11-14"}, want: "--from"},
+		{name: "a period that ends before it starts", o: ReportOptions{From: "2026-11-14", To: "2026-11-02"}, want: "not after"},
+		{name: "an unknown zone", o: ReportOptions{From: "2026-11-02", To: "2026-11-14", TZ: "Mars/Olympus"}, want: "--tz"},
+		{name: "an unknown format", o: ReportOptions{From: "2026-11-02", To: "2026-11-14", Format: "pdf"}, want: "--format"},
+		{name: "hours that are no hours", o: ReportOptions{From: "2026-11-02", To: "2026-11-14", Hours: "9-5"}, want: "hours"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" is refused", func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := ReportCommand(tt.o, files, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, errOut.String(), tt.want)
+			}
+		})
+	}
+}
