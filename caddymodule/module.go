@@ -22,6 +22,7 @@ import (
 	"github.com/crmguard/crmguard/caddymodule/oidc"
 	"github.com/crmguard/crmguard/caddymodule/session"
 	"github.com/crmguard/crmguard/caddymodule/store"
+	"github.com/crmguard/crmguard/caddymodule/workflow"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -128,6 +129,7 @@ type Handler struct {
 	state     store.Store        // the state store, released at Cleanup
 	auditPath string
 	notifier  *notify.Notifier
+	workflow  *workflow.Service
 	logger    *zap.Logger
 }
 
@@ -251,6 +253,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	if err := h.startWorkflow(src.Current, sink); err != nil { // workflow.go
+		return err
+	}
+
 	var mode *rules.Mode
 	if h.Mode == "shadow" {
 		m := rules.Shadow
@@ -268,6 +274,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		CookiePrefixes: cookiePrefixes,
 		Mode:           mode,
 		Store:          h.state,
+		Workflow:       h.workflow,
 	})
 	return err
 }
@@ -304,6 +311,9 @@ func (h *Handler) Validate() error {
 // The notifier delivers what it has queued in the background (for at most
 // notify.DefaultDrain), so a reload does not wait for a slow webhook.
 func (h *Handler) Cleanup() error {
+	if h.workflow != nil {
+		_ = h.workflow.Close()
+	}
 	if n := h.notifier; n != nil {
 		go func() { _ = n.Close() }()
 	}

@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -99,6 +101,33 @@ func (x *exchange) approvalLink(d *rules.Decision) string {
 	}
 	q := url.Values{"method": {x.r.Method}, "path": {x.r.URL.RequestURI()}}
 	return workflow.ApprovalsPath + "/new?" + q.Encode()
+}
+
+// startWorkflow starts the approvals and elevations of the handler on
+// its state store, notifying through its notifier, and ends elevations
+// with the sessions the provider ends.
+func (h *Handler) startWorkflow(current func() *rules.Set, sink AuditSink) error {
+	opt := workflow.Options{Store: h.state, Rules: current, Audit: workflowAuditor(sink, h.logger, time.Now), Logger: h.logger.Named("workflow")}
+	if h.notifier != nil {
+		opt.Notifier = h.notifier
+	}
+	wf, err := workflow.New(opt)
+	if err != nil {
+		return fmt.Errorf("caddymodule: crm_guard approvals and elevations: %w", err)
+	}
+	h.workflow = wf
+	if sw, ok := h.provider.(authn.SessionWatcher); ok {
+		logger := h.logger
+		sw.OnSessionEnd(func(ctx context.Context, end authn.SessionEnd) {
+			if _, err := wf.SessionEnded(ctx, end.SessionID, end.SID, end.Subject, end.Why); err != nil {
+				// Its roles cannot be used any more (they are bound to the
+				// session, which is gone); its record says active until it
+				// expires.
+				logger.Error("the temporary access of an ended session could not be ended", zap.Error(err), zap.String("why", end.Why))
+			}
+		})
+	}
+	return nil
 }
 
 // workflowAuditor writes the workflow steps the clock takes (an expiry

@@ -43,13 +43,7 @@ func isBrowser(r *http.Request) bool {
 }
 
 // origin is the scheme and host the request was made to.
-func origin(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
-}
+func origin(r *http.Request) string { return authn.Origin(r) }
 
 // callbackPath is the path the sign-in cookies are scoped to, so they only
 // travel with the callback request.

@@ -8,20 +8,32 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/crmguard/crmguard/caddymodule/authn"
 )
 
-// csrfToken is the logout form's token: an HMAC of the session id.
-func (p *Provider) csrfToken(sessionID string) string {
-	return p.csrf.MAC([]byte("logout " + sessionID))
+// csrfToken is the CSRF token of every form of a session (the logout
+// form, the approval and elevation pages): an HMAC of the session's
+// reference (sessionRef), so it needs no state and ends with the session.
+func (p *Provider) csrfToken(ref string) string {
+	return p.csrf.MAC([]byte("form " + ref))
 }
 
-// sameOrigin reports whether the browser says the request comes from the
-// proxy's own origin (Origin header, else Sec-Fetch-Site).
-func sameOrigin(r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		return o == origin(r)
+// FormToken implements authn.FormTokens: the CSRF token of id's session
+// ("" for a bearer token, which has no session).
+func (p *Provider) FormToken(id *authn.Identity) string {
+	if id == nil || id.Bearer || id.SessionID == "" {
+		return ""
 	}
-	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+	return p.csrfToken(id.SessionID)
+}
+
+// CheckFormToken implements authn.FormTokens.
+func (p *Provider) CheckFormToken(id *authn.Identity, token string) bool {
+	if id == nil || id.Bearer || id.SessionID == "" || token == "" {
+		return false
+	}
+	return p.csrf.VerifyMAC([]byte("form "+id.SessionID), token)
 }
 
 // logout serves <LogoutPath>. GET shows a confirmation form (a GET never
@@ -44,7 +56,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		}
 		writePage(w, http.StatusOK, page{
 			Title: "Sign out?", Message: "Sign out of the CRM and of your identity provider session.",
-			Form: p.cfg.LogoutPath, CSRF: p.csrfToken(d.ID), Button: "Sign out",
+			Form: p.cfg.LogoutPath, CSRF: p.csrfToken(sessionRef(d.ID)), Button: "Sign out",
 		})
 		return
 	case http.MethodPost:
@@ -60,7 +72,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, p.postLogoutURL(r), http.StatusSeeOther)
 		return
 	}
-	if !p.csrf.VerifyMAC([]byte("logout "+d.ID), r.PostForm.Get("csrf")) && !sameOrigin(r) {
+	if !p.csrf.VerifyMAC([]byte("form "+sessionRef(d.ID)), r.PostForm.Get("csrf")) && !authn.SameOrigin(r) {
 		p.audit.Warn("logout refused: missing or wrong CSRF token from another origin",
 			zap.String("sub", d.Subject), zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
 		writePage(w, http.StatusForbidden, page{Title: "Sign-out not confirmed", Message: "This sign-out request did not come from this site.", Link: p.cfg.LogoutPath, LinkText: "Sign out"})
@@ -72,6 +84,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.audit.Info("signed out", zap.String("sub", d.Subject), zap.String("session", sessionRef(d.ID)), zap.String("remote", r.RemoteAddr))
+	p.sessionsEnded(r.Context(), authn.SessionEnd{SessionID: sessionRef(d.ID), Why: "signed out"})
 	target := p.postLogoutURL(r)
 	if disc, err := p.discovery(r.Context()); err == nil && disc.endSession != "" {
 		if u, err := url.Parse(disc.endSession); err == nil {

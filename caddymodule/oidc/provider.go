@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,6 +64,10 @@ type Provider struct {
 	minBackoff, maxBackoff time.Duration
 
 	refreshes singleflight.Group
+
+	// ended are called when sessions end (OnSessionEnd).
+	endedMu sync.Mutex
+	ended   []func(ctx context.Context, end authn.SessionEnd)
 
 	cleanup sync.Once
 }
@@ -314,11 +319,36 @@ func (p *Provider) Revoke(ctx context.Context, sub, sid string) (int, error) {
 		}
 		n += k
 	}
+	p.sessionsEnded(ctx, authn.SessionEnd{SID: sid, Subject: sub, Why: "session revoked"})
 	return n, nil
+}
+
+// OnSessionEnd implements authn.SessionWatcher: fn is called after a
+// logout, a back-channel logout or an administrator's revoke ended
+// sessions (also when none was found: what is bound to them may
+// outlive them on another instance).
+func (p *Provider) OnSessionEnd(fn func(ctx context.Context, end authn.SessionEnd)) {
+	p.endedMu.Lock()
+	defer p.endedMu.Unlock()
+	p.ended = append(p.ended, fn)
+}
+
+// sessionsEnded calls the OnSessionEnd functions with a context that
+// outlives the request.
+func (p *Provider) sessionsEnded(ctx context.Context, end authn.SessionEnd) {
+	p.endedMu.Lock()
+	fns := slices.Clone(p.ended)
+	p.endedMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	for _, fn := range fns {
+		fn(ctx, end)
+	}
 }
 
 // Interface guards.
 var (
-	_ authn.Provider     = (*Provider)(nil)
-	_ caddy.CleanerUpper = (*Provider)(nil)
+	_ authn.Provider       = (*Provider)(nil)
+	_ authn.FormTokens     = (*Provider)(nil)
+	_ authn.SessionWatcher = (*Provider)(nil)
+	_ caddy.CleanerUpper   = (*Provider)(nil)
 )
