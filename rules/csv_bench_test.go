@@ -23,7 +23,7 @@ func csvExport(n int) []byte {
 }
 
 // BenchmarkRewriteCSVExport rewrites a 3,000-row export as a sales rep
-// (visible per row in CEL, phone and ID masked, bank column removed).
+// (visible per row, phone and ID masked, bank column removed).
 func BenchmarkRewriteCSVExport(b *testing.B) {
 	s := mustLoad(b, csvRules)
 	doc := csvExport(3000)

@@ -260,10 +260,33 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		// withheld; the client keeps the CRM's status.
 		return false, d.block(status, fmt.Sprintf("route %s rewrites answers and the CRM answered %d; the body of a non-2xx answer cannot be checked, so it is withheld", d.route.id, status))
 	}
-	if b := d.inspectType(h); b != nil { // csv.go: spreadsheets and other charsets cannot be rewritten
+	if b := d.inspectType(h); b != nil { // spreadsheets and other charsets cannot be rewritten
 		return false, b
 	}
 	return true, nil
+}
+
+// inspectType refuses, on a rewriting route, a 2xx answer whose type
+// cannot be rewritten: a spreadsheet, a Content-Type that cannot be read or
+// names a charset other than UTF-8, or Content-Type lines that disagree.
+func (d *Decision) inspectType(h http.Header) *Block {
+	t, err := mediatype.Lines(h["Content-Type"])
+	switch {
+	case err != nil:
+		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and %s", d.route.id, answerTypeError(err)))
+	case t.Kind == mediatype.Sheet:
+		return d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the CRM sent a spreadsheet (%s), which cannot be rewritten", d.route.id, t.Essence))
+	}
+	return nil
+}
+
+// answerTypeError words an error of mediatype.Lines for a refusal.
+func answerTypeError(err error) string {
+	var ce *mediatype.CharsetError
+	if errors.As(err, &ce) {
+		return fmt.Sprintf("the answer is in charset %q; only UTF-8 (or US-ASCII) answers can be rewritten", ce.Charset)
+	}
+	return "the answer's Content-Type cannot be read: " + strings.TrimPrefix(err.Error(), "mediatype: ")
 }
 
 // block records a refused answer; in shadow mode it returns nil (the
@@ -298,14 +321,20 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 		out, err = dst, errors.New(answerTypeError(err))
 	case t.Kind == mediatype.Sheet:
 		out, err = dst, fmt.Errorf("a spreadsheet (%s) cannot be rewritten", t.Essence)
-	case t.Kind.Table():
-		out, err = d.rewriteTable(dst, body, t.Kind, &st) // csv.go: CSV and TSV by column name
 	default:
+		// CSV and TSV by column name, anything else as JSON: one plan.
 		p, release, perr := d.plan()
 		if perr != nil {
 			return dst, nil, fmt.Errorf("rules: route %s: building the rewrite plan: %w", d.route.id, perr)
 		}
-		out, err = p.Rewrite(dst, body, &st)
+		switch t.Kind {
+		case mediatype.CSV:
+			out, err = p.RewriteTable(dst, body, ',', &st)
+		case mediatype.TSV:
+			out, err = p.RewriteTable(dst, body, '\t', &st)
+		default:
+			out, err = p.Rewrite(dst, body, &st)
+		}
 		release()
 	}
 	d.Audit.RecordsIn += st.RecordsIn

@@ -5,7 +5,10 @@
 // it (also the parts it does not touch) while it copies.
 //
 // A Plan is built by the rule engine (per route and role set), compiled with
-// Compile, and then used by any number of goroutines.
+// Compile, and then used by any number of goroutines. The same Plan rewrites
+// CSV and TSV answers (Plan.RewriteTable, table.go): every data row is a
+// record, its columns the keys, with the same predicates, strength order,
+// path matcher and keyed hash.
 //
 // How it works: the record paths (fields, expose, the keys predicates read,
 // the audit id) are compiled into one deterministic automaton over keys and
@@ -199,17 +202,23 @@ var ErrNotVisible = errors.New("rewrite: the record is not visible")
 // ErrNoRecords is returned when Plan.Records matches nothing in the body.
 var ErrNoRecords = errors.New("rewrite: the records path matches nothing in the body")
 
-// Record is one record as predicates see it. It is valid only during the
-// predicate call; the strings of the results it gives share the document's
-// memory, so copy (strings.Clone) what must outlive the call.
+// Record is one record as predicates see it: a JSON record, or a table's
+// row (Plan.RewriteTable: keys are column names, values strings). It is
+// valid only during the predicate call; the strings of the results it gives
+// share the document's memory, so copy (strings.Clone) what must outlive the
+// call.
 type Record struct {
-	rw *rewriter
+	rw  *rewriter
+	row *tableRow
 }
 
 // Key returns the value of Plan.Keys[i] in this record. A key that is absent,
 // or present several times with different values, does not exist (so a
 // condition reading it fails and hides the record).
 func (r *Record) Key(i int) gjson.Result {
+	if r.row != nil {
+		return r.row.key(i)
+	}
 	rw := r.rw
 	if uint(i) >= uint(len(rw.res)) {
 		return gjson.Result{}
@@ -224,6 +233,9 @@ func (r *Record) Key(i int) gjson.Result {
 // is a JSON string: its decoded text, and true. It is Key(i).Str without
 // building the whole result, for predicates that only compare strings.
 func (r *Record) Str(i int) (string, bool) {
+	if r.row != nil {
+		return r.row.str(i)
+	}
 	rw := r.rw
 	if uint(i) >= uint(len(rw.res)) {
 		return "", false
@@ -241,14 +253,32 @@ func (r *Record) Str(i int) (string, bool) {
 	return rw.res[i].Str, true
 }
 
-// Get reads any gjson path from the record (first match).
-func (r *Record) Get(path string) gjson.Result { return r.rw.get(path) }
+// Get reads any gjson path from the record (first match); a row is read as
+// its JSON object (Raw).
+func (r *Record) Get(path string) gjson.Result {
+	if r.row != nil {
+		return gjson.GetBytes(r.row.json(), path)
+	}
+	return r.rw.get(path)
+}
 
-// Raw returns the record's bytes as the upstream sent them.
-func (r *Record) Raw() []byte { return r.rw.recordRaw() }
+// Raw returns the record's bytes as the upstream sent them; a row's are a
+// JSON object of column name to string, in column order.
+func (r *Record) Raw() []byte {
+	if r.row != nil {
+		return r.row.json()
+	}
+	return r.rw.recordRaw()
+}
 
-// Index is the record's position in its array (0 for a Single record).
-func (r *Record) Index() int { return r.rw.recIndex }
+// Index is the record's position in its array (0 for a Single record), or
+// the row's among the data rows.
+func (r *Record) Index() int {
+	if r.row != nil {
+		return r.row.index
+	}
+	return r.rw.recIndex
+}
 
 // Compile checks the plan and prepares its matchers. Call it once, when the
 // rules load and before the Plan is shared; it is not safe to call while

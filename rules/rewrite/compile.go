@@ -28,6 +28,9 @@ type compiled struct {
 	ansKeys []string  // "action:answer.name" per answer rule
 	macs    sync.Pool // of *mac under the plan's key
 	macKey  *macKey
+	// the plan read for tables, built on the first RewriteTable
+	tableOnce sync.Once
+	table     *tablePlan
 }
 
 // strength orders actions, strongest first.
