@@ -43,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"unicode/utf8"
 	"unsafe"
 
@@ -160,12 +161,31 @@ func (p *Plan) RewriteTable(dst, doc []byte, comma byte, st *Stats) ([]byte, err
 		st = &Stats{}
 	}
 	c.tableOnce.Do(func() { c.table = p.buildTable() })
-	tw := &tableRewriter{p: p, c: c, t: c.table, comma: comma}
+	tw := tablePool.Get().(*tableRewriter)
+	tw.p, tw.c, tw.t, tw.comma = p, c, c.table, comma
 	out, err := tw.rewrite(dst, doc, st)
 	if tw.mac != nil {
 		c.putMac(tw.mac)
 	}
+	tw.release()
 	return out, err
+}
+
+// tablePool holds table rewriters with their scratch, so that an export
+// allocates as often whatever its number of rows.
+var tablePool = sync.Pool{New: func() any { return new(tableRewriter) }}
+
+// maxTableScratch bounds the id cells a pooled table rewriter keeps.
+const maxTableScratch = 1 << 20
+
+// release returns tw to the pool, without the plan and with the scratch
+// it may keep.
+func (tw *tableRewriter) release() {
+	if cap(tw.ids) > maxTableScratch {
+		tw.ids = nil
+	}
+	*tw = tableRewriter{sum: tw.sum[:0], cell: tw.cell[:0], cells: tw.cells[:0], ids: tw.ids[:0]}
+	tablePool.Put(tw)
 }
 
 // tableRewriter is the state of one RewriteTable call.
@@ -176,7 +196,12 @@ type tableRewriter struct {
 	comma byte
 	mac   *mac
 	sum   []byte
-	cell  []byte // a rewritten cell's text
+	cell  []byte     // a rewritten cell's text
+	cells []cellSpan // the current row's cells
+	// the cells of the visible rows' audit ids, copied out of the
+	// document at the end (the guard reuses its buffer before the audit
+	// event is written)
+	ids []cellSpan
 }
 
 // tableColumn is what happens to one column.
@@ -211,7 +236,8 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 	for i := range hdr {
 		names[i] = row.value(i)
 	}
-	row.names = names
+	// The names outlive the header row: the rows decode into a new buffer.
+	row.names, row.dec = names, nil
 	cols := make([]tableColumn, len(names))
 	dropped := false
 	auditCol := -1
@@ -258,6 +284,10 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 		}
 	}
 	rec := &Record{row: row}
+	if auditCol >= 0 && cap(tw.ids) == 0 {
+		// At most one id per line: one allocation, however many rows.
+		tw.ids = make([]cellSpan, 0, bytes.Count(body[hdrEnd:], []byte{'\n'})+1)
+	}
 	counts := make([]int, len(p.Fields))
 	dropCounts := map[string]int{}
 	changed := dropped
@@ -269,7 +299,8 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 	}
 	when := make([]int8, len(p.Fields)) // per row: 0 unknown, 1 applies, 2 not
 	acts := make([]int, len(names))     // per row: field rule index + 1 that applies per column
-	var cells []cellSpan
+	cells := tw.cells[:0]
+	defer func() { tw.cells = cells }()
 	for index := 0; ; index++ {
 		var start, end int
 		cells, start, end, err = s.next(cells)
@@ -300,7 +331,7 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 		}
 		st.RecordsOut++
 		if auditCol >= 0 {
-			st.IDs = append(st.IDs, row.value(auditCol))
+			tw.ids = append(tw.ids, cells[auditCol])
 		}
 		clear(when)
 		rowChanged := dropped
@@ -361,6 +392,9 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 			st.Fields = map[string]int{}
 		}
 		st.Fields[k] += n
+	}
+	if len(tw.ids) > 0 {
+		st.IDs = appendIDs(st.IDs, body, tw.ids)
 	}
 	if !changed {
 		return append(dst[:orig], body...), nil
@@ -446,6 +480,46 @@ func (tw *tableRewriter) appendCell(dst, v []byte, alone bool) []byte {
 	return append(dst, '"')
 }
 
+// appendIDs appends the decoded text of the cells of body to ids, all in
+// one new string (so they outlive body).
+func appendIDs(ids []string, body []byte, cells []cellSpan) []string {
+	n := 0
+	for _, c := range cells {
+		n += c.end - c.start
+	}
+	buf := make([]byte, 0, n)
+	for _, c := range cells {
+		buf = appendCellText(buf, body[c.start:c.end], c.quoted)
+	}
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
+	ids = slices.Grow(ids, len(cells))
+	from := 0
+	for _, c := range cells {
+		n := c.end - c.start
+		if c.quoted {
+			n -= 2 + bytes.Count(body[c.start+1:c.end-1], []byte{'"'})/2
+		}
+		ids = append(ids, all[from:from+n])
+		from += n
+	}
+	return ids
+}
+
+// appendCellText appends the text of the cell raw (quoted or not) to dst.
+func appendCellText(dst, raw []byte, quoted bool) []byte {
+	if !quoted {
+		return append(dst, raw...)
+	}
+	raw = raw[1 : len(raw)-1]
+	for i := 0; i < len(raw); i++ {
+		dst = append(dst, raw[i])
+		if raw[i] == '"' {
+			i++ // the second of a doubled quote
+		}
+	}
+	return dst
+}
+
 // cellSpan is one cell of a row in the body: raw [start, end), quoted or not.
 type cellSpan struct {
 	start, end int
@@ -464,11 +538,13 @@ type tableRow struct {
 	ambiguous bool
 	buf       []byte // the row as a JSON object, built on first need
 	built     bool
+	// dec holds the decoded text of this row's cells with doubled quotes
+	dec []byte
 }
 
 // start makes the row cells (row index).
 func (r *tableRow) start(cells []cellSpan, index int) {
-	r.cells, r.index, r.built, r.ambiguous = cells, index, false, false
+	r.cells, r.index, r.built, r.ambiguous, r.dec = cells, index, false, false, r.dec[:0]
 	for _, cs := range r.keyCols {
 		for _, c := range cs[min(1, len(cs)):] {
 			if r.value(c) != r.value(cs[0]) {
@@ -478,8 +554,9 @@ func (r *tableRow) start(cells []cellSpan, index int) {
 	}
 }
 
-// value is the decoded text of cell i; it shares the body's memory unless
-// the cell holds a doubled quote.
+// value is the decoded text of cell i, valid while the row is: it shares
+// the body's memory, or, when the cell holds a doubled quote, the row's
+// decoding buffer (reset per row, so no cell allocates once it has grown).
 func (r *tableRow) value(i int) string {
 	c := r.cells[i]
 	if !c.quoted {
@@ -489,14 +566,11 @@ func (r *tableRow) value(i int) string {
 	if bytes.IndexByte(r.body[c.start+1:c.end-1], '"') < 0 {
 		return v
 	}
-	var b []byte
-	for i := 0; i < len(v); i++ {
-		b = append(b, v[i])
-		if v[i] == '"' {
-			i++ // the second of a doubled quote
-		}
-	}
-	return string(b)
+	from := len(r.dec)
+	r.dec = appendCellText(r.dec, r.body[c.start:c.end], true)
+	// An append that moves r.dec leaves the text given out before in the
+	// old array, which stays alive while it is referenced.
+	return unsafe.String(&r.dec[from], len(r.dec)-from)
 }
 
 // str is Record.Str for a row: the value of Plan.Keys[i] (a string), or
