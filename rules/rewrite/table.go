@@ -157,6 +157,9 @@ func (p *Plan) RewriteTable(dst, doc []byte, comma byte, st *Stats) ([]byte, err
 			return dst, err
 		}
 	}
+	if comma != ',' && comma != '\t' {
+		return dst, fmt.Errorf("rewrite: csv: the separator %q is neither a comma nor a tab", comma)
+	}
 	if st == nil {
 		st = &Stats{}
 	}
@@ -655,6 +658,15 @@ type tableScanner struct {
 
 var errTableEnd = errors.New("end")
 
+// cellStops are the bytes that end an unquoted cell (the separator, a line
+// end) or make it an error (a quote): for ',' and for '\t'.
+var cellStops = func() (t [2][256]bool) {
+	for i, comma := range []byte{',', '\t'} {
+		t[i][comma], t[i]['\n'], t[i]['\r'], t[i]['"'] = true, true, true, true
+	}
+	return t
+}()
+
 // next scans the row at pos into cells; rowStart is where the row begins
 // (after blank lines) and the returned end is after its line end.
 func (s *tableScanner) next(cells []cellSpan) (out []cellSpan, rowStart, end int, err error) {
@@ -702,11 +714,15 @@ func (s *tableScanner) next(cells []cellSpan) (out []cellSpan, rowStart, end int
 				return cells, rowStart, i, fmt.Errorf("rewrite: csv: line %d: text after a closing quote", s.line)
 			}
 		} else {
-			for i < len(b) && b[i] != s.comma && b[i] != '\n' && b[i] != '\r' {
-				if b[i] == '"' {
-					return cells, rowStart, i, fmt.Errorf("rewrite: csv: line %d: a quote inside an unquoted field", s.line)
-				}
+			stops := &cellStops[0]
+			if s.comma == '\t' {
+				stops = &cellStops[1]
+			}
+			for i < len(b) && !stops[b[i]] {
 				i++
+			}
+			if i < len(b) && b[i] == '"' {
+				return cells, rowStart, i, fmt.Errorf("rewrite: csv: line %d: a quote inside an unquoted field", s.line)
 			}
 		}
 		f.end = i
