@@ -349,7 +349,8 @@ func (x *exchange) ask(w http.ResponseWriter, r *http.Request, need authn.Need, 
 }
 
 // prepareUpstream removes forged identity headers, the proxy's cookies
-// and a bearer token the proxy consumed, states the verified identity, and makes the CRM answer in a
+// and a bearer token the proxy consumed, states the verified identity,
+// sets the query the rules scoped (forward_query), and makes the CRM answer in a
 // form the rewriter can read whole: uncompressed and never partial.
 func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	h := x.r.Header
@@ -367,6 +368,13 @@ func (x *exchange) prepareUpstream(user *rules.User, id *authn.Identity) {
 	if user != nil {
 		h[userHeaderKey] = []string{user.ID}
 		h[rolesHeaderKey] = []string{strings.Join(user.Roles, ",")}
+	}
+	if q, ok := x.d.UpstreamQuery(); ok {
+		// The route's forward_query scopes the CRM's own query (the
+		// client's parameters of those names are gone), as Caddy's
+		// rewrite handler changes a URI.
+		x.r.URL.RawQuery = q
+		x.r.RequestURI = x.r.URL.RequestURI()
 	}
 	if !x.rewrites || isUpgrade(x.r) {
 		return

@@ -80,6 +80,10 @@ type Decision struct {
 	grant *grantNeed
 	// target is the record fetch an allowed request needs (target.go).
 	target *TargetFetch
+	// upstreamQuery is the query the CRM gets when scoped (the route's
+	// forward_query set parameters; query.go).
+	upstreamQuery string
+	scoped        bool
 	// celVars holds what act points to, in the same allocation.
 	celVars struct {
 		act  cond.Activation
@@ -213,6 +217,12 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 		if reason := d.noteGuards(rt); reason != "" {
 			return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
 		}
+		if q := d.headOnHiddenRecord(rt); q != nil { // hidden.go
+			return d.refuse(Deny, q.status, q.reason, q.message)
+		}
+		if q := d.checkQuery(rt); q != nil { // query.go
+			return d.refuse(Deny, q.status, q.reason, q.message)
+		}
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
 	required := s.mfa.Required
@@ -278,6 +288,12 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	}
 	if reason := d.noteGuards(rt); reason != "" {
 		return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
+	}
+	if q := d.headOnHiddenRecord(rt); q != nil { // hidden.go
+		return d.refuse(Deny, q.status, q.reason, q.message)
+	}
+	if q := d.checkQuery(rt); q != nil { // query.go
+		return d.refuse(Deny, q.status, q.reason, q.message)
 	}
 	return d.finish(Allow, 0, rolesPhrase(u)+" may call "+rt.id)
 }

@@ -9,7 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target", "message"}
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target", "message", "query", "forward_query"}
 
 func (l *loader) routes(n *yaml.Node) {
 	n = resolve(n)
@@ -229,6 +229,12 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 		l.target(r, e.val, joinKey(key, "target")) // target.go
 	}
 	l.checkBodyReads(r, key) // load_body.go
+	if e, ok := by["query"]; ok {
+		l.query(r, e.val, joinKey(key, "query")) // load_query.go
+	}
+	if e, ok := by["forward_query"]; ok {
+		l.forwardQuery(r, e.val, joinKey(key, "forward_query")) // load_query.go
+	}
 	r.rewrites = r.records != "" || r.record != ""
 	l.finishRoute(r)
 	return r

@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var targetKeys = []string{"fetch", "record", "allow_if", "id_fields", "if_match"}
+var targetKeys = []string{"fetch", "record", "allow_if", "visible", "id_fields", "if_match"}
 
 // target compiles a route's `target` block. The route's match must be
 // compiled already: the fetch template may only use its {params}.
@@ -69,6 +69,10 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	} else {
 		l.errorf(n, joinKey(key, "allow_if"), "missing: the condition over record (and user, request, now) under which the request may change the record")
 		good = false
+	}
+	if e, ok := by["visible"]; ok {
+		t.visible = l.targetVisible(e.val, joinKey(key, "visible")) // hidden.go
+		good = good && t.visible != nil
 	}
 	if good {
 		good = l.targetIDFields(t, by, key)

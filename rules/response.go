@@ -253,6 +253,9 @@ func (d *Decision) InspectResponse(status int, h http.Header) (buffer bool, bloc
 		return false, d.block(http.StatusBadGateway, fmt.Sprintf("route %s rewrites answers and the upstream sent a partial (206) answer, which cannot be rewritten", d.route.id))
 	case status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
 		return false, nil
+	case status == http.StatusNotFound && d.route.single:
+		// Answered exactly like a record `visible` hides (hidden.go).
+		return false, d.notFound(fmt.Sprintf("route %s: the CRM answered 404: the record does not exist", d.route.id))
 	case status > 299:
 		// An error page or a redirect body can echo the very records the
 		// route filters (a 500 dumping the row, a 422 returning it), and its
@@ -358,7 +361,7 @@ func (d *Decision) Rewrite(dst []byte, status int, h http.Header, body []byte) (
 		}
 	}
 	if errors.Is(err, rewrite.ErrNotVisible) {
-		b := d.block(http.StatusNotFound, fmt.Sprintf("route %s: the record is not visible to %s", d.route.id, rolesPhrase(d.user)))
+		b := d.notFound(fmt.Sprintf("route %s: the record is not visible to %s; answered as not found", d.route.id, rolesPhrase(d.user))) // hidden.go
 		return d.shadowed(dst[:orig], body), b, nil
 	}
 	if err != nil {

@@ -58,6 +58,10 @@ type route struct {
 
 	// target is the stored record a request is judged against (target.go).
 	target *targetSpec
+	// qguard is the route's `query` and forward its `forward_query`
+	// (load_query.go, query.go).
+	qguard  *querySpec
+	forward []*forwardParam
 }
 
 // matcher is one query or header condition of a route.

@@ -29,6 +29,7 @@ type targetSpec struct {
 	recSrc  string     // `record` as written
 	recKeys []string   // keys and indexes to the record; nil: the answer itself
 	allowIf *cond.Expr // `allow_if`
+	visible *cond.Expr // `visible` (hidden.go); nil: every record is visible
 	// idKeys maps a request key (body field, form field, query
 	// parameter), lowercased, to the fetch parameter whose value it must
 	// equal. Keys match in any case: ASP.NET and Jackson (with
@@ -373,7 +374,7 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	case a.Err != nil:
 		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be fetched: %v", t.Path, a.Err))
 	case a.Status == http.StatusNotFound || a.Status == http.StatusGone:
-		return refuse(http.StatusNotFound, fmt.Sprintf("the record to change does not exist (the CRM answered %d to GET %s)", a.Status, t.Path))
+		return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: the record to change does not exist (the CRM answered %d to GET %s)", rt.id, a.Status, t.Path), notFoundMessage) // hidden.go
 	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the CRM refused to show it (%d to GET %s)", a.Status, t.Path))
 	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent || a.Status == http.StatusPartialContent:
@@ -387,7 +388,11 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	if err != nil {
 		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %v", t.Path, err))
 	}
-	ok, err := rt.target.allowIf.EvalBool(d.act.WithRecord(raw))
+	act := d.act.WithRecord(raw)
+	if reason := d.targetHidden(act); reason != "" { // hidden.go: answered like a missing record
+		return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: %s", rt.id, reason), notFoundMessage)
+	}
+	ok, err := rt.target.allowIf.EvalBool(act)
 	if err != nil {
 		d.Audit.EvalErrors++
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q could not be evaluated on it (%v), so it counts as false", rt.target.allowIf.Source(), err))
@@ -395,7 +400,6 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	if !ok {
 		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.Source()))
 	}
-	act := d.act.WithRecord(raw)
 	for _, g := range d.recordGuards {
 		ok, err := g.allowIf.EvalBool(act)
 		if err != nil {

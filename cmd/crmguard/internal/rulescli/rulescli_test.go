@@ -67,7 +67,8 @@ func TestRunnerReportsEachDifference(t *testing.T) {
 		{name: "a body mismatch names the JSON path and both values, and every other expectation is checked",
 			caseName: "a wrong body is reported with the path that differs",
 			want: []string{`body.list[0].phone: want "13812345678", got "138****5678"`, `header X-Missing: want "here", got ""`,
-				`body_includes: "nothing-like-this" not in body`, `body_excludes: "138****5678" is in body`, "audit.records_out: want 5, got 1"}},
+				`body_includes: "nothing-like-this" not in body`, `body_excludes: "138****5678" is in body`, "audit.records_out: want 5, got 1",
+				`upstream_query: want "offset=20", got ""`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -319,7 +320,36 @@ func compare(expect Expect, rec *httptest.ResponseRecorder, ev *caddymodule.Audi
 			}
 		}
 	}
+	if expect.UpstreamQuery != nil {
+		fails = append(fails, compareQuery(expect.UpstreamQuery, upstream)...)
+	}
 	return fails
+}
+
+// compareQuery checks the query the CRM received against upstream_query.
+func compareQuery(want map[string]any, upstream *http.Request) []string {
+	if upstream == nil {
+		return []string{"upstream_query: the request did not reach the upstream"}
+	}
+	w := url.Values{}
+	for k, v := range want {
+		switch v := v.(type) {
+		case []any:
+			for _, x := range v {
+				w.Add(k, fmt.Sprint(x))
+			}
+		default:
+			w.Add(k, fmt.Sprint(v))
+		}
+	}
+	got, err := url.ParseQuery(upstream.URL.RawQuery)
+	if err != nil {
+		return []string{fmt.Sprintf("upstream_query: the CRM got %q, which cannot be read: %v", upstream.URL.RawQuery, err)}
+	}
+	if got.Encode() != w.Encode() {
+		return []string{fmt.Sprintf("upstream_query: want %q, got %q", w.Encode(), got.Encode())}
+	}
+	return nil
 }
 
 // clip shortens a body for a one-line report.

@@ -122,13 +122,17 @@ type Expect struct {
 	// TargetFetched, when set, says whether the guard fetched the stored
 	// record the request changes (a route's `target`).
 	TargetFetched *bool `yaml:"target_fetched"`
+	// UpstreamQuery, when set, is the query the CRM must have received,
+	// exactly: every parameter with its value (a string) or values (a
+	// list), decoded; {} means none (a route's forward_query shows here).
+	UpstreamQuery map[string]any `yaml:"upstream_query"`
 
 	hasBody bool
 }
 
 // expectKeys are the keys an `expect` block may hold.
 var expectKeys = map[string]bool{"status": true, "body": true, "headers": true, "body_includes": true,
-	"body_excludes": true, "audit": true, "upstream_headers": true, "upstream_called": true, "target_fetched": true}
+	"body_excludes": true, "audit": true, "upstream_headers": true, "upstream_called": true, "target_fetched": true, "upstream_query": true}
 
 // UnmarshalYAML refuses unknown keys (a custom unmarshaler does not get
 // the decoder's KnownFields check) and notes whether `body` was given (a
