@@ -31,6 +31,7 @@ const wfRoutes = `routes:
     allow: [service]
     records: list
     fields: {phone: {mask: phone, except: [service_plus]}}
+    query: {params: {}}
 `
 
 const wfPolicy = `approvals:

@@ -43,6 +43,7 @@ func (l *loader) lint() {
 		}
 	}
 	l.lintWorkflows() // load_approvals.go
+	l.lintHidden()    // load_lint_hidden.go
 	sort.SliceStable(l.warns, func(i, j int) bool { return l.warns[i].Line < l.warns[j].Line })
 }
 

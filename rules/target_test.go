@@ -123,13 +123,25 @@ func TestABadTargetIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 
 func TestATargetOnARouteThatReadsIsWarnedAbout(t *testing.T) {
 	s := mustLoad(t, "version: 1\nroles: {sales: {}}\nroutes:\n  - id: c\n    match: {path: \"/api/customers/{id}\"}\n    allow: [sales]\n    target: {fetch: \"/api/customers/{id}\", allow_if: record.owner_id == user.id}\n")
-	ws := s.Warnings()
+	ws := targetWarnings(s)
 	if len(ws) != 1 || !strings.Contains(ws[0].String(), "rules.yaml:7:13: routes[0].target: the route also matches reads") {
 		t.Errorf("warnings = %v; want one about reads fetching the record", ws)
 	}
-	if w := mustLoad(t, targetFile).Warnings(); len(w) != 0 {
+	if w := targetWarnings(mustLoad(t, targetFile)); len(w) != 0 {
 		t.Errorf("a target on write routes only gave warnings %v", w)
 	}
+}
+
+// targetWarnings leaves out the warnings about writable fields that decide
+// visibility (lint_hidden_test.go tests those).
+func targetWarnings(s *Set) []Warning {
+	var out []Warning
+	for _, w := range s.Warnings() {
+		if !strings.Contains(w.Msg, "without a body guard") {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func TestAnAllowIfThatIgnoresTheRecordIsWarnedAbout(t *testing.T) {

@@ -283,6 +283,20 @@ func (p *Pattern) Params() []string {
 	return out
 }
 
+// LiteralPrefix lists the literal segments that start the pattern, up to
+// its first {name}, * or ** ("/api/customers/{id}" gives api, customers):
+// the collection a route serves, for lint.
+func (p *Pattern) LiteralPrefix() []string {
+	var out []string
+	for _, s := range p.segs {
+		if s.kind != segLit {
+			break
+		}
+		out = append(out, s.text)
+	}
+	return out
+}
+
 // ValidParamName reports whether s may name a {param}: letters, digits and
 // _, not starting with a digit.
 func ValidParamName(s string) bool {
