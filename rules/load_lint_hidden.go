@@ -180,10 +180,11 @@ func writesRecordsOf(w, rd *route) bool {
 // guardsField reports whether a body guard of the route covers a write of
 // the field keys by a user with the effective roles eff: a guard naming
 // the field or one of the objects holding it, that denies one of eff's
-// roles or has a deny_unless (the operator decided who may).
+// roles or has a deny_unless or allow_if (the operator decided who may
+// set it, and to what).
 func (r *route) guardsField(keys []string, eff []string) bool {
 	for _, g := range r.body {
-		if g.denyUnless == nil && !intersects(eff, g.deny) {
+		if g.denyUnless == nil && g.allowIf == nil && !intersects(eff, g.deny) {
 			continue
 		}
 		for k := 1; k <= len(keys); k++ {

@@ -43,6 +43,11 @@ func TestLintWarnsWhenAFieldThatDecidesVisibilityIsWritable(t *testing.T) {
     allow: [sales, service, admin]
     body: {owner_id: {deny_unless: '"admin" in user.roles'}, last_contact_at: {deny_unless: '"admin" in user.roles'}}
 `, nil},
+		{"an allow_if guard is a decision about every role", `  - id: customers.update
+    match: {methods: [PATCH], path: "/api/customers/{id}"}
+    allow: [sales, service]
+    body: {owner_id: {allow_if: body.owner_id == user.id}, last_contact_at: {allow_if: 'timestamp(body.last_contact_at) < now'}}
+`, nil},
 		{"a guard for one role leaves the others named, inheriting roles included", `  - id: customers.update
     match: {methods: [PATCH, PUT], path: "/api/customers/{id}"}
     allow: [sales, service]
