@@ -16,6 +16,7 @@ import (
 
 	"github.com/crmguard/crmguard/examples/crm"
 	"github.com/crmguard/crmguard/examples/demo"
+	"github.com/crmguard/crmguard/examples/devidp"
 )
 
 var (
@@ -61,27 +62,38 @@ func getHTML(t *testing.T, c *http.Client, u string) (*http.Response, string) {
 // browser ends on.
 func signInHTTP(t *testing.T, c *http.Client, d *demo.Stack, user, path string, codeAt time.Time) (*http.Response, string) {
 	t.Helper()
-	resp, body := getHTML(t, c, d.URL+path)
-	if !strings.HasPrefix(resp.Request.URL.String(), d.Issuer+"/login") {
+	u, ok := d.User(user)
+	if !ok {
+		t.Fatalf("no demo user %q", user)
+	}
+	return signInAt(t, c, d.URL, d.Issuer, u, path, codeAt)
+}
+
+// signInAt signs u in through the guard at site and the development
+// provider at issuer with password and the TOTP code of codeAt, starting
+// at path, and returns the page the browser ends on.
+func signInAt(t *testing.T, c *http.Client, site, issuer string, u devidp.User, path string, codeAt time.Time) (*http.Response, string) {
+	t.Helper()
+	resp, body := getHTML(t, c, site+path)
+	if !strings.HasPrefix(resp.Request.URL.String(), issuer+"/login") {
 		t.Fatalf("GET %s ended at %s, not the provider's sign-in page:\n%.500s", path, resp.Request.URL, body)
 	}
 	m := hiddenIDRe.FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("no sign-in request id on the provider's page:\n%.500s", body)
 	}
-	u, _ := d.User(user)
-	resp, err := c.PostForm(d.Issuer+"/login/password", url.Values{"id": {m[1]}, "username": {user}, "password": {u.Password}})
+	resp, err := c.PostForm(issuer+"/login/password", url.Values{"id": {m[1]}, "username": {u.Username}, "password": {u.Password}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if body = readAll(t, resp); !strings.Contains(body, `id="code"`) {
 		t.Fatalf("the password step did not ask for a TOTP code (status %d):\n%.500s", resp.StatusCode, body)
 	}
-	code, err := d.TOTP(user, codeAt)
+	code, err := devidp.TOTP(u.TOTPSecret, codeAt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err = c.PostForm(d.Issuer+"/login/totp", url.Values{"id": {m[1]}, "code": {code}})
+	resp, err = c.PostForm(issuer+"/login/totp", url.Values{"id": {m[1]}, "code": {code}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package redistest
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +20,10 @@ type Server struct {
 	// URL names the server (unix://...).
 	URL string
 
-	cmd  *exec.Cmd
-	once sync.Once
+	bin, dir, sock string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd // nil while stopped
 }
 
 // Start runs redis-server until the test ends and returns its URL.
@@ -43,17 +47,31 @@ func Run(t testing.TB) *Server {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "notice")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
+	s := &Server{URL: "unix://" + sock, bin: bin, dir: dir, sock: sock}
+	t.Cleanup(s.Stop)
+	if err := s.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("redistest: starting redis-server: %v", err)
+	return s
+}
+
+// Restart stops the server if it runs and starts it again on the same
+// socket and folder: what was written to the folder by a SAVE command
+// before (dump.rdb) is loaded again, anything else is gone, as after a
+// crash. It returns once the server accepts connections.
+func (s *Server) Restart() error {
+	s.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cmd := exec.Command(s.bin, "--port", "0", "--unixsocket", s.sock, "--unixsocketperm", "700",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "notice")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("redistest: %w", err)
 	}
-	s := &Server{URL: "unix://" + sock, cmd: cmd}
-	t.Cleanup(s.Stop)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: starting redis-server: %w", err)
+	}
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -67,22 +85,33 @@ func Run(t testing.TB) *Server {
 		}
 		ready <- false
 	}()
+	var fail error
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatal("redistest: redis-server exited before it was ready")
+			fail = errors.New("redistest: redis-server exited before it was ready")
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("redistest: redis-server did not become ready in 20 s")
+		fail = errors.New("redistest: redis-server did not become ready in 20 s")
 	}
-	return s
+	if fail != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fail
+	}
+	s.cmd = cmd
+	return nil
 }
 
 // Stop kills the server (a crash: nothing is saved) and waits until it
 // has exited; calling it again does nothing.
 func (s *Server) Stop() {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
 }
