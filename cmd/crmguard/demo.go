@@ -103,7 +103,8 @@ var demoRoles = map[string]string{
 	"zhao":  "finance",
 	"sun":   "marketing (de-identified data)",
 	"xiao":  "new hire, observation mode (read-only)",
-	"qian":  "compliance (ID numbers after a fresh sign-in)",
+	"qian":  "compliance (ID numbers after a fresh sign-in; reviews break-glass access)",
+	"zhou":  "IT security (second approver of exports)",
 	"admin": "administrator",
 }
 
@@ -146,10 +147,20 @@ What to try:
   5. xiao (new hire): reads the team's customers; every change is refused.
   6. wang (sales manager): exports the CSV, Monday to Friday 08:00-20:00
      Shanghai time only.
-  7. Sign out (top right), then reload: the session is gone.
+  7. An export with approval (in those hours): zhang clicks "Export CSV",
+     then "Ask for approval", writes the purpose and sends it. wang opens
+     %[1]s/.crmguard/approvals, the request, Approve (signed in more than
+     10 minutes ago? the guard asks for the second factor again first);
+     zhou (IT security) approves too. zhang clicks "Export CSV": the file
+     downloads once; a second click is refused.
+  8. Break-glass: li opens %[1]s/.crmguard/elevations and starts
+     "complaint" for 30 minutes with a reason: customers' phones show
+     unmasked until it ends (at 30 minutes, "End it now", or sign-out).
+     qian then reviews it there with a note.
+  9. Sign out (top right), then reload: the session is gone.
 Every decision is written to the audit log (logger crm_guard.audit).
 Test a rule change first: %s rules test examples/rules_test.yaml
 
 Ctrl-C stops everything.
-`, self)
+`, d.URL, self)
 }

@@ -277,6 +277,7 @@ func DemoUsers(seed string) []User {
 		mk("sun", "Sun Li", "crm-marketing", "marketing"),
 		mk("xiao", "Xiao Ming", "crm-observers", "east"),
 		mk("qian", "Qian Jun", "crm-compliance", "compliance"),
+		mk("zhou", "Zhou Min", "crm-it-security", "it"),
 		mk("admin", "Admin", "crm-admins", "east", "west"),
 	}
 }

@@ -233,6 +233,14 @@ async function exportCSV() {
     let data = null;
     try { data = JSON.parse(text); } catch (e) { data = null; }
     showMessage(describe({ status: resp.status, data, text }));
+    if (data && data.request_approval) {
+      // The proxy says where to ask for the approval this export needs.
+      const a = document.createElement("a");
+      a.href = data.request_approval;
+      a.id = "ask-approval";
+      a.textContent = " Ask for approval";
+      document.getElementById("message").appendChild(a);
+    }
     return;
   }
   const blob = await resp.blob();
