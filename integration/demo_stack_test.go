@@ -78,13 +78,13 @@ func signInAt(t *testing.T, c *http.Client, site, issuer string, u devidp.User, 
 	if !strings.HasPrefix(resp.Request.URL.String(), issuer+"/login") {
 		t.Fatalf("GET %s ended at %s, not the provider's sign-in page:\n%.500s", path, resp.Request.URL, body)
 	}
-	return completeSignIn(t, c, d, user, body, codeAt)
+	return completeSignIn(t, c, issuer, u, body, codeAt)
 }
 
-// completeSignIn signs user in on the provider's sign-in page body (where
-// a guard's redirect led) with password and TOTP, and returns the page the
-// browser ends on.
-func completeSignIn(t *testing.T, c *http.Client, d *demo.Stack, user, body string, codeAt time.Time) (*http.Response, string) {
+// completeSignIn signs u in on the sign-in page body of the development
+// provider at issuer (where a guard's redirect led) with password and the
+// TOTP code of codeAt, and returns the page the browser ends on.
+func completeSignIn(t *testing.T, c *http.Client, issuer string, u devidp.User, body string, codeAt time.Time) (*http.Response, string) {
 	t.Helper()
 	m := hiddenIDRe.FindStringSubmatch(body)
 	if m == nil {

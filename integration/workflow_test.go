@@ -216,7 +216,8 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 		}
 		// A code may be used once: the next step's code (the provider
 		// accepts one step either side of now).
-		resp, body = completeSignIn(t, wang, d, "wang", body, now.Add(30*time.Second))
+		u, _ := d.User("wang")
+		resp, body = completeSignIn(t, wang, d.Issuer, u, body, now.Add(30*time.Second))
 		if resp.Request.URL.String() != d.URL+page {
 			t.Fatalf("after signing in again wang is at %s, not back on the request's page:\n%.500s", resp.Request.URL, body)
 		}
