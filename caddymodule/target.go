@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -55,8 +57,8 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 	if done, err := x.checkTargetBody(w); done {
 		return true, err
 	}
-	ans := x.fetchTarget(t.Path, next)
-	block := d.JudgeTarget(ans)
+	answers := x.fetchTargets(d.TargetFetches(), d.TargetConcurrency(), next)
+	block := d.JudgeTargets(answers)
 	x.ev.Target = d.Audit.Target
 	if block == nil {
 		if a := d.Audit.Target; a != nil && !a.Allowed {
@@ -65,8 +67,8 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 			x.ev.Decision = d.Audit.Decision
 			return false, nil
 		}
-		if t.IfMatch && !x.shadow {
-			return x.conditionalWrite(w, ans.Header.Get("ETag"))
+		if t.IfMatch && !x.shadow && len(answers) == 1 {
+			return x.conditionalWrite(w, answers[0].Header.Get("ETag"))
 		}
 		return false, nil
 	}
@@ -128,9 +130,38 @@ func (x *exchange) checkTargetBody(w http.ResponseWriter) (done bool, err error)
 	return true, x.refuse(w, refusal{Status: be.Status, Rule: x.d.RouteID, Reason: be.Reason, Message: be.Message}, "deny")
 }
 
+// fetchTargets makes the record fetches (one, or one per record of a bulk
+// write), at most concurrency at once, and returns their answers in order.
+// The answers share one byte budget, max_body: a bulk write's records are
+// never held in memory beyond what one answer may take.
+func (x *exchange) fetchTargets(fetches []rules.TargetFetch, concurrency int, next caddyhttp.Handler) []rules.TargetAnswer {
+	answers := make([]rules.TargetAnswer, len(fetches))
+	budget := &atomic.Int64{}
+	budget.Store(x.g.opt.MaxBody)
+	if len(fetches) == 1 || concurrency <= 1 {
+		for i, f := range fetches {
+			answers[i] = x.fetchTarget(f.Path, next, budget)
+		}
+		return answers
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, concurrency)
+	for i, f := range fetches {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			answers[i] = x.fetchTarget(f.Path, next, budget)
+		}()
+	}
+	wg.Wait()
+	return answers
+}
+
 // fetchTarget GETs path from the next handler as the request's user and
-// returns the decoded answer.
-func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.TargetAnswer {
+// returns the decoded answer. budget is what is left of the bytes the
+// request's fetches may hold together; the answer's bytes are taken from it.
+func (x *exchange) fetchTarget(path string, next caddyhttp.Handler, budget *atomic.Int64) rules.TargetAnswer {
 	r := x.r
 	u, err := url.Parse(path)
 	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/") {
@@ -156,7 +187,7 @@ func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.Target
 	h.Set("Pragma", "no-cache")
 	fr.Header = h
 
-	fw := &fetchWriter{header: http.Header{}, limit: x.g.opt.MaxBody}
+	fw := &fetchWriter{header: http.Header{}, budget: budget}
 	if err := callFetch(fw, fr, next); err != nil {
 		// The detail (addresses, handler traces) goes to the log, not to
 		// the client.
@@ -165,7 +196,7 @@ func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.Target
 		return rules.TargetAnswer{Status: fw.status, Err: errors.New("the CRM could not be reached")}
 	}
 	if fw.over {
-		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the answer is larger than %d bytes", x.g.opt.MaxBody)}
+		return rules.TargetAnswer{Status: fw.status, Err: fmt.Errorf("the answers to the record fetches are larger than %d bytes together", x.g.opt.MaxBody)}
 	}
 	if fw.status == 0 {
 		return rules.TargetAnswer{Err: errors.New("the CRM sent no answer")}
@@ -173,7 +204,7 @@ func (x *exchange) fetchTarget(path string, next caddyhttp.Handler) rules.Target
 	if fw.status == http.StatusPartialContent || fw.header.Get("Content-Range") != "" {
 		return rules.TargetAnswer{Status: fw.status, Err: errors.New("the CRM sent a partial answer")}
 	}
-	body, err := decode(strings.Join(fw.header.Values("Content-Encoding"), ","), fw.buf.Bytes(), x.g.opt.MaxBody)
+	body, err := decode(strings.Join(fw.header.Values("Content-Encoding"), ","), fw.buf.Bytes(), max(budget.Load(), 0)+int64(fw.buf.Len()))
 	if err != nil {
 		return rules.TargetAnswer{Status: fw.status, Err: err}
 	}
@@ -194,13 +225,14 @@ func callFetch(fw *fetchWriter, fr *http.Request, next caddyhttp.Handler) (err e
 	return next.ServeHTTP(fw, fr)
 }
 
-// fetchWriter holds the answer to a record fetch in memory, up to limit
-// bytes. It never writes to the client.
+// fetchWriter holds the answer to a record fetch in memory, taking its
+// bytes from budget (shared by a request's fetches). It never writes to
+// the client.
 type fetchWriter struct {
 	header http.Header
 	status int
 	buf    bytes.Buffer
-	limit  int64
+	budget *atomic.Int64
 	over   bool
 }
 
@@ -221,7 +253,7 @@ func (f *fetchWriter) Write(p []byte) (int, error) {
 	if f.status == 0 {
 		f.status = http.StatusOK
 	}
-	if f.over || int64(f.buf.Len())+int64(len(p)) > f.limit {
+	if f.over || f.budget.Add(-int64(len(p))) < 0 {
 		f.over = true
 		return 0, errAnswerTooLarge
 	}
@@ -238,6 +270,20 @@ func (t targetAudit) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddBool("allowed", t.Allowed)
 	if t.Reason != "" {
 		enc.AddString("reason", t.Reason)
+	}
+	if len(t.IDs) > 0 {
+		_ = enc.AddArray("ids", zapcore.ArrayMarshalerFunc(func(ae zapcore.ArrayEncoder) error {
+			for _, id := range t.IDs {
+				ae.AppendString(id)
+			}
+			return nil
+		}))
+	}
+	if t.Fetches != 0 {
+		enc.AddInt("fetches", t.Fetches)
+	}
+	if t.Refused != "" {
+		enc.AddString("refused", t.Refused)
 	}
 	return nil
 }
@@ -258,6 +304,24 @@ func appendTarget(b []byte, t *rules.TargetAudit) []byte {
 	if t.Reason != "" {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, t.Reason)
+	}
+	if len(t.IDs) > 0 {
+		b = append(b, `,"ids":[`...)
+		for i, id := range t.IDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
+	if t.Fetches != 0 {
+		b = append(b, `,"fetches":`...)
+		b = strconv.AppendInt(b, int64(t.Fetches), 10)
+	}
+	if t.Refused != "" {
+		b = append(b, `,"refused":`...)
+		b = appendString(b, t.Refused)
 	}
 	return append(b, '}')
 }

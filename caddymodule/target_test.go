@@ -246,7 +246,7 @@ func TestAWriteReachesTheCRMOnlyWhenTheStoredRecordAllowsIt(t *testing.T) {
 				}
 				got := *ev.Target
 				got.Reason = ""
-				if got != c.wantTarget {
+				if !reflect.DeepEqual(got, c.wantTarget) {
 					t.Errorf("audit target %+v, want %+v", got, c.wantTarget)
 				}
 			}
@@ -375,6 +375,7 @@ func TestTheAuditEventJSONHoldsTheTargetAsEncodingJSONWould(t *testing.T) {
 		{Fetched: "/api/customers/2", Status: 200, Reason: `route customers.update: you may not change this record: the condition "record.owner_id == user.id" does not hold <&>`},
 		{Fetched: "/api/customers/1", Status: 200, Allowed: true},
 		{Fetched: "/api/customers/1"},
+		{Fetched: "/api/customers/1", Status: 200, Reason: "route r: you may not change record 5", IDs: []string{"1", `"5"`}, Fetches: 2, Refused: `"5"`},
 	} {
 		t.Run("a target allowed="+strconv.FormatBool(tg.Allowed)+" status="+strconv.Itoa(tg.Status)+" is encoded like encoding/json", func(t *testing.T) {
 			ev := AuditEvent{Method: "PATCH", Path: "/api/customers/2", Decision: "deny", Status: 403, Target: tg}

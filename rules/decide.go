@@ -69,9 +69,11 @@ type Decision struct {
 	values map[string]any
 	// bodyChecked is true once CheckBody passed.
 	bodyChecked bool
-	// bulkIDs are the ids a bulk write names, once CheckTargetBody read
-	// them (target.go).
+	// bulkIDs are the ids a bulk write names and fetches the GETs of
+	// their records, once CheckBody or CheckTargetBody read them
+	// (bulk.go).
 	bulkIDs []string
+	fetches []TargetFetch
 	// queryGuard is the guard a query parameter hit (noteGuards).
 	queryGuard *bodyGuard
 	// exportOK is true when the route is an export this user may run.

@@ -161,3 +161,36 @@ func TestCanonicalWriteBindsTheValuesSet(t *testing.T) {
 		})
 	}
 }
+
+func TestTheApprovalWorkflowAsksForTheGrantTheGuardLooksFor(t *testing.T) {
+	s := mustLoad(t, handoverRules)
+	zhang := &User{ID: "zhang", Roles: []string{"sales"}, MFA: true}
+	ask := func(body string) (*GrantQuery, error) {
+		r := targetReq("PATCH", "/api/customers/7")
+		r.Now = workday
+		return s.Decide(zhang, r).WriteGrantQuery("application/json", []byte(body))
+	}
+	q, err := ask(`{"owner_id":"wang","notes":"x"}`)
+	if err != nil || q == nil {
+		t.Fatalf("query %v, error %v", q, err)
+	}
+	src := &fakeGrants{grants: []*fakeGrant{{Grant: Grant{ID: "h", Policy: "handover", UsesLeft: 1}, q: *q}}}
+	r := targetReq("PATCH", "/api/customers/7")
+	r.Now, r.Grants = workday, src
+	d := s.Decide(zhang, r)
+	if be := d.CheckBody("application/json", []byte(`{"notes":"x","owner_id":"wang"}`)); be != nil {
+		t.Fatal(be)
+	}
+	if b := d.JudgeTarget(TargetAnswer{Status: 200, Header: http.Header{}, Body: []byte(`{"owner_id":"zhang"}`)}); b != nil {
+		t.Fatalf("the grant asked for with WriteGrantQuery was not found: %s", b.Reason)
+	}
+	if q.Policy != "handover" || q.Requester != "zhang" || q.Route != "customers.update" || q.Request != `PATCH /api/customers/7 {"owner_id":"wang"}` {
+		t.Errorf("query %+v", q)
+	}
+	if q, err := ask(`{"notes":"x"}`); q != nil || err != nil {
+		t.Errorf("a body that sets no approved field: query %+v, error %v; want none", q, err)
+	}
+	if _, err := ask(`{"owner_id":"wang","OWNER_ID":"li"}`); err == nil {
+		t.Error("an ambiguous body gave a query")
+	}
+}

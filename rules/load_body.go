@@ -92,7 +92,7 @@ func (l *loader) checkBodyReads(r *route, key string) {
 			l.errorf(g.node, joinKey(joinKey(key, "body"), g.path), "allow_if reads record, the stored record the request changes, but the route has no target to fetch it; add target: {fetch: ..., allow_if: ...}")
 		}
 	}
-	if t := r.target; t != nil && t.allowIf.ReadsBody() {
+	if t := r.target; t != nil && (t.allowIf.ReadsBody() || t.bulk != nil) {
 		r.readsBody = true
 	}
 }

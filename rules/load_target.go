@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var targetKeys = []string{"fetch", "record", "allow_if", "visible", "id_fields", "if_match"}
+var targetKeys = []string{"fetch", "record", "allow_if", "visible", "id_fields", "if_match", "ids", "fetch_many", "max_ids", "concurrency"}
 
 // target compiles a route's `target` block. The route's match must be
 // compiled already: the fetch template may only use its {params}.
@@ -28,19 +28,29 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 		by[e.name] = e
 	}
 	good := true
-	if e, ok := by["fetch"]; ok {
-		fk := joinKey(key, "fetch")
-		if src, ok := l.str(e.val, fk); ok {
-			if err := t.parseFetch(src, r.pattern); err != nil {
-				l.errorf(e.val, fk, "%v", err)
+	if _, ok := by["ids"]; ok {
+		good = l.bulkTarget(t, r, by, key) // load_bulk.go
+	} else {
+		for _, k := range []string{"fetch_many", "max_ids", "concurrency"} {
+			if e, ok := by[k]; ok {
+				l.errorf(e.key, joinKey(key, k), "%s is for a bulk write, whose ids the body names: add ids: (e.g. \"ids.#\")", k)
+				good = false
+			}
+		}
+		if e, ok := by["fetch"]; ok {
+			fk := joinKey(key, "fetch")
+			if src, ok := l.str(e.val, fk); ok {
+				if err := t.parseFetch(src, r.pattern, ""); err != nil {
+					l.errorf(e.val, fk, "%v", err)
+					good = false
+				}
+			} else {
 				good = false
 			}
 		} else {
+			l.errorf(n, joinKey(key, "fetch"), "missing: the path to GET the stored record from, e.g. \"/api/customers/{id}\"")
 			good = false
 		}
-	} else {
-		l.errorf(n, joinKey(key, "fetch"), "missing: the path to GET the stored record from, e.g. \"/api/customers/{id}\"")
-		good = false
 	}
 	if e, ok := by["record"]; ok {
 		rk := joinKey(key, "record")
@@ -74,7 +84,7 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 		t.visible = l.targetVisible(e.val, joinKey(key, "visible")) // hidden.go
 		good = good && t.visible != nil
 	}
-	if good {
+	if good && t.bulk == nil {
 		good = l.targetIDFields(t, by, key)
 	}
 	if e, ok := by["if_match"]; ok {
@@ -165,9 +175,9 @@ func methodsRead(methods []string) bool {
 
 // parseFetch reads a fetch template: "/api/customers/{id}", optionally with
 // a literal query ("/sobjects/Account/{id}?fields=OwnerId"). Every {name}
-// must be captured by the route's path pattern: a request that names its
-// record elsewhere (a bulk update's body) is not covered.
-func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern) error {
+// must be captured by the route's path pattern, but idParam ("" none): on
+// a bulk write, the parameter each id of the body takes.
+func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern, idParam string) error {
 	t.src = src
 	path, query, hasQuery := strings.Cut(src, "?")
 	if !strings.HasPrefix(path, "/") {
@@ -201,12 +211,12 @@ func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern) error {
 			if !urlpath.ValidParamName(name) {
 				return fmt.Errorf("%q: path parameter %q: want a name of letters, digits and _", src, s)
 			}
-			if !captured[name] {
+			if !captured[name] && name != idParam {
 				have := slices.Sorted(maps.Keys(captured))
 				if len(have) == 0 {
 					have = []string{"none"}
 				}
-				return fmt.Errorf("%q: {%s} is not captured by the route's match.path (captured: %s); a target can only name a record the request path names (bulk updates naming ids in the body are not covered)", src, name, strings.Join(have, ", "))
+				return fmt.Errorf("%q: {%s} is not captured by the route's match.path (captured: %s); a target names the record the request path names, or, with ids:, the records the body names", src, name, strings.Join(have, ", "))
 			}
 			t.segs = append(t.segs, fetchSeg{param: true, text: name})
 		case strings.ContainsAny(s, "{}*"):

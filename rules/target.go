@@ -37,6 +37,9 @@ type targetSpec struct {
 	idKeys  map[string]string
 	ifMatch bool // `if_match`
 	node    *yaml.Node
+	// bulk is set on a bulk write (`ids`): the records are named in the
+	// body (bulk.go).
+	bulk *bulkSpec
 }
 
 // TargetFetch is the stored record a request must be judged against before
@@ -51,6 +54,13 @@ type TargetFetch struct {
 	// requests refuses the write (412) when the record changed between
 	// the fetch and the write. An answer without a strong ETag is refused.
 	IfMatch bool
+	// Bulk is true on a bulk write (the route's target names its records
+	// in the body: `ids`). Target then has no Path: the fetches are
+	// TargetFetches, once the body's ids are read.
+	Bulk bool
+	// IDs are the ids of the records a bulk write's fetch answers for: one
+	// for a fetch per id, all of them for a fetch_many.
+	IDs []string
 }
 
 // TargetAnswer is the upstream's answer to a TargetFetch.
@@ -76,6 +86,12 @@ type TargetAudit struct {
 	Allowed bool `json:"allowed"`
 	// Reason says why the request was refused (empty when allowed).
 	Reason string `json:"reason,omitempty"`
+	// IDs are the records a bulk write names, in the body's order.
+	IDs []string `json:"ids,omitempty"`
+	// Fetches counts the GETs made for a bulk write.
+	Fetches int `json:"fetches,omitempty"`
+	// Refused is the id of the record that refused a bulk write.
+	Refused string `json:"refused,omitempty"`
 }
 
 // fetchSeg is one segment of a fetch template: a literal or a {param}.
@@ -130,9 +146,20 @@ func (t *targetSpec) expand(params map[string]string) (string, error) {
 // noteTarget prepares the record fetch of an allowed request; a reason is
 // returned when the record cannot be named safely.
 func (d *Decision) noteTarget(rt *route) string {
-	p, err := rt.target.expand(d.Params)
-	if err != nil {
-		return fmt.Sprintf("route %s: %v", rt.id, err)
+	var p string
+	if b := rt.target.bulk; b != nil {
+		// The ids are in the body; a CRM merging query and body
+		// parameters (PHP's $_REQUEST) must not find other ones there.
+		for k := range d.req.URL.Query() {
+			if strings.EqualFold(formBase(k), b.before[0]) {
+				return fmt.Sprintf("route %s: the query sets %q, where the body names the records (%s); a CRM may read either", rt.id, k, b.idsSrc)
+			}
+		}
+	} else {
+		var err error
+		if p, err = rt.target.expand(d.Params); err != nil {
+			return fmt.Sprintf("route %s: %v", rt.id, err)
+		}
 	}
 	if d.req != nil && d.req.URL != nil {
 		if bad := cleanForTarget(d.req.URL.EscapedPath()); bad != "" {
@@ -144,7 +171,7 @@ func (d *Decision) noteTarget(rt *route) string {
 			}
 		}
 	}
-	d.target = &TargetFetch{Path: p, IfMatch: rt.target.ifMatch}
+	d.target = &TargetFetch{Path: p, IfMatch: rt.target.ifMatch, Bulk: rt.target.bulk != nil}
 	return ""
 }
 
@@ -202,7 +229,25 @@ func (d *Decision) idMismatch(rt *route, key string, vals []string) string {
 // (urlencoded or multipart) must equal the path's value. A body of any
 // other type (or none) that is valid JSON is read as JSON; other bodies
 // (XML, text) are not read. nil when the body agrees or the route has no target.
+//
+// On a bulk write (target ids) it reads the ids the body names, unless
+// CheckBody did already: 400 when the body does not name them with
+// certainty (see readBodyValues), names none, or names one that cannot be
+// fetched unambiguously; 413 for more than max_ids.
 func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
+	if t := d.Target(); t != nil && t.Bulk {
+		if d.fetches != nil {
+			return nil
+		}
+		if d.values == nil {
+			vals, err := readBodyValues(contentType, body)
+			if err != nil {
+				return &BodyError{Status: http.StatusBadRequest, Reason: fmt.Sprintf("route %s reads the records a bulk write names from its body and %v", d.RouteID, err)}
+			}
+			d.values = vals
+		}
+		return d.readBulkIDs() // bulk.go
+	}
 	if d.Target() == nil || len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
@@ -325,7 +370,9 @@ func (d *Decision) jsonIDMismatch(rt *route, v gjson.Result) string {
 // before it is forwarded, or nil when the request is not allowed or its
 // route has no target. The caller GETs it from the upstream, as the same
 // user, and passes the answer to JudgeTarget; the request must not be
-// forwarded before JudgeTarget returned nil.
+// forwarded before JudgeTarget returned nil. On a bulk write (Bulk) there
+// are several records: use TargetFetches and JudgeTargets (JudgeTarget
+// refuses a bulk write).
 func (d *Decision) Target() *TargetFetch {
 	if d.Outcome != Allow {
 		return nil
@@ -333,20 +380,37 @@ func (d *Decision) Target() *TargetFetch {
 	return d.target
 }
 
-// JudgeTarget decides the request on the upstream's answer to its Target
-// fetch. A nil *Block lets the request go on. Otherwise the block says what
-// the client gets: 403 when allow_if is false (or cannot be evaluated, or
-// the CRM refused the fetch with 401/403), 404 when the CRM has no such
-// record (404, 410), 502 for every other answer (an error, not JSON, no
-// object at `record`, no answer at all). In shadow mode the outcome is
-// audited and nil returned. The result is recorded in Audit.Target.
+// JudgeTarget decides a request whose route's target names one record on
+// the upstream's answer to its Target fetch: JudgeTargets with one answer.
 func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
+	return d.JudgeTargets([]TargetAnswer{a})
+}
+
+// JudgeTargets decides the request on the upstream's answers to its
+// TargetFetches, in the same order. A nil *Block lets the request go on.
+// Otherwise the block says what the client gets: 403 when allow_if is
+// false for a record (or cannot be evaluated, or the CRM refused the fetch
+// with 401/403), or a body guard's allow_if refuses the value set on it;
+// 404 when the CRM has no such record (404, 410, or a fetch_many answer
+// without it); 502 for every other answer (an error, not JSON, no object
+// at `record`, no answer at all, another number of answers than fetches).
+// On a bulk write the first record refused refuses the whole write, and
+// the reason names its id. In shadow mode the outcome is audited and nil
+// returned. The result is recorded in Audit.Target.
+func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 	t := d.Target()
 	if t == nil {
 		return nil
 	}
 	rt := d.route
-	au := &TargetAudit{Fetched: t.Path, Status: a.Status}
+	fetches := d.TargetFetches()
+	au := &TargetAudit{}
+	if t.Bulk {
+		au.IDs, au.Fetches = append([]string(nil), d.bulkIDs...), len(fetches)
+	}
+	if len(fetches) > 0 {
+		au.Fetched = fetches[0].Path
+	}
 	d.Audit.Target = au
 	refuseAs := func(status int, reason, message string) *Block {
 		au.Reason = reason
@@ -367,52 +431,107 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 	refuse := func(status int, reason string) *Block {
 		return refuseAs(status, fmt.Sprintf("route %s: %s", rt.id, reason), "")
 	}
-	if rt.readsBody && !d.bodyChecked {
-		return refuse(http.StatusForbidden, "the values the request body sets were not checked (CheckBody) before the stored record, so the change cannot be judged")
-	}
 	switch {
-	case a.Err != nil:
-		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be fetched: %v", t.Path, a.Err))
-	case a.Status == http.StatusNotFound || a.Status == http.StatusGone:
-		return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: the record to change does not exist (the CRM answered %d to GET %s)", rt.id, a.Status, t.Path), notFoundMessage) // hidden.go
-	case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
-		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the CRM refused to show it (%d to GET %s)", a.Status, t.Path))
-	case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent || a.Status == http.StatusPartialContent:
-		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record could not be read: the CRM answered %d to GET %s", a.Status, t.Path))
+	case rt.readsBody && !d.bodyChecked:
+		return refuse(http.StatusForbidden, "the values the request body sets were not checked (CheckBody) before the stored record, so the change cannot be judged")
+	case len(fetches) == 0:
+		return refuse(http.StatusForbidden, "the records the bulk write names were not read (CheckTargetBody), so the change cannot be judged")
+	case len(answers) != len(fetches):
+		return refuse(http.StatusBadGateway, fmt.Sprintf("%d answers were given for %d fetches of the stored records", len(answers), len(fetches)))
 	}
-	// The stored record is read like an answer: one charset policy.
-	if _, err := mediatype.Lines(a.Header["Content-Type"]); err != nil {
-		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %s", t.Path, answerTypeError(err)))
-	}
-	raw, err := rt.target.record(a.Body)
-	if err != nil {
-		return refuse(http.StatusBadGateway, fmt.Sprintf("the stored record (GET %s) could not be read: %v", t.Path, err))
-	}
-	act := d.act.WithRecord(raw)
-	if reason := d.targetHidden(act); reason != "" { // hidden.go: answered like a missing record
-		return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: %s", rt.id, reason), notFoundMessage)
-	}
-	ok, err := rt.target.allowIf.EvalBool(act)
-	if err != nil {
-		d.Audit.EvalErrors++
-		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q could not be evaluated on it (%v), so it counts as false", rt.target.allowIf.Source(), err))
-	}
-	if !ok {
-		return refuse(http.StatusForbidden, fmt.Sprintf("you may not change this record: the condition %q does not hold for it", rt.target.allowIf.Source()))
-	}
-	for _, g := range d.recordGuards {
-		ok, err := g.allowIf.EvalBool(act)
+	// judge decides one stored record; id names it on a bulk write.
+	judge := func(raw []byte, id string) *Block {
+		this := "this record"
+		if id != "" {
+			this = "record " + id
+		}
+		act := d.act.WithRecord(raw)
+		if reason := d.targetHidden(act); reason != "" { // hidden.go: answered like a missing record
+			if id != "" {
+				reason = strings.Replace(reason, "the record to change", "record "+id, 1)
+			}
+			au.Refused = id
+			return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: %s", rt.id, reason), notFoundMessage)
+		}
+		ok, err := rt.target.allowIf.EvalBool(act)
 		if err != nil {
 			d.Audit.EvalErrors++
+			au.Refused = id
+			return refuse(http.StatusForbidden, fmt.Sprintf("you may not change %s: the condition %q could not be evaluated on it (%v), so it counts as false", this, rt.target.allowIf.Source(), err))
 		}
-		if err != nil || !ok {
-			if status, reason := d.valueRefused(g, "", err); status != 0 { // valueguard.go
-				return refuseAs(status, reason, d.valueMessage(g))
+		if !ok {
+			au.Refused = id
+			return refuse(http.StatusForbidden, fmt.Sprintf("you may not change %s: the condition %q does not hold for it", this, rt.target.allowIf.Source()))
+		}
+		for _, g := range d.recordGuards {
+			ok, err := g.allowIf.EvalBool(act)
+			if err != nil {
+				d.Audit.EvalErrors++
 			}
+			if err != nil || !ok {
+				if status, reason := d.valueRefused(g, id, err); status != 0 { // valueguard.go
+					au.Refused = id
+					return refuseAs(status, reason, d.valueMessage(g))
+				}
+			}
+		}
+		return nil
+	}
+	for i, f := range fetches {
+		a := answers[i]
+		au.Status = a.Status
+		what, this, id := "the record to change", "this record", ""
+		if t.Bulk && len(f.IDs) == 1 {
+			what, this, id = "record "+f.IDs[0], "record "+f.IDs[0], f.IDs[0]
+		} else if t.Bulk {
+			what, this = "the records to change", "these records"
+		}
+		fail := func(status int, reason string) *Block {
+			au.Refused = id
+			return refuse(status, reason)
+		}
+		switch {
+		case a.Err != nil:
+			return fail(http.StatusBadGateway, fmt.Sprintf("%s (GET %s) could not be fetched: %v", what, f.Path, a.Err))
+		case a.Status == http.StatusNotFound || a.Status == http.StatusGone:
+			au.Refused = id
+			return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: %s does not exist (the CRM answered %d to GET %s)", rt.id, what, a.Status, f.Path), notFoundMessage) // hidden.go
+		case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
+			return fail(http.StatusForbidden, fmt.Sprintf("you may not change %s: the CRM refused to show it (%d to GET %s)", this, a.Status, f.Path))
+		case a.Status < 200 || a.Status > 299 || a.Status == http.StatusNoContent || a.Status == http.StatusPartialContent:
+			return fail(http.StatusBadGateway, fmt.Sprintf("%s could not be read: the CRM answered %d to GET %s", what, a.Status, f.Path))
+		}
+		// The stored record is read like an answer: one charset policy.
+		if _, err := mediatype.Lines(a.Header["Content-Type"]); err != nil {
+			return fail(http.StatusBadGateway, fmt.Sprintf("%s (GET %s) could not be read: %s", what, f.Path, answerTypeError(err)))
+		}
+		if m := rt.target.bulk; m != nil && m.many != nil {
+			recs, err := m.many.records(a.Body)
+			if err != nil {
+				return fail(http.StatusBadGateway, fmt.Sprintf("the stored records (GET %s) could not be read: %v", f.Path, err))
+			}
+			for _, id := range f.IDs {
+				raw, ok := recs[id]
+				if !ok {
+					au.Refused = id
+					return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: record %s to change does not exist (the CRM's answer to GET %s does not hold it)", rt.id, id, f.Path), notFoundMessage)
+				}
+				if b := judge(raw, id); b != nil || au.Reason != "" {
+					return b
+				}
+			}
+			continue
+		}
+		raw, err := rt.target.record(a.Body)
+		if err != nil {
+			return fail(http.StatusBadGateway, fmt.Sprintf("%s (GET %s) could not be read: %v", what, f.Path, err))
+		}
+		if b := judge(raw, id); b != nil || au.Reason != "" {
+			return b
 		}
 	}
 	if t.IfMatch {
-		if et := a.Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {
+		if et := answers[0].Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {
 			return refuse(http.StatusBadGateway, fmt.Sprintf("the route makes writes conditional (if_match) but the CRM's answer to GET %s has no strong ETag (%q)", t.Path, et))
 		}
 	}
@@ -424,8 +543,21 @@ func (d *Decision) JudgeTarget(a TargetAnswer) *Block {
 // object at `record`. A key present twice on the way is refused (a CRM may
 // read either copy).
 func (t *targetSpec) record(body []byte) ([]byte, error) {
+	cur, err := t.place(body)
+	if err != nil {
+		return nil, err
+	}
+	if !cur.IsObject() {
+		return nil, fmt.Errorf("the value at %q is not a JSON object", t.recSrc)
+	}
+	return []byte(cur.Raw), nil
+}
+
+// place finds the value at `record` (recKeys) in a fetch answer, which
+// must be valid JSON; a key present twice on the way is refused.
+func (t *targetSpec) place(body []byte) (gjson.Result, error) {
 	if !gjson.ValidBytes(body) {
-		return nil, fmt.Errorf("the answer is not valid JSON")
+		return gjson.Result{}, fmt.Errorf("the answer is not valid JSON")
 	}
 	cur := gjson.ParseBytes(body)
 	for i, k := range t.recKeys {
@@ -448,15 +580,12 @@ func (t *targetSpec) record(body []byte) ([]byte, error) {
 			}
 		}
 		if n == 0 {
-			return nil, fmt.Errorf("nothing at %q (key %q of %q)", t.recSrc, k, strings.Join(t.recKeys[:i+1], "."))
+			return gjson.Result{}, fmt.Errorf("nothing at %q (key %q of %q)", t.recSrc, k, strings.Join(t.recKeys[:i+1], "."))
 		}
 		if n > 1 {
-			return nil, fmt.Errorf("the key %q appears %d times on the way to %q", k, n, t.recSrc)
+			return gjson.Result{}, fmt.Errorf("the key %q appears %d times on the way to %q", k, n, t.recSrc)
 		}
 		cur = next
 	}
-	if !cur.IsObject() {
-		return nil, fmt.Errorf("the value at %q is not a JSON object", t.recSrc)
-	}
-	return []byte(cur.Raw), nil
+	return cur, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -343,7 +344,7 @@ func TestAWriteIsJudgedAgainstTheStoredRecord(t *testing.T) {
 			reason := got.Reason
 			got2 := *got
 			got2.Reason = ""
-			if got2 != c.wantAudit {
+			if !reflect.DeepEqual(got2, c.wantAudit) {
 				t.Errorf("audit target %+v; want %+v", got2, c.wantAudit)
 			}
 			if c.wantStatus != 0 && !strings.Contains(reason, c.wantReason) {

@@ -62,6 +62,11 @@ func (d *Decision) readValues(contentType string, body []byte) *BodyError {
 	}
 	d.values = vals
 	d.act.Body = cond.NewBody(vals)
+	if t := d.route.target; t != nil && t.bulk != nil {
+		if be := d.readBulkIDs(); be != nil { // bulk.go
+			return be
+		}
+	}
 	for _, g := range d.pending {
 		if d.denyUnlessFails(g) {
 			d.guards = append(d.guards, g)
@@ -222,4 +227,44 @@ func shortJSON(v any) string {
 		return string(b[:77]) + "..."
 	}
 	return string(b)
+}
+
+// WriteGrantQuery is the grant query an approval of this write would be
+// bound to, for the approval workflow to ask for one (POST
+// /.crmguard/approvals with the request's body): requester, route, policy
+// and CanonicalWrite of the request with the values it sets. The policy is
+// that of the first body guard with `approval` whose field the body sets;
+// nil when there is none. It reads the body as CheckBody does (an error
+// when it cannot be read with certainty) and does not evaluate allow_if:
+// whether the write needs the grant may depend on the stored record.
+func (d *Decision) WriteGrantQuery(contentType string, body []byte) (*GrantQuery, error) {
+	if d.Outcome != Allow || d.route == nil {
+		return nil, fmt.Errorf("rules: route %s does not allow this request (%s)", d.RouteID, d.Reason)
+	}
+	if d.values == nil {
+		vals, err := readBodyValues(contentType, body)
+		if err != nil {
+			return nil, fmt.Errorf("rules: the request body's values cannot be read: %s", err)
+		}
+		d.values = vals
+		if t := d.route.target; t != nil && t.bulk != nil {
+			if be := d.readBulkIDs(); be != nil {
+				return nil, fmt.Errorf("rules: %s", be.Reason)
+			}
+		}
+	}
+	for _, g := range d.route.body {
+		if g.approval == "" {
+			continue
+		}
+		if _, ok := bodyValueAt(d.values, g.segs); !ok {
+			continue
+		}
+		q, err := d.writeGrantQuery(g.approval)
+		if err != nil {
+			return nil, err
+		}
+		return &q, nil
+	}
+	return nil, nil
 }

@@ -144,7 +144,9 @@ func Explain(in ExplainInput, out io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(out, "body:      request body %s\n", map[bool]string{true: "checked against body guards", false: "not checked"}[d.GuardsBody()])
-	if t := d.Target(); t != nil {
+	if t := d.Target(); t != nil && t.Bulk {
+		fmt.Fprintln(out, "target:    a bulk write: every record the body names is fetched first; the request is forwarded only when the route's allow_if holds for each")
+	} else if t != nil {
 		fmt.Fprintf(out, "target:    the stored record is fetched first (GET %s); the request is forwarded only when the route's allow_if holds for it\n", t.Path)
 	}
 	ctype := in.UpstreamType

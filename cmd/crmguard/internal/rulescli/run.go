@@ -100,8 +100,8 @@ func RunCase(set *rules.Set, c Case, opt Options) []string {
 		return fails
 	}
 	fails = compare(c.Expect, a.rec, a.ev, a.upstream)
-	if a.target != nil && c.TargetUpstream == nil {
-		fails = append(fails, fmt.Sprintf("the guard fetched the stored record (GET %s) for the route's target, but the case has no target_upstream to answer it", a.target.URL.RequestURI()))
+	for _, uri := range a.unanswered {
+		fails = append(fails, fmt.Sprintf("the guard fetched the stored record (GET %s) for the route's target, but the case has no target_upstream (or target_upstreams entry) to answer it", uri))
 	}
 	if want := c.Expect.TargetFetched; want != nil && *want != (a.target != nil) {
 		fails = append(fails, fmt.Sprintf("target_fetched: want %v, got %v", *want, a.target != nil))
@@ -116,8 +116,10 @@ type caseAnswer struct {
 	// ev is the audit event (nil when none was written).
 	ev *caddymodule.AuditEvent
 	// upstream and target are the requests the fake CRM got: the client's
-	// and the guard's fetch of a target record (nil when not made).
+	// and the guard's (first) fetch of a target record (nil when not made).
 	upstream, target *http.Request
+	// unanswered are the fetches the case gave no answer for.
+	unanswered []string
 }
 
 // serveCase serves a case's request through the handler with the case's
@@ -172,14 +174,35 @@ func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 			return nil, []string{"target_upstream: " + err.Error()}
 		}
 	}
+	targetBodies := map[string][]byte{}
+	for uri, tu := range c.TargetUpstreams {
+		if targetBodies[uri], err = bodyBytes(tu.Body, tu.Raw); err != nil {
+			return nil, []string{fmt.Sprintf("target_upstreams[%q]: %v", uri, err)}
+		}
+	}
 	// The fake CRM tells the client's request (upstream, counted by
-	// upstream_called) from the guard's fetch of a target record
-	// (target_upstream, counted by target_fetched).
+	// upstream_called) from the guard's fetches of target records
+	// (target_upstream / target_upstreams, counted by target_fetched),
+	// which a bulk write makes concurrently.
 	var upstreamReq, targetReq *http.Request
+	var unanswered []string
+	var mu sync.Mutex
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		if caddymodule.IsTargetFetch(r) {
-			targetReq = r.Clone(r.Context())
+			uri := r.URL.RequestURI()
+			mu.Lock()
+			if targetReq == nil {
+				targetReq = r.Clone(r.Context())
+			}
+			mu.Unlock()
+			if tu, ok := c.TargetUpstreams[uri]; ok {
+				answerCase(w, r, tu, targetBodies[uri])
+				return nil
+			}
 			if c.TargetUpstream == nil {
+				mu.Lock()
+				unanswered = append(unanswered, uri)
+				mu.Unlock()
 				return caddyhttp.Error(http.StatusBadGateway, errNoTargetUpstream)
 			}
 			answerCase(w, r, c.TargetUpstream, targetBody)
@@ -200,7 +223,8 @@ func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 		rec = httptest.NewRecorder()
 		rec.WriteHeader(status)
 	}
-	return &caseAnswer{rec: rec, ev: sink.ev, upstream: upstreamReq, target: targetReq}, nil
+	sort.Strings(unanswered)
+	return &caseAnswer{rec: rec, ev: sink.ev, upstream: upstreamReq, target: targetReq, unanswered: unanswered}, nil
 }
 
 // errNoTargetUpstream answers a target fetch in a case without

@@ -49,6 +49,10 @@ type Case struct {
 	// stored record (a route's `target`); a case whose request makes that
 	// fetch must give it.
 	TargetUpstream *Upstream `yaml:"target_upstream"`
+	// TargetUpstreams answers the fetches of a bulk write's records (one
+	// GET per id) by request target ("/api/customers/7"); a fetch not
+	// listed gets TargetUpstream.
+	TargetUpstreams map[string]*Upstream `yaml:"target_upstreams"`
 	// Expect is what the client must receive.
 	Expect Expect `yaml:"expect"`
 }

@@ -66,26 +66,32 @@ cases:
 `
 
 func TestTargetCasesTellTheRecordFetchFromTheWrite(t *testing.T) {
+	runCaseFile(t, targetRuleFile, targetCases, map[string]string{ // case -> a failure it must report ("" passes)
+		"own customer":                      "",
+		"team mate's customer":              "",
+		"fetch answer that is not JSON":     "",
+		"no target_upstream given":          "the guard fetched the stored record (GET /api/customers/1) for the route's target, but the case has no target_upstream (or target_upstreams entry) to answer it",
+		"wrong target_fetched":              "target_fetched: want false, got true",
+		"wrong upstream_called":             "upstream_called: want true, got false",
+		"anonymous request fetches nothing": "",
+	})
+}
+
+// runCaseFile runs a case file against a rule file and checks each case's
+// result: want maps a case to a failure it must report ("" passes).
+func runCaseFile(t *testing.T, ruleFile, cases string, want map[string]string) {
+	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(targetRuleFile), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(ruleFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(dir, "target_test.yaml")
-	if err := os.WriteFile(file, []byte(targetCases), 0o600); err != nil {
+	file := filepath.Join(dir, "cases_test.yaml")
+	if err := os.WriteFile(file, []byte(cases), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	results, err := RunFile(file, Options{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	want := map[string]string{ // case -> a failure it must report ("" passes)
-		"own customer":                      "",
-		"team mate's customer":              "",
-		"fetch answer that is not JSON":     "",
-		"no target_upstream given":          "the guard fetched the stored record (GET /api/customers/1) for the route's target, but the case has no target_upstream to answer it",
-		"wrong target_fetched":              "target_fetched: want false, got true",
-		"wrong upstream_called":             "upstream_called: want true, got false",
-		"anonymous request fetches nothing": "",
 	}
 	if len(results) != len(want) {
 		t.Fatalf("%d results, want %d", len(results), len(want))
@@ -125,4 +131,54 @@ func TestATypoInTargetFetchedIsRefused(t *testing.T) {
 	if _, err := RunFile(file, Options{}); err == nil || !strings.Contains(err.Error(), "target_upstrem") {
 		t.Errorf("err = %v; want the unknown case key named", err)
 	}
+}
+
+const bulkRuleFile = `version: 1
+roles: {sales: {}}
+routes:
+  - id: customers.bulk
+    match: {methods: [POST], path: /api/customers/bulk-update}
+    allow: [sales]
+    target:
+      ids: ids.#
+      fetch: "/api/customers/{id}"
+      allow_if: record.owner_id == user.id
+`
+
+const bulkCases = `rules: rules.yaml
+cases:
+  - name: own customers
+    user: {id: zhang, roles: [sales]}
+    request: {method: POST, path: /api/customers/bulk-update, body: {ids: [1, 2], notes: x}}
+    target_upstreams:
+      /api/customers/1: {status: 200, body: {id: 1, owner_id: zhang}}
+      /api/customers/2: {status: 200, body: {id: 2, owner_id: zhang}}
+    expect:
+      status: 200
+      upstream_called: true
+      audit: {target: {ids: ["1", "2"], fetches: 2, allowed: true}}
+  - name: one customer of a team mate
+    user: {id: zhang, roles: [sales]}
+    request: {method: POST, path: /api/customers/bulk-update, body: {ids: [1, 2], notes: x}}
+    target_upstreams:
+      /api/customers/1: {status: 200, body: {id: 1, owner_id: zhang}}
+      /api/customers/2: {status: 200, body: {id: 2, owner_id: wu}}
+    expect:
+      status: 403
+      upstream_called: false
+      audit: {target: {refused: "2", allowed: false}}
+  - name: one fetch without an answer
+    user: {id: zhang, roles: [sales]}
+    request: {method: POST, path: /api/customers/bulk-update, body: {ids: [1, 3], notes: x}}
+    target_upstreams:
+      /api/customers/1: {status: 200, body: {id: 1, owner_id: zhang}}
+    expect: {status: 502}
+`
+
+func TestBulkCasesAnswerEachRecordFetch(t *testing.T) {
+	runCaseFile(t, bulkRuleFile, bulkCases, map[string]string{
+		"own customers":               "",
+		"one customer of a team mate": "",
+		"one fetch without an answer": "GET /api/customers/3",
+	})
 }
