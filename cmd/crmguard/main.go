@@ -6,7 +6,10 @@
 //	crmguard rules lint FILE
 //	crmguard rules test FILE...
 //	crmguard rules explain --rules FILE --user JSON "GET /path"
+//	crmguard rules matrix FILE
+//	crmguard rules schema
 //	crmguard audit verify [--key KEY] FILES...
+//	crmguard audit report --from DATE --to DATE FILES...
 package main
 
 import (

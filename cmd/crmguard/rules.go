@@ -7,12 +7,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmguard/crmguard/cmd/crmguard/internal/rulescli"
+	"github.com/crmguard/crmguard/rules"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "rules",
-		Usage: "lint|test|explain ...",
+		Usage: "lint|test|explain|matrix|schema ...",
 		Short: "Checks, tests and explains crm_guard rule files",
 		Long: `
 Work with crm_guard rule files without starting a server.
@@ -29,9 +30,19 @@ Work with crm_guard rule files without starting a server.
   crmguard rules explain --rules FILE [--user JSON] [--upstream FILE] "GET /path"
       Say which route matches and why, the decision, and what the rules would
       do to the answer.
+
+  crmguard rules matrix FILE [--format md|csv|html]
+      The permission matrix for access reviews: for every role and route, the
+      methods allowed, the conditions in words (own / team / pool records,
+      schedules, MFA age), export approval, and the fields removed, masked or
+      hashed for the role.
+
+  crmguard rules schema
+      Print the rule file's JSON Schema (every key with its meaning) for
+      editors: see docs/rules.md, "Editor support".
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(lintCommand(), testCommand(), explainCommand())
+			cmd.AddCommand(lintCommand(), testCommand(), explainCommand(), matrixCommand(), schemaCommand())
 		},
 	})
 }
@@ -99,4 +110,35 @@ func explainCommand() *cobra.Command {
 	c.Flags().StringVar(&in.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
 	_ = c.MarkFlagRequired("rules")
 	return c
+}
+
+func matrixCommand() *cobra.Command {
+	var in rulescli.MatrixInput
+	c := &cobra.Command{
+		Use:   "matrix RULES [--format md|csv|html]",
+		Short: "Prints the permission matrix: role x route, conditions in words, fields treated",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in.RulesFile = args[0]
+			if in.HashKey == "" {
+				in.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
+			}
+			return exit(cmd, rulescli.Matrix(in, cmd.OutOrStdout()))
+		},
+	}
+	c.Flags().StringVar(&in.Format, "format", "md", "md, csv or html")
+	c.Flags().StringVar(&in.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	return c
+}
+
+func schemaCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Prints the JSON Schema of the rule file, for editors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(rules.Schema())
+			return err
+		},
+	}
 }

@@ -1,0 +1,191 @@
+package rulescli
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/crmguard/crmguard/rules"
+)
+
+var exampleRules = filepath.Join("..", "..", "..", "..", "examples", "rules.yaml")
+
+// explained runs `rules explain` and returns its route, decision and the
+// fields it treated ("action:path").
+func explained(t *testing.T, in ExplainInput) (route, decision string, fields []string) {
+	t.Helper()
+	var out bytes.Buffer
+	if code := Explain(in, &out); code != 0 {
+		t.Fatalf("explain exit %d: %s", code, out.String())
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "route":
+			route, _, _ = strings.Cut(v, " ")
+		case "decision":
+			decision, _, _ = strings.Cut(v, " ")
+		case "field":
+			f, _, _ := strings.Cut(v, " ×")
+			fields = append(fields, f)
+		}
+	}
+	return route, decision, fields
+}
+
+// sampleAnswer holds every field the example rules treat, as a list
+// answer (records: list) and as a single record.
+const sampleRecord = `{"id":1,"owner_id":"u1","team":"east","name":"Zhang San","email":"z@example.com","phone":"13812345678","mobile":"13912345678","id_card":"110101199003071234","bank_account":"6222020200112233445","notes":"n","address":{"street":"1 Road","city":"Shanghai"},"updated_by":"wu","contacts":[{"name":"Li","email":"li@example.com"}],"payer_account":"6222020200112233445","sales_notes":"x","last_contact_at":"2026-01-01T00:00:00Z"}`
+
+func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
+	set, err := rules.LoadFile(exampleRules, rules.WithHashKey([]byte(DefaultTestHashKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	listFile, recordFile, arrayFile := filepath.Join(dir, "list.json"), filepath.Join(dir, "record.json"), filepath.Join(dir, "array.json")
+	_ = os.WriteFile(listFile, []byte(`{"list":[`+sampleRecord+`],"total":1}`), 0o600)
+	_ = os.WriteFile(recordFile, []byte(sampleRecord), 0o600)
+	_ = os.WriteFile(arrayFile, []byte(`[`+sampleRecord+`]`), 0o600)
+	const business, night = "2026-11-18T10:00:00+08:00", "2026-11-22T03:00:00+08:00" // a Wednesday, a Sunday
+	m := buildMatrix(set, exampleRules)
+	fieldChecks := 0
+	if len(m.Roles) < 5 || len(m.Routes) < 10 {
+		t.Fatalf("the matrix has %d roles and %d routes", len(m.Roles), len(m.Routes))
+	}
+	for _, rt := range m.Routes {
+		if rt.Request == "" {
+			t.Errorf("route %s: no example request reaches it", rt.ID)
+			continue
+		}
+		for i, role := range m.Roles {
+			a := rt.Cells[i]
+			t.Run(role+" on "+rt.ID+" is what explain says", func(t *testing.T) {
+				user := func(mfa bool, age string) string {
+					b, _ := json.Marshal(User{ID: "u1", Roles: []string{role}, MFA: mfa, AuthAge: age})
+					return string(b)
+				}
+				base := ExplainInput{RulesFile: exampleRules, Request: rt.Request, Now: business, UserJSON: user(true, "")}
+				want := "allow"
+				if !a.Allowed || a.ApprovalNeeded {
+					want = "deny"
+				}
+				route, got, _ := explained(t, base)
+				if route != rt.ID || got != want {
+					t.Fatalf("matrix cell %q; explain: route %s, %s (want %s)", cell(a), route, got, want)
+				}
+				if !a.Allowed {
+					return
+				}
+				atNight := base
+				atNight.Now = night
+				wantNight := want
+				if !a.When.Always {
+					wantNight = "deny"
+				}
+				if _, got, _ := explained(t, atNight); got != wantNight {
+					t.Errorf("at night: explain says %s, the matrix (%q) says %s", got, whenText(a), wantNight)
+				}
+				old := base
+				old.UserJSON = user(true, "1h")
+				wantOld := want
+				if a.MaxAge > 0 && a.MaxAge < 1*60*60*1e9 {
+					wantOld = "step-up"
+				}
+				if _, got, _ := explained(t, old); got != wantOld {
+					t.Errorf("an hour after sign-in: explain says %s, the matrix (%q) says %s", got, signIn(a), wantOld)
+				}
+				noMFA := base
+				noMFA.UserJSON = user(false, "")
+				wantNoMFA := want
+				if a.MFA {
+					wantNoMFA = "step-up"
+				}
+				if _, got, _ := explained(t, noMFA); got != wantNoMFA {
+					t.Errorf("without MFA: explain says %s, the matrix (%q) says %s", got, signIn(a), wantNoMFA)
+				}
+				if want != "allow" || !strings.HasPrefix(rt.Request, "GET ") {
+					return
+				}
+				sample := base
+				sample.UpstreamFile = recordFile
+				switch {
+				case strings.Contains(rt.ID, "list"):
+					sample.UpstreamFile = listFile
+				case a.Export:
+					sample.UpstreamFile = arrayFile // records: "@this"
+				}
+				var wantFields []string
+				for _, f := range a.Fields {
+					if !f.When.Always {
+						continue
+					}
+					p := f.Path
+					if f.Answer {
+						p = "answer." + p
+					}
+					wantFields = append(wantFields, f.Action+":"+p)
+				}
+				_, _, gotFields := explained(t, sample)
+				slices.Sort(wantFields)
+				slices.Sort(gotFields)
+				if !slices.Equal(gotFields, wantFields) {
+					t.Errorf("fields: explain treated %v, the matrix says %v", gotFields, wantFields)
+				}
+				if len(wantFields) > 0 {
+					fieldChecks++
+				}
+			})
+		}
+	}
+	if fieldChecks < 30 {
+		t.Errorf("only %d cells had their fields compared with explain's rewrite", fieldChecks)
+	}
+}
+
+func TestMatrixFormats(t *testing.T) {
+	render := func(format string) string {
+		var out bytes.Buffer
+		if code := Matrix(MatrixInput{RulesFile: exampleRules, Format: format}, &out); code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, out.String())
+		}
+		return out.String()
+	}
+	t.Run("markdown has the overview and a section per role", func(t *testing.T) {
+		md := render("md")
+		for _, s := range []string{"| route | request | admin |", "## sales\n", "| customers.list | GET | own (owner_id) or team (team in the user's teams) or pool (last_contact_at older than 8760h) |",
+			"export needs approval export", "MFA within 5m"} {
+			if !strings.Contains(md, s) {
+				t.Errorf("missing %q", s)
+			}
+		}
+	})
+	t.Run("csv has one row per role and route", func(t *testing.T) {
+		rows, err := csv.NewReader(strings.NewReader(render("csv"))).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, _ := rules.LoadFile(exampleRules, rules.WithHashKey([]byte(DefaultTestHashKey)))
+		if want := 1 + len(set.Roles())*len(set.Routes()); len(rows) != want {
+			t.Errorf("%d rows, want %d", len(rows), want)
+		}
+	})
+	t.Run("html is one page without scripts", func(t *testing.T) {
+		h := render("html")
+		if !strings.Contains(h, "<h2>sales</h2>") || strings.Contains(h, "<script") {
+			t.Errorf("unexpected page")
+		}
+	})
+	t.Run("an unknown format is a usage error", func(t *testing.T) {
+		var out bytes.Buffer
+		if code := Matrix(MatrixInput{RulesFile: exampleRules, Format: "pdf"}, &out); code != 2 {
+			t.Errorf("exit %d", code)
+		}
+	})
+}
