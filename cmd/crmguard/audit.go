@@ -12,7 +12,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "audit",
-		Usage: "verify|report ...",
+		Usage: "verify|report|review ...",
 		Short: "Verifies crm_guard audit files",
 		Long: `
 Work with crm_guard audit files (plain or gzip-compressed JSON lines).
@@ -33,9 +33,14 @@ Work with crm_guard audit files (plain or gzip-compressed JSON lines).
       elevations and approvals; the most unusual users. Reads the file
       sink's lines and Caddy log entries (the event under "event"), plain or
       gzip-compressed. The HTML is one self-contained file with charts.
+
+  crmguard audit review --rules FILE --since 90d FILES...
+      An access review: roles and routes the rule file grants that nobody
+      used in the window, users seen before it but not since, elevations
+      used and never reviewed, grants approved and never used.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(verifyCommand(), reportCommand())
+			cmd.AddCommand(verifyCommand(), reportCommand(), reviewCommand())
 		},
 	})
 }
@@ -84,5 +89,33 @@ func reportCommand() *cobra.Command {
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	_ = c.MarkFlagRequired("from")
 	_ = c.MarkFlagRequired("to")
+	return c
+}
+
+func reviewCommand() *cobra.Command {
+	var o auditcli.ReviewOptions
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "review --rules FILE --since 90d FILES...",
+		Short: "Lists rights nobody used, dormant users, unreviewed elevations and unused grants",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !quiet {
+				o.Progress = cmd.ErrOrStderr()
+			}
+			if o.HashKey == "" {
+				o.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
+			}
+			return exit(cmd, auditcli.ReviewCommand(o, args, cmd.OutOrStdout(), cmd.ErrOrStderr()))
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.RulesFile, "rules", "", "the rule file whose grants are reviewed (required)")
+	f.StringVar(&o.Since, "since", "90d", "the window: 90d, a duration, a date (YYYY-MM-DD) or an RFC 3339 time")
+	f.StringVar(&o.Now, "now", "", "the end of the window, RFC 3339 (default: now)")
+	f.StringVar(&o.Format, "format", "text", "text or json")
+	f.StringVar(&o.HashKey, "hash-key", "", "key of the rules' hash action, if the rule file needs one to load (default $CRMGUARD_HASH_KEY)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	_ = c.MarkFlagRequired("rules")
 	return c
 }

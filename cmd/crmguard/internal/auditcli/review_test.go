@@ -1,0 +1,143 @@
+package auditcli
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/crmguard/crmguard/rules"
+)
+
+var exampleRules = filepath.Join("..", "..", "..", "..", "examples", "rules.yaml")
+
+// reviewLog is a small log whose review is known.
+const reviewLog = `{"time":"2026-09-01T09:00:00Z","user":"gone","roles":["sales"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{}}
+{"time":"2026-11-02T09:00:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{}}
+{"time":"2026-11-02T09:01:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers/7","route":"customers.get","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{}}
+{"time":"2026-11-02T09:02:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/deals","route":"deals.list","decision":"deny","status":403,"records_in":0,"records_out":0,"export":{}}
+{"time":"2026-11-03T10:00:00Z","user":"li","roles":["service","service_plus"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":3,"records_out":3,"export":{},"elevation":{"id":"el-1","name":"complaint","reason":"ticket 4711"}}
+{"time":"2026-11-03T10:05:00Z","user":"li","roles":["service","service_plus"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":3,"records_out":3,"export":{},"elevation":{"id":"el-1","name":"complaint","reason":"ticket 4711"}}
+{"time":"2026-11-04T10:00:00Z","user":"li","roles":["service","service_plus"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":3,"records_out":3,"export":{},"elevation":{"id":"el-2","name":"complaint","reason":"ticket 4712"}}
+{"time":"2026-11-05T10:00:00Z","user":"comp","roles":["compliance"],"method":"POST","path":"/.crmguard/elevations/el-2/review","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
+{"time":"2026-11-06T10:00:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-1/approve","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
+{"time":"2026-11-06T10:01:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-2/approve","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
+{"time":"2026-11-07T10:00:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers/export","route":"customers.export","decision":"allow","status":200,"records_in":5,"records_out":5,"export":{"route":true,"approved":true},"grant":{"id":"a-1","policy":"export","purpose":"q4","approvers":["mgr","it1"]}}
+`
+
+func TestReviewFindsWhatNobodyUsedAndWhatWaitsForAReviewer(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "audit.jsonl")
+	if err := os.WriteFile(p, []byte(reviewLog), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := BuildReview(ReviewOptions{RulesFile: exampleRules, Since: "30d", Now: "2026-11-20T00:00:00Z"}, []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.LoadFile(exampleRules, rules.WithHashKey([]byte("k")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the log above uses in the window.
+	used := map[string][]string{
+		"sales":         {"customers.list", "customers.get", "customers.export"},
+		"service":       {"customers.list"},
+		"service_plus":  {"customers.list"},
+		"sales_manager": nil, // mgr only approved
+	}
+	usedRoutes := []string{"customers.list", "customers.get", "customers.export"}
+	t.Run("the window holds every event from 30 days before now", func(t *testing.T) {
+		if r.InWindow != 10 {
+			t.Errorf("%d events in the window, want 10", r.InWindow)
+		}
+	})
+	t.Run("roles no request carried are listed", func(t *testing.T) {
+		want := []string{"admin", "finance", "it_security", "marketing", "observer"} // compliance reviewed el-2
+		if !slices.Equal(r.UnusedRoles, want) {
+			t.Errorf("got %v, want %v", r.UnusedRoles, want)
+		}
+	})
+	t.Run("routes nobody was allowed on are listed", func(t *testing.T) {
+		var want []string
+		for _, ri := range set.Routes() {
+			if !slices.Contains(usedRoutes, ri.ID) {
+				want = append(want, ri.ID)
+			}
+		}
+		if !slices.Equal(r.UnusedRoutes, want) {
+			t.Errorf("got %v, want %v", r.UnusedRoutes, want)
+		}
+	})
+	t.Run("each role's grants that no holder used are listed", func(t *testing.T) {
+		got := map[string][]string{}
+		for _, g := range r.UnusedGrants {
+			got[g.Role] = g.Routes
+		}
+		for role, routes := range used {
+			var want []string
+			for _, a := range set.Access(role) {
+				if a.Allowed && !a.Public && !slices.Contains(routes, a.Route) {
+					want = append(want, a.Route)
+				}
+			}
+			if !slices.Equal(got[role], want) {
+				t.Errorf("%s: got %v, want %v", role, got[role], want)
+			}
+		}
+		if !slices.Contains(got["sales_manager"], "customers.bulk_update") || slices.Contains(got["sales"], "customers.list") {
+			t.Errorf("unexpected grants: %v", got)
+		}
+	})
+	t.Run("a user seen only before the window is not seen", func(t *testing.T) {
+		if len(r.UsersNotSeen) != 1 || r.UsersNotSeen[0].User != "gone" || r.UsersNotSeen[0].LastSeen != "2026-09-01T09:00:00Z" {
+			t.Errorf("got %v", r.UsersNotSeen)
+		}
+	})
+	t.Run("an elevation without a review is listed with its reviewers", func(t *testing.T) {
+		if len(r.ElevationsNotReviewed) != 1 {
+			t.Fatalf("got %v", r.ElevationsNotReviewed)
+		}
+		e := r.ElevationsNotReviewed[0]
+		if e.ID != "el-1" || e.User != "li" || e.Requests != 2 || e.Reason != "ticket 4711" || !slices.Equal(e.ReviewBy, []string{"compliance"}) {
+			t.Errorf("got %+v", e)
+		}
+	})
+	t.Run("an approved grant no export used is listed", func(t *testing.T) {
+		if len(r.GrantsNeverUsed) != 1 || r.GrantsNeverUsed[0].ID != "a-2" || !slices.Equal(r.GrantsNeverUsed[0].By, []string{"mgr"}) {
+			t.Errorf("got %+v", r.GrantsNeverUsed)
+		}
+	})
+	t.Run("text and json say the same", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		o := ReviewOptions{RulesFile: exampleRules, Since: "30d", Now: "2026-11-20T00:00:00Z"}
+		if code := ReviewCommand(o, []string{p}, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		for _, s := range []string{"gone", "el-1", "a-2", "observer"} {
+			if !strings.Contains(out.String(), s) {
+				t.Errorf("the text does not mention %s", s)
+			}
+		}
+		out.Reset()
+		o.Format = "json"
+		if code := ReviewCommand(o, []string{p}, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		var back Review
+		if err := json.Unmarshal(out.Bytes(), &back); err != nil || len(back.GrantsNeverUsed) != 1 {
+			t.Errorf("json: %v %+v", err, back.GrantsNeverUsed)
+		}
+	})
+}
+
+func TestReviewRefusesABadWindow(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "audit.jsonl")
+	_ = os.WriteFile(p, []byte(reviewLog), 0o600)
+	var out, errOut bytes.Buffer
+	if code := ReviewCommand(ReviewOptions{RulesFile: exampleRules, Since: "ninety days"}, []string{p}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--since") {
+		t.Errorf("exit %d: %s", code, errOut.String())
+	}
+}
