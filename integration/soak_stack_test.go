@@ -274,6 +274,8 @@ type soakIdentity struct {
 	role   string
 	bearer string         // "" for a cookie session
 	jar    http.CookieJar // the cookie session
+	// anonymous: not signed in (no cookie, or a forged bearer token).
+	anonymous bool
 }
 
 // signIn signs user in once through guard 0 with password and TOTP and

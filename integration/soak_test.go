@@ -34,9 +34,10 @@ type soakOp struct {
 	refused            bool
 }
 
-// soakRoles are the signed-in roles of the load (the demo provider's
-// users) and what each sends. Admins are left out: they may see raw
-// values, and the leak check holds every answer to "none".
+// soakRoles are the roles of the load (the demo provider's users, and
+// anonymous clients: no cookie, or a forged bearer token) and what each
+// sends. Admins are left out: they may see raw values, and the leak check
+// holds every answer to "none".
 var soakRoles = []struct {
 	user, role string
 	ops        []soakOp
@@ -62,6 +63,9 @@ var soakRoles = []struct {
 		{method: "GET", path: "/api/customers?limit=50"}, {method: "GET", path: "/api/tickets?limit=50"},
 		{method: "PATCH", path: "/api/deals/%d", body: `{"notes":"soak"}`, refused: true},
 		{method: "POST", path: "/api/customers/bulk-update", body: `{"ids":[1,2],"set":{"stage":"won"}}`, refused: true}}},
+	{"", "anonymous", []soakOp{
+		{method: "GET", path: "/api/customers?limit=20", refused: true}, {method: "GET", path: "/api/whoami", refused: true},
+		{method: "PATCH", path: "/api/deals/%d", body: `{"stage":"won"}`, refused: true}}},
 	{"qian", "compliance", []soakOp{
 		{method: "GET", path: "/api/customers?limit=50"}, {method: "GET", path: "/api/customers/%d"},
 		{method: "GET", path: "/api/deals?limit=20", refused: true}}},
@@ -96,6 +100,11 @@ func TestSoak(t *testing.T) {
 	var ids []*soakIdentity
 	codeAt := time.Now()
 	for _, r := range soakRoles {
+		if r.user == "" { // no cookie, and a forged (alg none) bearer token
+			ids = append(ids, &soakIdentity{role: r.role, anonymous: true},
+				&soakIdentity{role: r.role, anonymous: true, bearer: "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ6aGFuZyJ9."})
+			continue
+		}
 		c, b := s.signIn(t, r.user, r.role, codeAt)
 		ids = append(ids, &c, &b)
 	}
@@ -156,6 +165,9 @@ func TestSoak(t *testing.T) {
 
 	// Warm up: every identity once on each instance, all must pass.
 	for _, id := range ids {
+		if id.anonymous {
+			continue
+		}
 		for _, site := range s.sites {
 			if r := send(id, site, soakOp{method: "GET", path: "/api/whoami"}, 0); r.status != http.StatusOK {
 				t.Fatalf("warm-up: %s (%s, bearer %v) on %s: status %d %s %s", id.user, id.role, id.bearer != "", site, r.status, r.err, r.reason)
@@ -227,17 +239,29 @@ func TestSoak(t *testing.T) {
 		}
 	}()
 
-	// The load: every user loops until the deadline, bounded in count.
-	users := *soakUsers
+	// The load: -soak.users signed-in users, and one anonymous client for
+	// every eight of them; each loops until the deadline, bounded in count.
+	var signed, anon []int // indexes in ids
+	for i, id := range ids {
+		if id.anonymous {
+			anon = append(anon, i)
+		} else {
+			signed = append(signed, i)
+		}
+	}
+	users, anonymous := *soakUsers, *soakUsers/8
 	maxPerUser := int(dur.Seconds()) * 100
-	results := make([][]*soakRun, users)
+	results := make([][]*soakRun, users+anonymous)
 	var lg sync.WaitGroup
-	for u := range users {
+	for u := range users + anonymous {
 		lg.Add(1)
 		go func() {
 			defer lg.Done()
-			id := ids[u%len(ids)]
-			ops := soakRoles[(u%len(ids))/2].ops
+			k := signed[u%len(signed)]
+			if u >= users {
+				k = anon[u%len(anon)]
+			}
+			id, ops := ids[k], soakRoles[k/2].ops // two identities per role
 			site := s.sites[u%2]
 			for i := 0; i < maxPerUser && time.Now().Before(deadline); i++ {
 				results[u] = append(results[u], send(id, site, ops[(u+i)%len(ops)], u+i))
@@ -265,7 +289,7 @@ func TestSoak(t *testing.T) {
 		causes[soakCause(r)]++
 	}
 	slices.Sort(lat)
-	t.Logf("soak: %d users (%d identities: cookie and bearer, %d roles), 2 guard instances, %v", users, len(ids), len(soakRoles), elapsed.Round(time.Millisecond))
+	t.Logf("soak: %d signed-in users (cookie and bearer of %d roles) and %d anonymous clients, 2 guard instances, %v", users, len(soakRoles)-1, anonymous, elapsed.Round(time.Millisecond))
 	t.Logf("soak: %d requests, %.0f/s, latency p50 %v p99 %v max %v", len(runs), float64(len(runs))/elapsed.Seconds(),
 		soakPct(lat, 50), soakPct(lat, 99), lat[len(lat)-1].Round(time.Millisecond))
 	t.Logf("soak: faults: rule file rewritten %d times valid, %d broken; provider down %v; Redis down %v; CRM resets %d, slow answers %d",
@@ -406,7 +430,7 @@ func checkSoak(t *testing.T, s *soakStack, runs []*soakRun, auditBase int, idpWi
 	t.Run("while Redis is down, cookie sessions fail closed with 503 and bearer tokens keep working", func(t *testing.T) {
 		n := map[bool]int{}
 		for _, r := range runs {
-			if !redisWin.within(r) {
+			if !redisWin.within(r) || r.id.anonymous {
 				continue
 			}
 			bearer := r.id.bearer != ""
@@ -464,6 +488,8 @@ func soakCause(r *soakRun) string {
 		return "no answer: " + r.err
 	case r.err != "":
 		return fmt.Sprintf("%d, answer cut: %s", r.status, r.err)
+	case r.refused && r.id.anonymous && r.status == http.StatusUnauthorized:
+		return "401 anonymous or forged token, refused"
 	case r.refused && r.status == http.StatusForbidden:
 		return "403 refused as the rules say"
 	case r.status < 400:
