@@ -79,6 +79,20 @@ type Result struct {
 // any order and may be gzip-compressed. An error is returned only when a
 // file cannot be read; a broken chain is Result.Problem.
 func Verify(keys [][]byte, files []string) (*Result, error) {
+	return verify(keys, files, false)
+}
+
+// VerifyBySeq is Verify for lines whose order was lost, as a log system
+// may return them (ordered by a timestamp of its own): it reads every line
+// into memory, orders them by seq (a line without a link keeps its place
+// after the line before it) and verifies that order. Removed, edited and
+// inserted lines are found as by Verify; the order of the lines as given is
+// not evidence and is not checked.
+func VerifyBySeq(keys [][]byte, files []string) (*Result, error) {
+	return verify(keys, files, true)
+}
+
+func verify(keys [][]byte, files []string, bySeq bool) (*Result, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("auditlog: verify needs the chain key")
 	}
@@ -86,7 +100,13 @@ func Verify(keys [][]byte, files []string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &verification{res: &Result{}, cur: &cursor{files: ordered}}
+	var src lineSource = &cursor{files: ordered}
+	if bySeq {
+		if src, err = sortedBySeq(ordered); err != nil {
+			return nil, err
+		}
+	}
+	v := &verification{res: &Result{}, cur: src}
 	for _, k := range keys {
 		v.keys = append(v.keys, NewVerifier(k))
 	}
@@ -98,15 +118,15 @@ func Verify(keys [][]byte, files []string) (*Result, error) {
 	}
 	defer v.cur.close()
 	v.run()
-	if v.cur.err != nil {
-		return nil, v.cur.err
+	if err := v.cur.error(); err != nil {
+		return nil, err
 	}
 	return v.res, nil
 }
 
 type verification struct {
 	res     *Result
-	cur     *cursor
+	cur     lineSource
 	keys    []*Verifier
 	key     int    // index of the key in use
 	prev    []byte // link of the last verified line; nil: chain start
@@ -368,6 +388,79 @@ func orderFiles(names []string) (ordered []orderedFile, empty []string, err erro
 	return ordered, empty, nil
 }
 
+// lineSource hands the verifier its lines in the order to verify.
+type lineSource interface {
+	// next returns the next line (valid until the following call) and
+	// where it stands in its file.
+	next() ([]byte, position, bool)
+	// pos is where the line next returned last stands.
+	pos() position
+	error() error
+	close()
+}
+
+// memLines is every line of a set, held in memory in seq order.
+type memLines struct {
+	lines []memLine
+	i     int
+}
+
+type memLine struct {
+	line []byte
+	at   position
+	seq  uint64
+}
+
+// sortedBySeq reads every line of files and orders them by seq; a line
+// without a link takes the seq of the line before it in its file, so it
+// stays after that line.
+func sortedBySeq(files []orderedFile) (*memLines, error) {
+	m := &memLines{}
+	c := &cursor{files: files}
+	defer c.close()
+	var prev uint64
+	lastFile := ""
+	for {
+		line, at, ok := c.next()
+		if !ok {
+			break
+		}
+		if at.file != lastFile {
+			prev, lastFile = 0, at.file
+		}
+		seq := prev
+		if l, parsed := ParseLine(line); parsed {
+			seq = l.Seq
+		}
+		prev = seq
+		m.lines = append(m.lines, memLine{line: append([]byte(nil), line...), at: at, seq: seq})
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	sort.SliceStable(m.lines, func(i, j int) bool { return m.lines[i].seq < m.lines[j].seq })
+	return m, nil
+}
+
+func (m *memLines) next() ([]byte, position, bool) {
+	if m.i >= len(m.lines) {
+		return nil, position{}, false
+	}
+	m.i++
+	l := m.lines[m.i-1]
+	return l.line, l.at, true
+}
+
+func (m *memLines) pos() position {
+	if m.i == 0 {
+		return position{}
+	}
+	return m.lines[m.i-1].at
+}
+
+func (m *memLines) error() error { return nil }
+func (m *memLines) close()       {}
+
 // cursor reads the lines of the ordered files one after the other.
 type cursor struct {
 	files []orderedFile
@@ -400,6 +493,8 @@ func (c *cursor) next() ([]byte, position, bool) {
 }
 
 func (c *cursor) pos() position { return c.at }
+
+func (c *cursor) error() error { return c.err }
 
 func (c *cursor) close() {
 	if c.r != nil {

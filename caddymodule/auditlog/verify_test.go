@@ -324,3 +324,46 @@ func TestEventUnwrapsTheCaddyLoggerForm(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyWhatALogSystemExports checks the forms a central log system
+// gives back: the raw lines in another order (VerifyBySeq orders them), and
+// lines re-encoded from parsed fields (their bytes changed: edited).
+func TestVerifyWhatALogSystemExports(t *testing.T) {
+	a, st := chainLines(testKey, State{}, 6, 0)
+	b, _ := chainLines(testKey, st, 6, 6)
+	all := append(append([]string(nil), a...), b...)
+	shuffled := []string{all[3], all[0], all[7], all[1], all[11], all[2], all[5], all[4], all[9], all[6], all[10], all[8]}
+	tests := []struct {
+		name  string
+		lines []string
+		bySeq bool
+		kind  Kind
+	}{
+		{name: "a rotated set exported in one file, out of order, verifies by seq", lines: shuffled, bySeq: true},
+		{name: "the same export read in its own order does not verify", lines: shuffled, kind: Removed},
+		{name: "by seq, a line the export lost is still removed", lines: without(shuffled, 3), bySeq: true, kind: Removed},
+		{name: "by seq, an edited line is still edited", lines: append([]string{strings.Replace(shuffled[0], `"decision":"allow"`, `"decision":"deny"`, 1)}, shuffled[1:]...), bySeq: true, kind: Edited},
+		{name: "a line re-encoded with its keys in another order is edited", lines: append([]string{strings.Replace(all[0], `{"time":"2026-11-20T02:00:00Z","user":"u0"`, `{"user":"u0","time":"2026-11-20T02:00:00Z"`, 1)}, all[1:]...), kind: Edited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeFile(t, t.TempDir(), "export.jsonl", tt.lines, false)
+			verify := Verify
+			if tt.bySeq {
+				verify = VerifyBySeq
+			}
+			res, err := verify([][]byte{testKey}, []string{p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.kind == "" && res.Problem != nil:
+				t.Fatalf("want OK, got %v", res.Problem)
+			case tt.kind == "" && res.Lines != len(tt.lines):
+				t.Fatalf("verified %d lines of %d", res.Lines, len(tt.lines))
+			case tt.kind != "" && (res.Problem == nil || res.Problem.Kind != tt.kind):
+				t.Fatalf("want %s, got %v", tt.kind, res.Problem)
+			}
+		})
+	}
+}

@@ -17,12 +17,13 @@ func init() {
 		Long: `
 Work with crm_guard audit files (plain or gzip-compressed JSON lines).
 
-  crmguard audit verify [--key KEY]... FILES...
+  crmguard audit verify [--key KEY]... [--by-seq] FILES...
       Check the keyed hash chain of audit files written with
       "audit FILE { chain_key ... }" (see docs/audit.md). Files may be given in
       any order (rolled and current ones together). Prints OK, or the first
       line removed, edited, reordered or inserted as file:line: kind.
-      The key defaults to $CRMGUARD_AUDIT_KEY. Exits 1 when the chain is
+      The key defaults to $CRMGUARD_AUDIT_KEY. --by-seq orders the lines by
+      their seq first (an export of a log system). Exits 1 when the chain is
       broken, 2 on a usage or read error.
 
   crmguard audit report --from DATE --to DATE [--tz ZONE] [--format text|csv|json|html] FILES...
@@ -47,6 +48,7 @@ Work with crm_guard audit files (plain or gzip-compressed JSON lines).
 
 func verifyCommand() *cobra.Command {
 	var keys []string
+	var bySeq bool
 	c := &cobra.Command{
 		Use:   "verify [--key KEY]... FILES...",
 		Short: "Verifies the hash chain of audit files",
@@ -57,9 +59,10 @@ func verifyCommand() *cobra.Command {
 					keys = []string{k}
 				}
 			}
-			return exit(cmd, auditcli.Verify(keys, args, cmd.OutOrStdout()))
+			return exit(cmd, auditcli.Verify(keys, args, bySeq, cmd.OutOrStdout()))
 		},
 	}
+	c.Flags().BoolVar(&bySeq, "by-seq", false, "order the lines by seq first: for an export of a log system that lost their order (held in memory)")
 	c.Flags().StringArrayVar(&keys, "key", nil, "the chain key; repeat it for files written before and after a key change (default $CRMGUARD_AUDIT_KEY)")
 	return c
 }

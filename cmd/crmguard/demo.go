@@ -46,6 +46,8 @@ live in memory.`,
 			f.Int64("seed", 1, "the seed of the CRM's generated data")
 			f.String("totp-seed", demo.DefaultTOTPSeed, "the seed of the demo users' TOTP secrets")
 			f.String("admin", "localhost:2019", "Caddy's admin address, or off")
+			f.String("audit", "demo-audit.jsonl", "the audit file (hash-chained; see the README, \"The audit trail\"), or \"\" for the Caddy logger")
+			f.String("audit-key", demo.DefaultAuditKey, "the audit file's chain key")
 			cmd.Args = cobra.NoArgs
 			cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 				cfg := demo.Config{}
@@ -55,6 +57,8 @@ live in memory.`,
 				cfg.Seed, _ = f.GetInt64("seed")
 				cfg.TOTPSeed, _ = f.GetString("totp-seed")
 				cfg.Admin, _ = f.GetString("admin")
+				cfg.Audit, _ = f.GetString("audit")
+				cfg.AuditKey, _ = f.GetString("audit-key")
 				return runDemo(cmd.Context(), cfg, cmd.OutOrStdout())
 			}
 			totp := &cobra.Command{
@@ -158,9 +162,20 @@ What to try:
      unmasked until it ends (at 30 minutes, "End it now", or sign-out).
      qian then reviews it there with a note.
   9. Sign out (top right), then reload: the session is gone.
-Every decision is written to the audit log (logger crm_guard.audit).
-Test a rule change first: %s rules test examples/rules_test.yaml
+%[3]s
+Test a rule change first: %[2]s rules test examples/rules_test.yaml
 
 Ctrl-C stops everything.
-`, d.URL, self)
+`, d.URL, self, auditLine(d, self))
+}
+
+// auditLine says where the demo's audit events go and how to read them.
+func auditLine(d *demo.Stack, self string) string {
+	if d.Audit == "" {
+		return "Every decision is written to the audit log (logger crm_guard.audit)."
+	}
+	return fmt.Sprintf(`Every decision is written to the audit file %[1]s, hash-chained with the
+key %[2]q (README.md, "The audit trail"): for example
+  %[3]s audit verify --key %[2]s %[1]s
+  %[3]s audit report --from $(date +%%F) --to $(date +%%F) --tz Asia/Shanghai %[1]s`, d.Audit, d.AuditKey, self)
 }

@@ -47,12 +47,15 @@ Work with crm_guard rule files without starting a server.
 	})
 }
 
+// osExit ends the process; tests that run commands replace it.
+var osExit = os.Exit
+
 // exit returns a cobra error carrying an exit code without printing usage.
 func exit(cmd *cobra.Command, code int) error {
 	cmd.SilenceUsage = true
 	cmd.SilenceErrors = true
 	if code != 0 {
-		os.Exit(code)
+		osExit(code)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -46,6 +47,9 @@ const (
 	// DefaultTOTPSeed derives the demo users' TOTP secrets, so that
 	// `crmguard demo totp <user>` prints codes the running demo accepts.
 	DefaultTOTPSeed = "crmguard-demo"
+	// DefaultAuditKey is the chain key of the demo's audit file. It is a
+	// demo value, printed in the banner: a deployment keeps its key secret.
+	DefaultAuditKey = "crmguard-demo"
 	// ClientID is the guard's client id at the development provider.
 	ClientID = "crmguard-demo"
 )
@@ -77,6 +81,12 @@ type Config struct {
 	// Admin is Caddy's admin address ({$CRMGUARD_ADMIN}), or "off".
 	// Default "localhost:2019".
 	Admin string
+	// Audit is the file the guard writes its audit events to, chained
+	// with AuditKey (`crmguard audit verify`). Empty: the Caddyfile's own
+	// audit setting (the Caddy logger, in the repository's Caddyfile).
+	Audit string
+	// AuditKey is the audit file's chain_key. Default DefaultAuditKey.
+	AuditKey string
 	// Log receives the CRM's and the identity provider's log lines.
 	// Default: standard error.
 	Log io.Writer
@@ -99,6 +109,9 @@ type Stack struct {
 	Users []devidp.User
 	// Rules is the rule file the guard runs.
 	Rules string
+	// Audit is the guard's audit file and AuditKey its chain key ("" when
+	// events go where the Caddyfile says).
+	Audit, AuditKey string
 
 	servers []*http.Server
 }
@@ -247,6 +260,15 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				return nil, err
 			}
 		}
+		if cfg.Audit != "" {
+			d.AuditKey = cmp.Or(cfg.AuditKey, DefaultAuditKey)
+			if d.Audit, err = filepath.Abs(cfg.Audit); err != nil {
+				return nil, fmt.Errorf("demo: the audit file %q: %w", cfg.Audit, err)
+			}
+			if cfgJSON, err = withAudit(cfgJSON, d.Audit, d.AuditKey); err != nil {
+				return nil, err
+			}
+		}
 		err = caddy.Load(cfgJSON, true)
 		if err != nil && port == "0" && attempt < 5 && isAddrInUse(err) {
 			fmt.Fprintf(cfg.Log, "demo: port %s was taken meanwhile; picking another\n", guardPort)
@@ -368,6 +390,38 @@ func withStorage(cfgJSON []byte, dir string) ([]byte, error) {
 		return nil, fmt.Errorf("demo: reading the adapted config: %w", err)
 	}
 	cfg["storage"] = map[string]any{"module": "file_system", "root": dir}
+	return json.Marshal(cfg)
+}
+
+// withAudit makes every crm_guard handler of the adapted config write its
+// audit events to file (an absolute path), chained with key.
+func withAudit(cfgJSON []byte, file, key string) ([]byte, error) {
+	var cfg any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return nil, fmt.Errorf("demo: reading the adapted config: %w", err)
+	}
+	found := 0
+	var walk func(any)
+	walk = func(x any) {
+		switch n := x.(type) {
+		case map[string]any:
+			if n["handler"] == "crm_guard" {
+				n["audit"], n["audit_chain_key"] = file, key
+				found++
+			}
+			for _, c := range n {
+				walk(c)
+			}
+		case []any:
+			for _, c := range n {
+				walk(c)
+			}
+		}
+	}
+	walk(cfg)
+	if found == 0 {
+		return nil, fmt.Errorf("demo: the config has no crm_guard handler to write %s", file)
+	}
 	return json.Marshal(cfg)
 }
 

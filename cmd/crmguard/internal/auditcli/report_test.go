@@ -296,3 +296,51 @@ func TestReportRefusesBadOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestReportReadsWhatALogSystemExports reads the same events in the forms a
+// central log system gives back and checks that the reports agree.
+func TestReportReadsWhatALogSystemExports(t *testing.T) {
+	g := newGenerator(7, 9, nil)
+	var sink, caddyForm, sourceForm bytes.Buffer
+	for i := 0; i < 2000; i++ {
+		e := g.next(i)
+		line := g.write(nil, &e)
+		sink.Write(append(line, '\n'))
+		// What Caddy's logger writes (and Loki or a net listener keeps).
+		caddyForm.WriteString(`{"level":"info","ts":1.7e9,"logger":"crm_guard.audit","msg":"request","event":`)
+		caddyForm.Write(line)
+		caddyForm.WriteString("}\n")
+		// A document of a search index whose shipper parsed the line into
+		// top-level fields next to its own.
+		sourceForm.WriteString(`{"@timestamp":"2026-11-20T00:00:00Z","host":{"name":"crm-proxy-1"},`)
+		sourceForm.Write(line[1:])
+		sourceForm.WriteString("\n")
+	}
+	dir := t.TempDir()
+	var reports []string
+	for i, b := range []*bytes.Buffer{&sink, &caddyForm, &sourceForm} {
+		p := filepath.Join(dir, strconv.Itoa(i)+".jsonl")
+		if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := BuildReport(genOptions, []string{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Events != 2000 {
+			t.Fatalf("form %d: %d events read, want 2000", i, r.Events)
+		}
+		got, _ := json.Marshal(struct {
+			Users []*UserReport
+			Days  []DayActivity
+		}{r.Users, r.Days})
+		reports = append(reports, string(got))
+	}
+	for i, name := range []string{"the Caddy logger's form", "a search index's parsed documents"} {
+		t.Run(name+" gives the file sink's report", func(t *testing.T) {
+			if reports[i+1] != reports[0] {
+				t.Error("the reports differ")
+			}
+		})
+	}
+}

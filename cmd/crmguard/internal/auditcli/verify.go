@@ -12,9 +12,10 @@ import (
 
 // Verify checks that files form one unbroken hash chain made with one of
 // keys and prints OK or the first line removed, edited, reordered or
-// inserted. It returns the exit code: 0 OK, 1 a broken chain, 2 a usage or
-// read error.
-func Verify(keys []string, files []string, out io.Writer) int {
+// inserted. bySeq orders the lines by seq first (an export of a log system
+// that lost their order). It returns the exit code: 0 OK, 1 a broken
+// chain, 2 a usage or read error.
+func Verify(keys []string, files []string, bySeq bool, out io.Writer) int {
 	if len(keys) == 0 {
 		fmt.Fprintln(out, "error: no chain key: give --key or set CRMGUARD_AUDIT_KEY")
 		return 2
@@ -27,7 +28,11 @@ func Verify(keys []string, files []string, out io.Writer) int {
 	for i, k := range keys {
 		kb[i] = []byte(k)
 	}
-	res, err := auditlog.Verify(kb, files)
+	verify := auditlog.Verify
+	if bySeq {
+		verify = auditlog.VerifyBySeq
+	}
+	res, err := verify(kb, files)
 	if err != nil {
 		fmt.Fprintf(out, "error: %v\n", err)
 		return 2

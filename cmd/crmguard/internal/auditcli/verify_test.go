@@ -40,7 +40,7 @@ func TestVerifyCommand(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			code := Verify(tt.keys, tt.files, &out)
+			code := Verify(tt.keys, tt.files, false, &out)
 			if code != tt.code || !strings.Contains(out.String(), tt.want) {
 				t.Fatalf("exit %d, want %d; output:\n%s\nwant it to contain %q", code, tt.code, out.String(), tt.want)
 			}
