@@ -30,7 +30,7 @@ type event struct {
 	fields     gjson.Result
 	grant      gjson.Result
 	elevation  gjson.Result
-	approval   gjson.Result
+	flow       gjson.Result // `workflow`: an approval or elevation step
 	bodyFields gjson.Result
 	changes    gjson.Result
 	version    string
@@ -89,8 +89,8 @@ func parseEvent(raw []byte, e *event, timeKnown bool) {
 			e.grant = gjson.Parse(v)
 		case "elevation":
 			e.elevation = gjson.Parse(v)
-		case "approval":
-			e.approval = gjson.Parse(v)
+		case "workflow":
+			e.flow = gjson.Parse(v)
 		case "body_fields":
 			e.bodyFields = gjson.Parse(v)
 		case "changes":
@@ -295,14 +295,22 @@ func (e *event) isExport() bool {
 // answer was).
 func (e *event) isDenial() bool { return e.decision == "deny" || e.decision == "blocked" }
 
-// workflow names the approval or elevation action an event records, from
-// its `approval` object when it has one, else from the workflow pages'
-// HTTP contract (docs/audit.md): "" for other events. id is the approval
-// request's or elevation's id when the path names it.
-func (e *event) workflow() (action, id string) {
-	if e.approval.IsObject() {
-		return "approval " + e.approval.Get("action").Str, e.approval.Get("id").Str
+// workflow names the approval or elevation step an event records
+// ("approval requested", "elevation reviewed", ...) with the request's or
+// elevation's id and its status after the step: from the event's
+// `workflow` object, or, for events written before it existed, from the
+// workflow pages' method and path with a 2xx status (no status then).
+// action is "" for other events.
+func (e *event) workflow() (action, id, status string) {
+	if e.flow.IsObject() {
+		return e.flow.Get("kind").Str + " " + e.flow.Get("action").Str, e.flow.Get("id").Str, e.flow.Get("status").Str
 	}
+	action, id = e.pageAction()
+	return action, id, ""
+}
+
+// pageAction infers a workflow step from the page a request used.
+func (e *event) pageAction() (action, id string) {
 	if e.status < 200 || e.status > 299 {
 		return "", ""
 	}

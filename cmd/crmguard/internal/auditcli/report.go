@@ -407,7 +407,7 @@ func (c *collector) add(raw []byte) {
 		}
 		el.Requests++
 	}
-	if action, _ := e.workflow(); action != "" {
+	if action, _, _ := e.workflow(); action != "" {
 		u.workflow[c.intern(action)]++
 	}
 	if e.isDenial() {

@@ -119,6 +119,7 @@ type reviewer struct {
 	elevs     map[string]*ElevationUse
 	reviewed  map[string]bool
 	approved  map[string]*GrantApproved
+	granted   map[string]bool // approval ids whose last step was approved
 	grantUsed map[string]bool
 	events    int64
 	ev        event
@@ -142,11 +143,11 @@ func (c *reviewer) add(raw []byte) {
 	inWindow := !e.time.Before(c.from)
 	// Reviews, approvals and grant uses count whenever they happened up
 	// to the end of the window: a review after the window still reviews.
-	action, id := e.workflow()
-	switch action {
-	case "elevation reviewed":
+	action, id, status := e.workflow()
+	switch {
+	case action == "elevation reviewed":
 		c.reviewed[c.intern(id)] = true
-	case "approval approved":
+	case action == "approval approved":
 		g := c.approved[id]
 		if g == nil {
 			g = &GrantApproved{ID: c.intern(id), Approved: e.time}
@@ -157,6 +158,11 @@ func (c *reviewer) add(raw []byte) {
 		}
 		if e.time.After(g.Approved) {
 			g.Approved = e.time
+		}
+		// "pending" after an earlier step: granted only by the last one
+		// (events written before `workflow` existed say nothing).
+		if status == "" || status == "approved" {
+			c.granted[g.ID] = true
 		}
 	}
 	if gid := e.grant.Get("id").Str; gid != "" && e.isExport() {
@@ -220,7 +226,7 @@ func BuildReview(o ReviewOptions, files []string) (*Review, error) {
 	}
 	c := &reviewer{from: from, to: now, strs: map[string]string{}, used: map[[2]string]bool{}, routeUsed: map[string]bool{},
 		roleSeen: map[string]bool{}, lastSeen: map[string]time.Time{}, inWindow: map[string]bool{}, elevs: map[string]*ElevationUse{},
-		reviewed: map[string]bool{}, approved: map[string]*GrantApproved{}, grantUsed: map[string]bool{}}
+		reviewed: map[string]bool{}, approved: map[string]*GrantApproved{}, granted: map[string]bool{}, grantUsed: map[string]bool{}}
 	if _, err := scanFiles(files, o.Progress, c.add); err != nil {
 		return nil, err
 	}
@@ -260,7 +266,7 @@ func BuildReview(o ReviewOptions, files []string) (*Review, error) {
 		r.ElevationsNotReviewed = append(r.ElevationsNotReviewed, el)
 	}
 	for _, id := range sortedKeys(c.approved) {
-		if !c.grantUsed[id] {
+		if c.granted[id] && !c.grantUsed[id] {
 			r.GrantsNeverUsed = append(r.GrantsNeverUsed, *c.approved[id])
 		}
 	}

@@ -25,6 +25,10 @@ const reviewLog = `{"time":"2026-09-01T09:00:00Z","user":"gone","roles":["sales"
 {"time":"2026-11-05T10:00:00Z","user":"comp","roles":["compliance"],"method":"POST","path":"/.crmguard/elevations/el-2/review","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
 {"time":"2026-11-06T10:00:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-1/approve","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
 {"time":"2026-11-06T10:01:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-2/approve","decision":"provider","status":200,"records_in":0,"records_out":0,"export":{}}
+{"time":"2026-11-08T10:00:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-3/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"a-3","action":"approved","status":"pending","step":"manager","by":"mgr"}}
+{"time":"2026-11-08T11:00:00Z","user":"zhou","roles":["it_security"],"method":"POST","path":"/.crmguard/approvals/a-3/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"a-3","action":"approved","status":"approved","step":"it","by":"zhou"}}
+{"time":"2026-11-08T12:00:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-4/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"a-4","action":"approved","status":"pending","step":"manager","by":"mgr"}}
+{"time":"2026-11-08T13:00:00Z","user":"comp","roles":["compliance"],"method":"POST","path":"/.crmguard/elevations/el-3/review","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"elevation","id":"el-3","action":"reviewed","status":"reviewed","by":"comp"}}
 {"time":"2026-11-07T10:00:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers/export","route":"customers.export","decision":"allow","status":200,"records_in":5,"records_out":5,"export":{"route":true,"approved":true},"grant":{"id":"a-1","policy":"export","purpose":"q4","approvers":["mgr","it1"]}}
 `
 
@@ -50,12 +54,12 @@ func TestReviewFindsWhatNobodyUsedAndWhatWaitsForAReviewer(t *testing.T) {
 	}
 	usedRoutes := []string{"customers.list", "customers.get", "customers.export"}
 	t.Run("the window holds every event from 30 days before now", func(t *testing.T) {
-		if r.InWindow != 10 {
-			t.Errorf("%d events in the window, want 10", r.InWindow)
+		if r.InWindow != 14 {
+			t.Errorf("%d events in the window, want 14", r.InWindow)
 		}
 	})
 	t.Run("roles no request carried are listed", func(t *testing.T) {
-		want := []string{"admin", "finance", "it_security", "marketing", "observer"} // compliance reviewed el-2
+		want := []string{"admin", "finance", "marketing", "observer"} // compliance reviewed, it_security approved
 		if !slices.Equal(r.UnusedRoles, want) {
 			t.Errorf("got %v, want %v", r.UnusedRoles, want)
 		}
@@ -105,8 +109,11 @@ func TestReviewFindsWhatNobodyUsedAndWhatWaitsForAReviewer(t *testing.T) {
 			t.Errorf("got %+v", e)
 		}
 	})
-	t.Run("an approved grant no export used is listed", func(t *testing.T) {
-		if len(r.GrantsNeverUsed) != 1 || r.GrantsNeverUsed[0].ID != "a-2" || !slices.Equal(r.GrantsNeverUsed[0].By, []string{"mgr"}) {
+	t.Run("approved grants no export used are listed, with everyone who approved them", func(t *testing.T) {
+		// a-2 (a page event of an older log), a-3 (both steps, recorded in
+		// workflow); a-4 waits for its second step: no grant yet.
+		if len(r.GrantsNeverUsed) != 2 || r.GrantsNeverUsed[0].ID != "a-2" || r.GrantsNeverUsed[1].ID != "a-3" ||
+			!slices.Equal(r.GrantsNeverUsed[1].By, []string{"mgr", "zhou"}) {
 			t.Errorf("got %+v", r.GrantsNeverUsed)
 		}
 	})
@@ -127,7 +134,7 @@ func TestReviewFindsWhatNobodyUsedAndWhatWaitsForAReviewer(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errOut.String())
 		}
 		var back Review
-		if err := json.Unmarshal(out.Bytes(), &back); err != nil || len(back.GrantsNeverUsed) != 1 {
+		if err := json.Unmarshal(out.Bytes(), &back); err != nil || len(back.GrantsNeverUsed) != 2 {
 			t.Errorf("json: %v %+v", err, back.GrantsNeverUsed)
 		}
 	})
