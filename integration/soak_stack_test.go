@@ -20,9 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"golang.org/x/oauth2"
 
 	"github.com/crmguard/crmguard/caddymodule/store/redistest"
@@ -255,15 +252,7 @@ func startSoakStack(t *testing.T) *soakStack {
 }
 `, site, s.rules[i], s.issuer, s.redis.URL, s.audits[i], crmLn.Addr())
 	}
-	src := proxyGlobals(dir) + sites.String()
-	cfg, _, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt([]byte(src), nil)
-	if err != nil {
-		t.Fatalf("adapting: %v\n%s", err, src)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading: %v", err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+	proxyStart(t, dir, sites.String()) // the sites name their own ports
 	return s
 }
 
