@@ -299,6 +299,24 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%d pool customers of %d shown: the seeded page does not show the difference the rules make", pool, len(got))
 		}
 
+		// Claiming a pool customer: the page offers Claim on pool
+		// customers only, and the proxy lets the claim through.
+		claimable := eval[[]string](b, `[...document.querySelectorAll("#customers-table tbody tr")].filter(tr => tr.querySelector(".claim-customer")).map(tr => tr.dataset.id)`)
+		var wantClaimable []string
+		for _, c := range truth {
+			if slices.Contains(got, fmt.Sprint(c.ID)) && c.OwnerID != "zhang" && c.LastContactAt.Before(now.Add(-8760*time.Hour)) {
+				wantClaimable = append(wantClaimable, fmt.Sprint(c.ID))
+			}
+		}
+		if len(claimable) == 0 || !slices.Equal(claimable, wantClaimable) {
+			t.Fatalf("the page offers Claim on customers %v; the pool customers of others shown are %v", claimable, wantClaimable)
+		}
+		b.do("clicking Claim on customer "+claimable[0], chromedp.Click(`#customers-table tbody tr[data-id="`+claimable[0]+`"] .claim-customer`))
+		b.waitFor("the page says the claim went through", `document.getElementById("message").textContent.includes("You now own customer `+claimable[0]+`")`)
+		if id, _ := strconv.Atoi(claimable[0]); d.CRM.Data().Customers[id-1].OwnerID != "zhang" {
+			t.Errorf("customer %d was claimed on the page but the CRM's owner is %q", id, d.CRM.Data().Customers[id-1].OwnerID)
+		}
+
 		// The export.
 		b.do("clicking Export CSV", chromedp.Click(chromedp.ID("export")))
 		b.waitFor("the page shows the answer to the export", `!document.getElementById("message").hidden`)

@@ -217,7 +217,8 @@ func mayWrite(methods []string) bool {
 		return true
 	}
 	for _, m := range methods {
-		if m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions {
+		// A DELETE removes a record; it sets none of its fields.
+		if m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions && m != http.MethodDelete {
 			return true
 		}
 	}

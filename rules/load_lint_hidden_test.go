@@ -81,6 +81,10 @@ func TestLintWarnsWhenAFieldThatDecidesVisibilityIsWritable(t *testing.T) {
     record: "@this"
     query: {params: {}}
 `, nil},
+		{"a route that only deletes sets no field", `  - id: customers.delete
+    match: {methods: [DELETE], path: "/api/customers/{id}"}
+    allow: [service]
+`, nil},
 		{"a denying route writes nothing", `  - id: writes
     match: {path: /api/**}
     deny: closed

@@ -340,14 +340,14 @@ func TestPatchCustomer(t *testing.T) {
 
 func TestBulkUpdateIsAllOrNothing(t *testing.T) {
 	s, logs := newTestServer(t)
-	rec := do(t, s, "POST", "/api/customers/bulk-update", `[{"id":1,"owner_id":"wu"},{"id":2,"stage":"nonsense"}]`, map[string]string{"X-CRM-User": "wang"})
-	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "record 1") {
-		t.Fatalf("a bulk update with one bad record: status %d %s", rec.Code, rec.Body)
+	rec := do(t, s, "POST", "/api/customers/bulk-update", `{"ids":[1,99999],"owner_id":"wu"}`, map[string]string{"X-CRM-User": "wang"})
+	if rec.Code != 404 || !strings.Contains(rec.Body.String(), "99999") {
+		t.Fatalf("a bulk update naming a missing customer: status %d %s", rec.Code, rec.Body)
 	}
 	if s.Data().Customers[0].OwnerID == "wu" && Generate(1, testNow).Customers[0].OwnerID != "wu" {
 		t.Fatal("a refused bulk update changed a record")
 	}
-	rec = do(t, s, "POST", "/api/customers/bulk-update", `[{"id":1,"owner_id":"wu"},{"id":2,"owner_id":"wu","stage":"won"}]`, map[string]string{"X-CRM-User": "wang"})
+	rec = do(t, s, "POST", "/api/customers/bulk-update", `{"ids":[1,2],"owner_id":"wu","stage":"won"}`, map[string]string{"X-CRM-User": "wang"})
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
@@ -362,10 +362,42 @@ func TestBulkUpdateIsAllOrNothing(t *testing.T) {
 	if !strings.Contains(logs.String(), "wang bulk-updated customers [1 2]") {
 		t.Errorf("the bulk update is not logged:\n%s", logs)
 	}
-	for _, body := range []string{`{"id":1}`, `[{"owner_id":"wu"}]`, `[{"id":99999,"stage":"won"}]`} {
+	for _, body := range []string{`{"ids":[1]}`, `{"owner_id":"wu"}`, `{"ids":[],"stage":"won"}`, `[{"id":1,"stage":"won"}]`, `{"ids":[1],"stage":"nonsense"}`} {
 		if rec := do(t, s, "POST", "/api/customers/bulk-update", body, nil); rec.Code < 400 {
 			t.Errorf("bulk update %s: status %d, want a refusal", body, rec.Code)
 		}
+	}
+}
+
+func TestTheCustomerListIsFilteredByIDs(t *testing.T) {
+	s, _ := newTestServer(t)
+	rec := do(t, s, "GET", "/api/customers?ids=3,1,99999&limit=1000", "", nil)
+	env := decode[Envelope[Customer]](t, rec)
+	var got []int
+	for _, c := range env.List {
+		got = append(got, c.ID)
+	}
+	if !slices.Equal(got, []int{1, 3}) || env.Total != 2 {
+		t.Errorf("ids %v total %d, want [1 3] and 2", got, env.Total)
+	}
+}
+
+func TestADeletedCustomerIsGoneAndTheCRMRemembersTheWrite(t *testing.T) {
+	s, logs := newTestServer(t)
+	if rec := do(t, s, "DELETE", "/api/customers/2", "", map[string]string{"X-CRM-User": "wu"}); rec.Code != 204 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/api/customers/2", "", nil); rec.Code != 404 {
+		t.Errorf("the deleted customer: status %d, want 404", rec.Code)
+	}
+	if rec := do(t, s, "DELETE", "/api/customers/2", "", nil); rec.Code != 404 {
+		t.Errorf("deleting it again: status %d, want 404", rec.Code)
+	}
+	if !strings.Contains(logs.String(), "wu deleted customer 2") {
+		t.Errorf("the delete is not logged:\n%s", logs)
+	}
+	if got := s.Writes(); !slices.Equal(got, []string{"DELETE /api/customers/2 user=wu", "DELETE /api/customers/2 user="}) {
+		t.Errorf("Writes() = %q", got)
 	}
 }
 

@@ -243,7 +243,7 @@ const PoolAge = 365 * 24 * time.Hour
 
 // Data is the CRM's whole content.
 type Data struct {
-	// Customers are numbered from 1, in order.
+	// Customers are numbered from 1, in order (a deleted one leaves a gap).
 	Customers []*Customer
 	// Deals are numbered from 1, in order.
 	Deals []*Deal

@@ -2,7 +2,8 @@
 // with nested contacts, deals, payments, invoices, service tickets and
 // conversation notes, behind a JSON API in the shape older CRMs use (list
 // envelopes with a total, paging by offset/limit, whole records with every
-// sensitive field in them), a CSV export, PATCH and bulk updates, and a plain
+// sensitive field in them), a CSV export, PATCH, DELETE and bulk updates
+// ({"ids": [...], fields}), a list filtered by ?ids=1,2,3, and a plain
 // HTML interface that loads everything through the JSON API, so that what a
 // person sees in the browser is exactly what the proxy let through.
 //
@@ -49,6 +50,22 @@ type Server struct {
 
 	mu   sync.RWMutex
 	data *Data
+
+	// writes are the last maxWrites requests that were not GET or HEAD.
+	writesMu sync.Mutex
+	writes   []string
+}
+
+// maxWrites bounds the requests Writes remembers.
+const maxWrites = 1000
+
+// Writes lists the requests other than GET and HEAD the CRM received, as
+// "METHOD /path user=X", oldest first (the last 1000): for tests that must
+// show a change never reached the CRM.
+func (s *Server) Writes() []string {
+	s.writesMu.Lock()
+	defer s.writesMu.Unlock()
+	return append([]string(nil), s.writes...)
 }
 
 // NewServer returns the CRM with data generated from seed around the
@@ -91,6 +108,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/customers/{id}", s.getCustomer)
 	m.HandleFunc("PATCH /api/customers/{id}", s.patchCustomer)
 	m.HandleFunc("PUT /api/customers/{id}", s.patchCustomer)
+	m.HandleFunc("DELETE /api/customers/{id}", s.deleteCustomer)
 	m.HandleFunc("GET /api/customers/{id}/sensitive", s.getSensitive)
 	m.HandleFunc("GET /api/deals", s.listDeals)
 	m.HandleFunc("GET /api/deals/{id}", s.getDeal)
@@ -111,6 +129,14 @@ func (s *Server) routes() {
 
 // ServeHTTP logs who acted (from X-CRM-User) and serves the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.writesMu.Lock()
+		s.writes = append(s.writes, r.Method+" "+r.URL.RequestURI()+" user="+r.Header.Get("X-CRM-User"))
+		if len(s.writes) > maxWrites {
+			s.writes = s.writes[len(s.writes)-maxWrites:]
+		}
+		s.writesMu.Unlock()
+	}
 	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	s.mux.ServeHTTP(rec, r)
 	s.log.Printf("crm: %s %s user=%q roles=%q -> %d", r.Method, r.URL.RequestURI(),
@@ -156,8 +182,18 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	var ids map[string]bool
+	if v := q.Get("ids"); v != "" {
+		ids = map[string]bool{}
+		for _, id := range strings.Split(v, ",") {
+			ids[strings.TrimSpace(id)] = true
+		}
+	}
 	var match []*Customer
 	for _, c := range s.data.Customers {
+		if ids != nil && !ids[strconv.Itoa(c.ID)] {
+			continue
+		}
 		if v := q.Get("owner_id"); v != "" && c.OwnerID != v {
 			continue
 		}
@@ -332,36 +368,31 @@ type BulkResult struct {
 }
 
 func (s *Server) bulkUpdateCustomers(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r)
+	fields, ok := readObject(w, r)
 	if !ok {
 		return
 	}
-	var items []map[string]json.RawMessage
-	if err := json.Unmarshal(body, &items); err != nil {
-		writeError(w, http.StatusBadRequest, "the body must be a JSON array of records: "+err.Error())
+	var ids []int
+	if err := json.Unmarshal(fields["ids"], &ids); err != nil || len(ids) == 0 {
+		writeError(w, http.StatusBadRequest, `the body must be {"ids": [customer numbers], ...fields to set on each}`)
 		return
 	}
+	delete(fields, "ids")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Validate everything first: a bulk update is all or nothing.
-	updated := make([]Customer, len(items))
-	targets := make([]*Customer, len(items))
-	for i, fields := range items {
-		var id int
-		if err := json.Unmarshal(fields["id"], &id); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("record %d: id must be a number", i))
-			return
-		}
-		delete(fields, "id")
+	updated := make([]Customer, len(ids))
+	targets := make([]*Customer, len(ids))
+	for i, id := range ids {
 		idx := slices.IndexFunc(s.data.Customers, func(c *Customer) bool { return c.ID == id })
 		if idx < 0 {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("record %d: customer %d not found", i, id))
+			writeError(w, http.StatusNotFound, fmt.Sprintf("customer %d not found", id))
 			return
 		}
 		targets[i] = s.data.Customers[idx]
 		updated[i] = *targets[i]
 		if _, err := applyCustomer(&updated[i], fields); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("record %d: %v", i, err))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("customer %d: %v", id, err))
 			return
 		}
 	}
@@ -375,6 +406,18 @@ func (s *Server) bulkUpdateCustomers(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Printf("crm: %s bulk-updated customers %v", actor(r), res.IDs)
 	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.customer(w, r)
+	if c == nil {
+		return
+	}
+	s.data.Customers = slices.DeleteFunc(s.data.Customers, func(x *Customer) bool { return x == c })
+	s.log.Printf("crm: %s deleted customer %d", actor(r), c.ID)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // applyCustomer sets the fields of c named in fields and says which changed.

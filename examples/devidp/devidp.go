@@ -36,7 +36,8 @@
 // "demo-<username>" and a TOTP secret (print codes with TOTP):
 //
 //	zhang  crm-sales            teams [east]   sales rep
-//	wang   crm-sales-managers   teams [east]   sales manager of team east
+//	wang   crm-sales-managers   teams [east]   sales manager of team east,
+//	                                           direct_reports [zhang wu]
 //	li     crm-service          teams [service]
 //	zhao   crm-finance          teams [finance]
 //	sun    crm-marketing        teams [marketing]
@@ -87,6 +88,9 @@ type User struct {
 	Groups []string
 	// Teams go into the `teams` claim.
 	Teams []string
+	// Reports are the user ids of a manager's direct reports, in the
+	// `direct_reports` claim (absent when empty).
+	Reports []string
 	// Disabled users cannot sign in and their refresh tokens stop working.
 	Disabled bool
 }
@@ -269,9 +273,11 @@ func DemoUsers(seed string) []User {
 			Teams:      teams,
 		}
 	}
+	wang := mk("wang", "Wang Fang", "crm-sales-managers", "east")
+	wang.Reports = []string{"zhang", "wu"}
 	return []User{
 		mk("zhang", "Zhang Wei", "crm-sales", "east"),
-		mk("wang", "Wang Fang", "crm-sales-managers", "east"),
+		wang,
 		mk("li", "Li Na", "crm-service", "service"),
 		mk("zhao", "Zhao Lei", "crm-finance", "finance"),
 		mk("sun", "Sun Li", "crm-marketing", "marketing"),

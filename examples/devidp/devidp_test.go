@@ -45,6 +45,7 @@ func newFixture(t *testing.T, conditional bool) *fixture {
 	users := []User{
 		{Username: "ann", Password: "ann-pw", TOTPSecret: NewTOTPSecret(), Groups: []string{"crm-sales"}, Teams: []string{"east"}},
 		{Username: "bob", Password: "bob-pw", Groups: []string{"crm-sales"}},
+		{Username: "mia", Password: "mia-pw", Groups: []string{"crm-sales-managers"}, Teams: []string{"east"}, Reports: []string{"ann", "bob"}},
 	}
 	for _, u := range users {
 		f.users[u.Username] = u
@@ -199,6 +200,18 @@ func TestSignInAndTokens(t *testing.T) {
 			t.Fatal("no refresh token")
 		}
 	})
+	t.Run("a manager's direct reports are in the ID and access tokens, and nobody else has the claim", func(t *testing.T) {
+		tok := f.exchange(mustCode(t, f.agent(), "mia", "mia-pw"))
+		for name, c := range map[string]map[string]any{"ID token": claimsOf(t, tok.Extra("id_token").(string)), "access token": claimsOf(t, tok.AccessToken)} {
+			if !slices.Equal(toStrings(c["direct_reports"]), []string{"ann", "bob"}) {
+				t.Errorf("%s direct_reports %v", name, c["direct_reports"])
+			}
+		}
+		c := claimsOf(t, f.exchange(mustCode(t, f.agent(), "bob", "bob-pw")).Extra("id_token").(string))
+		if _, ok := c["direct_reports"]; ok {
+			t.Errorf("a user without reports has direct_reports %v", c["direct_reports"])
+		}
+	})
 	t.Run("a password-only user gets amr pwd", func(t *testing.T) {
 		code, _ := f.agent().authorize("bob", "bob-pw")
 		c := claimsOf(t, f.exchange(code).Extra("id_token").(string))
@@ -328,4 +341,14 @@ func TestRefreshDisableAndLogout(t *testing.T) {
 
 func errorsAs(err error, target **oauth2.RetrieveError) bool {
 	return errors.As(err, target)
+}
+
+// mustCode signs user in and returns the authorization code.
+func mustCode(t *testing.T, a *agent, user, password string) string {
+	t.Helper()
+	code, page := a.authorize(user, password)
+	if code == "" {
+		t.Fatalf("no code for %s: %.300s", user, page)
+	}
+	return code
 }

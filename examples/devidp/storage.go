@@ -483,10 +483,14 @@ func (s *storage) fillUserinfo(info *oidc.UserInfo, username string, scopes []st
 	}
 	info.AppendClaims("groups", u.Groups)
 	info.AppendClaims("teams", u.Teams)
+	if len(u.Reports) > 0 {
+		info.AppendClaims("direct_reports", u.Reports)
+	}
 	return nil
 }
 
-// SetUserinfoFromRequest fills ID token claims: profile, groups, teams, sid.
+// SetUserinfoFromRequest fills ID token claims: profile, groups, teams,
+// direct_reports, sid.
 func (s *storage) SetUserinfoFromRequest(_ context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
 	if err := s.fillUserinfo(info, req.GetSubject(), scopes); err != nil {
 		return err
@@ -535,7 +539,11 @@ func (s *storage) GetPrivateClaimsFromScopes(_ context.Context, userID, _ string
 	if !ok {
 		return nil, nil
 	}
-	return map[string]any{"groups": u.Groups, "teams": u.Teams, "preferred_username": u.Username}, nil
+	claims := map[string]any{"groups": u.Groups, "teams": u.Teams, "preferred_username": u.Username}
+	if len(u.Reports) > 0 {
+		claims["direct_reports"] = u.Reports
+	}
+	return claims, nil
 }
 
 // GetPrivateClaimsFromRequest puts the sign-in facts into JWT access

@@ -92,6 +92,26 @@ function renderTable(table, cols, records, onRow) {
 
 const tabs = {};
 let customerOffset = 0;
+// me is the signed-in user's id (from /api/whoami), for the Claim button.
+let me = null;
+// POOL_AGE is how long without contact puts a customer in the public pool
+// (公海池), as the CRM and the rules count it: 365 days.
+const POOL_AGE = 365 * 24 * 3600 * 1000;
+
+function inPool(rec) {
+  const t = Date.parse(rec.last_contact_at || "");
+  return !Number.isNaN(t) && Date.now() - t > POOL_AGE;
+}
+
+// claimCustomer asks to become the owner of a pool customer: the proxy
+// allows it only on a pool customer and only with the user's own id.
+async function claimCustomer(rec) {
+  clearMessage();
+  const res = await api("PATCH", "/api/customers/" + encodeURIComponent(rec.id), { owner_id: me });
+  if (!res.ok) { showMessage(describe(res)); return; }
+  showMessage("You now own customer " + rec.id + ".", true);
+  tabs.customers();
+}
 let dealOffset = 0;
 
 async function loadList(path, table, cols, onRow) {
@@ -116,6 +136,13 @@ tabs.customers = async function () {
       b.type = "button"; b.textContent = "Open"; b.className = "open-customer";
       b.addEventListener("click", () => openCustomer(rec.id, tr));
       td.appendChild(b);
+      if (me && rec.owner_id !== me && inPool(rec)) {
+        const c = document.createElement("button");
+        c.type = "button"; c.textContent = "Claim"; c.className = "claim-customer";
+        c.title = "No contact for a year: take this customer from the public pool";
+        c.addEventListener("click", () => claimCustomer(rec));
+        td.appendChild(c);
+      }
     });
   if (data) {
     const n = (data.list || []).length;
@@ -282,5 +309,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("deal-form").addEventListener("submit", saveDeal);
   document.getElementById("deal-cancel").addEventListener("click", () => { document.getElementById("deal-form").hidden = true; });
   window.addEventListener("hashchange", showTab);
-  showTab();
+  api("GET", "/api/whoami").then((res) => {
+    if (res.ok && res.data) me = res.data.user || null;
+    showTab();
+  });
 });

@@ -11,8 +11,10 @@ import (
 	"github.com/crmguard/crmguard/rules"
 )
 
-// CaseGrant is an approved export grant a case's user holds, so rule files
-// with `export: {approval: NAME}` stay testable offline. The runner hands
+// CaseGrant is an approved grant a case's user holds (an export's, or a
+// write's bound to the values it sets), so rule files with `export:
+// {approval: NAME}` or a body guard's `approval: NAME` stay testable
+// offline. The runner hands
 // the case's grants to the guard through the same rules.GrantSource
 // interface the server's store implements.
 type CaseGrant struct {
@@ -27,6 +29,10 @@ type CaseGrant struct {
 	// Path is the approved request target: path and query, as sent. It
 	// is compared in canonical form (rules.CanonicalRequest).
 	Path string `yaml:"path"`
+	// Values are the body values a write's approval is bound to (a body
+	// guard's `approval`): {owner_id: wang}, and "@ids" for a bulk
+	// write's ids; compared in canonical form (rules.CanonicalWrite).
+	Values map[string]any `yaml:"values"`
 	// Policy is the approval policy it was granted under.
 	Policy string `yaml:"policy"`
 	// Purpose is the requester's stated purpose.
@@ -101,7 +107,7 @@ func newCaseGrants(gs []CaseGrant, caseUser *User, now time.Time) (*caseGrants, 
 		if method == "" {
 			method = "GET"
 		}
-		canon, err := rules.CanonicalRequest(method, g.Path)
+		canon, err := rules.CanonicalWrite(method, g.Path, g.Values)
 		if err != nil {
 			return nil, fmt.Errorf("grants[%d]: %w", i, err)
 		}
