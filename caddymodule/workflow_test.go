@@ -576,7 +576,7 @@ func TestPagesWorkWithoutScript(t *testing.T) {
 	if strings.Contains(body, "<script") || strings.Contains(body, "http://") || strings.Contains(body, "https://") {
 		t.Errorf("the page loads a script or an external asset:\n%s", body)
 	}
-	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "form-action 'self'") {
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Errorf("CSP %q", csp)
 	}
 	rec, _ = e.do("zhang", "POST", "/.crmguard/approvals", url.Values{"csrf": {"csrf-sess-zhang"}, "method": {"GET"}, "path": {exportEast}, "purpose": {"<b>board meeting</b>"}}, html...)

@@ -482,3 +482,109 @@ func (b *browser) finishLogout() {
 		fmt.Sprintf(`!location.href.startsWith(%q)`, b.d.URL+"/.crmguard/"),
 		`"still on " + location.href + "; CSP violations: " + JSON.stringify(window.__csp || [])`)
 }
+
+// TestBrowserApprovalAndBreakGlass walks both workflows in real headless
+// Chromium through the demo stack. The guard's pages are used as a
+// browser without scripts uses them: links are followed and forms posted.
+// zhang asks for an export with a purpose from the refusal; wang approves
+// after signing in again with his second factor; zhou approves; zhang
+// downloads once and is refused the second time. li starts the
+// complaint elevation with a reason, sees phones, ends it; qian reviews it.
+func TestBrowserApprovalAndBreakGlass(t *testing.T) {
+	chromiumPath(t) // fail or skip before starting anything
+	const approverAge = 8 * time.Second
+	d := startDemo(t, rulesForWorkflows(t, approverAge, false))
+	now := time.Now()
+	text := func(b *browser, id string) string {
+		return eval[string](b, fmt.Sprintf(`document.getElementById(%q)?.textContent ?? ""`, id))
+	}
+
+	zhang := newBrowser(t, d)
+	zhang.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+	zhang.signIn("zhang", now)
+	zhang.onCRM()
+	zhang.do("clicking Export CSV", chromedp.Click(chromedp.ID("export")))
+	zhang.waitFor("the refusal offers to ask for approval", `!!document.getElementById("ask-approval")`)
+	if msg := text(zhang, "message"); !strings.Contains(msg, "needs approval") {
+		t.Errorf("the export's refusal says %q", msg)
+	}
+	zhang.do("following Ask for approval", chromedp.Click(chromedp.ID("ask-approval")))
+	zhang.waitFor("the request form shows the export", `document.getElementById("path")?.value === "/api/customers/export"`)
+	zhang.do("stating the purpose and sending the form",
+		chromedp.SendKeys(chromedp.ID("purpose"), "visit plan for the east team"),
+		chromedp.Click(chromedp.ID("submit")))
+	zhang.waitFor("the request's page says it waits", `document.getElementById("status")?.textContent === "waiting for approval"`)
+	page := zhang.location()
+	if !strings.HasPrefix(page, d.URL+"/.crmguard/approvals/ap-") {
+		t.Fatalf("after sending the form zhang is at %s", page)
+	}
+
+	wang := newBrowser(t, d)
+	wang.do("opening the approvals", chromedp.Navigate(d.URL+"/.crmguard/approvals"))
+	wang.signIn("wang", now)
+	signedIn := time.Now()
+	wang.waitFor("zhang's request waits for wang", `!!document.querySelector("#waiting a")`)
+	wang.do("opening the request", chromedp.Click(chromedp.CSS(`#waiting a`)))
+	wang.waitFor("the request's page offers to approve", `!!document.getElementById("approve")`)
+	// The approver's MFA age is a wall-clock rule: let the sign-in grow
+	// older than it (10 minutes in the file, approverAge here).
+	time.Sleep(time.Until(signedIn.Add(approverAge + 1500*time.Millisecond)))
+	wang.do("approving with a note", chromedp.SendKeys(chromedp.ID("note"), "fine for the visit plan"), chromedp.Click(chromedp.ID("approve")))
+	// The guard sent wang to sign in again; a code is accepted once, so
+	// the next step's code.
+	wang.signIn("wang", now.Add(30*time.Second))
+	wang.waitFor("wang is back on the request's page", fmt.Sprintf(`location.href === %q && !!document.getElementById("approve")`, page))
+	wang.do("approving after signing in again", chromedp.Click(chromedp.ID("approve")))
+	wang.waitFor("the manager's step is approved", `document.getElementById("step-manager-status")?.textContent === "approved"`)
+
+	zhou := newBrowser(t, d)
+	zhou.do("opening the request", chromedp.Navigate(page))
+	zhou.signIn("zhou", now)
+	zhou.waitFor("the request's page offers to approve", `!!document.getElementById("approve")`)
+	zhou.do("approving", chromedp.Click(chromedp.ID("approve")))
+	zhou.waitFor("the request is approved", `document.getElementById("status")?.textContent === "approved"`)
+
+	zhang.do("opening the CRM again", chromedp.Navigate(d.URL+"/"))
+	zhang.onCRM()
+	zhang.do("clicking Export CSV", chromedp.Click(chromedp.ID("export")))
+	zhang.waitForOrExplain("the export is downloaded", `document.getElementById("message")?.textContent.startsWith("Export downloaded")`,
+		`document.getElementById("message")?.textContent`)
+	zhang.do("clicking Export CSV a second time", chromedp.Click(chromedp.ID("export")))
+	zhang.waitFor("the second export is refused", `document.getElementById("message")?.textContent.includes("403")`)
+
+	li := newBrowser(t, d)
+	li.do("opening temporary access", chromedp.Navigate(d.URL+"/.crmguard/elevations"))
+	li.signIn("li", now)
+	li.waitFor("the start form shows", `!!document.getElementById("start-form")`)
+	li.do("starting the complaint elevation with a reason",
+		chromedp.SendKeys(chromedp.ID("reason"), "customer complains about a wrong invoice; call back"),
+		chromedp.Click(chromedp.ID("start")))
+	li.waitFor("the elevation is active", `document.getElementById("status")?.textContent === "active"`)
+	elevation := li.location()
+	li.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+	li.onCRM()
+	shown := 0
+	for _, r := range eval[[]row](li, rowsJS) {
+		if maskedInTextRe.MatchString(r.Phone) {
+			shown++
+		}
+	}
+	if shown == 0 {
+		t.Error("during the elevation li sees no phone unmasked")
+	}
+	li.do("going back to the elevation", chromedp.Navigate(elevation))
+	li.waitFor("the end button shows", `!!document.getElementById("end")`)
+	li.do("ending it", chromedp.Click(chromedp.ID("end")))
+	li.waitFor("the elevation has ended", `(document.getElementById("status")?.textContent ?? "").startsWith("ended")`)
+
+	qian := newBrowser(t, d)
+	qian.do("opening temporary access", chromedp.Navigate(d.URL+"/.crmguard/elevations"))
+	qian.signIn("qian", now)
+	qian.waitFor("li's elevation waits for review", `!!document.querySelector("#review a")`)
+	qian.do("opening it", chromedp.Click(chromedp.CSS(`#review a`)))
+	qian.waitFor("the review form shows", `!!document.getElementById("review-form")`)
+	qian.do("reviewing with a note",
+		chromedp.SendKeys(chromedp.ID("note"), "invoice was wrong; the call was justified"),
+		chromedp.Click(chromedp.ID("submit-review")))
+	qian.waitFor("the review is recorded", `(document.getElementById("review")?.textContent ?? "").includes("by qian")`)
+}

@@ -117,7 +117,7 @@ var (
 </table>
 <h2>Approvals</h2>
 <table id="steps"><tr><th>Step</th><th>Who approves</th><th>Status</th><th>By</th><th>Note</th></tr>
-{{range .Steps}}<tr><td>{{.Name}}</td><td>{{if .Description}}{{.Description}}{{else}}{{join .Approvers}}{{end}}</td><td class="status {{.Status}}">{{words .Status}}</td>
+{{range .Steps}}<tr id="step-{{.Name}}"><td>{{.Name}}</td><td>{{if .Description}}{{.Description}}{{else}}{{join .Approvers}}{{end}}</td><td class="status {{.Status}}" id="step-{{.Name}}-status">{{words .Status}}</td>
 <td>{{.By}}{{if .By}}, {{when .At}}{{end}}</td><td class="note">{{.Note}}</td></tr>{{end}}</table>
 {{end}}
 {{if .CanDecide}}<form method="post" class="box" id="decide-form">
@@ -224,7 +224,10 @@ func (x *call) pageStatus(status int, p page) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	// No form-action: browsers apply it to the redirects that follow a
+	// form post too, and a post that needs a fresh sign-in is redirected
+	// to the identity provider, another origin.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	x.w.WriteHeader(status)
 	if x.r.Method != http.MethodHead {
