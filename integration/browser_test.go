@@ -494,14 +494,13 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 	chromiumPath(t) // fail or skip before starting anything
 	const approverAge = 8 * time.Second
 	d := startDemo(t, rulesForWorkflows(t, approverAge, false))
-	now := time.Now()
 	text := func(b *browser, id string) string {
 		return eval[string](b, fmt.Sprintf(`document.getElementById(%q)?.textContent ?? ""`, id))
 	}
 
 	zhang := newBrowser(t, d)
 	zhang.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
-	zhang.signIn("zhang", now)
+	zhang.signIn("zhang", time.Now())
 	zhang.onCRM()
 	zhang.do("clicking Export CSV", chromedp.Click(chromedp.ID("export")))
 	zhang.waitFor("the refusal offers to ask for approval", `!!document.getElementById("ask-approval")`)
@@ -521,7 +520,7 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 
 	wang := newBrowser(t, d)
 	wang.do("opening the approvals", chromedp.Navigate(d.URL+"/.crmguard/approvals"))
-	wang.signIn("wang", now)
+	wang.signIn("wang", time.Now())
 	signedIn := time.Now()
 	wang.waitFor("zhang's request waits for wang", `!!document.querySelector("#waiting a")`)
 	wang.do("opening the request", chromedp.Click(chromedp.CSS(`#waiting a`)))
@@ -532,14 +531,14 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 	wang.do("approving with a note", chromedp.SendKeys(chromedp.ID("note"), "fine for the visit plan"), chromedp.Click(chromedp.ID("approve")))
 	// The guard sent wang to sign in again; a code is accepted once, so
 	// the next step's code.
-	wang.signIn("wang", now.Add(30*time.Second))
+	wang.signIn("wang", time.Now().Add(30*time.Second))
 	wang.waitFor("wang is back on the request's page", fmt.Sprintf(`location.href === %q && !!document.getElementById("approve")`, page))
 	wang.do("approving after signing in again", chromedp.Click(chromedp.ID("approve")))
 	wang.waitFor("the manager's step is approved", `document.getElementById("step-manager-status")?.textContent === "approved"`)
 
 	zhou := newBrowser(t, d)
 	zhou.do("opening the request", chromedp.Navigate(page))
-	zhou.signIn("zhou", now)
+	zhou.signIn("zhou", time.Now())
 	zhou.waitFor("the request's page offers to approve", `!!document.getElementById("approve")`)
 	zhou.do("approving", chromedp.Click(chromedp.ID("approve")))
 	zhou.waitFor("the request is approved", `document.getElementById("status")?.textContent === "approved"`)
@@ -554,7 +553,7 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 
 	li := newBrowser(t, d)
 	li.do("opening temporary access", chromedp.Navigate(d.URL+"/.crmguard/elevations"))
-	li.signIn("li", now)
+	li.signIn("li", time.Now())
 	li.waitFor("the start form shows", `!!document.getElementById("start-form")`)
 	li.do("starting the complaint elevation with a reason",
 		chromedp.SendKeys(chromedp.ID("reason"), "customer complains about a wrong invoice; call back"),
@@ -579,7 +578,7 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 
 	qian := newBrowser(t, d)
 	qian.do("opening temporary access", chromedp.Navigate(d.URL+"/.crmguard/elevations"))
-	qian.signIn("qian", now)
+	qian.signIn("qian", time.Now())
 	qian.waitFor("li's elevation waits for review", `!!document.querySelector("#review a")`)
 	qian.do("opening it", chromedp.Click(chromedp.CSS(`#review a`)))
 	qian.waitFor("the review form shows", `!!document.getElementById("review-form")`)

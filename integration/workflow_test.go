@@ -151,10 +151,9 @@ func approveJSON(t *testing.T, c *http.Client, d *demo.Stack, id string) (int, s
 func TestExportApprovalEndToEnd(t *testing.T) {
 	const approverAge = 8 * time.Second
 	d := startDemo(t, rulesForWorkflows(t, approverAge, true))
-	now := time.Now()
 	zhang, wang, zhou, li := browserLike(t), browserLike(t), browserLike(t), browserLike(t)
-	signInHTTP(t, zhang, d, "zhang", "/", now)
-	signInHTTP(t, li, d, "li", "/", now)
+	signInHTTP(t, zhang, d, "zhang", "/", time.Now())
+	signInHTTP(t, li, d, "li", "/", time.Now())
 
 	resp, body := apiGet(t, zhang, d.URL+exportPath)
 	refusal := decodeJSON[struct {
@@ -187,14 +186,14 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 	}
 
 	t.Run("IT security may not approve before the manager", func(t *testing.T) {
-		signInHTTP(t, zhou, d, "zhou", "/.crmguard/approvals", now)
+		signInHTTP(t, zhou, d, "zhou", "/.crmguard/approvals", time.Now())
 		if status, body := approveJSON(t, zhou, d, id); status != 403 {
 			t.Fatalf("%d %s", status, body)
 		}
 	})
 
 	t.Run("the manager whose sign-in grew too old is asked to sign in again, then approves", func(t *testing.T) {
-		signInHTTP(t, wang, d, "wang", "/.crmguard/approvals", now)
+		signInHTTP(t, wang, d, "wang", "/.crmguard/approvals", time.Now())
 		signedIn := time.Now()
 		_, list := apiGet(t, wang, d.URL+"/.crmguard/approvals")
 		if !strings.Contains(list, id) {
@@ -217,7 +216,7 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 		// A code may be used once: the next step's code (the provider
 		// accepts one step either side of now).
 		u, _ := d.User("wang")
-		resp, body = completeSignIn(t, wang, d.Issuer, u, body, now.Add(30*time.Second))
+		resp, body = completeSignIn(t, wang, d.Issuer, u, body, time.Now().Add(30*time.Second))
 		if resp.Request.URL.String() != d.URL+page {
 			t.Fatalf("after signing in again wang is at %s, not back on the request's page:\n%.500s", resp.Request.URL, body)
 		}
@@ -236,7 +235,7 @@ func TestExportApprovalEndToEnd(t *testing.T) {
 	t.Run("IT security approves the second step", func(t *testing.T) {
 		// A fresh sign-in (a new browser), with the next step's code.
 		fresh := browserLike(t)
-		signInHTTP(t, fresh, d, "zhou", "/.crmguard/approvals", now.Add(30*time.Second))
+		signInHTTP(t, fresh, d, "zhou", "/.crmguard/approvals", time.Now().Add(30*time.Second))
 		status, body := approveJSON(t, fresh, d, id)
 		if a := decodeJSON[approvalJSON](t, body); status != 200 || a.Status != "approved" || a.UsesLeft != 1 {
 			t.Fatalf("%d %s", status, body)
@@ -306,9 +305,8 @@ func phonesShown(t *testing.T, c *http.Client, d *demo.Stack) int {
 // and sees customers' phones; it ends when she signs out; qian reviews it.
 func TestBreakGlassEndToEnd(t *testing.T) {
 	d := startDemo(t, filepath.Join(repoRoot(t), "examples", "rules.yaml"))
-	now := time.Now()
 	li, qian := browserLike(t), browserLike(t)
-	signInHTTP(t, li, d, "li", "/", now)
+	signInHTTP(t, li, d, "li", "/", time.Now())
 	if n := phonesShown(t, li, d); n != 0 {
 		t.Fatalf("customer service sees %d phones before any elevation", n)
 	}
@@ -321,7 +319,7 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 		t.Fatal("the elevation shows no phone")
 	}
 	logout(t, li, d)
-	signInHTTP(t, li, d, "li", "/", now.Add(30*time.Second))
+	signInHTTP(t, li, d, "li", "/", time.Now().Add(30*time.Second))
 	if n := phonesShown(t, li, d); n != 0 {
 		t.Fatalf("after signing out and in again li still sees %d phones", n)
 	}
@@ -330,7 +328,7 @@ func TestBreakGlassEndToEnd(t *testing.T) {
 		t.Fatalf("the elevation after the sign-out: %s", body)
 	}
 
-	signInHTTP(t, qian, d, "qian", "/", now)
+	signInHTTP(t, qian, d, "qian", "/", time.Now())
 	_, body = apiGet(t, qian, d.URL+"/.crmguard/elevations")
 	if !strings.Contains(body, el.ID) {
 		t.Fatalf("qian's review queue lacks the elevation: %s", body)
@@ -454,12 +452,11 @@ func TestAOneUseGrantIsUsedOnceAcrossTwoInstances(t *testing.T) {
 	t.Setenv("HOME", tmp)
 	rules := rulesForWorkflows(t, 10*time.Minute, false)
 	a, b := startDemoOn(t, rules, redis), startDemoProcess(t, rules, redis)
-	now := time.Now()
 	zhangA, zhangB, wang, zhou := browserLike(t), browserLike(t), browserLike(t), browserLike(t)
-	signInHTTP(t, zhangA, a, "zhang", "/", now)
-	signInHTTP(t, zhangB, b, "zhang", "/", now)
-	signInHTTP(t, wang, a, "wang", "/", now)
-	signInHTTP(t, zhou, a, "zhou", "/", now)
+	signInHTTP(t, zhangA, a, "zhang", "/", time.Now())
+	signInHTTP(t, zhangB, b, "zhang", "/", time.Now())
+	signInHTTP(t, wang, a, "wang", "/", time.Now())
+	signInHTTP(t, zhou, a, "zhou", "/", time.Now())
 	grant := func(target string) {
 		t.Helper()
 		id := askForExport(t, zhangA, a, target)
