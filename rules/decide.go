@@ -86,6 +86,10 @@ type Decision struct {
 	// forward_query set parameters; query.go).
 	upstreamQuery string
 	scoped        bool
+	// limits are the usage limits that apply (limits.go), computed once
+	// limitsDone is set.
+	limits     []*Limit
+	limitsDone bool
 	// celVars holds what act points to, in the same allocation.
 	celVars struct {
 		act  cond.Activation

@@ -119,7 +119,7 @@ func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 }
 
 func (l *loader) file(root *yaml.Node) {
-	top, ok := l.entries(root, "", "version", "default", "mode", "subject", "role_map", "roles", "mfa", "schedules", "masks", "approvals", "elevations", "routes")
+	top, ok := l.entries(root, "", "version", "default", "mode", "subject", "role_map", "roles", "mfa", "schedules", "masks", "approvals", "elevations", "routes", "limits")
 	if !ok {
 		return
 	}
@@ -201,6 +201,7 @@ func (l *loader) file(root *yaml.Node) {
 	} else {
 		l.errorf(root, "routes", "missing: a rule file needs routes")
 	}
+	l.limits(byName["limits"].val) // load_limits.go: after routes, whose ids it matches
 }
 
 func (l *loader) roles(n *yaml.Node) {

@@ -44,6 +44,7 @@ func (l *loader) lint() {
 	}
 	l.lintWorkflows() // load_approvals.go
 	l.lintHidden()    // load_lint_hidden.go
+	l.lintLimits()    // load_limits.go
 	sort.SliceStable(l.warns, func(i, j int) bool { return l.warns[i].Line < l.warns[j].Line })
 }
 

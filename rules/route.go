@@ -62,6 +62,10 @@ type route struct {
 	// (load_query.go, query.go).
 	qguard  *querySpec
 	forward []*forwardParam
+
+	// limits are the usage limits covering the route, in file order
+	// (load_limits.go).
+	limits []*Limit
 }
 
 // matcher is one query or header condition of a route.

@@ -25,10 +25,14 @@ type Set struct {
 	// approvals and elevations are the workflow blocks (approvals.go).
 	approvals  map[string]*ApprovalPolicy
 	elevations map[string]*Elevation
-	warnings   []Warning
-	hashKey    []byte
-	env        *cond.Env
-	plans      sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
+	// limits are the usage limits in file order; anyRouteLimits those
+	// without routes, which also cover requests no route matches.
+	limits         []*Limit
+	anyRouteLimits []*Limit
+	warnings       []Warning
+	hashKey        []byte
+	env            *cond.Env
+	plans          sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
 }
 
 // Warnings lists the lint warnings found when the set was loaded.
