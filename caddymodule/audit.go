@@ -65,6 +65,11 @@ type AuditEvent struct {
 	// Workflow is the step of an approval or elevation the request took
 	// (requested, approved, denied, ...), or the clock took (expired).
 	Workflow *workflow.Audit `json:"workflow,omitempty"`
+	// Limits are the usage limits the request hit (limits.go).
+	Limits []LimitHit `json:"limits,omitempty"`
+	// LimitsReset names the step_up limits whose window a fresh MFA
+	// sign-in emptied on this request.
+	LimitsReset []string `json:"limits_reset,omitempty"`
 	// DurationMS is the time spent on the request, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
 }
@@ -137,6 +142,12 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if ev.Workflow != nil {
 		_ = enc.AddReflected("workflow", ev.Workflow)
+	}
+	if len(ev.Limits) > 0 {
+		_ = enc.AddArray("limits", limitHits(ev.Limits))
+	}
+	if len(ev.LimitsReset) > 0 {
+		_ = enc.AddArray("limits_reset", stringArray(ev.LimitsReset))
 	}
 	enc.AddFloat64("duration_ms", ev.DurationMS)
 	return nil
@@ -312,7 +323,12 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		}
 		b = append(b, '}')
 	}
-	b = appendWorkflow(b, ev) // workflow.go
+	b = appendWorkflow(b, ev)         // workflow.go
+	b = appendLimitHits(b, ev.Limits) // limits.go
+	if len(ev.LimitsReset) > 0 {
+		b = appendKey(b, "limits_reset")
+		b = appendStrings(b, ev.LimitsReset)
+	}
 	b = appendKey(b, "duration_ms")
 	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
 	return append(b, '}')

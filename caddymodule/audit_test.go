@@ -29,6 +29,9 @@ func TestAuditEventJSONMatchesEncodingJSON(t *testing.T) {
 			RecordIDs: []string{"1", "4"}, Fields: map[string]int{"mask:phone": 3, "remove:bank_account": 3},
 			EvalErrors: 2, Export: rules.ExportFlags{Route: true, Blocked: true}, Shadow: true, Rewritten: true, DurationMS: 1.234,
 			Grant: &rules.GrantAudit{ID: "g-1", Policy: "export", Purpose: "Q4 \"review\"", Approvers: []string{"wang", "zhou"}},
+			Limits: []LimitHit{{Limit: "bulk_view", Counts: "records", Action: "block", Count: 420, Adding: 120, Max: 500, Window: "10m0s", Refused: true, RetryAfter: 95},
+				{Limit: "off_hours", Counts: "requests", Action: "alert", Count: 1, Adding: 1, Max: 0, Window: "1h0m0s"}},
+			LimitsReset: []string{"deep_read"},
 		}},
 		{name: "a grant without purpose or approvers leaves them out", ev: AuditEvent{Grant: &rules.GrantAudit{ID: "g-2", Policy: "export"}}},
 		{name: "strings with quotes, controls, HTML, bad UTF-8 and separators are escaped like encoding/json",
@@ -60,7 +63,10 @@ func TestAuditLoggerSinkWritesTheSameObject(t *testing.T) {
 	ev := AuditEvent{Time: time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC), RequestID: "r", User: "zhang", Roles: []string{"sales"},
 		Method: "GET", Path: "/api/customers", Route: "customers.list", Decision: "allow", Status: 200, RecordsIn: 2, RecordsOut: 1,
 		RecordIDs: []string{"1"}, Fields: map[string]int{"mask:phone": 1}, Export: rules.ExportFlags{Download: true}, Shadow: true, DurationMS: 0.5,
-		Grant: &rules.GrantAudit{ID: "g-1", Policy: "export", Purpose: "Q4 review", Approvers: []string{"wang", "zhou"}}}
+		Grant: &rules.GrantAudit{ID: "g-1", Policy: "export", Purpose: "Q4 review", Approvers: []string{"wang", "zhou"}},
+		Limits: []LimitHit{{Limit: "bulk_view", Counts: "records", Action: "block", Count: 420, Adding: 120, Max: 500, Window: "10m0s", Refused: true, RetryAfter: 95},
+			{Limit: "off_hours", Counts: "requests", Action: "alert", Count: 1, Adding: 1, Window: "1h0m0s"}},
+		LimitsReset: []string{"deep_read"}}
 	var buf bytes.Buffer
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{MessageKey: "msg"})
 	core := zapcore.NewCore(enc, zapcore.AddSync(&buf), zapcore.InfoLevel)

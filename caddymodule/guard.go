@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crmguard/crmguard/caddymodule/authn"
+	"github.com/crmguard/crmguard/caddymodule/notify"
 	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/caddymodule/workflow"
 	"github.com/crmguard/crmguard/rules"
@@ -67,8 +68,13 @@ type GuardOptions struct {
 	// 404 and nobody is elevated).
 	Workflow *workflow.Service
 	// Store is the guard's state store, the one of the handler's `store`
-	// setting (see Guard.Store). nil: none (tests, `rules test`).
+	// setting (see Guard.Store); usage limits are counted on it
+	// (limits.go). nil: none (tests, `rules test` without limits), and a
+	// request a usage limit covers is refused with 503.
 	Store store.Store
+	// Notifier receives the notifications of usage limit hits (nil:
+	// nobody is notified).
+	Notifier *notify.Notifier
 }
 
 // Guard enforces a rule set on HTTP exchanges. It is the handler logic of
@@ -142,6 +148,10 @@ type exchange struct {
 	start time.Time
 	ev    AuditEvent
 	d     *rules.Decision
+	// set is the rule set judging the request; user the signed-in user
+	// (nil: anonymous).
+	set  *rules.Set
+	user *rules.User
 	// shadow: decide and audit, never block or rewrite.
 	shadow bool
 	// rewrites: the matched route rewrites answers.
@@ -175,6 +185,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	g, r := x.g, x.r
 	set := g.opt.Rules()
+	x.set = set
 	if set == nil {
 		return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "No rule set is loaded."}, "error")
 	}
@@ -219,6 +230,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 		x.ev.User = user.ID
 		x.ev.Roles = user.Roles
 	}
+	x.user = user
 	if workflow.Handles(r.URL.Path) {
 		return x.serveWorkflow(w, set, signedIn, user, ident)
 	}
@@ -239,6 +251,9 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	x.ev.Route = d.RouteID
 	x.ev.Reason = d.Reason
 	x.rewrites = g.rewrites(set, d.RouteID)
+	if done, err := x.limitsBefore(w); done { // limits.go
+		return err
+	}
 
 	switch d.Outcome {
 	case rules.Deny:
@@ -428,6 +443,7 @@ func (x *exchange) finish() {
 	if x.ev.Decision == "" {
 		x.ev.Decision = "error"
 	}
+	x.countDenial() // limits.go
 	if x.ev.RequestID == "" {
 		x.ev.RequestID = requestID(x.r)
 	}

@@ -23,6 +23,9 @@ type guardMetrics struct {
 	// rewriteSeconds observes the time spent decoding and rewriting a
 	// buffered answer.
 	rewriteSeconds *prometheus.HistogramVec
+	// limitHits counts usage limit hits by limit and action (no user
+	// label: the audit event names the user).
+	limitHits *prometheus.CounterVec
 
 	// children caches the labelled series (a childKey to a
 	// prometheus.Counter or prometheus.Observer): a label lookup hashes
@@ -40,7 +43,7 @@ const maxCachedChildren = 4096
 
 // childKey names one labelled series of one collector.
 type childKey struct {
-	vec       int // 0 decisions, 1 fields, 2 exportsBlocked, 3 rewriteSeconds
+	vec       int // 0 decisions, 1 fields, 2 exportsBlocked, 3 rewriteSeconds, 4 limitHits (route: the limit)
 	route, v2 string
 }
 
@@ -66,6 +69,10 @@ func newGuardMetrics(reg prometheus.Registerer) (*guardMetrics, error) {
 			Help:    "Time spent decoding and rewriting buffered answers, by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"route"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "crmguard", Name: "limit_hits_total",
+			Help: "Usage limit hits (refused requests, and alerts raised), by limit and action.",
+		}, []string{"limit", "action"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -81,6 +88,9 @@ func newGuardMetrics(reg prometheus.Registerer) (*guardMetrics, error) {
 		return nil, err
 	}
 	if m.rewriteSeconds, err = register(reg, m.rewriteSeconds); err != nil {
+		return nil, err
+	}
+	if m.limitHits, err = register(reg, m.limitHits); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -114,6 +124,8 @@ func (m *guardMetrics) counter(vec int, route, v2 string) prometheus.Counter {
 		c = m.decisions.WithLabelValues(route, v2)
 	case 1:
 		c = m.fields.WithLabelValues(route, v2)
+	case 4:
+		c = m.limitHits.WithLabelValues(route, v2)
 	default:
 		c = m.exportsBlocked.WithLabelValues(route)
 	}
@@ -180,6 +192,9 @@ func (m *guardMetrics) observe(ev *AuditEvent, rewrote bool, rewriteTime time.Du
 	}
 	if rewrote {
 		m.rewriteObserver(route).Observe(rewriteTime.Seconds())
+	}
+	for _, h := range ev.Limits {
+		m.counter(4, h.Limit, h.Action).Inc()
 	}
 }
 

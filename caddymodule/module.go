@@ -275,6 +275,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Mode:           mode,
 		Store:          h.state,
 		Workflow:       h.workflow,
+		Notifier:       h.notifier,
 	})
 	return err
 }

@@ -221,6 +221,11 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		x.restore(w, before)
 		return x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason, Message: block.Message}, "blocked")
 	}
+	// The answer is known and nothing of it is written yet: the records
+	// limits charge what the client would receive, or refuse it whole.
+	if refused, err := x.limitRecords(w, before, d.Audit.RecordsOut); refused { // limits.go
+		return err
+	}
 	if x.shadow {
 		return x.sendRaw(w, rec)
 	}

@@ -61,6 +61,8 @@ const (
 	ElevationStarted = "elevation.started"
 	// ElevationReview: finished temporary access waits for review.
 	ElevationReview = "elevation.review"
+	// LimitHit: a usage limit was hit (Data says which, by whom, how far).
+	LimitHit = "limit.hit"
 )
 
 // Event is one notification, sent as the JSON body of a webhook POST.
