@@ -144,14 +144,29 @@ func serveCase(set *rules.Set, c Case, opt Options) (*caseAnswer, []string) {
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
-	guard, err := caddymodule.NewGuard(caddymodule.GuardOptions{
+	var user *rules.User
+	if p, ok := provider.(*fixedIdentity); ok {
+		if user, err = p.ResolveUser(set, nil); err != nil {
+			user = nil // the guard refuses the case's request and says why
+		}
+	}
+	cs, err := newCaseStore(set, c, user, now)
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	defer cs.Close()
+	gopt := caddymodule.GuardOptions{
 		Rules:    func() *rules.Set { return set },
 		Provider: provider,
 		Audit:    sink,
 		MaxBody:  opt.MaxBody,
 		Now:      func() time.Time { return now },
 		Grants:   grants,
-	})
+	}
+	if cs != nil {
+		gopt.Store = cs
+	}
+	guard, err := caddymodule.NewGuard(gopt)
 	if err != nil {
 		return nil, []string{err.Error()}
 	}

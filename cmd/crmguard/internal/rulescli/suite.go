@@ -41,6 +41,10 @@ type Case struct {
 	Grants []CaseGrant `yaml:"grants"`
 	// Elevation is the user's active elevation (grants.go).
 	Elevation *CaseElevation `yaml:"elevation"`
+	// Usage is what the user has already used of usage limits within
+	// their windows (limit id → count), added at the case's time
+	// (usage.go): `usage: {bulk_view: 480}`.
+	Usage map[string]int64 `yaml:"usage"`
 	// Request is what the client sends.
 	Request Request `yaml:"request"`
 	// Upstream is what the CRM answers; nil: 200 with an empty body.
