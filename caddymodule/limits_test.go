@@ -55,24 +55,6 @@ routes:
 limits:
 `
 
-// limitClock is the one clock of a harness: the guard's and the store's.
-type limitClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *limitClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *limitClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // limitProvider is a signed-in user whose MFA and sign-in time a test
 // changes; Challenge answers like an API client's challenge.
 type limitProvider struct {
@@ -113,7 +95,7 @@ type limitHarness struct {
 	t      *testing.T
 	g      *Guard
 	sink   *memSink
-	clock  *limitClock
+	clock  *wfClock // the guard's and the store's (workflow_harness_test.go)
 	st     store.Store
 	reg    *prometheus.Registry
 	user   *limitProvider
@@ -136,7 +118,7 @@ func newLimitHarness(t *testing.T, limits string, s limitSetup) *limitHarness {
 	if err != nil {
 		t.Fatalf("the rules do not load: %v", err)
 	}
-	h := &limitHarness{t: t, sink: &memSink{}, clock: &limitClock{t: time.Date(2026, 11, 18, 10, 0, 0, 0, time.UTC)},
+	h := &limitHarness{t: t, sink: &memSink{}, clock: &wfClock{now: time.Date(2026, 11, 18, 10, 0, 0, 0, time.UTC)},
 		reg: prometheus.NewRegistry(), events: make(chan notify.Event, 100)}
 	roles := s.roles
 	if roles == nil {
@@ -308,7 +290,7 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 		if got := h.count(set, "bulk_view", ""); got != want {
 			t.Fatalf("after page %d the window holds %d, want %d (only records sent count)", i+1, got, want)
 		}
-		h.clock.Add(time.Minute)
+		h.clock.advance(time.Minute)
 	}
 	rec, ev := h.do("GET", "/api/customers?n=200&offset=400")
 	t.Run("the third page is refused with 429 and Retry-After", func(t *testing.T) {
@@ -384,7 +366,7 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 		}
 	})
 	t.Run("the window allows again once the first page has expired", func(t *testing.T) {
-		h.clock.Add(8 * time.Minute)
+		h.clock.advance(8 * time.Minute)
 		rec, _ := h.do("GET", "/api/customers?n=200&offset=400")
 		if rec.Code != 200 || h.count(set, "bulk_view", "") != 500 {
 			t.Errorf("status %d, window %d, want 200 and 500", rec.Code, h.count(set, "bulk_view", ""))
@@ -492,7 +474,7 @@ func TestADenialsLimitStopsAUserWhoKeepsBeingRefused(t *testing.T) {
 		}
 	})
 	t.Run("the window allows again once the denials expire", func(t *testing.T) {
-		h.clock.Add(5 * time.Minute)
+		h.clock.advance(5 * time.Minute)
 		if rec, _ := h.do("GET", "/api/customers?n=1"); rec.Code != 200 {
 			t.Errorf("status %d", rec.Code)
 		}
@@ -535,7 +517,7 @@ func TestStepUpRefusesUntilAFreshMFASignIn(t *testing.T) {
 	if rec, _ := h.do("GET", "/api/customers?n=40"); rec.Code != 200 {
 		t.Fatal(rec.Code)
 	}
-	h.clock.Add(time.Minute)
+	h.clock.advance(time.Minute)
 	rec, ev := h.do("GET", "/api/customers?n=20")
 	t.Run("the answer past max is refused with a challenge for a fresh MFA sign-in", func(t *testing.T) {
 		if rec.Code != 401 || strings.Contains(rec.Body.String(), "cust-") {
@@ -549,7 +531,7 @@ func TestStepUpRefusesUntilAFreshMFASignIn(t *testing.T) {
 		}
 	})
 	t.Run("later requests are refused too, even small ones", func(t *testing.T) {
-		h.clock.Add(time.Minute)
+		h.clock.advance(time.Minute)
 		calls := h.upstreamCalls()
 		rec, ev := h.do("GET", "/api/customers?n=1")
 		if rec.Code != 401 || h.upstreamCalls() != calls || len(ev.Limits) != 1 {
@@ -572,7 +554,7 @@ func TestStepUpRefusesUntilAFreshMFASignIn(t *testing.T) {
 		}
 	})
 	t.Run("a fresh MFA sign-in opens a fresh window", func(t *testing.T) {
-		h.clock.Add(time.Second)
+		h.clock.advance(time.Second)
 		h.user.signIn(true, h.clock.Now())
 		rec, ev := h.do("GET", "/api/customers?n=30")
 		if rec.Code != 200 || len(ev.LimitsReset) != 1 || ev.LimitsReset[0] != "deep_read" {
@@ -650,25 +632,32 @@ func TestUsersDoNotShareCounts(t *testing.T) {
 	}
 }
 
-func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
-	h := newLimitHarness(t, `  - {id: lookups, count: requests, max: 25, per: 1m, action: block}
-`, limitSetup{})
+// sendAtOnce sends n GETs of target at the same time, spread over the
+// harnesses in turn, and counts the answers by status.
+func sendAtOnce(hs []*limitHarness, n int, target string) map[int]int {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	codes := map[int]int{}
-	for i := 0; i < 60; i++ {
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req := httptest.NewRequest("GET", "http://crm.test/api/customers/1", nil)
+			h := hs[i%len(hs)]
 			rec := httptest.NewRecorder()
-			_ = h.g.ServeHTTP(rec, req, h.crm())
+			_ = h.g.ServeHTTP(rec, httptest.NewRequest("GET", "http://crm.test"+target, nil), h.crm())
 			mu.Lock()
 			codes[rec.Code]++
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	return codes
+}
+
+func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
+	h := newLimitHarness(t, `  - {id: lookups, count: requests, max: 25, per: 1m, action: block}
+`, limitSetup{})
+	codes := sendAtOnce([]*limitHarness{h}, 60, "/api/customers/1")
 	if codes[200] != 25 || codes[429] != 35 {
 		t.Errorf("answers %v, want 25 × 200 and 35 × 429", codes)
 	}
@@ -679,7 +668,7 @@ func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
 
 func TestTwoGuardsOnOneRedisShareTheCount(t *testing.T) {
 	url := redistest.Start(t)
-	clock := &limitClock{t: time.Date(2026, 11, 18, 10, 0, 0, 0, time.UTC)}
+	clock := &wfClock{now: time.Date(2026, 11, 18, 10, 0, 0, 0, time.UTC)}
 	var guards []*limitHarness
 	for i := 0; i < 2; i++ {
 		// Each guard has its own client, as two instances would.
@@ -690,23 +679,7 @@ func TestTwoGuardsOnOneRedisShareTheCount(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		guards = append(guards, newLimitHarness(t, bulkView, limitSetup{store: st}))
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	codes := map[int]int{}
-	for i := 0; i < 40; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h := guards[i%2]
-			req := httptest.NewRequest("GET", "http://crm.test/api/customers?n=20", nil)
-			rec := httptest.NewRecorder()
-			_ = h.g.ServeHTTP(rec, req, h.crm())
-			mu.Lock()
-			codes[rec.Code]++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	codes := sendAtOnce(guards, 40, "/api/customers?n=20")
 	if codes[200] != 25 || codes[429] != 15 {
 		t.Errorf("answers %v, want 25 × 200 (500 records) and 15 × 429", codes)
 	}
