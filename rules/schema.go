@@ -139,7 +139,24 @@ var ruleFileSchema = withReq(sObj("A crmguard rule file: who may call which CRM 
 			p("review_by", sStrs("the roles that review it afterwards")),
 		))),
 	p("routes", sList("the routes, in match order: the first that matches a request decides (required)", routeSchema)),
+	p("limits", sList("usage limits: how much one user may do in a sliding window, counted on the guard's state store", limitSchema)),
 ), "version", "roles", "routes")
+
+var limitSchema = withReq(sObj("a usage limit",
+	p("id", sStr("the limit's id, named in refusals, the audit event, metrics and counters (required)")),
+	p("description", sStr("what the limit is, in words (the refusal's message uses it)")),
+	p("routes", sStrs("route id globs it covers (* any run of characters, ? one, [a-z] a class); default: every request")),
+	p("count", sEnum("what it counts (required)", "records", "requests", "exports", "denials")),
+	p("max", sInt("the most the count may reach within per (required; 0 only with alert)", 0)),
+	p("per", sDur("the sliding window, at least 1s (required)")),
+	p("key", sEnum("whose usage is counted together (default user)", "user", "user+route")),
+	p("for", sStrs("it applies only to these roles")),
+	p("except", sStrs("it never applies to these roles")),
+	p("when", sCEL("it applies only when this holds (over user, request, now)")),
+	p("action", sEnum("what a hit does (required): alert passes and raises an alert, step_up asks for a fresh MFA sign-in, block refuses with 429", "alert", "step_up", "block")),
+	p("notify", sStrs("roles told of every hit (through the Caddyfile's notify webhooks)")),
+	p("message", messageNode("when the limit refuses")),
+), "id", "count", "max", "per", "action")
 
 var routeSchema = withReq(sObj("a route: the requests it matches, who may call it, and what is done to its answers",
 	p("id", sStr("the route's id, named in denials, the audit log and metrics (required)")),

@@ -187,7 +187,8 @@ func TestSchemaKeysAreTheLoadersKeys(t *testing.T) {
 // schema, so that a key added to the loader cannot be missing from it.
 func TestEveryLoaderKeyListIsInTheSchema(t *testing.T) {
 	vars := map[string][]string{"routeKeys": routeKeys, "fieldKeys": fieldKeys, "targetKeys": targetKeys,
-		"queryKeys": queryKeys, "queryParamKeys": queryParamKeys, "forwardKeys": forwardKeys}
+		"queryKeys": queryKeys, "queryParamKeys": queryParamKeys, "forwardKeys": forwardKeys,
+		"limitKeys": limitKeys}
 	var objs []schemaObject
 	schemaObjects(ruleFileSchema, nil, &objs)
 	schemaSets := map[string]bool{}
