@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/crmguard/crmguard/rules/internal/cond"
 )
 
 // bulkRules: a manager reassigns many customers at once, each fetched
@@ -259,6 +261,55 @@ func TestABadBulkTargetIsRefusedWhenTheFileLoads(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "rules.yaml:") || !strings.Contains(err.Error(), "routes[0].target") {
 				t.Errorf("the error %q names no file position and key", err)
+			}
+		})
+	}
+}
+
+// BenchmarkJudgeABulkWrite judges a bulk reassignment of 100 customers,
+// fetched in one list, per request (Decide, CheckBody, JudgeTargets): the
+// target's allow_if natively (the project) and in CEL alone (the
+// baseline), in the same run.
+func BenchmarkJudgeABulkWrite(b *testing.B) {
+	s := mustLoad(b, `version: 1
+roles: {sales: {}, sales_manager: {inherits: [sales]}}
+routes:
+  - id: customers.bulk
+    match: {methods: [POST], path: /api/customers/bulk-update}
+    allow: [sales_manager]
+    target:
+      ids: ids.#
+      fetch_many: {path: "/api/customers?ids={ids}", records: list}
+      max_ids: 100
+      allow_if: record.team in user.attrs.teams && record.owner_id != body.owner_id && timestamp(record.last_contact_at) > now - duration("87600h")
+`)
+	var ids, recs []string
+	for i := 1; i <= 100; i++ {
+		ids = append(ids, fmt.Sprint(i))
+		recs = append(recs, fmt.Sprintf(`{"id":%d,"name":"Customer %d Trading Co.","owner_id":"zhang","team":"east","stage":"negotiation","last_contact_at":"2026-10-01T09:00:00Z","notes":"follow up about the renewal"}`, i, i))
+	}
+	body := []byte(`{"ids":[` + strings.Join(ids, ",") + `],"owner_id":"wu"}`)
+	answer := TargetAnswer{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"list":[` + strings.Join(recs, ",") + `]}`)}
+	native := s.routes[0].target.allowCond
+	for _, c := range []struct {
+		name string
+		cond *cond.Condition
+	}{{"native", native}, {"cel", native.CELOnly()}} {
+		b.Run(c.name, func(b *testing.B) {
+			s.routes[0].target.allowCond = c.cond
+			defer func() { s.routes[0].target.allowCond = native }()
+			r := targetReq("POST", "/api/customers/bulk-update")
+			r.Now = workday
+			b.SetBytes(int64(len(answer.Body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				d := s.Decide(bulkManager, r)
+				if be := d.CheckBody("application/json", body); be != nil {
+					b.Fatal(be)
+				}
+				if blk := d.JudgeTargets([]TargetAnswer{answer}); blk != nil {
+					b.Fatal(blk.Reason)
+				}
 			}
 		})
 	}

@@ -68,8 +68,10 @@ func (l *loader) target(r *route, n *yaml.Node, key string) {
 	if e, ok := by["allow_if"]; ok {
 		ak := joinKey(key, "allow_if")
 		if src, ok := l.str(e.val, ak); ok {
-			t.allowIf = l.expr(e.val, ak, src, cond.WriteScope, true)
-			if t.allowIf != nil {
+			c, issues := cond.CompileWriteCondition(l.set.env, src)
+			l.exprIssues(e.val, ak, src, issues)
+			if c != nil {
+				t.allowCond, t.allowIf = c, c.Expr()
 				l.lintRoleLiterals(e.val, ak, t.allowIf)
 			}
 		}

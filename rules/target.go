@@ -29,6 +29,9 @@ type targetSpec struct {
 	recSrc  string     // `record` as written
 	recKeys []string   // keys and indexes to the record; nil: the answer itself
 	allowIf *cond.Expr // `allow_if`
+	// allowCond is allow_if with its native predicate, evaluated on each
+	// stored record (State.EvalJSON).
+	allowCond *cond.Condition
 	visible *cond.Expr // `visible` (hidden.go); nil: every record is visible
 	// idKeys maps a request key (body field, form field, query
 	// parameter), lowercased, to the fetch parameter whose value it must
@@ -439,13 +442,19 @@ func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 	case len(answers) != len(fetches):
 		return refuse(http.StatusBadGateway, fmt.Sprintf("%d answers were given for %d fetches of the stored records", len(answers), len(fetches)))
 	}
+	// allow_if's request constants (user, request, body) are evaluated
+	// once; judge then decides each stored record, natively when it can.
+	var allow *cond.State
 	// judge decides one stored record; id names it on a bulk write.
 	judge := func(raw []byte, id string) *Block {
 		this := "this record"
 		if id != "" {
 			this = "record " + id
 		}
-		act := d.act.WithRecord(raw)
+		var act *cond.Activation // record conditions in CEL, built on first need
+		if rt.target.visible != nil || len(d.recordGuards) > 0 {
+			act = d.act.WithRecord(raw)
+		}
 		if reason := d.targetHidden(act); reason != "" { // hidden.go: answered like a missing record
 			if id != "" {
 				reason = strings.Replace(reason, "the record to change", "record "+id, 1)
@@ -453,7 +462,10 @@ func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 			au.Refused = id
 			return refuseAs(http.StatusNotFound, fmt.Sprintf("route %s: %s", rt.id, reason), notFoundMessage)
 		}
-		ok, err := rt.target.allowIf.EvalBool(act)
+		if allow == nil {
+			allow = rt.target.allowCond.Prepare(d.act)
+		}
+		ok, err := allow.EvalJSON(raw)
 		if err != nil {
 			d.Audit.EvalErrors++
 			au.Refused = id

@@ -12,7 +12,9 @@
 // request, it fills an Activation (User, Request, now), evaluates request
 // conditions with Expr.EvalBool and prepares record conditions with
 // Condition.Prepare; the prepared State's Eval is the rewriter's
-// per-record predicate.
+// per-record predicate. A target's allow_if is compiled with
+// CompileWriteCondition (it may read `body`, a request constant) and
+// evaluated on each stored record's JSON with State.EvalJSON.
 //
 // A native predicate must give exactly CEL's answer, errors included: the
 // differential tests and fuzzers in this package (TestNativeAndCELAgree,

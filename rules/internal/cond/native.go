@@ -47,6 +47,10 @@ type Condition struct {
 	fixed      []ref.Val      // per const: its value when constKinds says constFixed
 	fixedLists [][]string     // per pIn slot: a literal list of strings, read at load
 	keys       []rewrite.Path // record paths native reads, by keyIdx (until RecordKeys.Add)
+	// chains are the same paths as keys of the record (until
+	// RecordKeys.Add), for EvalJSON.
+	chains [][]string
+	added  bool // given to RecordKeys.Add: native reads its record through the rewriter
 	nlists     int            // pIn nodes with a constant right side
 }
 
@@ -85,7 +89,19 @@ type pnode struct {
 // CompileCondition compiles a record condition (RecordScope, a bool) and,
 // when its shape allows, its native predicate.
 func CompileCondition(env *Env, src string) (*Condition, []Issue) {
-	e, issues := Compile(env, src, RecordScope, true)
+	return compileCondition(env, src, RecordScope)
+}
+
+// CompileWriteCondition compiles a condition on a write and the stored
+// record it changes (WriteScope: it may read `body` too, as a request
+// constant) and, when its shape allows, its native predicate. Evaluate it
+// on a record's JSON with State.EvalJSON (it is not given to RecordKeys).
+func CompileWriteCondition(env *Env, src string) (*Condition, []Issue) {
+	return compileCondition(env, src, WriteScope)
+}
+
+func compileCondition(env *Env, src string, scope Scope) (*Condition, []Issue) {
+	e, issues := Compile(env, src, scope, true)
 	if e == nil {
 		return nil, issues
 	}
@@ -96,7 +112,7 @@ func CompileCondition(env *Env, src string) (*Condition, []Issue) {
 		c.fixedLists = make([][]string, c.nlists)
 		c.readFixedLists(root)
 	} else {
-		c.consts, c.constKinds, c.fixed, c.keys = nil, nil, nil, nil
+		c.consts, c.constKinds, c.fixed, c.keys, c.chains = nil, nil, nil, nil, nil
 	}
 	return c, nil
 }
@@ -300,6 +316,7 @@ func (nc *nativeCompiler) operand(e ast.Expr) (*pnode, bool) {
 		}
 		idx = len(nc.c.keys)
 		nc.c.keys = append(nc.c.keys, path)
+		nc.c.chains = append(nc.c.chains, keys)
 		nc.keyIdx[p] = idx
 	}
 	return &pnode{kind: pRec, keyIdx: idx, asTime: asTime}, true

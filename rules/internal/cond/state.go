@@ -45,7 +45,7 @@ func (k *RecordKeys) Add(c *Condition) {
 		}
 	}
 	renumber(c.native)
-	c.keys = nil
+	c.keys, c.chains, c.added = nil, nil, true
 }
 
 // Paths lists the gathered record paths, for rewrite.Plan.Keys.
@@ -121,6 +121,47 @@ func (cs *State) Eval(rec *rewrite.Record) (bool, error) {
 		act = act.WithRecord(rec.Raw())
 	}
 	return cs.c.e.EvalBool(act)
+}
+
+// EvalJSON evaluates the condition on one record given as the raw JSON
+// of an object (a stored record a write changes), natively when it can:
+// the record's values are read as `record` reads them in CEL (a key
+// present twice with different values does not exist). A condition given
+// to RecordKeys.Add is evaluated in CEL here.
+func (cs *State) EvalJSON(raw []byte) (bool, error) {
+	c := cs.c
+	if c.native != nil && !c.added {
+		v := c.native.eval(cs, jsonRecord{raw: string(raw), chains: c.chains})
+		if b, ok := v.(types.Bool); ok {
+			return bool(b), nil
+		}
+		return false, valError(v)
+	}
+	return c.e.EvalBool(cs.act.WithRecord(raw))
+}
+
+// jsonRecord reads a native predicate's record values from raw JSON.
+type jsonRecord struct {
+	raw    string
+	chains [][]string
+}
+
+// Key returns the value at chains[i]; a key absent, present twice with
+// different values, or under a value that is not an object does not
+// exist.
+func (r jsonRecord) Key(i int) gjson.Result {
+	cur := gjson.Result{Type: gjson.JSON, Raw: r.raw}
+	for _, k := range r.chains[i] {
+		if !cur.IsObject() {
+			return gjson.Result{}
+		}
+		v, ok := lookupKey(cur.Raw, k)
+		if !ok {
+			return gjson.Result{}
+		}
+		cur = v
+	}
+	return cur
 }
 
 type noRecord struct{}
