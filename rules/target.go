@@ -32,7 +32,7 @@ type targetSpec struct {
 	// allowCond is allow_if with its native predicate, evaluated on each
 	// stored record (State.EvalJSON).
 	allowCond *cond.Condition
-	visible *cond.Expr // `visible` (hidden.go); nil: every record is visible
+	visible   *cond.Expr // `visible` (hidden.go); nil: every record is visible
 	// idKeys maps a request key (body field, form field, query
 	// parameter), lowercased, to the fetch parameter whose value it must
 	// equal. Keys match in any case: ASP.NET and Jackson (with

@@ -51,7 +51,7 @@ type Condition struct {
 	// RecordKeys.Add), for EvalJSON.
 	chains [][]string
 	added  bool // given to RecordKeys.Add: native reads its record through the rewriter
-	nlists     int            // pIn nodes with a constant right side
+	nlists int  // pIn nodes with a constant right side
 }
 
 // constKind says how a request constant is evaluated.
