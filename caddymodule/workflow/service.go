@@ -126,33 +126,13 @@ func (s *Service) Sweep(ctx context.Context) error {
 	if set := s.opt.Rules(); set == nil || len(set.ApprovalPolicies()) == 0 && len(set.Elevations()) == 0 {
 		return nil // nothing to expire; the store is not even opened
 	}
-	recs, err := s.opt.Store.List(ctx, nsApprovals, "open")
-	if err != nil {
-		return fmt.Errorf("workflow: listing open approvals: %w", err)
+	// Listing settles every record it reads (each expiry applied and
+	// audited once, whichever instance gets there first).
+	if _, err := s.listApprovals(ctx, "open"); err != nil {
+		return fmt.Errorf("workflow: sweeping approvals: %w", err)
 	}
-	for _, r := range recs {
-		a, err := decodeApproval(r)
-		if err != nil {
-			s.opt.Logger.Error("unreadable approval record", zap.String("id", r.Key), zap.Error(err))
-			continue
-		}
-		if _, err := s.settleApproval(ctx, a); err != nil {
-			return err
-		}
-	}
-	recs, err = s.opt.Store.List(ctx, nsElevation, "open")
-	if err != nil {
-		return fmt.Errorf("workflow: listing open elevations: %w", err)
-	}
-	for _, r := range recs {
-		e, err := decodeElevation(r)
-		if err != nil {
-			s.opt.Logger.Error("unreadable elevation record", zap.String("id", r.Key), zap.Error(err))
-			continue
-		}
-		if _, err := s.settleElevation(ctx, e); err != nil {
-			return err
-		}
+	if _, err := s.listElevations(ctx, "open"); err != nil {
+		return fmt.Errorf("workflow: sweeping elevations: %w", err)
 	}
 	return nil
 }
