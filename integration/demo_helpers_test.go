@@ -80,21 +80,25 @@ func rulesWithStepUp(t *testing.T, maxAge time.Duration) string {
 // test ends.
 func startDemo(t *testing.T, rules string) *demo.Stack {
 	t.Helper()
+	return startDemoConfig(t, demo.Config{Rules: rules})
+}
+
+// startDemoConfig is startDemo with more of the stack's configuration:
+// what cfg leaves empty is as startDemo has it (the state store in a
+// temporary folder unless cfg.SessionStore names one).
+func startDemoConfig(t *testing.T, cfg demo.Config) *demo.Stack {
+	t.Helper()
 	tmp := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	t.Setenv("HOME", tmp)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := demo.Start(ctx, demo.Config{
-		Caddyfile:    demoCaddyfile(t),
-		Rules:        rules,
-		Listen:       "localhost:0",
-		SessionStore: "file:" + filepath.Join(tmp, "sessions"),
-		StorageDir:   filepath.Join(tmp, "caddy"),
-		Admin:        "off",
-		Log:          testLogWriter{t},
-	})
+	cfg.Caddyfile, cfg.Listen, cfg.StorageDir, cfg.Admin, cfg.Log = demoCaddyfile(t), "localhost:0", filepath.Join(tmp, "caddy"), "off", testLogWriter{t}
+	if cfg.SessionStore == "" {
+		cfg.SessionStore = "file:" + filepath.Join(tmp, "sessions")
+	}
+	d, err := demo.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,10 @@ type Config struct {
 	Now time.Time
 	// TOTPSeed derives the demo users' TOTP secrets. Default DefaultTOTPSeed.
 	TOTPSeed string
+	// IdPNow is the identity provider's clock, which stamps sign-ins
+	// (auth_time). Default: time.Now. Tests move it to make a sign-in
+	// look newer or older.
+	IdPNow func() time.Time
 	// SessionStore is the session store ({$CRMGUARD_SESSION_STORE}), e.g.
 	// "file:/tmp/x". Default "file" (Caddy's data directory).
 	SessionStore string
@@ -225,6 +229,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 				BackchannelLogoutURI:   d.URL + "/.crmguard/backchannel-logout",
 			}},
 			Logger: slog.New(slog.NewTextHandler(cfg.Log, nil)),
+			Now:    cfg.IdPNow,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("demo: %w", err)
