@@ -30,6 +30,9 @@ type AuditEvent struct {
 	Path string `json:"path"`
 	// Route is the id of the matched route ("" when none matched).
 	Route string `json:"route,omitempty"`
+	// RulesVersion names the rule file's content the request was decided
+	// by (rules.Set.Version).
+	RulesVersion string `json:"rules_version,omitempty"`
 	// Decision is what happened: allow, deny, sign_in, step_up, blocked,
 	// error, provider.
 	Decision string `json:"decision"`
@@ -70,6 +73,15 @@ type AuditEvent struct {
 	// LimitsReset names the step_up limits whose window a fresh MFA
 	// sign-in emptied on this request.
 	LimitsReset []string `json:"limits_reset,omitempty"`
+	// BodyFields are the fields the request body set, on requests whose
+	// body the rules read.
+	BodyFields []string `json:"body_fields,omitempty"`
+	// Changes are the old and new values of the route's audit_changes
+	// fields the request set.
+	Changes map[string]rules.Change `json:"changes,omitempty"`
+	// Reload is set on the event a rule file reload writes (decision
+	// "reload").
+	Reload *ReloadAudit `json:"reload,omitempty"`
 	// DurationMS is the time spent on the request, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
 }
@@ -107,6 +119,9 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("path", ev.Path)
 	if ev.Route != "" {
 		enc.AddString("route", ev.Route)
+	}
+	if ev.RulesVersion != "" {
+		enc.AddString("rules_version", ev.RulesVersion)
 	}
 	enc.AddString("decision", ev.Decision)
 	if ev.Reason != "" {
@@ -148,6 +163,15 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if len(ev.LimitsReset) > 0 {
 		_ = enc.AddArray("limits_reset", stringArray(ev.LimitsReset))
+	}
+	if len(ev.BodyFields) > 0 {
+		_ = enc.AddArray("body_fields", stringArray(ev.BodyFields))
+	}
+	if len(ev.Changes) > 0 {
+		_ = enc.AddReflected("changes", ev.Changes)
+	}
+	if ev.Reload != nil {
+		_ = enc.AddReflected("reload", ev.Reload)
 	}
 	enc.AddFloat64("duration_ms", ev.DurationMS)
 	return nil
@@ -244,6 +268,10 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		b = appendKey(b, "route")
 		b = appendString(b, ev.Route)
 	}
+	if ev.RulesVersion != "" {
+		b = appendKey(b, "rules_version")
+		b = appendString(b, ev.RulesVersion)
+	}
 	b = appendKey(b, "decision")
 	b = appendString(b, ev.Decision)
 	if ev.Reason != "" {
@@ -329,6 +357,7 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		b = appendKey(b, "limits_reset")
 		b = appendStrings(b, ev.LimitsReset)
 	}
+	b = appendWrite(b, ev) // audit_version.go
 	b = appendKey(b, "duration_ms")
 	b = strconv.AppendFloat(b, ev.DurationMS, 'f', -1, 64)
 	return append(b, '}')

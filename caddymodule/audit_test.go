@@ -34,6 +34,13 @@ func TestAuditEventJSONMatchesEncodingJSON(t *testing.T) {
 			LimitsReset: []string{"deep_read"},
 		}},
 		{name: "a grant without purpose or approvers leaves them out", ev: AuditEvent{Grant: &rules.GrantAudit{ID: "g-2", Policy: "export"}}},
+		{name: "a write's rules version, fields and changes, and a reload, encode like encoding/json", ev: AuditEvent{
+			Method: "PATCH", Path: "/api/customers/1", RulesVersion: "0123456789abcdef", Decision: "allow",
+			BodyFields: []string{"notes", "stage"},
+			Changes:    map[string]rules.Change{"stage": {Old: []byte(`"lead"`), New: []byte(`"won"`)}, "owner_id": {New: []byte(`"5e88"`)}},
+			Reload: &ReloadAudit{File: "rules.yaml", OldVersion: "a", NewVersion: "b",
+				Roles: []rules.RoleChange{{Role: "sales", Added: []string{"x"}, Changed: []rules.RouteChange{{Route: "y", What: []string{"records"}}}}}},
+		}},
 		{name: "strings with quotes, controls, HTML, bad UTF-8 and separators are escaped like encoding/json",
 			ev: AuditEvent{User: "a\"b\\c\n\t\x01<script>&\xff\u2028张三", Path: "/x?<y>", Reason: "\x7f end"}},
 	}
@@ -66,7 +73,9 @@ func TestAuditLoggerSinkWritesTheSameObject(t *testing.T) {
 		Grant: &rules.GrantAudit{ID: "g-1", Policy: "export", Purpose: "Q4 review", Approvers: []string{"wang", "zhou"}},
 		Limits: []LimitHit{{Limit: "bulk_view", Counts: "records", Action: "block", Count: 420, Adding: 120, Max: 500, Window: "10m0s", Refused: true, RetryAfter: 95},
 			{Limit: "off_hours", Counts: "requests", Action: "alert", Count: 1, Adding: 1, Window: "1h0m0s"}},
-		LimitsReset: []string{"deep_read"}}
+		LimitsReset:  []string{"deep_read"},
+		RulesVersion: "0123456789abcdef", BodyFields: []string{"stage"}, Changes: map[string]rules.Change{"stage": {Old: []byte(`"a"`), New: []byte(`"b"`)}},
+		Reload: &ReloadAudit{File: "r.yaml", OldVersion: "a", NewVersion: "b"}}
 	var buf bytes.Buffer
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{MessageKey: "msg"})
 	core := zapcore.NewCore(enc, zapcore.AddSync(&buf), zapcore.InfoLevel)

@@ -189,6 +189,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 	if set == nil {
 		return x.refuse(w, refusal{Status: http.StatusServiceUnavailable, Reason: "No rule set is loaded."}, "error")
 	}
+	x.ev.RulesVersion = set.Version()
 
 	// The provider's own endpoints (callback, logout) come first.
 	var user *rules.User
@@ -413,6 +414,8 @@ func (x *exchange) audit(d *rules.Decision) {
 	x.ev.EvalErrors = a.EvalErrors
 	x.ev.Export = a.Export
 	x.ev.Grant = a.Grant
+	x.ev.BodyFields = a.BodyFields
+	x.ev.Changes = a.Changes
 	// The rules' audit reason replaces the decision's when they refused
 	// (or, in shadow mode, would have refused) the answer later on, unless
 	// the handler already wrote a reason of its own.

@@ -253,6 +253,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	sink = versionStamp{AuditSink: sink, current: src.Current} // audit_version.go
 	if err := h.startWorkflow(src.Current, sink); err != nil { // workflow.go
 		return err
 	}
@@ -277,7 +278,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Workflow:       h.workflow,
 		Notifier:       h.notifier,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// A reload of the rule file writes an event of its own.
+	auditor := &reloadAuditor{sink: sink, logger: h.logger, now: time.Now}
+	src.listeners.add(h, auditor.reloaded)
+	return nil
 }
 
 // Validate checks the configuration.
@@ -326,6 +333,7 @@ func (h *Handler) Cleanup() error {
 		err = errors.Join(err, h.state.Close())
 	}
 	if h.sourceKey != "" {
+		h.source.listeners.remove(h)
 		_, _ = ruleSources.Delete(h.sourceKey)
 	}
 	if h.auditPath != "" {

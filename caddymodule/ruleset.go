@@ -37,6 +37,9 @@ type ruleSource struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+
+	// listeners are told of every new set installed (audit_version.go).
+	listeners reloadListeners
 }
 
 // newRuleSource reads and compiles path; it fails when the file cannot be
@@ -82,7 +85,10 @@ func (s *ruleSource) reload() (changed bool, err error) {
 		return false, fmt.Errorf("caddymodule: rules file %s compiled to no rule set", s.path)
 	}
 	s.sum = sum
-	s.cur.Store(set)
+	old := s.cur.Swap(set)
+	if old != nil {
+		s.listeners.notify(s.path, old, set)
+	}
 	return true, nil
 }
 

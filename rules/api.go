@@ -50,6 +50,7 @@ package rules
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"time"
@@ -248,6 +249,25 @@ type Audit struct {
 	Target *TargetAudit `json:"target,omitempty"`
 	// Grant is the export grant the request used (grants.go).
 	Grant *GrantAudit `json:"grant,omitempty"`
+	// BodyFields are the top-level keys (form field names) the request
+	// body set, sorted, on requests whose body the rules read
+	// (audit_changes.go).
+	BodyFields []string `json:"body_fields,omitempty"`
+	// Changes are the old and new values of the route's audit_changes
+	// fields that the request set, by field path.
+	Changes map[string]Change `json:"changes,omitempty"`
+}
+
+// Change is a field's value before and after a write, as JSON: hashed
+// (the hex HMAC-SHA256 of the value's text under the hash key, as the
+// `hash` action writes it) unless the route lists the field as plain.
+type Change struct {
+	// Old is the stored record's value (null when it has none); absent
+	// when no stored record was judged (no target, a bulk target, or a
+	// refused write).
+	Old json.RawMessage `json:"old,omitempty"`
+	// New is the value the request sets.
+	New json.RawMessage `json:"new"`
 }
 
 // ExportFlags says why an exchange counted as an export and what became of it.

@@ -62,6 +62,7 @@ func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
 		return be
 	}
 	d.bodyChecked = true
+	d.noteBodyAudit(contentType, body) // audit_changes.go
 	return nil
 }
 

@@ -115,6 +115,7 @@ func compileFile(name string, data []byte, cfg loadConfig) (*Set, error) {
 	}
 	l.lint()
 	l.set.warnings = l.warns
+	l.set.version = fileVersion(doc.Content[0])
 	return l.set, nil
 }
 

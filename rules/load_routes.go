@@ -9,7 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target", "message", "query", "forward_query"}
+var routeKeys = []string{"id", "description", "match", "allow", "deny", "when", "mfa", "records", "record", "visible", "expose", "fields", "max_records", "audit_id", "answer", "answer_headers", "body", "export", "target", "audit_changes", "message", "query", "forward_query"}
 
 func (l *loader) routes(n *yaml.Node) {
 	n = resolve(n)
@@ -227,6 +227,9 @@ func (l *loader) route(n *yaml.Node, key string) *route {
 	}
 	if e, ok := by["target"]; ok {
 		l.target(r, e.val, joinKey(key, "target")) // target.go
+	}
+	if e, ok := by["audit_changes"]; ok {
+		l.auditChanges(r, e.val, joinKey(key, "audit_changes")) // load_audit.go
 	}
 	l.checkBodyReads(r, key) // load_body.go
 	if e, ok := by["query"]; ok {

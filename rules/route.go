@@ -58,6 +58,10 @@ type route struct {
 
 	// target is the stored record a request is judged against (target.go).
 	target *targetSpec
+
+	// auditChanges are the fields whose old and new values a write's audit
+	// event records (load_audit.go); nil without `audit_changes`.
+	auditChanges []auditChange
 	// qguard is the route's `query` and forward its `forward_query`
 	// (load_query.go, query.go).
 	qguard  *querySpec

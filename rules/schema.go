@@ -241,6 +241,13 @@ var routeSchema = withReq(sObj("a route: the requests it matches, who may call i
 		p("id_fields", sMap("fetch parameter -> the request keys that name the same record (default: the parameter's own name)", sStrs("request keys"))),
 		p("if_match", sBool("make the write conditional on the version judged (If-Match with its ETag)")),
 	)),
+	p("audit_changes", sList("fields whose values before and after a write the audit event records (hashed unless plain; the value before from the target's stored record); the event then also lists the fields the body sets (body_fields): [] for those only",
+		sOne("a field",
+			sStr("a field path (a.b) in the request body and the stored record; its values are recorded hashed (needs hash_key)"),
+			sObj("a field and how its values are recorded",
+				p("field", sStr("the field path (a.b)")),
+				p("plain", sBool("record the values as they are, not hashed")),
+			)))),
 	p("message", messageNode("whenever the route refuses")),
 ), "id", "match")
 

@@ -31,6 +31,7 @@ type Set struct {
 	anyRouteLimits []*Limit
 	warnings       []Warning
 	hashKey        []byte
+	version        string // load_version.go
 	env            *cond.Env
 	plans          sync.Map // planKey -> *sync.Pool of *pooledPlan (see response.go)
 }
@@ -44,6 +45,10 @@ type Warning struct {
 	// Msg says what looks wrong.
 	Msg string
 }
+
+// Version names the rule file's content (comments and layout aside): the
+// audit log's rules_version. Two files with one version say the same.
+func (s *Set) Version() string { return s.version }
 
 // Mode is the rule set's mode.
 func (s *Set) Mode() Mode { return s.mode }

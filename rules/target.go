@@ -489,6 +489,7 @@ func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 		}
 		return nil
 	}
+	var judged []byte // the one stored record of a single target
 	for i, f := range fetches {
 		a := answers[i]
 		au.Status = a.Status
@@ -541,6 +542,9 @@ func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 		if b := judge(raw, id); b != nil || au.Reason != "" {
 			return b
 		}
+		if !t.Bulk {
+			judged = raw
+		}
 	}
 	if t.IfMatch {
 		if et := answers[0].Header.Get("ETag"); et == "" || strings.HasPrefix(et, "W/") || !strings.HasPrefix(et, `"`) {
@@ -548,6 +552,9 @@ func (d *Decision) JudgeTargets(answers []TargetAnswer) *Block {
 		}
 	}
 	au.Allowed = true
+	if judged != nil {
+		d.noteOldValues(judged) // audit_changes.go
+	}
 	return nil
 }
 

@@ -13,7 +13,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "rules",
-		Usage: "lint|test|explain|matrix|schema ...",
+		Usage: "lint|test|explain|matrix|diff|schema ...",
 		Short: "Checks, tests and explains crm_guard rule files",
 		Long: `
 Work with crm_guard rule files without starting a server.
@@ -37,12 +37,17 @@ Work with crm_guard rule files without starting a server.
       schedules, MFA age), export approval, and the fields removed, masked or
       hashed for the role.
 
+  crmguard rules diff OLD NEW
+      What the new version changes for each role: the routes it may now call,
+      may call no more, or may call on other terms (what a reload's audit
+      event records).
+
   crmguard rules schema
       Print the rule file's JSON Schema (every key with its meaning) for
       editors: see docs/rules.md, "Editor support".
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(lintCommand(), testCommand(), explainCommand(), matrixCommand(), schemaCommand())
+			cmd.AddCommand(lintCommand(), testCommand(), explainCommand(), matrixCommand(), diffCommand(), schemaCommand())
 		},
 	})
 }
@@ -144,4 +149,21 @@ func schemaCommand() *cobra.Command {
 			return err
 		},
 	}
+}
+
+func diffCommand() *cobra.Command {
+	var hashKey string
+	c := &cobra.Command{
+		Use:   "diff OLD NEW",
+		Short: "Says what a new version of a rule file changes for each role",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if hashKey == "" {
+				hashKey = os.Getenv("CRMGUARD_HASH_KEY")
+			}
+			return exit(cmd, rulescli.RoleDiff(args[0], args[1], hashKey, cmd.OutOrStdout()))
+		},
+	}
+	c.Flags().StringVar(&hashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	return c
 }

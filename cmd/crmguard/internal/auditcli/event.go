@@ -31,6 +31,7 @@ type event struct {
 	grant      gjson.Result
 	elevation  gjson.Result
 	flow       gjson.Result // `workflow`: an approval or elevation step
+	reload     gjson.Result // `reload`: a rule file reload's versions and role changes
 	bodyFields gjson.Result
 	changes    gjson.Result
 	version    string
@@ -91,6 +92,8 @@ func parseEvent(raw []byte, e *event, timeKnown bool) {
 			e.elevation = gjson.Parse(v)
 		case "workflow":
 			e.flow = gjson.Parse(v)
+		case "reload":
+			e.reload = gjson.Parse(v)
 		case "body_fields":
 			e.bodyFields = gjson.Parse(v)
 		case "changes":

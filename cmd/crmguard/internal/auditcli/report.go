@@ -60,6 +60,18 @@ type Report struct {
 	Users []*UserReport `json:"users"`
 	// Unusual are the users at the top of each measure.
 	Unusual Unusual `json:"unusual"`
+	// Reloads are the rule file reloads in the period, in order.
+	Reloads []Reload `json:"reloads,omitempty"`
+}
+
+// Reload is a rule file reload: the versions and what changed per role.
+type Reload struct {
+	Time       time.Time `json:"time"`
+	File       string    `json:"file"`
+	OldVersion string    `json:"old_version"`
+	NewVersion string    `json:"new_version"`
+	// Roles says per role what changed, in words.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // DayActivity is one day's activity.
@@ -240,6 +252,7 @@ type collector struct {
 	sensitive map[string]map[string]bool // route -> field -> true
 	inPeriod  int64
 	anonymous int
+	reloads   []Reload
 	ev        event
 	treated   []fieldCount // the fields of the event being added
 }
@@ -323,6 +336,10 @@ func (c *collector) add(raw []byte) {
 		e.time, e.badTime = t, false
 	}
 	if e.badTime || e.time.Before(c.p.from) || !e.time.Before(c.p.to) {
+		return
+	}
+	if e.decision == "reload" {
+		c.addReload(e) // not a request
 		return
 	}
 	c.inPeriod++
@@ -445,6 +462,40 @@ func (c *collector) add(raw []byte) {
 	}
 }
 
+// addReload keeps a rule file reload (there are few).
+func (c *collector) addReload(e *event) {
+	r := Reload{Time: e.time, File: strings.Clone(e.reload.Get("file").Str),
+		OldVersion: strings.Clone(e.reload.Get("old_version").Str), NewVersion: strings.Clone(e.reload.Get("new_version").Str)}
+	e.reload.Get("roles").ForEach(func(_, rc gjson.Result) bool {
+		var parts []string
+		if s := rc.Get("status").Str; s != "" {
+			parts = append(parts, "role "+s)
+		}
+		if a := rc.Get("added"); a.IsArray() {
+			parts = append(parts, "may now call "+joinStrings(a))
+		}
+		if a := rc.Get("removed"); a.IsArray() {
+			parts = append(parts, "may no longer call "+joinStrings(a))
+		}
+		rc.Get("changed").ForEach(func(_, ch gjson.Result) bool {
+			parts = append(parts, ch.Get("route").Str+": "+joinStrings(ch.Get("what"))+" changed")
+			return true
+		})
+		r.Roles = append(r.Roles, rc.Get("role").Str+": "+strings.Join(parts, "; "))
+		return true
+	})
+	c.reloads = append(c.reloads, r)
+}
+
+func joinStrings(a gjson.Result) string {
+	var out []string
+	a.ForEach(func(_, v gjson.Result) bool {
+		out = append(out, v.Str)
+		return true
+	})
+	return strings.Join(out, ", ")
+}
+
 func (c *collector) route(u *userAgg, route string) *routeAgg {
 	ra := u.routes[route]
 	if ra == nil {
@@ -503,6 +554,8 @@ func (c *collector) write(u *userAgg, e *event) {
 func (c *collector) report(top int) *Report {
 	r := &Report{From: c.p.from, To: c.p.to, TZ: c.p.loc.String(), BusinessHours: c.p.hoursTxt,
 		InPeriod: c.inPeriod, Anonymous: c.anonymous, Sensitive: map[string][]string{}}
+	r.Reloads = c.reloads
+	slices.SortStableFunc(r.Reloads, func(a, b Reload) int { return a.Time.Compare(b.Time) })
 	for route, fields := range c.sensitive {
 		r.Sensitive[route] = sortedSet(fields)
 	}

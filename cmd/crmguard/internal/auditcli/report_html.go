@@ -147,6 +147,11 @@ svg{max-width:100%;height:auto}
 {{range .R.Users}}<tr><td>{{.User}}</td><td>{{join .Roles ", "}}</td><td class="n">{{.Requests}}</td><td class="n">{{.Records}}</td><td class="n">{{.ExportRows}}</td><td class="n">{{len .Writes}}</td><td class="n">{{.DenialCount}}</td><td class="n">{{.OffHours}}</td><td class="n">{{len .Elevations}}</td></tr>
 {{end}}</table>
 
+{{if .R.Reloads}}<h2>Rule file changes</h2>
+<table><tr><th>time</th><th>file</th><th>version</th><th>what changed, per role</th></tr>
+{{range .R.Reloads}}<tr><td>{{time .Time}}</td><td>{{.File}}</td><td>{{.OldVersion}} &rarr; {{.NewVersion}}</td><td>{{range .Roles}}{{.}}<br>{{else}}nothing a role may do{{end}}</td></tr>
+{{end}}</table>{{end}}
+
 {{if .R.Sensitive}}<h2>Sensitive fields</h2>
 <p class="muted">A field counts as sensitive on a route when the guard removed, masked, hashed or otherwise treated it for someone there in the period.</p>
 <table><tr><th>route</th><th>fields</th></tr>

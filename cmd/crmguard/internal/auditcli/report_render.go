@@ -90,6 +90,15 @@ func renderText(r *Report, out io.Writer) error {
 		}
 		p("  %s:\t%s\n", l.name, cmpOr(strings.Join(parts, ", "), "nobody"))
 	}
+	if len(r.Reloads) > 0 {
+		p("\nRule file changes\n")
+		for _, rl := range r.Reloads {
+			p("  %s\t%s\t%s -> %s\n", r.localTime(rl.Time), rl.File, rl.OldVersion, rl.NewVersion)
+			for _, rc := range rl.Roles {
+				p("    %s\n", rc)
+			}
+		}
+	}
 	if len(r.Sensitive) > 0 {
 		p("\nSensitive fields (treated for someone on the route)\n")
 		for _, route := range sortedKeys(r.Sensitive) {
@@ -185,6 +194,9 @@ func renderCSV(r *Report, out io.Writer) error {
 		row("", "day_records", d.Date, d.Records)
 		row("", "day_denials", d.Date, d.Denials)
 		row("", "day_off_hours", d.Date, d.OffHours)
+	}
+	for _, rl := range r.Reloads {
+		row("", "rules_reload", rl.Time.Format(time.RFC3339)+" "+rl.OldVersion+" -> "+rl.NewVersion+": "+strings.Join(rl.Roles, " | "), 1)
 	}
 	for _, u := range r.Users {
 		n := u.User

@@ -344,3 +344,22 @@ func TestReportReadsWhatALogSystemExports(t *testing.T) {
 		})
 	}
 }
+
+func TestReportListsRuleFileReloadsApartFromRequests(t *testing.T) {
+	log := `{"time":"2026-11-03T02:00:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers","route":"customers.list","rules_version":"aaaa","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{}}
+{"time":"2026-11-03T03:00:00Z","method":"","path":"","rules_version":"bbbb","decision":"reload","status":0,"records_in":0,"records_out":0,"export":{},"reload":{"file":"/etc/crmguard/rules.yaml","old_version":"aaaa","new_version":"bbbb","roles":[{"role":"service","added":["customers.list"]},{"role":"sales","changed":[{"route":"customers.list","what":["records","fields"]}]}]}}
+`
+	p := filepath.Join(t.TempDir(), "a.jsonl")
+	_ = os.WriteFile(p, []byte(log), 0o600)
+	r, err := BuildReport(genOptions, []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.InPeriod != 1 || r.Anonymous != 0 || len(r.Users) != 1 {
+		t.Errorf("the reload counted as a request: in period %d, anonymous %d", r.InPeriod, r.Anonymous)
+	}
+	want := []string{"service: may now call customers.list", "sales: customers.list: records, fields changed"}
+	if len(r.Reloads) != 1 || r.Reloads[0].OldVersion != "aaaa" || r.Reloads[0].NewVersion != "bbbb" || !slices.Equal(r.Reloads[0].Roles, want) {
+		t.Errorf("reloads %+v", r.Reloads)
+	}
+}

@@ -189,3 +189,30 @@ func TestMatrixFormats(t *testing.T) {
 		}
 	})
 }
+
+func TestRoleDiffSaysWhatARuleChangeDoesToEachRole(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile(exampleRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(src), "allow: [finance, admin]\n    records: list\n    fields: &payment_fields", "allow: [finance, admin, sales]\n    records: list\n    fields: &payment_fields", 1)
+	if changed == string(src) {
+		t.Fatal("the test's edit did not apply")
+	}
+	newFile := filepath.Join(dir, "new.yaml")
+	_ = os.WriteFile(newFile, []byte(changed), 0o600)
+	var out bytes.Buffer
+	if code := RoleDiff(exampleRules, newFile, "", &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || lines[1] != "sales: may now call payments.list" || lines[2] != "sales_manager: may now call payments.list" {
+		t.Errorf("got:\n%s", out.String())
+	}
+	out.Reset()
+	RoleDiff(exampleRules, exampleRules, "", &out)
+	if !strings.Contains(out.String(), "no role may do anything else") {
+		t.Errorf("the same file: %s", out.String())
+	}
+}
