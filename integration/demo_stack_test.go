@@ -146,47 +146,27 @@ func TestDemoStackGuardsTheCRMEndToEnd(t *testing.T) {
 		}
 	})
 
-	t.Run("the sales rep's customer list holds exactly own, team and pool customers, masked", func(t *testing.T) {
-		resp, body := apiGet(t, c, d.URL+"/api/customers?limit=100")
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %d: %.500s", resp.StatusCode, body)
-		}
-		var env struct {
-			List []map[string]any `json:"list"`
-		}
-		if err := json.Unmarshal([]byte(body), &env); err != nil {
-			t.Fatal(err)
-		}
-		truth := d.CRM.Data().Customers[:100]
-		var want, got []int
-		for _, cu := range truth {
-			if visibleToSalesRep(*cu, "zhang", "east", now) {
+	// The rep's list is scoped in the CRM (forward_query team=east): the
+	// CRM pages over the team's customers only, so its pages say nothing
+	// about other teams'. The public pool is its own view.
+	t.Run("the sales rep's customer list pages over the team's customers only, masked", func(t *testing.T) {
+		var want []int
+		for _, cu := range d.CRM.Data().Customers {
+			if cu.Team == "east" && len(want) < 100 {
 				want = append(want, cu.ID)
 			}
 		}
-		for _, r := range env.List {
-			got = append(got, int(r["id"].(float64)))
-			if p, _ := r["phone"].(string); !maskedPhoneRe.MatchString(p) {
-				t.Errorf("customer %v: phone %q is not masked", r["id"], p)
-			}
-			if p, _ := r["id_card"].(string); !maskedIDCardRe.MatchString(p) {
-				t.Errorf("customer %v: ID number %q is not masked", r["id"], p)
-			}
-			if _, ok := r["bank_account"]; ok {
-				t.Errorf("customer %v: the bank account reached the client", r["id"])
+		checkRepList(t, c, d.URL+"/api/customers?limit=100", want, d.CRM.Data().Customers)
+	})
+
+	t.Run("the sales rep's pool view holds exactly the pool customers, masked", func(t *testing.T) {
+		var want []int
+		for _, cu := range d.CRM.Data().Customers {
+			if cu.LastContactAt.Before(now.Add(-8760 * time.Hour)) {
+				want = append(want, cu.ID)
 			}
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("visible customers %v\nwant %v", got, want)
-		}
-		if len(want) == 0 || len(want) == 100 {
-			t.Errorf("the seeded data gives %d visible of 100: the check would prove nothing", len(want))
-		}
-		for _, cu := range truth {
-			if strings.Contains(body, cu.Phone) || strings.Contains(body, cu.IDCard) || strings.Contains(body, cu.BankAccount) {
-				t.Errorf("customer %d: a raw phone, ID number or bank account is in the answer", cu.ID)
-			}
-		}
+		checkRepList(t, c, d.URL+"/api/customers?view=pool&limit=200", want, d.CRM.Data().Customers)
 	})
 
 	t.Run("the sales rep's export is refused with the rule and the reason", func(t *testing.T) {
@@ -398,9 +378,11 @@ func TestDemoStackServesEachRoleWhatTheRulesSay(t *testing.T) {
 				t.Errorf("status %d %.300s; want customer 7's full ID number", resp.StatusCode, body)
 			}
 		}},
-		{"a sales manager moves a customer of the team to another rep, but not another team's", "wang", func(t *testing.T, c *http.Client) {
+		{"a sales manager moves a customer of the team to another rep, but not another team's, which answers like a missing one", "wang", func(t *testing.T, c *http.Client) {
 			// customers.update judges the write against the stored
-			// customer: a manager changes the customers of the team led.
+			// customer: a manager changes the customers of the team led;
+			// another team's customer outside the pool is hidden from the
+			// manager, so a write to it answers like a missing customer.
 			var own, other *crm.Customer
 			for _, cu := range truth.Customers {
 				switch {
@@ -424,8 +406,8 @@ func TestDemoStackServesEachRoleWhatTheRulesSay(t *testing.T) {
 			}
 			before := other.OwnerID
 			resp, body = send(t, c, "PATCH", fmt.Sprintf("/api/customers/%d", other.ID), `{"owner_id":"wang"}`)
-			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "you may not change this record") {
-				t.Errorf("another team's customer: status %d %.300s; want 403", resp.StatusCode, body)
+			if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "This record does not exist, or you may not see it.") {
+				t.Errorf("another team's customer: status %d %.300s; want 404", resp.StatusCode, body)
 			}
 			if got := d.CRM.Data().Customers[other.ID-1].OwnerID; got != before {
 				t.Errorf("the CRM's customer %d moved to %q", other.ID, got)
@@ -440,5 +422,46 @@ func TestDemoStackServesEachRoleWhatTheRulesSay(t *testing.T) {
 			}
 			tt.check(t, c)
 		})
+	}
+}
+
+// checkRepList GETs a customer list as the sales rep and checks that it
+// holds exactly the customers want, in order, masked, with no raw phone, ID
+// number or bank account of any customer of all.
+func checkRepList(t *testing.T, c *http.Client, url string, want []int, all []*crm.Customer) {
+	t.Helper()
+	resp, body := apiGet(t, c, url)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %.500s", resp.StatusCode, body)
+	}
+	var env struct {
+		List []map[string]any `json:"list"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, r := range env.List {
+		got = append(got, int(r["id"].(float64)))
+		if p, _ := r["phone"].(string); !maskedPhoneRe.MatchString(p) {
+			t.Errorf("customer %v: phone %q is not masked", r["id"], p)
+		}
+		if p, _ := r["id_card"].(string); !maskedIDCardRe.MatchString(p) {
+			t.Errorf("customer %v: ID number %q is not masked", r["id"], p)
+		}
+		if _, ok := r["bank_account"]; ok {
+			t.Errorf("customer %v: the bank account reached the client", r["id"])
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("customers %v\nwant %v", got, want)
+	}
+	if len(want) == 0 {
+		t.Error("the seeded data gives no customers: the check would prove nothing")
+	}
+	for _, cu := range all {
+		if strings.Contains(body, cu.Phone) || strings.Contains(body, cu.IDCard) || strings.Contains(body, cu.BankAccount) {
+			t.Errorf("customer %d: a raw phone, ID number or bank account is in the answer", cu.ID)
+		}
 	}
 }

@@ -61,10 +61,18 @@ func (proxyTestIdentity) Challenge(w http.ResponseWriter, r *http.Request, need 
 
 func (proxyTestIdentity) Handle(http.ResponseWriter, *http.Request) (bool, error) { return false, nil }
 
-// ResolveUser builds the user straight from the headers.
+// ResolveUser builds the user straight from the headers, with the teams
+// the example's identity provider gives the same user (examples/devidp).
 func (proxyTestIdentity) ResolveUser(set *rules.Set, id *authn.Identity) (*rules.User, error) {
-	return set.UserFromRoles(id.Subject, proxyRolesOf(id.Subject), nil, true, time.Now()), nil
+	var attrs map[string]any
+	if teams, ok := proxyTeams[id.Subject]; ok {
+		attrs = map[string]any{"teams": teams}
+	}
+	return set.UserFromRoles(id.Subject, proxyRolesOf(id.Subject), attrs, true, time.Now()), nil
 }
+
+// proxyTeams are the test users' teams (user.attrs.teams).
+var proxyTeams = map[string][]any{"zhang": {"east"}, "wang": {"east"}, "li": {"service"}}
 
 // proxyRoles maps the test users to roles (kept here, not in a header, so
 // a client cannot choose its roles even in tests).

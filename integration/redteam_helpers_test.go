@@ -65,7 +65,8 @@ routes:
 `
 
 // redteamCRM is a hostile (or merely broken) CRM: it answers whatever the
-// test asks through the "evil" query parameter, and records every request
+// test asks through the "evil" query parameter (or the X-Test-Evil
+// header), and records every request
 // with its body.
 type redteamCRM struct {
 	*httptest.Server
@@ -142,11 +143,17 @@ func newRedteamCRM(t testing.TB) *redteamCRM {
 			_ = brw.Flush()
 			return
 		}
-		if b, ok := redteamBodies[r.URL.Query().Get("evil")]; ok {
+		evil := r.URL.Query().Get("evil")
+		if evil == "" {
+			// Rule files with query guards (the shipped example) refuse
+			// an "evil" parameter: such tests ask through a header.
+			evil = r.Header.Get("X-Test-Evil")
+		}
+		if b, ok := redteamBodies[evil]; ok {
 			_, _ = w.Write([]byte(b))
 			return
 		}
-		switch r.URL.Query().Get("evil") {
+		switch evil {
 		case "500-echo":
 			w.WriteHeader(500)
 			fmt.Fprintf(w, `{"error":"internal","debug":%s}`, list)

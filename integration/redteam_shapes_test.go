@@ -53,7 +53,7 @@ func TestRedteamExampleRulesCoverNestedSensitiveData(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startRedteam(t, string(rulesFile), "hash_key 0123456789abcdef0123456789abcdef")
-	resp, body := s.raw(t, "GET /api/customers?evil=nested HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nConnection: close\r\n\r\n")
+	resp, body := s.raw(t, "GET /api/customers HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nX-Test-Evil: nested\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != 200 || !strings.Contains(body, `"owner_id":"zhang"`) {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}

@@ -138,16 +138,18 @@ Users sign in with the password below, then the 6-digit code printed by
 	_ = tw.Flush()
 	fmt.Fprintf(out, `
 What to try:
-  1. zhang: the customer list holds only zhang's own, team east's and the
-     public pool's customers (no contact for a year); phones and ID numbers
-     are masked, bank accounts gone. "Export CSV" is refused: exports need
-     an approval.
+  1. zhang: the customer list holds team east's customers (zhang's own
+     among them; the CRM is asked for team east only), "Public pool" the
+     customers no one contacted for a year; phones and ID numbers are
+     masked, bank accounts gone. "Export CSV" is refused: exports need an
+     approval.
   2. li (customer service): Deals, Edit, change the stage, Save: the page
      shows the proxy's refusal naming the field. Changing "Next step" works.
   3. qian (compliance): open a customer, "Show ID number": the ID number
      appears only within 5 minutes of an MFA sign-in; later, you sign in
      again first.
-  4. sun (marketing): names and e-mails masked, ids hashed, no ID numbers.
+  4. sun (marketing): ids hashed, names masked; no phone, e-mail, company,
+     city, amount, owner, contacts or bank data, and no search by them.
   5. xiao (new hire): reads the team's customers; every change is refused.
   6. wang (sales manager): exports the CSV, Monday to Friday 08:00-20:00
      Shanghai time only.

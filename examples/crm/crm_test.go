@@ -451,3 +451,100 @@ func TestWhoamiAndPagesShowTheUserTheProxySent(t *testing.T) {
 		t.Errorf("requests are not logged with the acting user:\n%s", logs)
 	}
 }
+
+func TestCustomerListFiltersSearchesAndSorts(t *testing.T) {
+	s, _ := newTestServer(t)
+	all := s.Data().Customers
+	cutoff := testNow.Add(-PoolAge)
+	want := func(keep func(c *Customer) bool) []int {
+		var ids []int
+		for _, c := range all {
+			if keep(c) {
+				ids = append(ids, c.ID)
+			}
+		}
+		return ids
+	}
+	name := all[7].Name
+	tests := []struct {
+		name  string
+		query string
+		want  []int // in order
+	}{
+		{"several teams comma-separated", "team=east,south", want(func(c *Customer) bool { return c.Team == "east" || c.Team == "south" })},
+		{"several teams repeated", "team=east&team=south", want(func(c *Customer) bool { return c.Team == "east" || c.Team == "south" })},
+		{"a last contact cut-off keeps the older customers", "last_contact_before=" + cutoff.Format(time.RFC3339Nano), want(func(c *Customer) bool { return c.LastContactAt.Before(cutoff) })},
+		{"a cut-off with a team keeps both conditions", "team=west&last_contact_before=" + cutoff.Format(time.RFC3339), want(func(c *Customer) bool {
+			return c.Team == "west" && c.LastContactAt.Before(cutoff.Truncate(time.Second))
+		})},
+		{"a search finds a name", "q=" + name, want(func(c *Customer) bool {
+			return strings.Contains(strings.ToLower(c.Name+" "+c.Company), strings.ToLower(name))
+		})},
+		{"a filter by owner", "owner_id=wu", want(func(c *Customer) bool { return c.OwnerID == "wu" })},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := do(t, s, "GET", "/api/customers?limit=1000&"+tt.query, "", nil)
+			env := decode[Envelope[Customer]](t, rec)
+			var got []int
+			for _, c := range env.List {
+				got = append(got, c.ID)
+			}
+			if len(tt.want) == 0 || len(tt.want) == len(all) {
+				t.Fatalf("the seeded data gives %d of %d: the filter would show nothing", len(tt.want), len(all))
+			}
+			if !slices.Equal(got, tt.want) || env.Total != len(tt.want) {
+				t.Errorf("got %d records (total %d), want %d: %v", len(got), env.Total, len(tt.want), got)
+			}
+		})
+	}
+	t.Run("a sort orders by the fields named, descending with a minus, then by id", func(t *testing.T) {
+		env := decode[Envelope[Customer]](t, do(t, s, "GET", "/api/customers?limit=1000&sort=-contract_amount,name", "", nil))
+		ok := slices.IsSortedFunc(env.List, func(a, b Customer) int {
+			if a.ContractAmount != b.ContractAmount {
+				if a.ContractAmount > b.ContractAmount {
+					return -1
+				}
+				return 1
+			}
+			if n := strings.Compare(a.Name, b.Name); n != 0 {
+				return n
+			}
+			return a.ID - b.ID
+		})
+		if !ok || len(env.List) != len(all) {
+			t.Errorf("%d customers, sorted %v", len(env.List), ok)
+		}
+	})
+	for _, bad := range []string{"sort=bank_account", "last_contact_before=yesterday"} {
+		t.Run("a bad "+bad+" is refused", func(t *testing.T) {
+			if rec := do(t, s, "GET", "/api/customers?"+bad, "", nil); rec.Code != 400 {
+				t.Errorf("status %d: %s", rec.Code, rec.Body)
+			}
+		})
+	}
+}
+
+func TestListsFilterByTeam(t *testing.T) {
+	s, _ := newTestServer(t)
+	for _, path := range []string{"/api/deals", "/api/tickets", "/api/notes", "/api/payments"} {
+		t.Run(path+" keeps only the teams asked for", func(t *testing.T) {
+			all := decode[Envelope[map[string]any]](t, do(t, s, "GET", path+"?limit=1000", "", nil))
+			env := decode[Envelope[map[string]any]](t, do(t, s, "GET", path+"?limit=1000&team=east,west", "", nil))
+			n := 0
+			for _, r := range all.List {
+				if r["team"] == "east" || r["team"] == "west" {
+					n++
+				}
+			}
+			for _, r := range env.List {
+				if r["team"] != "east" && r["team"] != "west" {
+					t.Errorf("record %v of team %v", r["id"], r["team"])
+				}
+			}
+			if len(env.List) != n || n == 0 || n == len(all.List) {
+				t.Errorf("%d records of east and west, want %d of %d", len(env.List), n, len(all.List))
+			}
+		})
+	}
+}

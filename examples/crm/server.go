@@ -1,9 +1,10 @@
 // Package crm is a small "legacy" CRM to put crmguard in front of: customers
 // with nested contacts, deals, payments, invoices, service tickets and
 // conversation notes, behind a JSON API in the shape older CRMs use (list
-// envelopes with a total, paging by offset/limit, whole records with every
-// sensitive field in them), a CSV export, PATCH, DELETE and bulk updates
-// ({"ids": [...], fields}), a list filtered by ?ids=1,2,3, and a plain
+// envelopes with a total, filters, a search and sorting applied before
+// paging by offset/limit, whole records with every sensitive field in
+// them), a CSV export, PATCH, DELETE and bulk updates ({"ids": [...],
+// fields}), a list filtered by ?ids=1,2,3, and a plain
 // HTML interface that loads everything through the JSON API, so that what a
 // person sees in the browser is exactly what the proxy let through.
 //
@@ -19,12 +20,14 @@ package crm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,13 +117,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/deals/{id}", s.getDeal)
 	m.HandleFunc("PATCH /api/deals/{id}", s.patchDeal)
 	m.HandleFunc("PUT /api/deals/{id}", s.patchDeal)
-	m.HandleFunc("GET /api/payments", listOf(s, func(d *Data) []*Payment { return d.Payments }, func(p *Payment) int { return p.CustomerID }))
+	m.HandleFunc("GET /api/payments", listOf(s, func(d *Data) []*Payment { return d.Payments }, func(p *Payment) int { return p.CustomerID }, func(p *Payment) string { return p.Team }))
 	m.HandleFunc("GET /api/payments/{id}", getOf(s, "payment", func(d *Data) []*Payment { return d.Payments }))
-	m.HandleFunc("GET /api/invoices", listOf(s, func(d *Data) []*Invoice { return d.Invoices }, func(i *Invoice) int { return i.CustomerID }))
+	m.HandleFunc("GET /api/invoices", listOf(s, func(d *Data) []*Invoice { return d.Invoices }, func(i *Invoice) int { return i.CustomerID }, nil))
 	m.HandleFunc("GET /api/invoices/{id}", getOf(s, "invoice", func(d *Data) []*Invoice { return d.Invoices }))
-	m.HandleFunc("GET /api/tickets", listOf(s, func(d *Data) []*Ticket { return d.Tickets }, func(t *Ticket) int { return t.CustomerID }))
+	m.HandleFunc("GET /api/tickets", listOf(s, func(d *Data) []*Ticket { return d.Tickets }, func(t *Ticket) int { return t.CustomerID }, func(t *Ticket) string { return t.Team }))
 	m.HandleFunc("GET /api/tickets/{id}", getOf(s, "ticket", func(d *Data) []*Ticket { return d.Tickets }))
-	m.HandleFunc("GET /api/notes", listOf(s, func(d *Data) []*Note { return d.Notes }, func(n *Note) int { return n.CustomerID }))
+	m.HandleFunc("GET /api/notes", listOf(s, func(d *Data) []*Note { return d.Notes }, func(n *Note) int { return n.CustomerID }, func(n *Note) string { return n.Team }))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API: "+r.Method+" "+r.URL.Path)
 	})
@@ -178,8 +181,26 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"user": r.Header.Get("X-CRM-User"), "roles": roles})
 }
 
+// The customer list filters as CRMs of its kind do, before paging:
+//
+//	owner_id=zhang                 one owner
+//	team=east,west  team=east&team=west   any of these teams
+//	stage=won                      one stage
+//	q=张                           name or company contains the text (any case)
+//	last_contact_before=RFC3339    last contact before that time
+//	sort=-contract_amount,name     order by fields ("-": descending); by id otherwise
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	var before time.Time
+	if v := q.Get("last_contact_before"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "last_contact_before must be an RFC 3339 time")
+			return
+		}
+		before = t
+	}
+	teams := listParam(q, "team")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var ids map[string]bool
@@ -197,7 +218,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get("owner_id"); v != "" && c.OwnerID != v {
 			continue
 		}
-		if v := q.Get("team"); v != "" && c.Team != v {
+		if teams != nil && !slices.Contains(teams, c.Team) {
 			continue
 		}
 		if v := q.Get("stage"); v != "" && c.Stage != v {
@@ -206,9 +227,77 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get("q"); v != "" && !strings.Contains(strings.ToLower(c.Name+" "+c.Company), strings.ToLower(v)) {
 			continue
 		}
+		if !before.IsZero() && !c.LastContactAt.Before(before) {
+			continue
+		}
 		match = append(match, c)
 	}
+	if err := sortCustomers(match, q.Get("sort")); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	page(w, r, match)
+}
+
+// listParam reads a filter that takes several values, comma-separated or
+// repeated; nil when the parameter is absent.
+func listParam(q url.Values, name string) []string {
+	vs, ok := q[name]
+	if !ok {
+		return nil
+	}
+	out := []string{}
+	for _, v := range vs {
+		out = append(out, strings.Split(v, ",")...)
+	}
+	return out
+}
+
+// customerKeys are the fields the customer list sorts by.
+var customerKeys = map[string]func(a, b *Customer) int{
+	"id":              func(a, b *Customer) int { return cmp.Compare(a.ID, b.ID) },
+	"name":            func(a, b *Customer) int { return strings.Compare(a.Name, b.Name) },
+	"company":         func(a, b *Customer) int { return strings.Compare(a.Company, b.Company) },
+	"owner_id":        func(a, b *Customer) int { return strings.Compare(a.OwnerID, b.OwnerID) },
+	"team":            func(a, b *Customer) int { return strings.Compare(a.Team, b.Team) },
+	"stage":           func(a, b *Customer) int { return strings.Compare(a.Stage, b.Stage) },
+	"contract_amount": func(a, b *Customer) int { return cmp.Compare(a.ContractAmount, b.ContractAmount) },
+	"last_contact_at": func(a, b *Customer) int { return a.LastContactAt.Compare(b.LastContactAt) },
+	"created_at":      func(a, b *Customer) int { return a.CreatedAt.Compare(b.CreatedAt) },
+}
+
+// sortCustomers orders cs by a sort parameter ("-contract_amount,name"),
+// then by id.
+func sortCustomers(cs []*Customer, spec string) error {
+	if spec == "" {
+		return nil
+	}
+	type key struct {
+		cmp  func(a, b *Customer) int
+		desc bool
+	}
+	var keys []key
+	for _, f := range strings.Split(spec, ",") {
+		desc := strings.HasPrefix(f, "-")
+		f = strings.TrimPrefix(f, "-")
+		c, ok := customerKeys[f]
+		if !ok {
+			return fmt.Errorf("cannot sort by %q", f)
+		}
+		keys = append(keys, key{c, desc})
+	}
+	slices.SortStableFunc(cs, func(a, b *Customer) int {
+		for _, k := range keys {
+			if n := k.cmp(a, b); n != 0 {
+				if k.desc {
+					return -n
+				}
+				return n
+			}
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return nil
 }
 
 // page writes one page of records in the list envelope.
@@ -486,10 +575,14 @@ func (s *Server) deal(w http.ResponseWriter, r *http.Request) *Deal {
 
 func (s *Server) listDeals(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	teams := listParam(q, "team")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var match []*Deal
 	for _, d := range s.data.Deals {
+		if teams != nil && !slices.Contains(teams, d.Team) {
+			continue
+		}
 		if v := q.Get("customer_id"); v != "" && strconv.Itoa(d.CustomerID) != v {
 			continue
 		}
@@ -562,12 +655,22 @@ func (s *Server) patchDeal(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-// listOf serves a list of records, optionally filtered by ?customer_id=.
-func listOf[T any](s *Server, all func(*Data) []T, customer func(T) int) http.HandlerFunc {
+// listOf serves a list of records, optionally filtered by ?customer_id=
+// and, when team is not nil, by ?team= (several, like the customer list).
+func listOf[T any](s *Server, all func(*Data) []T, customer func(T) int, team func(T) string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		recs := all(s.data)
+		if teams := listParam(r.URL.Query(), "team"); teams != nil && team != nil {
+			var match []T
+			for _, rec := range recs {
+				if slices.Contains(teams, team(rec)) {
+					match = append(match, rec)
+				}
+			}
+			recs = match
+		}
 		if v := r.URL.Query().Get("customer_id"); v != "" {
 			id, err := strconv.Atoi(v)
 			if err != nil {

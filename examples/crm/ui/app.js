@@ -126,7 +126,10 @@ async function loadList(path, table, cols, onRow) {
 
 tabs.customers = async function () {
   const cols = ["id", "name", "company", "phone", "email", "id_card", "bank_account", "owner_id", "team", "stage", "contract_amount", "last_contact_at", "contacts"];
-  const data = await loadList("/api/customers?offset=" + customerOffset + "&limit=" + PAGE,
+  // The public pool is a view of its own (view=pool): the CRM lists the
+  // customers no one has contacted for a year.
+  const view = document.getElementById("pool").checked ? "view=pool&" : "";
+  const data = await loadList("/api/customers?" + view + "offset=" + customerOffset + "&limit=" + PAGE,
     document.getElementById("customers-table"), cols, (tr, rec) => {
       tr.dataset.owner = rec.owner_id === undefined ? "" : rec.owner_id;
       tr.dataset.team = rec.team === undefined ? "" : rec.team;
@@ -303,6 +306,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.page === "sensitive") { sensitivePage(); return; }
   document.getElementById("prev").addEventListener("click", () => { customerOffset = Math.max(0, customerOffset - PAGE); tabs.customers(); });
   document.getElementById("next").addEventListener("click", () => { customerOffset += PAGE; tabs.customers(); });
+  document.getElementById("pool").addEventListener("change", () => { customerOffset = 0; tabs.customers(); });
   document.getElementById("deals-prev").addEventListener("click", () => { dealOffset = Math.max(0, dealOffset - PAGE); tabs.deals(); });
   document.getElementById("deals-next").addEventListener("click", () => { dealOffset += PAGE; tabs.deals(); });
   document.getElementById("export").addEventListener("click", exportCSV);
