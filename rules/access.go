@@ -20,6 +20,10 @@ type Access struct {
 	Route   string
 	Methods []string
 	Path    string
+	// Query lists, as name=value, a query that meets the route's
+	// match.query (a parameter it matches on present with its first
+	// value; one that must be absent left out).
+	Query []string
 	// Allowed is true when the role may call the route, subject to When,
 	// the sign-in (MFA, MaxAge) and an export's approval.
 	Allowed bool
@@ -111,6 +115,14 @@ func (s *Set) Access(role string) []Access {
 			When: describe(rt.when, roles), Records: always}
 		if rt.pattern != nil {
 			a.Path = rt.pattern.String()
+		}
+		for _, m := range rt.query {
+			switch {
+			case len(m.values) > 0:
+				a.Query = append(a.Query, m.name+"="+m.values[0])
+			case m.present:
+				a.Query = append(a.Query, m.name+"=1")
+			}
 		}
 		a.Allowed = rt.deny == "" && (rt.public || rt.anyUser || hasAny(u, rt.allow)) && !a.When.Never
 		a.MFA = s.mfa.Required

@@ -109,6 +109,9 @@ func exampleRequest(set *rules.Set, a rules.Access) string {
 	if path == "" {
 		path = "/"
 	}
+	if len(a.Query) > 0 {
+		path += "?" + strings.Join(a.Query, "&")
+	}
 	req := httptest.NewRequest(method, "http://crm.test"+path, nil)
 	d := set.Decide(nil, &rules.Request{Method: method, URL: req.URL, Header: req.Header, Now: time.Now()})
 	if d.RouteID != a.Route {

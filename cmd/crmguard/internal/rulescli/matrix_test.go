@@ -41,7 +41,7 @@ func explained(t *testing.T, in ExplainInput) (route, decision string, fields []
 
 // sampleAnswer holds every field the example rules treat, as a list
 // answer (records: list) and as a single record.
-const sampleRecord = `{"id":1,"owner_id":"u1","team":"east","name":"Zhang San","email":"z@example.com","phone":"13812345678","mobile":"13912345678","id_card":"110101199003071234","bank_account":"6222020200112233445","notes":"n","address":{"street":"1 Road","city":"Shanghai"},"updated_by":"wu","contacts":[{"name":"Li","email":"li@example.com"}],"payer_account":"6222020200112233445","sales_notes":"x","last_contact_at":"2026-01-01T00:00:00Z"}`
+const sampleRecord = `{"id":1,"owner_id":"u1","team":"east","name":"Zhang San","email":"z@example.com","phone":"13812345678","mobile":"13912345678","id_card":"110101199003071234","bank_account":"6222020200112233445","notes":"n","address":{"street":"1 Road","city":"Shanghai"},"updated_by":"wu","contacts":[{"name":"Li","email":"li@example.com"}],"payer_account":"6222020200112233445","sales_notes":"x","last_contact_at":"2026-01-01T00:00:00Z","company":"Acme","bank_name":"ICBC","contract_amount":1000}`
 
 func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 	set, err := rules.LoadFile(exampleRules, rules.WithHashKey([]byte(DefaultTestHashKey)))
@@ -68,7 +68,10 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 			a := rt.Cells[i]
 			t.Run(role+" on "+rt.ID+" is what explain says", func(t *testing.T) {
 				user := func(mfa bool, age string) string {
-					b, _ := json.Marshal(User{ID: "u1", Roles: []string{role}, MFA: mfa, AuthAge: age})
+					// A team, as every user of the example has: lists
+					// scoped to the user's teams (forward_query) refuse
+					// a user without one.
+					b, _ := json.Marshal(User{ID: "u1", Roles: []string{role}, Attrs: map[string]any{"teams": []string{"east"}}, MFA: mfa, AuthAge: age})
 					return string(b)
 				}
 				base := ExplainInput{RulesFile: exampleRules, Request: rt.Request, Now: business, UserJSON: user(true, "")}
@@ -116,10 +119,10 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 				sample := base
 				sample.UpstreamFile = recordFile
 				switch {
-				case strings.Contains(rt.ID, "list"):
-					sample.UpstreamFile = listFile
 				case a.Export:
 					sample.UpstreamFile = arrayFile // records: "@this"
+				case !strings.Contains(a.Path, "{"):
+					sample.UpstreamFile = listFile // a collection (customers.list, customers.pool, ...)
 				}
 				var wantFields []string
 				for _, f := range a.Fields {
