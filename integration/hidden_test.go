@@ -79,7 +79,7 @@ func TestHiddenMeansHidden(t *testing.T) {
 	}
 
 	// wang (a manager of team east) pages through lists: zhang's usage
-	// limit (bulk_view) would stop a rep after 200 customers.
+	// limit (bulk_view) would stop a rep after 300 customers.
 	zhang, wang, sun := signIn(t, "zhang"), signIn(t, "wang"), signIn(t, "sun")
 
 	t.Run("marketing cannot confirm a full name it sees masked by searching for it", func(t *testing.T) {
