@@ -38,11 +38,7 @@ type ExplainInput struct {
 // rules would do to a JSON answer (and, given a sample answer, the
 // rewritten answer and the fields treated). It returns the exit code.
 func Explain(in ExplainInput, out io.Writer) int {
-	key := in.HashKey
-	if key == "" {
-		key = DefaultTestHashKey
-	}
-	set, err := rules.LoadFile(in.RulesFile, rules.WithHashKey([]byte(key)))
+	set, err := loadRules(in.RulesFile, in.HashKey)
 	if err != nil {
 		fmt.Fprintf(out, "error: %v\n", err)
 		return 1

@@ -28,11 +28,7 @@ type MatrixInput struct {
 // with which sign-in and export approval, and the fields removed, masked
 // or hashed for it. It returns the exit code.
 func Matrix(in MatrixInput, out io.Writer) int {
-	key := in.HashKey
-	if key == "" {
-		key = DefaultTestHashKey
-	}
-	set, err := rules.LoadFile(in.RulesFile, rules.WithHashKey([]byte(key)))
+	set, err := loadRules(in.RulesFile, in.HashKey)
 	if err != nil {
 		fmt.Fprintf(out, "error: %v\n", err)
 		return 1

@@ -12,12 +12,9 @@ import (
 // may call on other terms), as a reload's audit event records it. It
 // returns the exit code: 0 (1 when a file does not load).
 func RoleDiff(oldFile, newFile, hashKey string, out io.Writer) int {
-	if hashKey == "" {
-		hashKey = DefaultTestHashKey
-	}
 	var sets [2]*rules.Set
 	for i, f := range []string{oldFile, newFile} {
-		s, err := rules.LoadFile(f, rules.WithHashKey([]byte(hashKey)))
+		s, err := loadRules(f, hashKey)
 		if err != nil {
 			fmt.Fprintf(out, "error: %v\n", err)
 			return 1

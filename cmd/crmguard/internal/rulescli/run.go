@@ -25,6 +25,16 @@ import (
 // given, so rule files that hash fields can be tested without a secret.
 const DefaultTestHashKey = "crmguard rules test key"
 
+// loadRules loads a rule file with the `hash` key given, or
+// DefaultTestHashKey: the tools judge and explain a file, they hash
+// nothing a person reads as evidence.
+func loadRules(file, hashKey string) (*rules.Set, error) {
+	if hashKey == "" {
+		hashKey = DefaultTestHashKey
+	}
+	return rules.LoadFile(file, rules.WithHashKey([]byte(hashKey)))
+}
+
 // Options configure a test run.
 type Options struct {
 	// HashKey is the key of the `hash` action (default DefaultTestHashKey).
@@ -61,11 +71,7 @@ func RunFile(path string, opt Options) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := opt.HashKey
-	if key == "" {
-		key = DefaultTestHashKey
-	}
-	set, err := rules.LoadFile(suite.Rules, rules.WithHashKey([]byte(key)))
+	set, err := loadRules(suite.Rules, opt.HashKey)
 	if err != nil {
 		return nil, fmt.Errorf("rulescli: %s: %w", path, err)
 	}
