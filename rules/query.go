@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,12 @@ type qparam struct {
 	values []string
 }
 
+// qpair is one name=value pair of the raw query and the parameter it sets.
+type qpair struct {
+	text  string // as sent, still encoded
+	param int    // index in readQuery's params
+}
+
 // queryName reads a decoded query parameter name into its canonical keys:
 // the base name as PHP reads it and each bracket key, in lower case.
 func queryName(name string) ([]string, error) {
@@ -79,43 +86,51 @@ func queryName(name string) ([]string, error) {
 }
 
 // readQuery splits a raw query into named parameters, in order of first
-// appearance, with the values of each canonical name together.
-func readQuery(raw string) ([]*qparam, error) {
-	var out []*qparam
-	byName := map[string]*qparam{}
-	for _, pair := range strings.Split(raw, "&") {
+// appearance, with the values of each canonical name together, and keeps
+// the raw pairs (scopeQuery writes the kept ones back as sent). Queries
+// are short: parameters are found by a linear scan.
+func readQuery(raw string) (params []qparam, pairs []qpair, err error) {
+	if raw == "" {
+		return nil, nil, nil
+	}
+	n := strings.Count(raw, "&") + 1
+	params, pairs = make([]qparam, 0, n), make([]qpair, 0, n)
+	for rest := raw; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
 		if pair == "" {
 			continue
 		}
 		if strings.IndexByte(pair, ';') >= 0 {
-			return nil, fmt.Errorf("the query uses ; as a separator, which servers read differently")
+			return nil, nil, fmt.Errorf("the query uses ; as a separator, which servers read differently")
 		}
 		rn, rv, _ := strings.Cut(pair, "=")
 		name, err := url.QueryUnescape(rn)
 		if err != nil {
-			return nil, fmt.Errorf("the parameter name %q cannot be decoded: %v", rn, err)
+			return nil, nil, fmt.Errorf("the parameter name %q cannot be decoded: %v", rn, err)
 		}
 		val, err := url.QueryUnescape(rv)
 		if err != nil {
-			return nil, fmt.Errorf("the value of %q cannot be decoded: %v", name, err)
+			return nil, nil, fmt.Errorf("the value of %q cannot be decoded: %v", name, err)
 		}
 		chain, err := queryName(name)
 		if err != nil {
-			return nil, fmt.Errorf("the parameter %q cannot be read with certainty: %v", name, err)
+			return nil, nil, fmt.Errorf("the parameter %q cannot be read with certainty: %v", name, err)
 		}
-		k := strings.Join(chain, "\x00")
-		if p, ok := byName[k]; ok {
+		i := slices.IndexFunc(params, func(p qparam) bool { return slices.Equal(p.chain, chain) })
+		if i >= 0 {
+			p := &params[i]
 			p.values = append(p.values, val)
 			if p.raw != name {
 				p.raw += ", " + name
 			}
-			continue
+		} else {
+			i = len(params)
+			params = append(params, qparam{raw: name, chain: chain, values: []string{val}})
 		}
-		p := &qparam{raw: name, chain: chain, values: []string{val}}
-		byName[k] = p
-		out = append(out, p)
+		pairs = append(pairs, qpair{text: pair, param: i})
 	}
-	return out, nil
+	return params, pairs, nil
 }
 
 // prefixRelated reports whether one canonical name is the other or holds
@@ -180,7 +195,7 @@ func (d *Decision) checkQuery(rt *route) *queryRefusal {
 	if d.req != nil && d.req.URL != nil {
 		raw = d.req.URL.RawQuery
 	}
-	params, err := readQuery(raw)
+	params, pairs, err := readQuery(raw)
 	if err != nil {
 		return d.queryBad(rt, err.Error())
 	}
@@ -190,7 +205,7 @@ func (d *Decision) checkQuery(rt *route) *queryRefusal {
 		}
 	}
 	if len(rt.forward) > 0 {
-		return d.scopeQuery(rt, raw, params)
+		return d.scopeQuery(rt, params, pairs)
 	}
 	return nil
 }
@@ -202,7 +217,7 @@ func (d *Decision) queryBad(rt *route, what string) *queryRefusal {
 }
 
 // judgeQuery applies `query.params` to the request's parameters.
-func (d *Decision) judgeQuery(rt *route, params []*qparam) *queryRefusal {
+func (d *Decision) judgeQuery(rt *route, params []qparam) *queryRefusal {
 	q := rt.qguard
 	refuse := func(p *queryParam, reason, words string) *queryRefusal {
 		msg := words
@@ -218,15 +233,19 @@ func (d *Decision) judgeQuery(rt *route, params []*qparam) *queryRefusal {
 	}
 	// Ambiguity first: a name given with different values, or names that
 	// hold one another.
-	for i, a := range params {
-		for _, b := range params[:i] {
+	for i := range params {
+		a := &params[i]
+		for j := range params[:i] {
+			b := &params[j]
 			if prefixRelated(a.chain, b.chain) {
 				return d.queryBad(rt, fmt.Sprintf("the parameters %q and %q name the same value (one holds the other), which servers read differently", b.raw, a.raw))
 			}
 		}
 	}
-	for _, qp := range params {
-		var matched []*queryParam
+	var matched []*queryParam
+	for i := range params {
+		qp := &params[i]
+		matched = matched[:0]
 		var captured string
 		for _, p := range q.params {
 			if f, ok := p.matches(qp.chain); ok {
@@ -403,7 +422,7 @@ func (f *fieldRule) appliesToRequest(d *Decision) (bool, error) {
 // scopeQuery computes the query the CRM gets: the client's parameters
 // without any the route's forward_query sets (in every spelling that names
 // them), then the forwarded ones.
-func (d *Decision) scopeQuery(rt *route, raw string, params []*qparam) *queryRefusal {
+func (d *Decision) scopeQuery(rt *route, params []qparam, pairs []qpair) *queryRefusal {
 	type forced struct {
 		fp     *forwardParam
 		values []string
@@ -438,16 +457,11 @@ func (d *Decision) scopeQuery(rt *route, raw string, params []*qparam) *queryRef
 		return nil
 	}
 	var b strings.Builder
-	for _, pair := range strings.Split(raw, "&") {
-		if pair == "" {
-			continue
-		}
-		rn, _, _ := strings.Cut(pair, "=")
-		name, _ := url.QueryUnescape(rn) // readQuery decoded it before
-		chain, _ := queryName(name)
+	b.Grow(len(d.req.URL.RawQuery) + 64)
+	for _, pair := range pairs {
 		drop := false
 		for _, f := range set {
-			drop = drop || prefixRelated(chain, f.fp.chain)
+			drop = drop || prefixRelated(params[pair.param].chain, f.fp.chain)
 		}
 		if drop {
 			continue
@@ -455,7 +469,7 @@ func (d *Decision) scopeQuery(rt *route, raw string, params []*qparam) *queryRef
 		if b.Len() > 0 {
 			b.WriteByte('&')
 		}
-		b.WriteString(pair)
+		b.WriteString(pair.text)
 	}
 	for _, f := range set {
 		for _, v := range f.values {

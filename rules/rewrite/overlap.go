@@ -20,36 +20,9 @@ import "strings"
 // not touch "name" (but touches "contacts.#.mobile"). Two patterns, or a
 // pattern and `#`, are taken to meet.
 func (p Path) Touches(q Path) bool {
-	m := newPairMemo(len(p.segs), 2*len(q.segs)+1)
-	// absorbing: p's current `**` has taken at least one of q's keys.
-	var walk func(i, j int, absorbing bool) bool
-	walk = func(i, j int, absorbing bool) bool {
-		if i == len(p.segs) {
-			return true // q's value is p's or inside it
-		}
-		if j == len(q.segs) {
-			return !absorbing // q's value holds p's, named below it
-		}
-		col := 2 * j
-		if absorbing {
-			col++
-		}
-		if v, ok := m.get(i, col); ok {
-			return v
-		}
-		var r bool
-		switch a, b := p.segs[i], q.segs[j]; {
-		case a.kind == segAny:
-			r = walk(i+1, j, false) || walk(i, j+1, true)
-		case b.kind == segAny:
-			r = walk(i, j+1, false) || walk(i+1, j, false)
-		default:
-			r = mayShare(a, b) && walk(i+1, j+1, false)
-		}
-		m.set(i, col, r)
-		return r
-	}
-	return walk(0, 0, false)
+	var buf [64]uint8
+	w := newPathWalk(p, q, 2*len(q.segs)+2, buf[:])
+	return w.touches(0, 0, false)
 }
 
 // Covers reports whether every value q names lies at or inside a value p
@@ -58,31 +31,95 @@ func (p Path) Touches(q Path) bool {
 // does not, q names an ancestor of p's values, a pattern in q that p does
 // not repeat).
 func (p Path) Covers(q Path) bool {
-	m := newPairMemo(len(p.segs), len(q.segs))
-	var walk func(i, j int) bool
-	walk = func(i, j int) bool {
-		if i == len(p.segs) {
-			return true
-		}
-		if j == len(q.segs) {
-			return false // q names a value that holds more than p's
-		}
-		if v, ok := m.get(i, j); ok {
-			return v
-		}
-		var r bool
-		switch a, b := p.segs[i], q.segs[j]; {
-		case a.kind == segAny:
-			r = walk(i+1, j) || b.kind != segAny && walk(i, j+1)
-		case b.kind == segAny:
-			r = false
-		default:
-			r = segCovers(a, b) && walk(i+1, j+1)
-		}
-		m.set(i, j, r)
-		return r
+	var buf [64]uint8
+	w := newPathWalk(p, q, len(q.segs)+1, buf[:])
+	return w.covers(0, 0)
+}
+
+// pathWalk compares two paths segment by segment, remembering the answer
+// for each pair of positions so that paths with several `**` stay linear
+// in the number of pairs.
+type pathWalk struct {
+	p, q []seg
+	cols int
+	seen []uint8 // 0 unknown, 1 false, 2 true
+}
+
+// newPathWalk prepares a walk with cols memo columns per position of p,
+// in buf (the caller's stack) when it is large enough.
+func newPathWalk(p, q Path, cols int, buf []uint8) pathWalk {
+	w := pathWalk{p: p.segs, q: q.segs, cols: cols}
+	if n := (len(p.segs) + 1) * cols; n <= len(buf) {
+		w.seen = buf[:n]
+	} else {
+		w.seen = make([]uint8, n)
 	}
-	return walk(0, 0)
+	return w
+}
+
+func (w *pathWalk) get(i, j int) (v, known bool) {
+	x := w.seen[i*w.cols+j]
+	return x == 2, x != 0
+}
+
+func (w *pathWalk) set(i, j int, v bool) bool {
+	if v {
+		w.seen[i*w.cols+j] = 2
+	} else {
+		w.seen[i*w.cols+j] = 1
+	}
+	return v
+}
+
+// touches is Touches from positions i (in p) and j (in q); absorbing says
+// p's current `**` has taken at least one of q's keys.
+func (w *pathWalk) touches(i, j int, absorbing bool) bool {
+	if i == len(w.p) {
+		return true // q's value is p's or inside it
+	}
+	if j == len(w.q) {
+		return !absorbing // q's value holds p's, named below it
+	}
+	col := 2 * j
+	if absorbing {
+		col++
+	}
+	if v, ok := w.get(i, col); ok {
+		return v
+	}
+	var r bool
+	switch a, b := w.p[i], w.q[j]; {
+	case a.kind == segAny:
+		r = w.touches(i+1, j, false) || w.touches(i, j+1, true)
+	case b.kind == segAny:
+		r = w.touches(i, j+1, false) || w.touches(i+1, j, false)
+	default:
+		r = mayShare(a, b) && w.touches(i+1, j+1, false)
+	}
+	return w.set(i, col, r)
+}
+
+// covers is Covers from positions i (in p) and j (in q).
+func (w *pathWalk) covers(i, j int) bool {
+	if i == len(w.p) {
+		return true
+	}
+	if j == len(w.q) {
+		return false // q names a value that holds more than p's
+	}
+	if v, ok := w.get(i, j); ok {
+		return v
+	}
+	var r bool
+	switch a, b := w.p[i], w.q[j]; {
+	case a.kind == segAny:
+		r = w.covers(i+1, j) || b.kind != segAny && w.covers(i, j+1)
+	case b.kind == segAny:
+		r = false
+	default:
+		r = segCovers(a, b) && w.covers(i+1, j+1)
+	}
+	return w.set(i, j, r)
 }
 
 // mayShare reports whether two one-level segments (no `**`) can name the
@@ -117,28 +154,4 @@ func segCovers(a, b seg) bool {
 		return strings.EqualFold(a.key, b.key)
 	}
 	return false
-}
-
-// pairMemo remembers the answer for a pair of segment positions, so that
-// paths with several `**` stay linear in the number of pairs.
-type pairMemo struct {
-	cols int
-	seen []uint8 // 0 unknown, 1 false, 2 true
-}
-
-func newPairMemo(n, m int) *pairMemo {
-	return &pairMemo{cols: m + 1, seen: make([]uint8, (n+1)*(m+1))}
-}
-
-func (m *pairMemo) get(i, j int) (bool, bool) {
-	v := m.seen[i*m.cols+j]
-	return v == 2, v != 0
-}
-
-func (m *pairMemo) set(i, j int, v bool) {
-	if v {
-		m.seen[i*m.cols+j] = 2
-	} else {
-		m.seen[i*m.cols+j] = 1
-	}
 }
