@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/crmguard/crmguard/caddymodule/store"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -41,7 +43,40 @@ func benchList() []byte {
 // BenchmarkGuardServeHTTP is the whole handler logic in-process (decide,
 // buffer, rewrite, audit to a file, metrics) against a fake upstream.
 func BenchmarkGuardServeHTTP(b *testing.B) {
-	set := loadTestRules(b)
+	benchGuard(b, loadTestRules(b), nil)
+}
+
+// BenchmarkGuardServeHTTPWithLimit is BenchmarkGuardServeHTTP with one
+// usage limit on the route, counted on the embedded store: the limit's
+// own cost without network noise (BenchmarkProxyGuardedWithLimit in
+// integration/ measures it through Caddy).
+func BenchmarkGuardServeHTTPWithLimit(b *testing.B) {
+	src, err := os.ReadFile("testdata/rules.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	set, err := rules.Load("rules.yaml", append(src, `
+limits:
+  - {id: bulk_view, routes: [customers.list], count: records, max: 1000000000000, per: 1h, action: block}
+`...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.OpenBolt(filepath.Join(b.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	benchGuard(b, set, st)
+	lim := set.Limit("bulk_view")
+	if u, err := st.Count(b.Context(), lim.CounterKey("zhang", "customers.list"), lim.Per); err != nil || u.Total == 0 {
+		b.Fatalf("nothing was counted: %+v, %v", u, err)
+	}
+}
+
+// benchGuard serves the customer list through a guard under set, with
+// the state store st (nil: none).
+func benchGuard(b *testing.B, set *rules.Set, st store.Store) {
 	body := benchList()
 	path := filepath.Join(b.TempDir(), "audit.jsonl")
 	sink, err := openAuditFile(path)
@@ -49,7 +84,7 @@ func BenchmarkGuardServeHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer releaseAuditFile(path)
-	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Audit: sink, Metrics: prometheus.NewRegistry()})
+	g, _ := NewGuard(GuardOptions{Rules: func() *rules.Set { return set }, Provider: &testProvider{user: zhang}, Audit: sink, Metrics: prometheus.NewRegistry(), Store: st})
 	up := jsonUpstream(string(body)).handler()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

@@ -173,8 +173,12 @@ func (x *exchange) limitsBefore(w http.ResponseWriter) (done bool, err error) {
 		return x.limitUnavailable(w, lims[0], errNoStore)
 	}
 	ctx := x.r.Context()
-	var charge []*rules.Limit
+	var buf [4]*rules.Limit // a request rarely has more limits: no allocation
+	charge := buf[:0]
 	for _, lim := range lims {
+		if lim.Action != rules.ActionStepUp && (lim.Count == rules.CountRecords || lim.Count == rules.CountDenials && lim.Action == rules.ActionAlert) {
+			continue // nothing to decide before the request goes upstream
+		}
 		key := lim.CounterKey(x.user.ID, x.d.RouteID)
 		if lim.Action == rules.ActionStepUp {
 			since, err := x.heldSince(ctx, st, key)
@@ -253,7 +257,8 @@ func (x *exchange) limitRecords(w http.ResponseWriter, before http.Header, n int
 	if x.d == nil || x.user == nil {
 		return false, nil
 	}
-	var charge []*rules.Limit
+	var buf [4]*rules.Limit // a request rarely has more limits: no allocation
+	charge := buf[:0]
 	for _, lim := range x.d.Limits() {
 		if lim.Count == rules.CountRecords {
 			charge = append(charge, lim)
@@ -288,7 +293,8 @@ func (x *exchange) countDenial() {
 	if x.d == nil || x.user == nil || (x.ev.Decision != "deny" && x.ev.Decision != "blocked") {
 		return
 	}
-	var charge []*rules.Limit
+	var buf [4]*rules.Limit // a request rarely has more limits: no allocation
+	charge := buf[:0]
 	for _, lim := range x.d.Limits() {
 		if lim.Count == rules.CountDenials {
 			charge = append(charge, lim)
@@ -328,7 +334,9 @@ func (x *exchange) countDenial() {
 // whatever the count, and a hit is recorded where n takes the window past
 // max. failed names the limit whose store call failed with err.
 func (x *exchange) charge(ctx context.Context, st store.Store, lims []*rules.Limit, n int64) (ref *limitRefusal, failed *rules.Limit, err error) {
-	var enforcing, others []*rules.Limit
+	var ebuf, obuf [4]*rules.Limit
+	var abuf [4]bool
+	enforcing, others := ebuf[:0], obuf[:0]
 	for _, lim := range lims {
 		if lim.Enforces() && !x.shadow {
 			enforcing = append(enforcing, lim)
@@ -336,7 +344,10 @@ func (x *exchange) charge(ctx context.Context, st store.Store, lims []*rules.Lim
 			others = append(others, lim)
 		}
 	}
-	added := make([]bool, len(enforcing))
+	added := abuf[:0]
+	for range enforcing {
+		added = append(added, false)
+	}
 	if len(enforcing) > 1 {
 		// Check all before charging any: a refusal must charge none.
 		for i, lim := range enforcing {
