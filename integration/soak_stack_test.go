@@ -355,26 +355,40 @@ func soakSecrets(d *crm.Data) map[string]bool {
 	return m
 }
 
-// soakAuditIDs reads the request ids of the audit files' events.
-func soakAuditIDs(paths []string) (map[string]int, int, error) {
-	ids, n := map[string]int{}, 0
-	for _, p := range paths {
+// soakAudit is what the audit files hold: the request ids of the request
+// events, how many there are, and how many reload events each file has.
+type soakAudit struct {
+	ids      map[string]int
+	requests int
+	reloads  []int
+}
+
+// soakAuditIDs reads the audit files' events: a rule file reload writes an
+// event of its own (decision "reload", no request id), counted apart.
+func soakAuditIDs(paths []string) (soakAudit, error) {
+	a := soakAudit{ids: map[string]int{}, reloads: make([]int, len(paths))}
+	for i, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, 0, fmt.Errorf("reading the audit file %s: %w", p, err)
+			return a, fmt.Errorf("reading the audit file %s: %w", p, err)
 		}
 		for line := range bytes.Lines(b) {
 			var ev struct {
 				RequestID string `json:"request_id"`
+				Decision  string `json:"decision"`
 			}
 			if err := json.Unmarshal(line, &ev); err != nil {
-				return nil, 0, fmt.Errorf("audit file %s: a line that is not JSON %.100q: %w", p, line, err)
+				return a, fmt.Errorf("audit file %s: a line that is not JSON %.100q: %w", p, line, err)
 			}
-			n++
-			ids[ev.RequestID]++
+			if ev.Decision == "reload" {
+				a.reloads[i]++
+				continue
+			}
+			a.requests++
+			a.ids[ev.RequestID]++
 		}
 	}
-	return ids, n, nil
+	return a, nil
 }
 
 // soakDiscardLogger drops the provider's log lines (thousands under load).

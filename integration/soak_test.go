@@ -176,7 +176,7 @@ func TestSoak(t *testing.T) {
 	}
 	tr.CloseIdleConnections()
 	gBefore, heapBefore := soakSettled(0)
-	_, auditBase, err := soakAuditIDs(s.audits[:])
+	auditBase, err := soakAuditIDs(s.audits[:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestSoak(t *testing.T) {
 	if len(runs) < users {
 		t.Fatalf("only %d requests for %d users: the load did not run", len(runs), users)
 	}
-	checkSoak(t, s, runs, auditBase, idpWin, redisWin)
+	checkSoak(t, s, runs, auditBase, reloads, idpWin, redisWin)
 
 	// No growth once the load has stopped. The test's own records of the
 	// requests are dropped first (they grow with the run, ~200 bytes a
@@ -350,7 +350,7 @@ const soakGoroutineSlack = 20
 const soakHeapSlack = 8 << 20
 
 // checkSoak checks what must hold whatever the faults.
-func checkSoak(t *testing.T, s *soakStack, runs []*soakRun, auditBase int, idpWin, redisWin soakWindow) {
+func checkSoak(t *testing.T, s *soakStack, runs []*soakRun, auditBase soakAudit, reloads int, idpWin, redisWin soakWindow) {
 	t.Helper()
 	t.Run("no raw phone, ID number or bank account reaches a client", func(t *testing.T) {
 		for _, r := range runs {
@@ -378,21 +378,21 @@ func checkSoak(t *testing.T, s *soakStack, runs []*soakRun, auditBase int, idpWi
 		}
 	})
 	t.Run("every request has exactly one audit event", func(t *testing.T) {
-		var ids map[string]int
-		var n int
+		var got soakAudit
 		var err error
 		for end := time.Now().Add(15 * time.Second); ; {
-			if ids, n, err = soakAuditIDs(s.audits[:]); err != nil {
+			if got, err = soakAuditIDs(s.audits[:]); err != nil {
 				t.Fatal(err)
 			}
-			if n-auditBase >= len(runs) || time.Now().After(end) {
+			if got.requests-auditBase.requests >= len(runs) || time.Now().After(end) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond) // the audit line is written after the answer; poll to a deadline
 		}
-		if n-auditBase != len(runs) {
-			t.Errorf("%d audit events for %d requests sent", n-auditBase, len(runs))
+		if n := got.requests - auditBase.requests; n != len(runs) {
+			t.Errorf("%d audit events for %d requests sent", n, len(runs))
 		}
+		ids := got.ids
 		missing, noID := 0, 0
 		for _, r := range runs {
 			switch {
@@ -473,6 +473,19 @@ func checkSoak(t *testing.T, s *soakStack, runs []*soakRun, auditBase int, idpWi
 		}
 		if ok[false] == 0 || ok[true] == 0 {
 			t.Errorf("after Redis came back %d cookie and %d bearer requests passed: both must work again", ok[false], ok[true])
+		}
+	})
+	t.Run("every valid rule file reload is audited once by each instance", func(t *testing.T) {
+		got, err := soakAuditIDs(s.audits[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range s.audits {
+			// The last valid file may be written after an instance's last
+			// look at it: one fewer is the most that can be missing.
+			if n := got.reloads[i] - auditBase.reloads[i]; n > reloads || n < reloads-1 || n == 0 {
+				t.Errorf("instance %d wrote %d reload events for %d valid rule files", i, n, reloads)
+			}
 		}
 	})
 	t.Run("rule reloads never leave an instance without rules", func(t *testing.T) {
