@@ -56,15 +56,7 @@ func (d *Decision) targetHidden(act *cond.Activation) string {
 // targetVisible compiles a target's `visible`: a condition over the
 // fetched record (and user, request, now).
 func (l *loader) targetVisible(n *yaml.Node, key string) *cond.Expr {
-	src, ok := l.str(n, key)
-	if !ok {
-		return nil
-	}
-	e := l.expr(n, key, src, cond.RecordScope, true)
-	if e != nil {
-		l.lintRoleLiterals(n, key, e)
-	}
-	return e
+	return l.guardCondition(n, key, cond.RecordScope)
 }
 
 // headOnHiddenRecord refuses a HEAD on a route that hides single records:

@@ -32,19 +32,9 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 				g.deny, _ = l.strList(f.val, fk)
 				l.useRoles(f.val, fk, g.deny)
 			case "deny_unless":
-				if src, ok := l.str(f.val, fk); ok {
-					g.denyUnless = l.expr(f.val, fk, src, cond.BodyScope, true)
-					if g.denyUnless != nil {
-						l.lintRoleLiterals(f.val, fk, g.denyUnless)
-					}
-				}
+				g.denyUnless = l.guardCondition(f.val, fk, cond.BodyScope)
 			case "allow_if":
-				if src, ok := l.str(f.val, fk); ok {
-					g.allowIf = l.expr(f.val, fk, src, cond.WriteScope, true)
-					if g.allowIf != nil {
-						l.lintRoleLiterals(f.val, fk, g.allowIf)
-					}
-				}
+				g.allowIf = l.guardCondition(f.val, fk, cond.WriteScope)
 			case "approval":
 				if name, ok := l.str(f.val, fk); ok {
 					g.approval = name

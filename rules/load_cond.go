@@ -17,6 +17,23 @@ func (l *loader) expr(n *yaml.Node, key, src string, scope cond.Scope, boolean b
 	return e
 }
 
+// guardCondition compiles the condition written at n (a string) in scope,
+// and counts (or warns about) the role names it tests as lintRoleLiterals
+// does: the `when`, `deny_unless`, `allow_if` and `visible` of guards and
+// limits. nil when n is no string or the condition does not compile (the
+// problem is reported).
+func (l *loader) guardCondition(n *yaml.Node, key string, scope cond.Scope) *cond.Expr {
+	src, ok := l.str(n, key)
+	if !ok {
+		return nil
+	}
+	e := l.expr(n, key, src, scope, true)
+	if e != nil {
+		l.lintRoleLiterals(n, key, e)
+	}
+	return e
+}
+
 // condition compiles a record condition at n (with its native predicate
 // when it has one).
 func (l *loader) condition(n *yaml.Node, key, src string) *cond.Condition {

@@ -146,11 +146,8 @@ func (l *loader) limit(n *yaml.Node, key string) *Limit {
 			lim.Except, _ = l.strList(e.val, fk)
 			l.useRoles(e.val, fk, lim.Except)
 		case "when":
-			if src, ok := l.str(e.val, fk); ok {
-				if x := l.expr(e.val, fk, src, cond.RequestScope, true); x != nil {
-					lim.When, lim.when = src, x
-					l.lintRoleLiterals(e.val, fk, x)
-				}
+			if x := l.guardCondition(e.val, fk, cond.RequestScope); x != nil {
+				lim.When, lim.when = x.Source(), x
 			}
 		case "action":
 			if v, ok := l.str(e.val, fk); ok {

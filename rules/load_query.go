@@ -131,12 +131,7 @@ func (l *loader) queryParam(r *route, e entry, key string) *queryParam {
 			p.deny, _ = l.strList(f.val, fk)
 			l.useRoles(f.val, fk, p.deny)
 		case "deny_unless":
-			if src, ok := l.str(f.val, fk); ok {
-				p.denyUnless = l.expr(f.val, fk, src, cond.RequestScope, true)
-				if p.denyUnless != nil {
-					l.lintRoleLiterals(f.val, fk, p.denyUnless)
-				}
-			}
+			p.denyUnless = l.guardCondition(f.val, fk, cond.RequestScope)
 		case useFilter, useSort:
 			if p.use != "" {
 				l.errorf(f.key, fk, "a parameter either filters or sorts, not both")
