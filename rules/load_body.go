@@ -25,14 +25,10 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 		}
 		for _, f := range fs {
 			fk := joinKey(gk, f.name)
+			if l.denyRuleKey(&g.denyRule, f, fk, cond.BodyScope) {
+				continue
+			}
 			switch f.name {
-			case "message":
-				g.message, _ = l.message(f.val, fk)
-			case "deny":
-				g.deny, _ = l.strList(f.val, fk)
-				l.useRoles(f.val, fk, g.deny)
-			case "deny_unless":
-				g.denyUnless = l.guardCondition(f.val, fk, cond.BodyScope)
 			case "allow_if":
 				g.allowIf = l.guardCondition(f.val, fk, cond.WriteScope)
 			case "approval":
@@ -59,6 +55,23 @@ func (l *loader) bodyGuards(r *route, n *yaml.Node, key string) {
 		}
 		r.body = append(r.body, g)
 	}
+}
+
+// denyRuleKey reads f into d when it is deny, deny_unless (a condition
+// in scope) or message, and reports whether it was one of them.
+func (l *loader) denyRuleKey(d *denyRule, f entry, fk string, scope cond.Scope) bool {
+	switch f.name {
+	case "deny":
+		d.deny, _ = l.strList(f.val, fk)
+		l.useRoles(f.val, fk, d.deny)
+	case "deny_unless":
+		d.denyUnless = l.guardCondition(f.val, fk, scope)
+	case "message":
+		d.message, _ = l.message(f.val, fk)
+	default:
+		return false
+	}
+	return true
 }
 
 // fieldsOf indexes entries by name.

@@ -21,13 +21,11 @@ type querySpec struct {
 
 // queryParam is one entry of `query.params`.
 type queryParam struct {
-	name       string    // as written
-	key        string    // "query.params[name]", for reasons
-	pattern    []nameSeg // the canonical name: base, then bracket keys
-	list       bool      // the name ends in []: the parameter may repeat
-	deny       []string
-	denyUnless *cond.Expr
-	message    string
+	name     string    // as written
+	key      string    // "query.params[name]", for reasons
+	pattern  []nameSeg // the canonical name: base, then bracket keys
+	list     bool      // the name ends in []: the parameter may repeat
+	denyRule           // denyUnless is over user, request, now (cond.RequestScope)
 	// use is what the parameter does with fields: useFilter or useSort
 	// ("" neither); from says where the fields are named.
 	use    string
@@ -124,14 +122,10 @@ func (l *loader) queryParam(r *route, e entry, key string) *queryParam {
 	good := true
 	for _, f := range fs {
 		fk := joinKey(key, f.name)
+		if l.denyRuleKey(&p.denyRule, f, fk, cond.RequestScope) {
+			continue
+		}
 		switch f.name {
-		case "message":
-			p.message, _ = l.message(f.val, fk)
-		case "deny":
-			p.deny, _ = l.strList(f.val, fk)
-			l.useRoles(f.val, fk, p.deny)
-		case "deny_unless":
-			p.denyUnless = l.guardCondition(f.val, fk, cond.RequestScope)
 		case useFilter, useSort:
 			if p.use != "" {
 				l.errorf(f.key, fk, "a parameter either filters or sorts, not both")

@@ -96,18 +96,25 @@ type fieldRule struct {
 
 // bodyGuard is one entry of a route's `body`.
 type bodyGuard struct {
-	path       string
-	segs       []string
-	deny       []string
-	denyUnless *cond.Expr // may read body (cond.BodyScope)
+	path     string
+	segs     []string
+	denyRule // denyUnless may read body (cond.BodyScope)
 	// allowIf is the condition under which the request may set the field
 	// (cond.WriteScope: it may read body, and record on a target route).
 	allowIf *cond.Expr
 	// approval names the approval policy whose grant, bound to the values
 	// the body sets, lets through a value allowIf refuses.
 	approval string
-	message  string
 	node     *yaml.Node
+}
+
+// denyRule is what a body guard and a query parameter share: the roles
+// that may not send the value, the condition without which nobody may,
+// and the operator's words for the refusal.
+type denyRule struct {
+	deny       []string
+	denyUnless *cond.Expr
+	message    string
 }
 
 // exportSpec is a route's `export`.
