@@ -294,9 +294,11 @@ func (e *event) isExport() bool {
 	return (e.exportFlag.route || e.exportFlag.download) && e.decision == "allow" && !e.exportFlag.blocked
 }
 
-// isDenial reports whether the request was refused (by the rules, or its
-// answer was).
-func (e *event) isDenial() bool { return e.decision == "deny" || e.decision == "blocked" }
+// isDenial reports whether the request was refused: by the rules, by a
+// usage limit (429), or its answer was.
+func (e *event) isDenial() bool {
+	return e.decision == "deny" || e.decision == "blocked" || e.decision == "limited"
+}
 
 // workflow names the approval or elevation step an event records
 // ("approval requested", "elevation reviewed", ...) with the request's or

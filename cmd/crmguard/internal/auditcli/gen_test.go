@@ -39,6 +39,7 @@ type genUser struct {
 type truth struct {
 	inPeriod  int
 	anonymous int
+	reloads   int // reload events in the period (not requests)
 	days      map[string]*DayActivity
 	users     map[string]*userTruth
 }
@@ -107,7 +108,17 @@ type genEvent struct {
 	elevReason            string
 	grantID, grantPurpose string
 	workflow              string
+	limited               bool // refused by a usage limit (429)
+	reload                bool // a rule file reload, not a request
 }
+
+// The rule file versions of the generated log: a reload installs the
+// second every reloadEvery events.
+const (
+	genVersionOld = "1362656482c63680"
+	genVersionNew = "a0f3c5e1d27b9846"
+	reloadEvery   = 2000
+)
 
 func (g *generator) time() time.Time {
 	span := genTo.Sub(genFrom) + 4*24*time.Hour
@@ -125,6 +136,10 @@ func (g *generator) ids(n int) []string {
 // next decides one event.
 func (g *generator) next(i int) genEvent {
 	e := genEvent{t: g.time(), export: ""}
+	if i%reloadEvery == reloadEvery-1 {
+		e.reload, e.decision = true, "reload"
+		return e
+	}
 	u := &g.users[g.rng.IntN(len(g.users))]
 	e.user = u
 	switch k := g.rng.IntN(20); {
@@ -143,7 +158,7 @@ func (g *generator) next(i int) genEvent {
 		if masked > 0 {
 			e.fields = append(e.fields, [2]any{"mask:phone", masked})
 		}
-		e.fields = append(e.fields, [2]any{"remove:bank_account", e.out})
+		e.fields = append(e.fields, [2]any{"remove:bank_account", e.out}, [2]any{"remove:answer.total", 1}, [2]any{"remove:answer_header.X-Total-Count", 1})
 		if u.kind == "service" && g.rng.IntN(3) == 0 {
 			e.elevID = fmt.Sprintf("el-%s-%d", u.id, g.rng.IntN(2))
 			e.elevName, e.elevReason = "complaint", "ticket 4711"
@@ -180,6 +195,10 @@ func (g *generator) next(i int) genEvent {
 	case k < 16: // a denial
 		e.method, e.path, e.route, e.decision, e.status = "GET", "/api/payments", "payments.list", "deny", 403
 		e.reason = fmt.Sprintf("Role %s may not use payments.list.", u.roles[0])
+		if u.kind == "sales" && g.rng.IntN(4) == 0 { // a page past the usage limit
+			e.path, e.route, e.decision, e.status = "/api/customers", "customers.list", "limited", 429
+			e.reason, e.limited = "usage limit bulk_view: 280 records in the last 10m0s, this request 100 more, max 300", true
+		}
 	case k < 17: // a step-up challenge (not a denial)
 		e.method, e.path, e.route, e.decision, e.status = "GET", "/api/customers/1/id_card", "customers.id_card", "step_up", 401
 	case k < 18: // an approval asked for, or given
@@ -200,6 +219,15 @@ func (g *generator) next(i int) genEvent {
 func (g *generator) write(dst []byte, e *genEvent) []byte {
 	b := append(dst, `{"time":"`...)
 	b = e.t.UTC().AppendFormat(b, time.RFC3339Nano)
+	if e.reload {
+		b = append(b, `","method":"","path":"","rules_version":"`+genVersionNew+`","decision":"reload","status":0,"records_in":0,"records_out":0,"export":{},`+
+			`"reload":{"file":"/etc/crmguard/rules.yaml","old_version":"`+genVersionOld+`","new_version":"`+genVersionNew+`",`+
+			`"roles":[{"role":"sales","changed":[{"route":"customers.list","what":["fields"]}]}]},"duration_ms":0}`...)
+		if g.t != nil {
+			g.t.add(e)
+		}
+		return b
+	}
 	b = append(b, `","request_id":"6f1d8a4e-2c1b-4b8e-9a57-`...)
 	b = fmt.Appendf(b, "%012d\"", g.rng.Int64N(1e12))
 	if e.user != nil {
@@ -218,9 +246,13 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 	if e.route != "" {
 		b = fmt.Appendf(b, `,"route":%q`, e.route)
 	}
+	b = append(b, `,"rules_version":"`+genVersionOld+`"`...)
 	b = fmt.Appendf(b, `,"decision":%q`, e.decision)
-	if e.reason != "" {
+	switch {
+	case e.reason != "":
 		b = fmt.Appendf(b, `,"reason":%q`, e.reason)
+	case e.decision == "allow" && e.user != nil && e.route != "":
+		b = fmt.Appendf(b, `,"reason":"role %s may call %s"`, e.user.roles[0], e.route)
 	}
 	b = fmt.Appendf(b, `,"status":%d,"records_in":%d,"records_out":%d`, e.status, e.in, e.out)
 	if len(e.ids) > 0 {
@@ -263,6 +295,9 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 	if e.elevID != "" {
 		b = fmt.Appendf(b, `,"elevation":{"id":%q,"name":%q,"reason":%q}`, e.elevID, e.elevName, e.elevReason)
 	}
+	if e.limited {
+		b = append(b, `,"limits":[{"limit":"bulk_view","counts":"records","action":"block","count":280,"adding":100,"max":300,"window":"10m0s","refused":true,"retry_after":420}]`...)
+	}
 	if len(e.bodyFields) > 0 {
 		b = append(b, `,"body_fields":[`...)
 		for i, f := range e.bodyFields {
@@ -296,6 +331,10 @@ func (t *truth) add(e *genEvent) {
 	if e.t.Before(genFrom) || !e.t.Before(genTo) {
 		return
 	}
+	if e.reload {
+		t.reloads++ // not a request
+		return
+	}
 	t.inPeriod++
 	local := e.t.In(genLoc)
 	date := local.Format(time.DateOnly)
@@ -312,7 +351,7 @@ func (t *truth) add(e *genEvent) {
 	if e.decision == "allow" {
 		day.Records += received
 	}
-	denial := e.decision == "deny" || e.decision == "blocked"
+	denial := e.decision == "deny" || e.decision == "blocked" || e.decision == "limited"
 	if denial {
 		day.Denials++
 	}

@@ -374,7 +374,7 @@ func (c *collector) add(raw []byte) {
 			c.sensitive[c.intern(e.route)] = m
 		}
 		e.fields.ForEach(func(k, n gjson.Result) bool {
-			if _, field, ok := strings.Cut(k.Str, ":"); ok {
+			if action, field, ok := strings.Cut(k.Str, ":"); ok && isRecordField(action, field) {
 				field = c.intern(field)
 				m[field] = true
 				c.treated = append(c.treated, fieldCount{field, int(n.Int())})
@@ -460,6 +460,14 @@ func (c *collector) add(raw []byte) {
 	if e.isWrite() {
 		c.write(u, e)
 	}
+}
+
+// isRecordField reports whether a treated field of the audit event's
+// `fields` ("action:path") is a field of each record: not one of the
+// answer outside the records (answer.total), a header, or the members
+// `expose` dropped, which say nothing of the records' fields.
+func isRecordField(action, field string) bool {
+	return action != "expose" && !strings.HasPrefix(field, "answer.") && !strings.HasPrefix(field, "answer_header.")
 }
 
 // addReload keeps a rule file reload (there are few).

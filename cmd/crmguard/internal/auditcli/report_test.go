@@ -120,6 +120,29 @@ func TestReportCountsMatchTheGeneratedTruth(t *testing.T) {
 			t.Errorf("the log system's other lines were not read: %d lines, %d events", r.Lines, r.Events)
 		}
 	})
+	t.Run("the rule file reloads are listed apart from the requests", func(t *testing.T) {
+		if tr.reloads == 0 || len(r.Reloads) != tr.reloads {
+			t.Fatalf("%d reloads listed, the log holds %d in the period", len(r.Reloads), tr.reloads)
+		}
+		for _, rl := range r.Reloads {
+			if rl.OldVersion != genVersionOld || rl.NewVersion != genVersionNew || len(rl.Roles) != 1 {
+				t.Errorf("reload %+v", rl)
+			}
+		}
+	})
+	t.Run("refusals by a usage limit count as denials", func(t *testing.T) {
+		limited := 0
+		for _, u := range r.Users {
+			for _, d := range u.Denials {
+				if d.Decision == "limited" {
+					limited += d.Count
+				}
+			}
+		}
+		if limited == 0 {
+			t.Error("no user has a denial by a usage limit")
+		}
+	})
 	t.Run("each user's figures are exactly the truth", func(t *testing.T) {
 		want := tr.expected()
 		if len(r.Users) != len(want) {

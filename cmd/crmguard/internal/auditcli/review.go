@@ -39,7 +39,8 @@ type Review struct {
 	To   time.Time `json:"to"`
 	// Rules is the rule file reviewed.
 	Rules string `json:"rules"`
-	// InWindow counts the events in the window.
+	// InWindow counts the events in the window (rule file reloads, which
+	// are no requests, left out).
 	InWindow int64 `json:"events_in_window"`
 	// UnusedRoles are declared roles no request in the window carried.
 	UnusedRoles []string `json:"unused_roles"`
@@ -137,8 +138,8 @@ func (c *reviewer) intern(s string) string {
 func (c *reviewer) add(raw []byte) {
 	e := &c.ev
 	parseEvent(raw, e, false)
-	if e.badTime || e.time.After(c.to) {
-		return
+	if e.badTime || e.time.After(c.to) || e.decision == "reload" {
+		return // a rule file reload is not a request: nobody used anything
 	}
 	inWindow := !e.time.Before(c.from)
 	// Reviews, approvals and grant uses count whenever they happened up

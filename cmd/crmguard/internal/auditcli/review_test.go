@@ -29,6 +29,7 @@ const reviewLog = `{"time":"2026-09-01T09:00:00Z","user":"gone","roles":["sales"
 {"time":"2026-11-08T11:00:00Z","user":"zhou","roles":["it_security"],"method":"POST","path":"/.crmguard/approvals/a-3/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"a-3","action":"approved","status":"approved","step":"it","by":"zhou"}}
 {"time":"2026-11-08T12:00:00Z","user":"mgr","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/a-4/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"a-4","action":"approved","status":"pending","step":"manager","by":"mgr"}}
 {"time":"2026-11-08T13:00:00Z","user":"comp","roles":["compliance"],"method":"POST","path":"/.crmguard/elevations/el-3/review","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"elevation","id":"el-3","action":"reviewed","status":"reviewed","by":"comp"}}
+{"time":"2026-11-07T09:00:00Z","method":"","path":"","rules_version":"bbbb","decision":"reload","status":0,"records_in":0,"records_out":0,"export":{},"reload":{"file":"/etc/crmguard/rules.yaml","old_version":"aaaa","new_version":"bbbb","roles":[{"role":"observer","added":["customers.list"]}]}}
 {"time":"2026-11-07T10:00:00Z","user":"zhang","roles":["sales"],"method":"GET","path":"/api/customers/export","route":"customers.export","decision":"allow","status":200,"records_in":5,"records_out":5,"export":{"route":true,"approved":true},"grant":{"id":"a-1","policy":"export","purpose":"q4","approvers":["mgr","it1"]}}
 `
 
@@ -53,7 +54,7 @@ func TestReviewFindsWhatNobodyUsedAndWhatWaitsForAReviewer(t *testing.T) {
 		"sales_manager": nil, // mgr only approved
 	}
 	usedRoutes := []string{"customers.list", "customers.get", "customers.export"}
-	t.Run("the window holds every event from 30 days before now", func(t *testing.T) {
+	t.Run("the window holds every request from 30 days before now, the rule file's reload left out", func(t *testing.T) {
 		if r.InWindow != 14 {
 			t.Errorf("%d events in the window, want 14", r.InWindow)
 		}
