@@ -160,6 +160,9 @@ type exchange struct {
 	// rewriteTime (observed once the client has its answer).
 	rewrote     bool
 	rewriteTime time.Duration
+	// withheld: the rewritten answer was refused before a byte of it was
+	// written (a usage limit), so the client received none of its records.
+	withheld bool
 	// body is the request body once readBody has read it (bodyRead).
 	body     []byte
 	bodyRead bool
@@ -410,6 +413,10 @@ func (x *exchange) audit(d *rules.Decision) {
 	x.ev.RecordsIn = a.RecordsIn
 	x.ev.RecordsOut = a.RecordsOut
 	x.ev.RecordIDs = a.RecordIDs
+	if x.withheld {
+		// records_out and record_ids say what the client received.
+		x.ev.RecordsOut, x.ev.RecordIDs = 0, nil
+	}
 	x.ev.Fields = a.Fields
 	x.ev.EvalErrors = a.EvalErrors
 	x.ev.Export = a.Export

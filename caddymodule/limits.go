@@ -276,11 +276,13 @@ func (x *exchange) limitRecords(w http.ResponseWriter, before http.Header, n int
 	if err != nil {
 		if !x.shadow {
 			x.restore(w, before)
+			x.withheld = true
 		}
 		return x.limitUnavailable(w, failed, err)
 	}
 	if ref != nil {
 		x.restore(w, before)
+		x.withheld = true
 		return true, x.limitRefuse(w, *ref)
 	}
 	return false, nil

@@ -41,6 +41,7 @@ routes:
     visible: record.owner != "hidden"
     fields:
       phone: {mask: phone}
+    audit_id: id
   - id: customers.export
     match: {methods: [GET], path: /api/customers/export}
     allow: [sales]
@@ -284,8 +285,8 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 	set := h.g.opt.Rules()
 	for i, want := range []int64{200, 400} {
 		rec, ev := h.do("GET", fmt.Sprintf("/api/customers?n=200&offset=%d&hidden=5", i*200))
-		if rec.Code != 200 || ev.RecordsOut != 200 || len(ev.Limits) != 0 {
-			t.Fatalf("page %d: status %d, %d records out, hits %v", i+1, rec.Code, ev.RecordsOut, ev.Limits)
+		if rec.Code != 200 || ev.RecordsOut != 200 || len(ev.RecordIDs) != 200 || len(ev.Limits) != 0 {
+			t.Fatalf("page %d: status %d, %d records out (%d ids), hits %v", i+1, rec.Code, ev.RecordsOut, len(ev.RecordIDs), ev.Limits)
 		}
 		if got := h.count(set, "bulk_view", ""); got != want {
 			t.Fatalf("after page %d the window holds %d, want %d (only records sent count)", i+1, got, want)
@@ -325,6 +326,11 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 		}
 		if ev.Decision != "limited" || ev.Status != 429 || ev.User != "zhang" || !strings.Contains(ev.Reason, "usage limit bulk_view: 400 records in the last 10m0s, this request 200 more, max 500") {
 			t.Errorf("event decision %q status %d user %q reason %q", ev.Decision, ev.Status, ev.User, ev.Reason)
+		}
+	})
+	t.Run("the audit event says the client received no records", func(t *testing.T) {
+		if ev.RecordsIn != 200 || ev.RecordsOut != 0 || len(ev.RecordIDs) != 0 {
+			t.Errorf("records_in %d, records_out %d, record_ids %v: want 200, 0 and none", ev.RecordsIn, ev.RecordsOut, ev.RecordIDs)
 		}
 	})
 	t.Run("the refused records are not charged", func(t *testing.T) {
@@ -663,6 +669,78 @@ func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
 	}
 	if h.upstreamCalls() != 25 {
 		t.Errorf("%d requests reached the CRM, want 25", h.upstreamCalls())
+	}
+}
+
+func TestConcurrentPagesNeverSendMoreRecordsThanTheLimit(t *testing.T) {
+	// 50 requests at once for pages of 15 to 21 records (about 900 in
+	// all) under a window of 500: the records the clients receive are
+	// exactly the window's count, never more than max, and no refused
+	// page would have fit in the room left at the end (the window only
+	// fills, so it did not fit when it was refused either).
+	h := newLimitHarness(t, bulkView, limitSetup{})
+	const requests = 50
+	type answer struct {
+		size, status, received int
+	}
+	answers := make([]answer, requests)
+	var wg sync.WaitGroup
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			size := 15 + i%7
+			rec := httptest.NewRecorder()
+			if err := h.g.ServeHTTP(rec, httptest.NewRequest("GET", fmt.Sprintf("http://crm.test/api/customers?n=%d&offset=%d", size, i*100), nil), h.crm()); err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+			a := answer{size: size, status: rec.Code}
+			if rec.Code == http.StatusOK {
+				var page struct {
+					List []map[string]any `json:"list"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+					t.Errorf("request %d: the page is not JSON: %v", i, err)
+				}
+				a.received = len(page.List)
+			} else if strings.Contains(rec.Body.String(), "cust-") {
+				t.Errorf("request %d: the refusal (%d) leaks records", i, rec.Code)
+			}
+			answers[i] = a
+		}()
+	}
+	wg.Wait()
+	window := h.count(h.g.opt.Rules(), "bulk_view", "")
+	received, passed, refused := 0, 0, 0
+	for i, a := range answers {
+		switch a.status {
+		case http.StatusOK:
+			passed++
+			received += a.received
+			if a.received != a.size {
+				t.Errorf("request %d received %d of its %d records", i, a.received, a.size)
+			}
+		case http.StatusTooManyRequests:
+			refused++
+			if window+int64(a.size) <= 500 {
+				t.Errorf("request %d (%d records) was refused, but the window ends at %d: it would have fit", i, a.size, window)
+			}
+		default:
+			t.Errorf("request %d: status %d", i, a.status)
+		}
+	}
+	t.Logf("%d pages passed (%d records), %d refused; the window holds %d", passed, received, refused, window)
+	if received > 500 {
+		t.Errorf("the clients received %d records, max 500", received)
+	}
+	if int64(received) != window {
+		t.Errorf("the clients received %d records, the window holds %d: counting is not exact", received, window)
+	}
+	if refused == 0 {
+		t.Error("no page was refused: the test must take the window past max")
+	}
+	if got := h.hits("bulk_view", "block"); got != float64(refused) {
+		t.Errorf("crmguard_limit_hits_total{bulk_view,block} = %v, want %d (one per refusal)", got, refused)
 	}
 }
 
