@@ -136,6 +136,7 @@ func Explain(in ExplainInput, out io.Writer) int {
 	if d.Shadow {
 		fmt.Fprintln(out, "mode:      shadow (decided and audited, not enforced)")
 	}
+	explainLimits(out, set, d)
 	if d.Outcome != rules.Allow {
 		return 0
 	}
@@ -197,6 +198,34 @@ func Explain(in ExplainInput, out io.Writer) int {
 		fmt.Fprintf(out, "export:    %+v\n", a.Export)
 	}
 	return 0
+}
+
+// explainLimits names the usage limits that apply to the request (its
+// route, the user's roles, their `when` at the given time).
+func explainLimits(out io.Writer, set *rules.Set, d *rules.Decision) {
+	lims := d.Limits()
+	if len(lims) == 0 {
+		if len(set.Limits()) > 0 {
+			fmt.Fprintln(out, "limits:    none applies to this user on this request")
+		}
+		return
+	}
+	for _, lim := range lims {
+		per := "per user"
+		if lim.Key == rules.LimitKeyUserRoute {
+			per = "per user and route"
+		}
+		then := map[rules.LimitAction]string{
+			rules.ActionBlock:  "refused with 429 until the window allows",
+			rules.ActionStepUp: "refused until a fresh sign-in with MFA",
+			rules.ActionAlert:  "passes and raises an alert",
+		}[lim.Action]
+		fmt.Fprintf(out, "limit:     %s: at most %d %s in %s, counted %s; past that, %s (%s)", lim.ID, lim.Max, lim.Count, lim.Per, per, then, lim.Action)
+		if lim.When != "" {
+			fmt.Fprintf(out, "; when %s holds now", lim.When)
+		}
+		fmt.Fprintln(out)
+	}
 }
 
 // orNone lists roles, or says none.

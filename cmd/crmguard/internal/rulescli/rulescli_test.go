@@ -214,6 +214,7 @@ func TestExplain(t *testing.T) {
 		in       ExplainInput
 		wantCode int
 		want     []string
+		lacks    []string
 	}{
 		{name: "an allowed list names the route and shows the rewrite of a sample answer",
 			in:   ExplainInput{RulesFile: "testdata/rules.yaml", UserJSON: `{"id":"zhang","roles":["sales"]}`, Request: "GET /api/customers", UpstreamFile: sample},
@@ -227,6 +228,20 @@ func TestExplain(t *testing.T) {
 		{name: "path parameters are shown",
 			in:   ExplainInput{RulesFile: "testdata/rules.yaml", UserJSON: `{"id":"zhang","roles":["sales"]}`, Request: "PATCH /api/customers/42"},
 			want: []string{"customers.update (params id=42)", "checked against body guards", "target:    the stored record is fetched first (GET /api/customers/42)"}},
+		{name: "a rep's customer list names the usage limit that counts it",
+			in:    ExplainInput{RulesFile: exampleRules, UserJSON: `{"id":"zhang","roles":["sales"],"attrs":{"teams":["east"]},"mfa":true}`, Request: "GET /api/customers", Now: "2026-11-20T10:30:00+08:00"},
+			want:  []string{"limit:     bulk_view: at most 300 records in 10m0s, counted per user; past that, refused with 429 until the window allows (block)"},
+			lacks: []string{"off_hours"}},
+		{name: "off hours the limit whose when holds is named too",
+			in:   ExplainInput{RulesFile: exampleRules, UserJSON: `{"id":"zhang","roles":["sales"],"attrs":{"teams":["east"]},"mfa":true}`, Request: "GET /api/customers", Now: "2026-11-20T22:30:00+08:00"},
+			want: []string{"limit:     bulk_view:", `limit:     off_hours: at most 0 requests in 1h0m0s, counted per user; past that, passes and raises an alert (alert); when !in_schedule("business_hours") holds now`}},
+		{name: "a manager, whom the rep limit excepts, is told no limit applies",
+			in:    ExplainInput{RulesFile: exampleRules, UserJSON: `{"id":"wang","roles":["sales_manager"],"attrs":{"teams":["east"]},"mfa":true}`, Request: "GET /api/customers", Now: "2026-11-20T10:30:00+08:00"},
+			want:  []string{"limits:    none applies to this user on this request"},
+			lacks: []string{"bulk_view"}},
+		{name: "a rule file without limits says nothing of them",
+			in:    ExplainInput{RulesFile: "testdata/rules.yaml", UserJSON: `{"id":"zhang","roles":["sales"]}`, Request: "GET /api/customers"},
+			lacks: []string{"limit"}},
 		{name: "a malformed request line is a usage error", in: ExplainInput{RulesFile: "testdata/rules.yaml", Request: "/api"}, wantCode: 2, want: []string{"must look like"}},
 		{name: "an unknown user key is a usage error", in: ExplainInput{RulesFile: "testdata/rules.yaml", UserJSON: `{"name":"x"}`, Request: "GET /"}, wantCode: 2, want: []string{"--user"}},
 	}
@@ -239,6 +254,11 @@ func TestExplain(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.lacks {
+				if strings.Contains(out.String(), w) {
+					t.Errorf("output has %q:\n%s", w, out.String())
 				}
 			}
 		})
