@@ -342,6 +342,29 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 		if got := h.hits("bulk_view", "block"); got != 1 {
 			t.Errorf("crmguard_limit_hits_total{bulk_view,block} = %v, want 1", got)
 		}
+		families, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, f := range families {
+			if f.GetName() != "crmguard_limit_hits_total" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				found = true
+				var names []string
+				for _, l := range m.GetLabel() {
+					names = append(names, l.GetName())
+				}
+				if strings.Join(names, ",") != "action,limit" {
+					t.Errorf("crmguard_limit_hits_total has labels %v, want action and limit only", names)
+				}
+			}
+		}
+		if !found {
+			t.Error("crmguard_limit_hits_total is not registered")
+		}
 	})
 	t.Run("the hit is notified to the limit's roles", func(t *testing.T) {
 		n := h.event()
@@ -454,6 +477,36 @@ func TestRequestLimitsAreDecidedBeforeTheRequestGoesUpstream(t *testing.T) {
 		rec, ev := h.do("GET", "/api/customers/export?n=5")
 		if rec.Code != 429 || h.upstreamCalls() != calls || ev.Limits[0].Limit != "exports" {
 			t.Errorf("second export: status %d, hits %v", rec.Code, ev.Limits)
+		}
+	})
+}
+
+func TestAUserAndRouteKeyCountsEachRouteApart(t *testing.T) {
+	h := newLimitHarness(t, `  - {id: per_route, routes: ["customers.*"], count: records, max: 10, per: 10m, key: user+route, action: block}
+  - {id: per_user, routes: ["customers.*"], count: records, max: 100, per: 10m, action: block}
+`, limitSetup{})
+	set := h.g.opt.Rules()
+	if rec, _ := h.do("GET", "/api/customers?n=10"); rec.Code != 200 {
+		t.Fatalf("a full page: status %d", rec.Code)
+	}
+	cases := []struct {
+		name, target string
+		want         int
+	}{
+		{"the full route refuses another record", "/api/customers?n=1", 429},
+		{"another route of the same limit has its own window", "/api/customers/1", 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if rec, _ := h.do("GET", c.target); rec.Code != c.want {
+				t.Errorf("status %d, want %d", rec.Code, c.want)
+			}
+		})
+	}
+	t.Run("a user key counts both routes together", func(t *testing.T) {
+		list, get, user := h.count(set, "per_route", "customers.list"), h.count(set, "per_route", "customers.get"), h.count(set, "per_user", "")
+		if list != 10 || get != 1 || user != 11 {
+			t.Errorf("windows: list %d, get %d, per user %d; want 10, 1 and 11", list, get, user)
 		}
 	})
 }

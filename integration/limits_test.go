@@ -174,6 +174,9 @@ func TestPagingPastTheRepLimitIsRefusedWholeAndSurvivesARestart(t *testing.T) {
 			hit["adding"] != float64(len(would.names)) || hit["window"] != "10m0s" || hit["refused"] != true {
 			t.Errorf("event %v", ev)
 		}
+		if ev["records_out"] != float64(0) || ev["record_ids"] != nil {
+			t.Errorf("the refused answer is audited as received: records_out %v, record_ids %v", ev["records_out"], ev["record_ids"])
+		}
 	})
 	t.Run("the count survives a restart of the guard with the embedded store", func(t *testing.T) {
 		d.Stop()

@@ -168,6 +168,9 @@ func TestLint(t *testing.T) {
 	}{
 		{name: "a broken file lists every error with file, line and column and exits 1", file: "testdata/broken.yaml", wantCode: 1,
 			want: []string{"error: broken.yaml:7:5: routes[0].visibel: unknown key", "2 error(s)"}},
+		{name: "bad usage limits are errors with file, line, column and key", file: "testdata/bad_limits.yaml", wantCode: 1,
+			want: []string{"error: bad_limits.yaml:13:10: limits[0].max: max 0 with action block would refuse every request",
+				`error: bad_limits.yaml:21:13: limits[1].action: want alert, step_up or block, got "ban"`, "2 error(s)"}},
 		{name: "a good file exits 0", file: "testdata/rules.yaml", wantCode: 0, want: []string{"ok, 0 warning(s)"}},
 		{name: "the shipped example rule file has no warnings (query guards everywhere, no writable visibility field)", file: "../../../../examples/rules.yaml", wantCode: 0, want: []string{"rules.yaml: ok, 0 warning(s)"}},
 		{name: "a missing file exits 1", file: "testdata/nope.yaml", wantCode: 1, want: []string{"error:"}},
