@@ -52,7 +52,11 @@ func TestRedteamExampleRulesCoverNestedSensitiveData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startRedteam(t, string(rulesFile), "hash_key 0123456789abcdef0123456789abcdef")
+	// The example rules have usage limits (off_hours applies at night and
+	// at weekends), which need the state store: without one every request
+	// they cover is refused with 503.
+	store := filepath.Join(t.TempDir(), "state.db")
+	s := startRedteam(t, string(rulesFile), "hash_key 0123456789abcdef0123456789abcdef\n\t\tstore "+store)
 	resp, body := s.raw(t, "GET /api/customers HTTP/1.1\r\nHost: {HOST}\r\nX-Test-User: zhang\r\nX-Test-Evil: nested\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != 200 || !strings.Contains(body, `"owner_id":"zhang"`) {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
