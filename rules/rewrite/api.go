@@ -187,8 +187,11 @@ type Stats struct {
 	EvalErrors int
 	// NotVisible is true when a Single record was hidden.
 	NotVisible bool
-	// IDs holds the AuditID value of every visible record, in order.
+	// IDs holds the AuditID value of every visible record, in order (a
+	// stream keeps the first Stream.MaxIDs of them).
 	IDs []string
+	// IDsOmitted counts the visible records' ids a stream left out of IDs.
+	IDsOmitted int
 	// Fields counts treated values per "action:name".
 	Fields map[string]int
 	// Changed is true when the output differs from the input.

@@ -31,6 +31,10 @@ type compiled struct {
 	// the plan read for tables, built on the first RewriteTable
 	tableOnce sync.Once
 	table     *tablePlan
+	// the form a stream rewrites its batches of records with, built on
+	// the first stream (stream.go)
+	listOnce sync.Once
+	list     *compiled
 }
 
 // strength orders actions, strongest first.

@@ -104,7 +104,7 @@ func (rw *rewriter) startRecord(start int, parent *frame) {
 	rw.recStart = start
 	rw.recIndex = 0
 	if parent != nil && parent.recArr {
-		rw.recIndex = parent.n - 1
+		rw.recIndex = rw.indexBase + parent.n - 1
 	}
 	rw.edits = rw.edits[:0]
 	rw.pendingEdit = -1

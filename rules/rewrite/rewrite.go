@@ -89,6 +89,7 @@ type rewriter struct {
 	when    []int8
 
 	recStart, recEnd, recIndex int
+	indexBase                  int  // the index of the document's first record (streams)
 	ambiguous                  bool // a key in Plan.Keys has different values
 	rec                        Record
 
@@ -126,6 +127,12 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 			return dst, err
 		}
 	}
+	return p.rewriteWith(c, dst, doc, 0, st)
+}
+
+// rewriteWith is rewrite with the compiled form c; the records are numbered
+// (Record.Index) from base.
+func (p *Plan) rewriteWith(c *compiled, dst, doc []byte, base int, st *Stats) ([]byte, error) {
 	orig := len(dst)
 	if cap(dst)-len(dst) < len(doc) {
 		nd := make([]byte, len(dst), len(dst)+len(doc)+len(doc)/8)
@@ -134,6 +141,7 @@ func (p *Plan) rewrite(dst, doc []byte, st *Stats) ([]byte, error) {
 	}
 	rw := getRewriter(p, c, doc, dst)
 	defer putRewriter(rw)
+	rw.indexBase = base
 	err := rw.run()
 	if err == nil && rw.found == 0 {
 		err = ErrNoRecords

@@ -150,6 +150,11 @@ func (p *Plan) buildTable() *tablePlan {
 // '\t') to dst and returns it, applying the plan to every data row as to a
 // record; see the decisions at the top of table.go. st may be nil.
 func (p *Plan) RewriteTable(dst, doc []byte, comma byte, st *Stats) ([]byte, error) {
+	return p.rewriteTable(dst, doc, comma, 0, st)
+}
+
+// rewriteTable is RewriteTable with the data rows numbered from base.
+func (p *Plan) rewriteTable(dst, doc []byte, comma byte, base int, st *Stats) ([]byte, error) {
 	c := p.c
 	if c == nil {
 		var err error
@@ -166,7 +171,7 @@ func (p *Plan) RewriteTable(dst, doc []byte, comma byte, st *Stats) ([]byte, err
 	c.tableOnce.Do(func() { c.table = p.buildTable() })
 	tw := tablePool.Get().(*tableRewriter)
 	tw.p, tw.c, tw.t, tw.comma = p, c, c.table, comma
-	out, err := tw.rewrite(dst, doc, st)
+	out, err := tw.rewrite(dst, doc, base, st)
 	if tw.mac != nil {
 		c.putMac(tw.mac)
 	}
@@ -216,7 +221,9 @@ type tableColumn struct {
 
 var utf8BOM = []byte("\xef\xbb\xbf")
 
-func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
+// rewrite rewrites the table body; its data rows are numbered
+// (Record.Index) from base.
+func (tw *tableRewriter) rewrite(dst, body []byte, base int, st *Stats) ([]byte, error) {
 	if !utf8.Valid(body) {
 		return dst, errors.New("rewrite: csv: the answer is not valid UTF-8")
 	}
@@ -317,7 +324,7 @@ func (tw *tableRewriter) rewrite(dst, body []byte, st *Stats) ([]byte, error) {
 			return dst[:orig], fmt.Errorf("rewrite: csv: the row on line %d has %d fields; the header has %d", s.rowLine, len(cells), len(names))
 		}
 		st.RecordsIn++
-		row.start(cells, index)
+		row.start(cells, base+index)
 		if p.Visible != nil {
 			ok, err := false, errAmbiguous
 			if !row.ambiguous {
