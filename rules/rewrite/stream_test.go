@@ -335,4 +335,3 @@ func TestStreamMemoryIsBoundedByTheRecord(t *testing.T) {
 		})
 	}
 }
-
