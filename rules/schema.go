@@ -46,8 +46,15 @@ func sOne(doc string, alts ...*schemaNode) *schemaNode { return &schemaNode{doc:
 
 // sStrs is one string or a list of strings (the loader takes both).
 func sStrs(doc string) *schemaNode {
-	return sOne(doc, &schemaNode{typ: "string"}, &schemaNode{typ: "array", items: &schemaNode{typ: "string"}})
+	return sOne(doc, &schemaNode{typ: "string"}, stringList)
 }
+
+// stringList is a list of strings, without a description of its own.
+var stringList = &schemaNode{typ: "array", items: &schemaNode{typ: "string"}}
+
+// matchValues is what a route's match.query and match.headers accept for
+// a name: true (present), false (absent), a value or a list of values.
+var matchValues = sOne("accepted values", &schemaNode{typ: "boolean"}, &schemaNode{typ: "string"}, stringList)
 
 func p(name string, n *schemaNode) schemaProp { return schemaProp{name: name, node: n} }
 
@@ -165,9 +172,9 @@ var routeSchema = withReq(sObj("a route: the requests it matches, who may call i
 		p("methods", sStrs("HTTP methods (default: every method)")),
 		p("path", sStr("the path pattern: literal segments, {name} captures, * one segment, ** the rest (required)")),
 		p("query", sMap("query parameters the request must have: a value, a list of values, or true (present) / false (absent)",
-			sOne("accepted values", &schemaNode{typ: "boolean"}, &schemaNode{typ: "string"}, &schemaNode{typ: "array", items: &schemaNode{typ: "string"}}))),
+			matchValues)),
 		p("headers", sMap("request headers the request must have: a value, a list of values, or true (present) / false (absent)",
-			sOne("accepted values", &schemaNode{typ: "boolean"}, &schemaNode{typ: "string"}, &schemaNode{typ: "array", items: &schemaNode{typ: "string"}}))),
+			matchValues)),
 	), "path")),
 	p("allow", sStrs("who may call it: roles, authenticated (any signed-in user) or public (anyone)")),
 	p("deny", sStr("the route refuses everyone, with this reason")),
