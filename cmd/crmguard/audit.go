@@ -69,15 +69,11 @@ func verifyCommand() *cobra.Command {
 
 func reportCommand() *cobra.Command {
 	var o auditcli.ReportOptions
-	var quiet bool
 	c := &cobra.Command{
 		Use:   "report --from DATE --to DATE [--format text|csv|json|html] FILES...",
 		Short: "Reports who saw and changed what in a period",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !quiet {
-				o.Progress = cmd.ErrOrStderr()
-			}
 			return exit(cmd, auditcli.ReportCommand(o, args, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
@@ -89,7 +85,7 @@ func reportCommand() *cobra.Command {
 	f.StringVar(&o.Hours, "hours", "08:00-20:00", "business hours, as in a rule file's schedules; outside them is off hours")
 	f.StringVar(&o.Format, "format", "text", "text, csv, json or html")
 	f.IntVar(&o.Top, "top", 5, "length of the lists of unusual users")
-	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	progressFlag(c, &o.Progress)
 	_ = c.MarkFlagRequired("from")
 	_ = c.MarkFlagRequired("to")
 	return c
@@ -97,18 +93,11 @@ func reportCommand() *cobra.Command {
 
 func reviewCommand() *cobra.Command {
 	var o auditcli.ReviewOptions
-	var quiet bool
 	c := &cobra.Command{
 		Use:   "review --rules FILE --since 90d FILES...",
 		Short: "Lists rights nobody used, dormant users, unreviewed elevations and unused grants",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !quiet {
-				o.Progress = cmd.ErrOrStderr()
-			}
-			if o.HashKey == "" {
-				o.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
-			}
 			return exit(cmd, auditcli.ReviewCommand(o, args, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
@@ -117,8 +106,8 @@ func reviewCommand() *cobra.Command {
 	f.StringVar(&o.Since, "since", "90d", "the window: 90d, a duration, a date (YYYY-MM-DD) or an RFC 3339 time")
 	f.StringVar(&o.Now, "now", "", "the end of the window, RFC 3339 (default: now)")
 	f.StringVar(&o.Format, "format", "text", "text or json")
-	f.StringVar(&o.HashKey, "hash-key", "", "key of the rules' hash action, if the rule file needs one to load (default $CRMGUARD_HASH_KEY)")
-	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	hashKeyFlag(c, &o.HashKey, "key of the rules' hash action, if the rule file needs one to load (default $CRMGUARD_HASH_KEY)")
+	progressFlag(c, &o.Progress)
 	_ = c.MarkFlagRequired("rules")
 	return c
 }

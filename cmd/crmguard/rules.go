@@ -84,13 +84,10 @@ func testCommand() *cobra.Command {
 		Short: "Runs rule test-case files without network",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if opt.HashKey == "" {
-				opt.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
-			}
 			return exit(cmd, rulescli.Test(args, opt, verbose, cmd.OutOrStdout()))
 		},
 	}
-	c.Flags().StringVar(&opt.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	hashKeyFlag(c, &opt.HashKey, hashKeyUsage)
 	c.Flags().Int64Var(&opt.MaxBody, "max-body", 0, "max_body in bytes (default 16 MiB)")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print passing cases")
 	return c
@@ -104,9 +101,6 @@ func explainCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in.Request = args[0]
-			if in.HashKey == "" {
-				in.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
-			}
 			return exit(cmd, rulescli.Explain(in, cmd.OutOrStdout()))
 		},
 	}
@@ -115,7 +109,7 @@ func explainCommand() *cobra.Command {
 	c.Flags().StringVar(&in.Now, "now", "", "the clock, RFC 3339 (default: now)")
 	c.Flags().StringVar(&in.UpstreamFile, "upstream", "", "a sample CRM answer body to rewrite")
 	c.Flags().StringVar(&in.UpstreamType, "upstream-type", "application/json", "the sample answer's Content-Type")
-	c.Flags().StringVar(&in.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	hashKeyFlag(c, &in.HashKey, hashKeyUsage)
 	_ = c.MarkFlagRequired("rules")
 	return c
 }
@@ -128,14 +122,11 @@ func matrixCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in.RulesFile = args[0]
-			if in.HashKey == "" {
-				in.HashKey = os.Getenv("CRMGUARD_HASH_KEY")
-			}
 			return exit(cmd, rulescli.Matrix(in, cmd.OutOrStdout()))
 		},
 	}
 	c.Flags().StringVar(&in.Format, "format", "md", "md, csv or html")
-	c.Flags().StringVar(&in.HashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	hashKeyFlag(c, &in.HashKey, hashKeyUsage)
 	return c
 }
 
@@ -158,12 +149,9 @@ func diffCommand() *cobra.Command {
 		Short: "Says what a new version of a rule file changes for each role",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if hashKey == "" {
-				hashKey = os.Getenv("CRMGUARD_HASH_KEY")
-			}
 			return exit(cmd, rulescli.RoleDiff(args[0], args[1], hashKey, cmd.OutOrStdout()))
 		},
 	}
-	c.Flags().StringVar(&hashKey, "hash-key", "", "key of the hash action (default $CRMGUARD_HASH_KEY, else a fixed test key)")
+	hashKeyFlag(c, &hashKey, hashKeyUsage)
 	return c
 }
