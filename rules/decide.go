@@ -80,6 +80,10 @@ type Decision struct {
 	exportOK bool
 	// grant is the export grant found and still to be used (grants.go).
 	grant *grantNeed
+	// askValues are the values a write's approval binds, once the write
+	// was refused for want of a usable grant of its body guard's approval
+	// policy, or WriteGrantQuery was asked (ApprovalValues).
+	askValues map[string]any
 	// target is the record fetch an allowed request needs (target.go).
 	target *TargetFetch
 	// upstreamQuery is the query the CRM gets when scoped (the route's

@@ -101,6 +101,8 @@ type grantNeed struct {
 	// write is true for a grant of a body guard's approval (a value a
 	// write sets, valueguard.go), false for an export's.
 	write bool
+	// values are the values a write's grant is bound to.
+	values map[string]any
 }
 
 // findGrant asks the request's grant source for a grant of policy on rt.
@@ -169,6 +171,7 @@ func (d *Decision) UseGrant(ctx context.Context) error {
 		what, again := "export grant", "Your export approval has been used up, has expired or was revoked. "+d.approvalMessage(d.route)
 		refused, down := "the export", "Export approvals cannot be checked right now. Try again in a few minutes."
 		if n.write {
+			d.askValues = n.values
 			what, again = "grant", "Your approval for this change has been used up, has expired or was revoked. "+d.writeApprovalMessage(n.q.Policy)
 			refused, down = "the request", "Approvals cannot be checked right now. Try again in a few minutes."
 		} else {

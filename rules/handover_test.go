@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -192,5 +193,132 @@ func TestTheApprovalWorkflowAsksForTheGrantTheGuardLooksFor(t *testing.T) {
 	}
 	if _, err := ask(`{"owner_id":"wang","OWNER_ID":"li"}`); err == nil {
 		t.Error("an ambiguous body gave a query")
+	}
+}
+
+// bulkHandoverRules: two approval policies, a bulk route whose ids sit in
+// objects, and a nested guarded field.
+const bulkHandoverRules = `version: 1
+roles: {sales: {}, sales_manager: {inherits: [sales]}}
+approvals:
+  handover: {steps: [{name: manager, approvers: [sales_manager]}]}
+  pricing: {steps: [{name: manager, approvers: [sales_manager]}]}
+routes:
+  - id: customers.update
+    match: {methods: [PATCH], path: "/api/customers/{id}"}
+    allow: [sales]
+    body:
+      owner_id: {allow_if: body.owner_id == user.id, approval: handover}
+      deal.stage: {allow_if: 'false', approval: handover}
+      discount: {allow_if: 'false', approval: pricing}
+  - id: customers.bulk
+    match: {methods: [POST], path: /api/customers/bulk}
+    allow: [sales]
+    body:
+      owner_id: {allow_if: body.owner_id == user.id, approval: handover}
+    target:
+      ids: items.#.id
+      fetch: "/api/customers/{id}"
+      allow_if: 'true'
+`
+
+func TestAWriteNamedByItsValuesAsksForTheGrantItsBodyWouldNeed(t *testing.T) {
+	s := mustLoad(t, bulkHandoverRules)
+	zhang := &User{ID: "zhang", Roles: []string{"sales"}, MFA: true}
+	decide := func(method, path string) *Decision {
+		r := targetReq(method, path)
+		r.Now = workday
+		return s.Decide(zhang, r)
+	}
+	cases := []struct {
+		name         string
+		method, path string
+		values       string // JSON
+		body         string // the body whose query must be the same
+		wantErr      string
+	}{
+		{name: "a new owner binds as its body would", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang"}`, body: `{"owner_id":"wang","notes":"x"}`},
+		{name: "a nested field is written at its path", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang","deal.stage":"won"}`, body: `{"deal":{"stage":"won"},"owner_id":"wang"}`},
+		{name: "a number stays a number", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":7}`, body: `{"owner_id":7}`},
+		{name: "a bulk write's ids are written into the route's list", method: "POST", path: "/api/customers/bulk", values: `{"@ids":["2","5"],"owner_id":"wang"}`, body: `{"items":[{"id":2},{"id":5},{"id":2}],"owner_id":"wang"}`},
+		{name: "a key that names no guard with an approval is refused", method: "PATCH", path: "/api/customers/7", values: `{"notes":"x"}`, wantErr: `no body guard with an approval at "notes"`},
+		{name: "a key in another case is not a guard's path", method: "PATCH", path: "/api/customers/7", values: `{"OWNER_ID":"wang"}`, wantErr: "no body guard"},
+		{name: "values of two policies are refused", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang","discount":30}`, wantErr: "one approval binds the values of one policy"},
+		{name: "ids on a route that is no bulk write are refused", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang","@ids":["7"]}`, wantErr: "not a bulk write"},
+		{name: "ids that are not a list are refused", method: "POST", path: "/api/customers/bulk", values: `{"owner_id":"wang","@ids":"7"}`, wantErr: "list of record ids"},
+		{name: "ids alone set nothing that needs approval", method: "POST", path: "/api/customers/bulk", values: `{"@ids":["7"]}`, wantErr: "nothing that needs approval"},
+		{name: "no values are refused", method: "PATCH", path: "/api/customers/7", values: `{}`, wantErr: "no values"},
+		{name: "a request the route does not allow is refused", method: "DELETE", path: "/api/customers/7", values: `{"owner_id":"wang"}`, wantErr: "does not allow"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dec := json.NewDecoder(strings.NewReader(c.values))
+			dec.UseNumber()
+			var values map[string]any
+			if err := dec.Decode(&values); err != nil {
+				t.Fatal(err)
+			}
+			q, err := decide(c.method, c.path).WriteGrantQueryValues(values)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("query %+v, error %v; want an error saying %q", q, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := decide(c.method, c.path)
+			want, err := d.WriteGrantQuery("application/json", []byte(c.body))
+			if err != nil || want == nil {
+				t.Fatalf("the body's query %v, %v", want, err)
+			}
+			if q.Request != want.Request || q.Policy != want.Policy || q.Route != want.Route || q.Requester != want.Requester {
+				t.Errorf("named by values: %+v\nnamed by the body: %+v", q, want)
+			}
+			if got, _ := json.Marshal(d.ApprovalValues()); !strings.Contains(q.Request, string(got)) {
+				t.Errorf("ApprovalValues %s are not the values of %s", got, q.Request)
+			}
+		})
+	}
+}
+
+func TestARefusedWriteSaysWhichValuesItsApprovalBinds(t *testing.T) {
+	s := mustLoad(t, handoverRules)
+	zhang := &User{ID: "zhang", Roles: []string{"sales"}, MFA: true}
+	const own = `{"id":7,"owner_id":"zhang"}`
+	run := func(body string, src *fakeGrants) *Decision {
+		r := targetReq("PATCH", "/api/customers/7")
+		r.Now, r.Grants = workday, src
+		d := s.Decide(zhang, r)
+		if be := d.CheckBody("application/json", []byte(body)); be != nil {
+			t.Fatal(be)
+		}
+		if b := d.JudgeTarget(TargetAnswer{Status: 200, Header: http.Header{}, Body: []byte(own)}); b == nil {
+			_ = d.UseGrant(context.Background())
+		}
+		return d
+	}
+	toWang := map[string]any{"owner_id": "wang"}
+	cases := []struct {
+		name string
+		body string
+		src  *fakeGrants
+		want string // JSON of ApprovalValues; "null" for none
+	}{
+		{name: "a handover without a grant names the new owner", body: `{"owner_id":"li","notes":"x"}`, src: &fakeGrants{}, want: `{"owner_id":"li"}`},
+		{name: "a handover whose grant was used up meanwhile names it too", body: `{"owner_id":"wang"}`,
+			src: &fakeGrants{grants: []*fakeGrant{handoverGrant(t, "zhang", "/api/customers/7", toWang)}, useErr: ErrGrantGone}, want: `{"owner_id":"wang"}`},
+		{name: "a handover with its grant names nothing", body: `{"owner_id":"wang"}`,
+			src: &fakeGrants{grants: []*fakeGrant{handoverGrant(t, "zhang", "/api/customers/7", toWang)}}, want: `null`},
+		{name: "a write that needs no approval names nothing", body: `{"owner_id":"zhang"}`, src: &fakeGrants{}, want: `null`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := run(c.body, c.src)
+			if got, _ := json.Marshal(d.ApprovalValues()); string(got) != c.want {
+				t.Errorf("ApprovalValues %s, want %s (%s)", got, c.want, d.Reason)
+			}
+		})
 	}
 }

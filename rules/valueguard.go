@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 
 	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules/internal/cond"
@@ -172,11 +175,12 @@ func (d *Decision) writeGrant(policy, refused string) (status int, reason string
 		}
 		return http.StatusForbidden, fmt.Sprintf("%s; a grant of approval policy %s would be needed, and this request already uses one of policy %s", refused, policy, n.q.Policy)
 	}
-	q, err := d.writeGrantQuery(policy)
+	q, bound, err := d.writeGrantQuery(policy)
 	if err != nil {
 		return http.StatusBadRequest, fmt.Sprintf("%s; the request cannot be put in canonical form to look for a grant of approval policy %s: %v", refused, policy, err)
 	}
 	if d.req.Grants == nil {
+		d.askValues = bound
 		return http.StatusForbidden, fmt.Sprintf("%s, and no grant source is configured to hold a grant of approval policy %s", refused, policy)
 	}
 	ctx := d.req.Context
@@ -188,16 +192,17 @@ func (d *Decision) writeGrant(policy, refused string) (status int, reason string
 		return http.StatusServiceUnavailable, fmt.Sprintf("%s, and the grants of approval policy %s could not be read: %v", refused, policy, err)
 	}
 	if gr == nil {
+		d.askValues = bound
 		return http.StatusForbidden, fmt.Sprintf("%s, and %s holds no grant of approval policy %s for %s", refused, rolesPhrase(d.user), policy, q.Request)
 	}
-	d.grant = &grantNeed{src: d.req.Grants, q: q, found: gr, write: true}
+	d.grant = &grantNeed{src: d.req.Grants, q: q, found: gr, write: true, values: bound}
 	return 0, ""
 }
 
-// writeGrantQuery is the grant query of a write under policy: the values
-// bound are those of every guard with this approval policy that the body
-// sets, and a bulk write's ids.
-func (d *Decision) writeGrantQuery(policy string) (GrantQuery, error) {
+// writeGrantQuery is the grant query of a write under policy, and the
+// values it binds: those of every guard with this approval policy that
+// the body sets, and a bulk write's ids (under "@ids").
+func (d *Decision) writeGrantQuery(policy string) (GrantQuery, map[string]any, error) {
 	bound := map[string]any{}
 	for _, g := range d.route.body {
 		if g.approval != policy {
@@ -212,9 +217,9 @@ func (d *Decision) writeGrantQuery(policy string) (GrantQuery, error) {
 	}
 	canon, err := CanonicalWrite(d.req.Method, d.req.URL.RequestURI(), bound)
 	if err != nil {
-		return GrantQuery{}, err
+		return GrantQuery{}, nil, err
 	}
-	return GrantQuery{Requester: d.user.ID, Route: d.RouteID, Policy: policy, Request: canon, Now: d.act.Now}, nil
+	return GrantQuery{Requester: d.user.ID, Route: d.RouteID, Policy: policy, Request: canon, Now: d.act.Now}, bound, nil
 }
 
 // shortJSON writes a body value for a reason, cut at 80 bytes.
@@ -260,11 +265,118 @@ func (d *Decision) WriteGrantQuery(contentType string, body []byte) (*GrantQuery
 		if _, ok := bodyValueAt(d.values, g.segs); !ok {
 			continue
 		}
-		q, err := d.writeGrantQuery(g.approval)
+		q, bound, err := d.writeGrantQuery(g.approval)
 		if err != nil {
 			return nil, err
 		}
+		d.askValues = bound
 		return &q, nil
 	}
 	return nil, nil
+}
+
+// ApprovalValues returns the values an approval of this write binds (a
+// body guard's path, such as "owner_id", to the value the body sets;
+// "@ids" to a bulk write's ids), in the form WriteGrantQueryValues takes:
+// after a write was refused because it holds no usable grant of
+// Decision.Approval (none found, or it was used up or revoked before
+// UseGrant), and after WriteGrantQuery found a policy. Otherwise nil. The
+// guard puts them in the link to the approval request form.
+func (d *Decision) ApprovalValues() map[string]any { return d.askValues }
+
+// WriteGrantQueryValues is WriteGrantQuery for a write named by the values
+// its approval binds instead of its body: values maps a body guard's path
+// ("owner_id", "deal.stage") to the value set, and "@ids" to the list of
+// ids of a bulk write (the `values` of a test case's grant, the
+// `values` of POST /.crmguard/approvals). They are written into a JSON
+// body at the guards' paths (the ids at the route's `ids`) and read back
+// as CheckBody reads a body, so the query is the one the guard looks for
+// when the write sets those values. A key that names no body guard with
+// an approval, the ids of a route that is no bulk write, values of two
+// policies or values that overlap are errors.
+func (d *Decision) WriteGrantQueryValues(values map[string]any) (*GrantQuery, error) {
+	if d.Outcome != Allow || d.route == nil {
+		return nil, fmt.Errorf("rules: route %s does not allow this request (%s)", d.RouteID, d.Reason)
+	}
+	if len(values) == 0 {
+		return nil, fmt.Errorf("rules: route %s: no values are named", d.RouteID)
+	}
+	body := map[string]any{}
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		v := values[k]
+		if k == boundIDsKey {
+			t := d.route.target
+			if t == nil || t.bulk == nil {
+				return nil, fmt.Errorf("rules: route %s is not a bulk write: it takes no %s", d.RouteID, boundIDsKey)
+			}
+			list, ok := v.([]any)
+			if !ok {
+				return nil, fmt.Errorf("rules: route %s: %s is a list of record ids", d.RouteID, boundIDsKey)
+			}
+			if len(t.bulk.after) > 0 {
+				items := make([]any, len(list))
+				for i, id := range list {
+					item := map[string]any{}
+					if err := setBodyValue(item, t.bulk.after, id); err != nil {
+						return nil, err
+					}
+					items[i] = item
+				}
+				list = items
+			}
+			if err := setBodyValue(body, t.bulk.before, list); err != nil {
+				return nil, fmt.Errorf("rules: route %s: %s: %w", d.RouteID, boundIDsKey, err)
+			}
+			continue
+		}
+		i := slices.IndexFunc(d.route.body, func(g *bodyGuard) bool { return g.path == k && g.approval != "" })
+		if i < 0 {
+			return nil, fmt.Errorf("rules: route %s has no body guard with an approval at %q", d.RouteID, k)
+		}
+		if err := setBodyValue(body, d.route.body[i].segs, v); err != nil {
+			return nil, fmt.Errorf("rules: route %s: %s: %w", d.RouteID, k, err)
+		}
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("rules: route %s: the values cannot be written as JSON: %w", d.RouteID, err)
+	}
+	d.values = nil
+	q, err := d.WriteGrantQuery("application/json", raw)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil {
+		return nil, fmt.Errorf("rules: route %s: the values set nothing that needs approval", d.RouteID)
+	}
+	for k := range values {
+		if _, ok := d.askValues[k]; !ok {
+			return nil, fmt.Errorf("rules: route %s: %q is not bound by the approval policy %s (one approval binds the values of one policy)", d.RouteID, k, q.Policy)
+		}
+	}
+	return q, nil
+}
+
+// setBodyValue sets v at the keys' path in m, making the objects on the
+// way; a path through a value that is not an object, or onto one already
+// set, is an error.
+func setBodyValue(m map[string]any, keys []string, v any) error {
+	for i, k := range keys {
+		if i == len(keys)-1 {
+			if _, ok := m[k]; ok {
+				return fmt.Errorf("the value at %s is named twice", strings.Join(keys, "."))
+			}
+			m[k] = v
+			return nil
+		}
+		next, ok := m[k]
+		if !ok {
+			next = map[string]any{}
+			m[k] = next
+		}
+		if m, ok = next.(map[string]any); !ok {
+			return fmt.Errorf("the values at %s and below it overlap", strings.Join(keys[:i+1], "."))
+		}
+	}
+	return nil
 }
