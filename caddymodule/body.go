@@ -32,7 +32,7 @@ func (x *exchange) checkBody(w http.ResponseWriter) error {
 		if status == 0 {
 			status = http.StatusForbidden
 		}
-		return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: be.Reason, Message: be.Message}, "deny")
+		return x.refuse(w, x.approvalRefusal(d, refusal{Status: status, Rule: d.RouteID, Reason: be.Reason, Message: be.Message}), "deny")
 	}
 	return nil
 }

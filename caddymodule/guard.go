@@ -267,7 +267,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			if status == 0 {
 				status = http.StatusForbidden
 			}
-			return x.refuse(w, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message, Approval: x.approvalLink(d)}, "deny")
+			return x.refuse(w, x.approvalRefusal(d, refusal{Status: status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}), "deny")
 		}
 	case rules.SignIn, rules.StepUp:
 		x.ev.Decision = "sign_in"
@@ -302,7 +302,7 @@ func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
 			decision = "error"
 		}
 		x.ev.Reason = d.Reason
-		return x.refuse(w, refusal{Status: d.Status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message, Approval: x.approvalLink(d)}, decision, zap.Error(err))
+		return x.refuse(w, x.approvalRefusal(d, refusal{Status: d.Status, Rule: d.RouteID, Reason: d.Reason, Message: d.Message}), decision, zap.Error(err))
 	}
 	return x.proxy(w, next)
 }

@@ -25,6 +25,9 @@ type refusal struct {
 	// Approval is the page where the user asks for the approval this
 	// request lacks ("" when none can be asked for).
 	Approval string
+	// Change is true when Approval asks for a write's approval (bound to
+	// the values it sets), false for an export's.
+	Change bool
 }
 
 // errorCode is the "error" value of a refusal with the given status.
@@ -68,7 +71,7 @@ var refusalPage = template.Must(template.New("refusal").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;max-width:38em;margin:4em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em}code{background:#f2f2f2;padding:0 .3em}</style></head>
 <body><h1>{{.Title}}</h1><p>{{.Message}}</p>
-{{if .Approval}}<p><a href="{{.Approval}}" id="request-approval">Ask for approval of this export</a></p>{{end}}
+{{if .Approval}}<p><a href="{{.Approval}}" id="request-approval">Ask for approval of this {{if .Change}}change{{else}}export{{end}}</a></p>{{end}}
 {{if .Rule}}<p><small>If you think you should have access, ask your CRM administrator and quote the rule <code>{{.Rule}}</code>.</small></p>{{end}}
 </body></html>
 `))
@@ -103,7 +106,8 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, f refusal) {
 			Rule     string
 			Message  string
 			Approval string
-		}{f.Status, http.StatusText(f.Status), f.Rule, f.Message, f.Approval})
+			Change   bool
+		}{f.Status, http.StatusText(f.Status), f.Rule, f.Message, f.Approval, f.Change})
 		body = []byte(sb.String())
 	} else {
 		h.Set("Content-Type", "application/json")

@@ -82,7 +82,7 @@ func (x *exchange) judgeTarget(w http.ResponseWriter, next caddyhttp.Handler) (d
 		x.ev.Decision = decision
 		return false, nil
 	}
-	return true, x.refuse(w, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason, Message: block.Message}, decision)
+	return true, x.refuse(w, x.approvalRefusal(d, refusal{Status: block.Status, Rule: d.RouteID, Reason: block.Reason, Message: block.Message}), decision)
 }
 
 // conditionalWrite makes the write apply only to the version of the record

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -93,14 +94,31 @@ func (x *exchange) serveWorkflow(w http.ResponseWriter, set *rules.Set, signedIn
 	return nil
 }
 
-// approvalLink is the request form for the approval a refused export
-// lacks, with the request filled in ("" when none can be asked for).
-func (x *exchange) approvalLink(d *rules.Decision) string {
-	if x.g.opt.Workflow == nil || d.Approval == "" || d.Status != http.StatusForbidden {
-		return ""
+// approvalRefusal fills in f's link to the request form of the approval
+// a refused request lacks, with the request named: an export by its
+// method and target (its refusal has status 403), a write by its method,
+// target and the values its approval binds (rules'
+// Decision.ApprovalValues, set only when the write was refused for want
+// of a usable grant). Nothing when none can be asked for.
+func (x *exchange) approvalRefusal(d *rules.Decision, f refusal) refusal {
+	if x.g.opt.Workflow == nil || d.Approval == "" || f.Status != http.StatusForbidden {
+		return f
 	}
 	q := url.Values{"method": {x.r.Method}, "path": {x.r.URL.RequestURI()}}
-	return workflow.ApprovalsPath + "/new?" + q.Encode()
+	if values := d.ApprovalValues(); values != nil {
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(values); err != nil {
+			return f
+		}
+		q.Set("values", strings.TrimSuffix(b.String(), "\n"))
+		f.Change = true
+	} else if d.Status != http.StatusForbidden || d.Outcome != rules.Deny {
+		return f // not an export's refusal: a write refused for another reason
+	}
+	f.Approval = workflow.ApprovalsPath + "/new?" + q.Encode()
+	return f
 }
 
 // startWorkflow starts the approvals and elevations of the handler on

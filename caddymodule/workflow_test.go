@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -659,4 +660,168 @@ func TestAnUnreachableStoreRefusesWithServiceUnavailable(t *testing.T) {
 			t.Errorf("%d %s", rec.Code, rec.Body)
 		}
 	})
+}
+
+// handover is zhang handing customer 7 to wang, as the approval binds it.
+const handover = `PATCH /api/customers/7 {"owner_id":"wang"}`
+
+func TestAHandoverIsAskedForByItsValuesApprovedAndUsedOnce(t *testing.T) {
+	e := newWFEnv(t, nil)
+	e.up = jsonUpstream(`{"id":7,"owner_id":"zhang"}`) // the stored customer, for the target fetch
+	patched := func() bool { return e.up.got != nil && e.up.got.Method == "PATCH" }
+
+	rec, _ := e.do("zhang", "PATCH", "/api/customers/7", `{"owner_id":"wang","notes":"moves west"}`)
+	var refusal struct {
+		Approval string `json:"request_approval"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &refusal)
+	link := "/.crmguard/approvals/new?" + url.Values{"method": {"PATCH"}, "path": {"/api/customers/7"}, "values": {`{"owner_id":"wang"}`}}.Encode()
+	if rec.Code != 403 || patched() || refusal.Approval != link {
+		t.Fatalf("the handover without a grant: %d %s (patched %v); want 403 linking to %s", rec.Code, rec.Body, patched(), link)
+	}
+
+	asks := []struct {
+		name   string
+		body   any
+		status int
+		says   string
+	}{
+		{name: "the same change named by its body binds the same values", status: 201,
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "body": map[string]string{"owner_id": "wang", "notes": "x"}, "purpose": "zhang moves west"}},
+		{name: "the same change named by a form body binds the same values", status: 201,
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "body": "owner_id=wang", "content_type": "application/x-www-form-urlencoded", "purpose": "zhang moves west"}},
+		{name: "values that name no guarded field are refused", status: 400, says: "no body guard with an approval",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "values": map[string]string{"notes": "x"}, "purpose": "p"}},
+		{name: "a change named by both its values and its body is refused", status: 400, says: "not both",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "values": map[string]string{"owner_id": "wang"}, "body": map[string]string{"owner_id": "li"}, "purpose": "p"}},
+		{name: "a body the guard cannot read with certainty is refused", status: 400, says: "cannot be asked for",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "body": `{"owner_id":"wang","OWNER_ID":"li"}`, "purpose": "p"}},
+		{name: "values that are not an object are refused", status: 400, says: "one JSON object",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "values": []string{"wang"}, "purpose": "p"}},
+		{name: "a change without its values is told how to name them", status: 400, says: "(values)",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "purpose": "p"}},
+		{name: "a change without a purpose is refused", status: 400, says: "purpose",
+			body: map[string]any{"method": "PATCH", "path": "/api/customers/7", "values": map[string]string{"owner_id": "wang"}}},
+	}
+	for _, c := range asks {
+		t.Run(c.name, func(t *testing.T) {
+			rec, _ := e.do("zhang", "POST", "/.crmguard/approvals", c.body)
+			if rec.Code != c.status || !strings.Contains(rec.Body.String(), c.says) {
+				t.Fatalf("%d %s; want %d saying %q", rec.Code, rec.Body, c.status, c.says)
+			}
+			if c.status != 201 {
+				return
+			}
+			a := approvalOf(t, rec)
+			if a.Kind != "write" || a.Request != handover || a.Values["owner_id"] != "wang" || len(a.Values) != 1 {
+				t.Errorf("asked for %+v, want a write bound to %s", a, handover)
+			}
+			if rec, _ := e.do("zhang", "POST", "/.crmguard/approvals/"+a.ID+"/revoke", map[string]string{}); rec.Code != 200 {
+				t.Fatalf("withdrawing: %d %s", rec.Code, rec.Body)
+			}
+		})
+	}
+
+	rec, ev := e.do("zhang", "POST", "/.crmguard/approvals", map[string]any{"method": "PATCH", "path": "/api/customers/7", "values": map[string]string{"owner_id": "wang"}, "purpose": "zhang moves west"})
+	if rec.Code != 201 {
+		t.Fatalf("asking: %d %s", rec.Code, rec.Body)
+	}
+	a := approvalOf(t, rec)
+	if a.Kind != "write" || a.Route != "customers.update" || a.Policy != "handover" || a.Request != handover || a.Status != "pending" {
+		t.Fatalf("the request: %+v", a)
+	}
+	if w := ev.Workflow; w == nil || w.Action != "requested" || w.Request != handover {
+		t.Errorf("audit workflow %+v", ev.Workflow)
+	}
+	for _, c := range []struct {
+		user   string
+		status int
+	}{{"zhang", 403}, {"zhao", 403}, {"wang:stale", 401}} {
+		if rec, _ := e.do(c.user, "POST", "/.crmguard/approvals/"+a.ID+"/approve", map[string]string{}); rec.Code != c.status {
+			t.Errorf("%s approving: %d %s, want %d", c.user, rec.Code, rec.Body, c.status)
+		}
+	}
+	if rec, _ := e.do("zhang", "PATCH", "/api/customers/7", `{"owner_id":"wang"}`); rec.Code != 403 || patched() {
+		t.Fatalf("the handover while its approval waits: %d", rec.Code)
+	}
+	e.approve(a.ID, "wang")
+
+	refused := []struct{ name, user, path, body string }{
+		{"the approval to hand customer 7 to wang does not hand it to li", "zhang", "/api/customers/7", `{"owner_id":"li"}`},
+		{"nor customer 8 to wang", "zhang", "/api/customers/8", `{"owner_id":"wang"}`},
+		{"nor does it serve another rep", "sun", "/api/customers/7", `{"owner_id":"wang"}`},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			if rec, _ := e.do(c.user, "PATCH", c.path, c.body); rec.Code != 403 || patched() {
+				t.Fatalf("%d %s (patched %v)", rec.Code, rec.Body, patched())
+			}
+		})
+	}
+	rec, ev = e.do("zhang", "PATCH", "/api/customers/7", `{"notes":"handed over","owner_id":"wang"}`)
+	if rec.Code != 200 || !patched() {
+		t.Fatalf("the approved handover: %d %s", rec.Code, rec.Body)
+	}
+	if g := ev.Grant; g == nil || g.ID != a.ID || g.Policy != "handover" || strings.Join(g.Approvers, ",") != "wang" {
+		t.Errorf("the handover's audit names the grant as %+v", ev.Grant)
+	}
+	if rec, _ := e.do("zhang", "PATCH", "/api/customers/7", `{"owner_id":"wang"}`); rec.Code != 403 || patched() {
+		t.Fatalf("a second handover with a one-use grant: %d", rec.Code)
+	}
+	rec, _ = e.do("zhang", "GET", "/.crmguard/approvals/"+a.ID, nil)
+	if got := approvalOf(t, rec); got.Status != "used" || got.UsesLeft != 0 {
+		t.Errorf("after the use: %+v", got)
+	}
+}
+
+func TestTheHandoverFormWorksWithoutScript(t *testing.T) {
+	e := newWFEnv(t, nil)
+	e.up = jsonUpstream(`{"id":7,"owner_id":"zhang"}`)
+	html := []string{"Accept", "text/html,application/xhtml+xml", "Origin", ""}
+	rec, _ := e.do("zhang", "PATCH", "/api/customers/7", `{"owner_id":"<b>wang</b>"}`, html...)
+	body := rec.Body.String()
+	if rec.Code != 403 || !strings.Contains(body, "Ask for approval of this change") {
+		t.Fatalf("the refusal page: %d %s", rec.Code, body)
+	}
+	m := regexp.MustCompile(`href="([^"]+)" id="request-approval"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no link to the request form: %s", body)
+	}
+	form := strings.ReplaceAll(m[1], "&amp;", "&")
+	rec, _ = e.do("zhang", "GET", form, nil, html...)
+	body = rec.Body.String()
+	for _, want := range []string{`name="csrf" value="csrf-sess-zhang"`, `name="method" value="PATCH"`, `value="/api/customers/7"`,
+		`name="values" value="{&#34;owner_id&#34;:&#34;\u003cb\u003ewang\u003c/b\u003e&#34;}"`, `owner_id &#34;&lt;b&gt;wang&lt;/b&gt;&#34;`, "one change", `<textarea id="purpose"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the request form lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "<b>wang") || strings.Contains(body, "<script") {
+		t.Errorf("the form shows the value unescaped or loads a script:\n%s", body)
+	}
+	rec, _ = e.do("zhang", "POST", "/.crmguard/approvals", url.Values{"csrf": {"csrf-sess-zhang"}, "method": {"PATCH"}, "path": {"/api/customers/7"},
+		"values": {`{"owner_id":"<b>wang</b>"}`}, "purpose": {"moves west"}}, html...)
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("posting the form: %d %s", rec.Code, rec.Body)
+	}
+	page := rec.Header().Get("Location")
+	rec, _ = e.do("wang", "GET", "/.crmguard/approvals", nil, html...)
+	if body := rec.Body.String(); !strings.Contains(body, `<code>PATCH /api/customers/7</code> setting <code>owner_id &#34;&lt;b&gt;wang&lt;/b&gt;&#34;</code>`) {
+		t.Errorf("wang's list does not show what the change sets:\n%s", body)
+	}
+	rec, _ = e.do("wang", "GET", page, nil, html...)
+	if body := rec.Body.String(); !strings.Contains(body, `id="values">owner_id &#34;&lt;b&gt;wang&lt;/b&gt;&#34;`) || !strings.Contains(body, `id="approve"`) {
+		t.Errorf("wang's page of the request:\n%s", body)
+	}
+	if rec, _ := e.do("wang", "POST", page+"/approve", url.Values{"csrf": {"csrf-sess-wang"}}, html...); rec.Code != http.StatusSeeOther {
+		t.Fatalf("approving from the page: %d %s", rec.Code, rec.Body)
+	}
+	rec, _ = e.do("zhang", "GET", page, nil, html...)
+	if body := rec.Body.String(); !strings.Contains(body, `id="resend"`) || strings.Contains(body, `id="download"`) {
+		t.Errorf("zhang's page of the approved change:\n%s", body)
+	}
+	rec, _ = e.do("zhang", "GET", "/.crmguard/approvals/new?method=PATCH&path=/api/customers/7&values=%5B1%5D", nil, html...)
+	if body := rec.Body.String(); !strings.Contains(body, "one JSON object") || strings.Contains(body, `id="request-form"`) {
+		t.Errorf("a link with values that are no object:\n%s", body)
+	}
 }

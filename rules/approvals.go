@@ -146,7 +146,7 @@ func (p *ApprovalPolicy) MayApprove(i int, approver, requester *User, others []s
 // CheckPurpose checks a requester's stated purpose against the policy.
 func (p *ApprovalPolicy) CheckPurpose(purpose string) error {
 	if p.PurposeRequired && strings.TrimSpace(purpose) == "" {
-		return &WorkflowError{Status: http.StatusBadRequest, Message: fmt.Sprintf("Say what the export is for: the approval policy %s needs a purpose.", p.Name)}
+		return &WorkflowError{Status: http.StatusBadRequest, Message: fmt.Sprintf("Say what you need it for: the approval policy %s needs a purpose.", p.Name)}
 	}
 	return nil
 }

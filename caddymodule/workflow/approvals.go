@@ -2,8 +2,10 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -72,45 +74,108 @@ func (p *probe) UseGrant(context.Context, rules.GrantQuery, string) (*rules.Gran
 	return nil, rules.ErrGrantGone
 }
 
-// probeExport finds the grant an export of method target would need
-// from the caller: the same Decide the export runs, asked with a source
-// that holds no grant. It returns the method (upper case, GET when
-// empty) and the target as parsed. A request on no route that needs
-// approval from this user is a 400 saying why.
-func (s *Service) probeExport(ctx context.Context, c *Caller, method, target string) (string, *url.URL, *rules.GrantQuery, error) {
+// Ask is what a request for approval names: the request to be approved
+// and why. An export is named by its method and target; a write whose body
+// sets values a body guard's approval covers (a handover) by its method,
+// target and either the values its approval binds or its body.
+type Ask struct {
+	// Method is the request's method (GET when empty).
+	Method string
+	// Path is the request target: a path on this site, with its query.
+	Path string
+	// Purpose is what the requester needs it for.
+	Purpose string
+	// Values are the values a write's approval binds: a body guard's path
+	// ("owner_id") to the value set, "@ids" to a bulk write's ids, as
+	// rules.Decision.WriteGrantQueryValues takes them. Nil for an export.
+	Values map[string]any
+	// Body is the write's body as it will be sent, instead of Values; only
+	// the values the approval binds are kept.
+	Body []byte
+	// ContentType is Body's type (default application/json).
+	ContentType string
+}
+
+// write reports whether the ask names a write (values or a body).
+func (k *Ask) write() bool { return k.Values != nil || len(k.Body) > 0 }
+
+// probe finds the grant the request k names would need from the caller:
+// the same Decide the request runs, asked with a source that holds no
+// grant, and for a write the query the body guard's approval looks for
+// (rules.Decision.WriteGrantQuery). It returns the method (upper case, GET
+// when empty), the target as parsed, the query and, for a write, the
+// values the grant binds. A request that needs no approval from this user
+// is a 400 saying why.
+func (s *Service) probe(ctx context.Context, c *Caller, k Ask) (string, *url.URL, *rules.GrantQuery, map[string]any, error) {
+	target := k.Path
 	if len(target) > MaxTarget || !strings.HasPrefix(target, "/") || strings.HasPrefix(target, "//") {
-		return "", nil, nil, &Error{Status: http.StatusBadRequest, Message: "Name the request as a path on this site, such as /api/customers/export?team=east."}
+		return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "Name the request as a path on this site, such as /api/customers/export?team=east."}
 	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		return "", nil, nil, &Error{Status: http.StatusBadRequest, Message: "The request's path cannot be read: " + err.Error()}
+		return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "The request's path cannot be read: " + err.Error()}
 	}
-	method = strings.ToUpper(strings.TrimSpace(method))
+	method := strings.ToUpper(strings.TrimSpace(k.Method))
 	if method == "" {
 		method = http.MethodGet
 	}
+	if k.Values != nil && len(k.Body) > 0 {
+		return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "Name the change by the values it sets or by its body, not both."}
+	}
 	p := &probe{}
 	d := c.Set.Decide(c.effective(), &rules.Request{Method: method, URL: u, Header: http.Header{}, Now: s.opt.Now(), Grants: p, Context: ctx})
+	if k.write() {
+		if d.Outcome != rules.Allow {
+			return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "This change cannot be approved: " + d.Message}
+		}
+		var q *rules.GrantQuery
+		if k.Values != nil {
+			q, err = d.WriteGrantQueryValues(k.Values)
+		} else {
+			ct := k.ContentType
+			if strings.TrimSpace(ct) == "" {
+				ct = "application/json"
+			}
+			q, err = d.WriteGrantQuery(ct, k.Body)
+		}
+		switch {
+		case err != nil:
+			return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "This change cannot be asked for: " + strings.TrimPrefix(err.Error(), "rules: ") + "."}
+		case q == nil:
+			return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: "This change sets no value that needs approval: send it as it is."}
+		}
+		return method, u, q, d.ApprovalValues(), nil
+	}
 	if d.Approval == "" || p.q == nil {
 		msg := "This request needs no approval: send it as it is."
-		if d.Outcome != rules.Allow {
+		switch {
+		case d.Outcome != rules.Allow:
 			msg = "This request cannot be approved: " + d.Message
+		case method != http.MethodGet && method != http.MethodHead:
+			msg += " A change whose values need approval is named with the values it sets (values) or its body (body)."
 		}
-		return "", nil, nil, &Error{Status: http.StatusBadRequest, Message: msg}
+		return "", nil, nil, nil, &Error{Status: http.StatusBadRequest, Message: msg}
 	}
-	return method, u, p.q, nil
+	return method, u, p.q, nil, nil
 }
 
 // RequestExport asks for a grant to send method target (a path with an
-// optional query) with the given purpose. It is refused with 400 when the
-// request is on no route that needs approval from this user, or the
-// purpose is missing.
+// optional query) with the given purpose: RequestApproval of an export.
 func (s *Service) RequestExport(ctx context.Context, c *Caller, method, target, purpose string) (*Approval, *Audit, error) {
-	purpose = strings.TrimSpace(purpose)
+	return s.RequestApproval(ctx, c, Ask{Method: method, Path: target, Purpose: purpose})
+}
+
+// RequestApproval asks for a grant of the export or write k names, with
+// its purpose. It is refused with 400 when the request needs no approval
+// from this user, or the purpose is missing. A write's grant is bound to
+// the values the approval covers: approval to hand customer 7 to wang
+// never hands it to li.
+func (s *Service) RequestApproval(ctx context.Context, c *Caller, k Ask) (*Approval, *Audit, error) {
+	purpose := strings.TrimSpace(k.Purpose)
 	if err := checkText("purpose", purpose, MaxPurpose); err != nil {
 		return nil, nil, err
 	}
-	method, u, q, err := s.probeExport(ctx, c, method, target)
+	method, u, q, values, err := s.probe(ctx, c, k)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -122,10 +187,14 @@ func (s *Service) RequestExport(ctx context.Context, c *Caller, method, target, 
 	if err := pol.CheckPurpose(purpose); err != nil {
 		return nil, nil, err
 	}
+	kind := KindExport
+	if k.write() {
+		kind = KindWrite
+	}
 	a := &approvalRecord{
 		Approval: Approval{
-			ID: newID("ap-"), Kind: KindExport, Status: StatusPending, Requester: c.User.ID, Policy: pol.Name,
-			Route: q.Route, Method: method, Path: u.RequestURI(), Request: q.Request, Purpose: purpose,
+			ID: newID("ap-"), Kind: kind, Status: StatusPending, Requester: c.User.ID, Policy: pol.Name,
+			Route: q.Route, Method: method, Path: u.RequestURI(), Request: q.Request, Values: values, Purpose: purpose,
 			Steps: stepsOf(pol), Uses: pol.Uses, UsesLeft: pol.Uses, Created: now, Expires: now.Add(PendingFor),
 		},
 		RequesterRoles: c.User.Roles, RequesterAttrs: c.User.Attrs,
@@ -418,10 +487,45 @@ func approvalLink(id string) string { return "/.crmguard/approvals/" + id }
 
 // what says in words what a request asks for.
 func what(a *Approval) string {
-	if a.Kind == KindElevation {
+	switch a.Kind {
+	case KindElevation:
 		return "temporary access"
+	case KindWrite:
+		return fmt.Sprintf("a change (%s %s setting %s)", a.Method, a.Path, setting(a.Values))
 	}
 	return fmt.Sprintf("an export (%s %s)", a.Method, a.Path)
+}
+
+// setting says the values a write's approval binds: `owner_id "wang"`,
+// keys sorted; "@ids" as "records 2, 5".
+func setting(values map[string]any) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		v := values[k]
+		if k == "@ids" {
+			if ids, ok := v.([]any); ok {
+				s := make([]string, len(ids))
+				for i, id := range ids {
+					s[i] = fmt.Sprint(id)
+				}
+				parts = append(parts, "records "+strings.Join(s, ", "))
+				continue
+			}
+			if ids, ok := v.([]string); ok {
+				parts = append(parts, "records "+strings.Join(ids, ", "))
+				continue
+			}
+		}
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if enc.Encode(v) != nil {
+			b.Reset()
+			b.WriteString("(a value)")
+		}
+		parts = append(parts, k+" "+strings.TrimSpace(b.String()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // notifyWaiting tells the waiting step's approvers.

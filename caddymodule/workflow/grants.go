@@ -10,9 +10,10 @@ import (
 )
 
 // bound reports whether grant a is for exactly q: requester, route,
-// policy and canonical request.
+// policy and canonical request (an export's, or a write's with the values
+// it sets).
 func bound(a *approvalRecord, q rules.GrantQuery) bool {
-	return a.Kind == KindExport && a.Requester == q.Requester && a.Route == q.Route && a.Policy == q.Policy && a.Request == q.Request
+	return (a.Kind == KindExport || a.Kind == KindWrite) && a.Requester == q.Requester && a.Route == q.Route && a.Policy == q.Policy && a.Request == q.Request
 }
 
 // usable reports whether a may be used at q.Now.

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,9 +68,55 @@ type input struct {
 	Reason    string          `json:"reason"`
 	Duration  json.RawMessage `json:"duration"`
 	CSRF      string          `json:"csrf"`
+	// Values and Body name a write to approve: the values its approval
+	// binds (a JSON object; in a form, its JSON text), or its body (a
+	// JSON object, or a string with ContentType; in a form, text).
+	Values      json.RawMessage `json:"values"`
+	Body        json.RawMessage `json:"body"`
+	ContentType string          `json:"content_type"`
 
 	form     bool
 	duration string
+	values   map[string]any
+	body     []byte
+}
+
+// readWrite reads the values or body that name a write (Values, Body):
+// values must be one JSON object, numbers kept as written; a JSON body
+// is an object, or a string holding the body as sent.
+func (in *input) readWrite() error {
+	if v := bytes.TrimSpace(in.Values); len(v) > 0 && !bytes.Equal(v, []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(v))
+		dec.UseNumber()
+		if err := dec.Decode(&in.values); err != nil || dec.More() || in.values == nil {
+			return &Error{Status: http.StatusBadRequest, Message: `The values are one JSON object of the fields the change sets, such as {"owner_id":"wang"}.`}
+		}
+	}
+	b := bytes.TrimSpace(in.Body)
+	switch {
+	case len(b) == 0 || bytes.Equal(b, []byte("null")):
+	case in.form:
+		in.body = b
+	case b[0] == '"':
+		var raw string
+		if err := json.Unmarshal(b, &raw); err != nil {
+			return &Error{Status: http.StatusBadRequest, Message: "The body cannot be read."}
+		}
+		in.body = []byte(raw)
+	case b[0] == '{':
+		if in.ContentType != "" {
+			return &Error{Status: http.StatusBadRequest, Message: "A body given as a JSON object is JSON; send a body of another type as a string."}
+		}
+		in.body = b
+	default:
+		return &Error{Status: http.StatusBadRequest, Message: "The body is a JSON object, or a string holding the body as sent."}
+	}
+	return nil
+}
+
+// ask is the request for approval the input names.
+func (in *input) ask() Ask {
+	return Ask{Method: in.Method, Path: in.Path, Purpose: in.Purpose, Values: in.values, Body: in.body, ContentType: in.ContentType}
 }
 
 // ServeHTTP serves r, a request for a path Handles accepts, for the
@@ -131,13 +178,23 @@ func (x *call) serve() {
 		x.answer(http.StatusOK, l, err, func() { x.page(approvalsPage(x, l)) })
 	case "approvals GET new":
 		q := x.r.URL.Query()
-		x.page(newApprovalPage(x, q.Get("method"), q.Get("path"), ""))
+		x.in = input{Method: q.Get("method"), Path: q.Get("path"), Values: json.RawMessage(q.Get("values")), form: true}
+		msg := ""
+		if err := x.in.readWrite(); err != nil {
+			msg = messageOf(err)
+		}
+		x.page(newApprovalPage(x, msg))
 	case "approvals POST list":
-		a, au, err := x.s.RequestExport(ctx, x.c, x.in.Method, x.in.Path, x.in.Purpose)
+		var a *Approval
+		var au *Audit
+		err := x.in.readWrite()
+		if err == nil {
+			a, au, err = x.s.RequestApproval(ctx, x.c, x.in.ask())
+		}
 		x.res.Audit = au
 		if err != nil && x.h.HTML && statusOf(err) == http.StatusBadRequest {
 			x.res.Reason = err.Error()
-			x.pageStatus(http.StatusBadRequest, newApprovalPage(x, x.in.Method, x.in.Path, messageOf(err)))
+			x.pageStatus(http.StatusBadRequest, newApprovalPage(x, messageOf(err)))
 			return
 		}
 		x.changed(http.StatusCreated, a, err, approvalLink)
@@ -243,7 +300,8 @@ func (x *call) readInput() bool {
 			return false
 		}
 		x.in = input{form: true, Method: vals.Get("method"), Path: vals.Get("path"), Purpose: vals.Get("purpose"), Note: vals.Get("note"),
-			Elevation: vals.Get("elevation"), Reason: vals.Get("reason"), duration: vals.Get("duration"), CSRF: vals.Get("csrf")}
+			Elevation: vals.Get("elevation"), Reason: vals.Get("reason"), duration: vals.Get("duration"), CSRF: vals.Get("csrf"),
+			Values: json.RawMessage(vals.Get("values")), Body: json.RawMessage(vals.Get("body")), ContentType: vals.Get("content_type")}
 	case len(body) == 0:
 	default:
 		x.fail(&Error{Status: http.StatusUnsupportedMediaType, Message: "Send the request as JSON (application/json) or as a form."})

@@ -46,6 +46,10 @@ const (
 const (
 	// KindExport asks for an export grant.
 	KindExport = "export"
+	// KindWrite asks for a grant of a write whose body sets values a body
+	// guard's `approval` policy covers (a handover: owner_id set to
+	// another rep), bound to those values.
+	KindWrite = "write"
 	// KindElevation asks to start an elevation.
 	KindElevation = "elevation"
 )
@@ -65,7 +69,7 @@ const (
 type Approval struct {
 	// ID identifies the request; it is the grant id once approved.
 	ID string `json:"id"`
-	// Kind is "export" or "elevation".
+	// Kind is "export", "write" or "elevation".
 	Kind string `json:"kind"`
 	// Status is pending, approved, denied, expired, used or revoked.
 	Status string `json:"status"`
@@ -73,16 +77,21 @@ type Approval struct {
 	Requester string `json:"requester"`
 	// Policy is the approval policy's name.
 	Policy string `json:"policy"`
-	// Route is the route id of the export (exports only).
+	// Route is the route id of the export or write (not elevations).
 	Route string `json:"route,omitempty"`
-	// Method is the export's HTTP method (exports only).
+	// Method is the export's or write's HTTP method (not elevations).
 	Method string `json:"method,omitempty"`
-	// Path is the export's request target as asked, path and query
-	// (exports only).
+	// Path is the export's or write's request target as asked, path and
+	// query (not elevations).
 	Path string `json:"path,omitempty"`
-	// Request is the canonical request the grant is bound to (exports
-	// only; rules.CanonicalRequest).
+	// Request is the canonical request the grant is bound to (not
+	// elevations): rules.CanonicalRequest for an export,
+	// rules.CanonicalWrite, with the values, for a write.
 	Request string `json:"request,omitempty"`
+	// Values are the values a write's grant is bound to: a body guard's
+	// path ("owner_id") to the value the write sets, "@ids" to a bulk
+	// write's ids (writes only; rules.Decision.ApprovalValues).
+	Values map[string]any `json:"values,omitempty"`
 	// Purpose is what the requester said it is for.
 	Purpose string `json:"purpose,omitempty"`
 	// Elevation is the id of the elevation it would start (elevations
@@ -270,10 +279,11 @@ type Audit struct {
 	Requester string `json:"requester,omitempty"`
 	// By is who acted ("" when the clock did).
 	By string `json:"by,omitempty"`
-	// Route and Request are the export's route and canonical request.
+	// Route and Request are the export's or write's route and canonical
+	// request.
 	Route   string `json:"route,omitempty"`
 	Request string `json:"request,omitempty"`
-	// Purpose is the export's purpose; Reason an elevation's.
+	// Purpose is the export's or write's purpose; Reason an elevation's.
 	Purpose string `json:"purpose,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 	// Note is the approver's, reviewer's or revoker's note; for an ended

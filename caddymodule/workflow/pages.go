@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"bytes"
+	"encoding/json"
 	"html/template"
 	"net/http"
 	"slices"
@@ -45,8 +46,9 @@ var funcs = template.FuncMap{
 		}
 		return t.Local().Format("2006-01-02 15:04 MST")
 	},
-	"words": statusWords,
-	"join":  func(s []string) string { return strings.Join(s, ", ") },
+	"words":   statusWords,
+	"setting": setting,
+	"join":    func(s []string) string { return strings.Join(s, ", ") },
 	"duration": func(s string) string {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -78,37 +80,42 @@ var (
 	tmplApprovals = parsePage(`{{define "content"}}
 <h2>Waiting for your approval</h2>
 {{if .Lists.Waiting}}<table id="waiting"><tr><th>Asked by</th><th>For</th><th>Purpose</th><th>Step</th><th>Asked</th><th></th></tr>
-{{range .Lists.Waiting}}<tr><td>{{.Requester}}</td><td>{{if eq .Kind "export"}}<code>{{.Method}} {{.Path}}</code>{{else}}temporary access{{end}}</td><td>{{.Purpose}}</td>
+{{range .Lists.Waiting}}<tr><td>{{.Requester}}</td><td>{{if .Method}}<code>{{.Method}} {{.Path}}</code>{{with .Values}} setting <code>{{setting .}}</code>{{end}}{{else}}temporary access{{end}}</td><td>{{.Purpose}}</td>
 <td>{{range .Steps}}{{if eq .Status "waiting"}}{{.Name}}{{if .Description}} ({{.Description}}){{end}}{{end}}{{end}}</td><td>{{when .Created}}</td>
 <td><a href="/.crmguard/approvals/{{.ID}}">Review</a></td></tr>{{end}}</table>
 {{else}}<p id="waiting-none">Nothing waits for you.</p>{{end}}
 <h2>Your requests</h2>
 {{if .Lists.Mine}}<table id="mine"><tr><th>For</th><th>Purpose</th><th>Status</th><th>Until</th><th>Uses left</th><th></th></tr>
-{{range .Lists.Mine}}<tr><td>{{if eq .Kind "export"}}<code>{{.Method}} {{.Path}}</code>{{else}}temporary access{{end}}</td><td>{{.Purpose}}</td>
+{{range .Lists.Mine}}<tr><td>{{if .Method}}<code>{{.Method}} {{.Path}}</code>{{with .Values}} setting <code>{{setting .}}</code>{{end}}{{else}}temporary access{{end}}</td><td>{{.Purpose}}</td>
 <td class="status {{.Status}}">{{words .Status}}</td><td>{{when .Expires}}</td><td>{{if eq .Status "approved"}}{{.UsesLeft}} of {{.Uses}}{{end}}</td>
 <td><a href="/.crmguard/approvals/{{.ID}}">Open</a></td></tr>{{end}}</table>
 {{else}}<p id="mine-none">You have asked for no approval yet. When an export needs approval, the page that refuses it links to the request form.</p>{{end}}
 {{end}}`)
 
 	tmplNew = parsePage(`{{define "content"}}
-{{if .Policy}}<p>This export needs approval before it runs: {{.Policy.Description}}. Say what you need it for; your approvers see it, and it is kept in the audit trail.</p>
+{{if .Policy}}<p>This {{if .Write}}change{{else}}export{{end}} needs approval before it runs: {{.Policy.Description}}. Say what you need it for; your approvers see it, and it is kept in the audit trail.</p>
 <form method="post" action="/.crmguard/approvals" class="box" id="request-form">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="method" value="{{.Method}}">
-<label for="path">Export</label><input type="text" id="path" name="path" value="{{.Path}}" readonly>
+{{if .Write}}<input type="hidden" name="values" value="{{.ValuesJSON}}">
+<label for="path">Change</label><input type="text" id="path" name="path" value="{{.Path}}" readonly>
+<p>{{.Method}} <code>{{.Path}}</code> setting <code id="values">{{setting .Values}}</code></p>
+{{else}}<label for="path">Export</label><input type="text" id="path" name="path" value="{{.Path}}" readonly>{{end}}
 <label for="purpose">Purpose{{if .Policy.PurposeRequired}} (required){{end}}</label>
 <textarea id="purpose" name="purpose" rows="3" maxlength="500" {{if .Policy.PurposeRequired}}required{{end}}>{{.Purpose}}</textarea>
-<p class="note">Once approved, the approval is valid for {{.ValidFor}}{{if eq .Policy.Uses 1}} and for one download{{else}} and for {{.Policy.Uses}} downloads{{end}} of exactly this export.</p>
+{{if .Write}}<p class="note">Once approved, the approval is valid for {{.ValidFor}}{{if eq .Policy.Uses 1}} and for one change{{else}} and for {{.Policy.Uses}} changes{{end}} that sets exactly these values on exactly this record.</p>
+{{else}}<p class="note">Once approved, the approval is valid for {{.ValidFor}}{{if eq .Policy.Uses 1}} and for one download{{else}} and for {{.Policy.Uses}} downloads{{end}} of exactly this export.</p>{{end}}
 <button type="submit" id="submit">Ask for approval</button>
 </form>
-{{else}}<p id="no-form">Open this page from the message that refused your export: it fills in what to ask for.</p>{{end}}
+{{else}}<p id="no-form">Open this page from the message that refused your {{if .Write}}change{{else}}export{{end}}: it fills in what to ask for.</p>{{end}}
 {{end}}`)
 
 	tmplApproval = parsePage(`{{define "content"}}{{with .A}}
 <table id="details">
 <tr><th>Status</th><td class="status {{.Status}}" id="status">{{words .Status}}</td></tr>
 <tr><th>Asked by</th><td id="requester">{{.Requester}}, {{when .Created}}</td></tr>
-{{if eq .Kind "export"}}<tr><th>Export</th><td><code id="request">{{.Method}} {{.Path}}</code></td></tr>{{else}}<tr><th>For</th><td>temporary access (<a href="/.crmguard/elevations/{{.Elevation}}">details</a>)</td></tr>{{end}}
+{{if eq .Kind "export"}}<tr><th>Export</th><td><code id="request">{{.Method}} {{.Path}}</code></td></tr>{{else if eq .Kind "write"}}<tr><th>Change</th><td><code id="request">{{.Method}} {{.Path}}</code></td></tr>
+<tr><th>Sets</th><td><code id="values">{{setting .Values}}</code></td></tr>{{else}}<tr><th>For</th><td>temporary access (<a href="/.crmguard/elevations/{{.Elevation}}">details</a>)</td></tr>{{end}}
 <tr><th>Purpose</th><td id="purpose">{{.Purpose}}</td></tr>
 <tr><th>Policy</th><td>{{.Policy}}</td></tr>
 {{if eq .Status "approved"}}<tr><th>Valid until</th><td>{{when .Expires}}</td></tr><tr><th>Uses left</th><td id="uses-left">{{.UsesLeft}} of {{.Uses}}</td></tr>
@@ -127,6 +134,7 @@ var (
 <button type="submit" formaction="/.crmguard/approvals/{{.A.ID}}/approve" id="approve">Approve</button>
 <button type="submit" formaction="/.crmguard/approvals/{{.A.ID}}/deny" id="deny">Deny</button>
 </form>{{end}}
+{{if .Resend}}<p class="box" id="resend">Your change is approved: make it again in the CRM, setting exactly these values on this record; it goes through {{if gt .A.UsesLeft 1}}{{.A.UsesLeft}} more times{{else}}once{{end}}.</p>{{end}}
 {{if .Download}}<p class="box">Your export is approved. <a href="{{.Download}}" id="download">Download it now</a>{{if gt .A.UsesLeft 1}} (it may be used {{.A.UsesLeft}} more times){{else}} (it may be used once){{end}}.</p>{{end}}
 {{if .CanRevoke}}<form method="post" action="/.crmguard/approvals/{{.A.ID}}/revoke" class="box" id="revoke-form">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
@@ -255,24 +263,41 @@ func approvalsPage(x *call, l *ApprovalLists) page {
 	}{x.base("Export approvals"), l}}
 }
 
-// newApprovalPage is the request form for method path, explaining who
-// approves; errMsg is shown when a post of it was refused.
-func newApprovalPage(x *call, method, path, errMsg string) page {
-	b := x.base("Ask for approval of an export")
-	if method == "" {
-		method = http.MethodGet
+// newApprovalPage is the request form for the export or write x.in names
+// (method, path and, for a write, the values its approval binds),
+// explaining who approves; errMsg is shown when a post of it was refused.
+func newApprovalPage(x *call, errMsg string) page {
+	in := &x.in
+	k := in.ask()
+	title := "Ask for approval of an export"
+	if k.write() {
+		title = "Ask for approval of a change"
 	}
 	d := struct {
 		base
 		Method, Path, Purpose, ValidFor string
+		Write                           bool
+		Values                          map[string]any
+		ValuesJSON                      string
 		Policy                          *rules.ApprovalPolicy
-	}{base: b, Method: strings.ToUpper(method), Path: path, Purpose: x.in.Purpose}
-	if path != "" {
-		_, _, q, err := x.s.probeExport(x.r.Context(), x.c, d.Method, path)
+	}{base: x.base(title), Method: strings.ToUpper(in.Method), Path: in.Path, Purpose: in.Purpose, Write: k.write()}
+	if d.Method == "" {
+		d.Method = http.MethodGet
+	}
+	if in.Path != "" {
+		_, _, q, values, err := x.s.probe(x.r.Context(), x.c, k)
 		if err != nil {
 			d.Message = messageOf(err)
 		} else if pol, ok := x.c.Set.ApprovalPolicy(q.Policy); ok {
 			d.Policy, d.ValidFor = pol, words(pol.ValidFor)
+			if values != nil {
+				// The form carries the values the approval binds (also
+				// when a body named them): what the approvers see.
+				d.Values = values
+				if j, err := json.Marshal(values); err == nil {
+					d.ValuesJSON = string(j)
+				}
+			}
 		}
 	}
 	if errMsg != "" {
@@ -289,6 +314,7 @@ func approvalPage(x *call, a *Approval) page {
 		CanDecide, CanRevoke bool
 		StepUp               string
 		Download             string
+		Resend               bool
 	}{base: x.base("Approval request"), A: a}
 	ctx, now := x.r.Context(), x.s.opt.Now()
 	if rec, err := x.s.getApproval(ctx, a.ID); err == nil {
@@ -304,6 +330,7 @@ func approvalPage(x *call, a *Approval) page {
 	if a.Status == StatusApproved && a.Kind == KindExport && a.Requester == x.c.User.ID && a.Method == http.MethodGet {
 		d.Download = a.Path
 	}
+	d.Resend = a.Status == StatusApproved && a.Kind == KindWrite && a.Requester == x.c.User.ID
 	return page{tmplApproval, d}
 }
 
