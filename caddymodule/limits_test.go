@@ -626,6 +626,18 @@ func TestStepUpRefusesUntilAFreshMFASignIn(t *testing.T) {
 			t.Errorf("next request: status %d, reset %v", rec.Code, ev.LimitsReset)
 		}
 	})
+	t.Run("each of the four refusals is a hit on the metric and a notification", func(t *testing.T) {
+		if got := h.hits("deep_read", "step_up"); got != 4 {
+			t.Errorf("crmguard_limit_hits_total{deep_read,step_up} = %v, want 4", got)
+		}
+		for i := 0; i < 4; i++ {
+			if n := h.event(); n.Type != notify.LimitHit || n.ID != "deep_read" || n.Data["action"] != "step_up" || n.Data["user"] != "zhang" || n.Data["refused"] != "true" ||
+				!strings.Contains(n.Text, "refused until a fresh MFA sign-in") {
+				t.Errorf("notification %d: %+v", i+1, n)
+			}
+		}
+		h.noEvent()
+	})
 }
 
 func TestAStoreThatCannotBeAskedRefusesWith503(t *testing.T) {
