@@ -1,10 +1,12 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
+	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
 // Access is what the holders of one role may do on one route, worked out
@@ -54,6 +56,72 @@ type Access struct {
 	// Body are the request body fields the role may not set, or sets
 	// only under a condition, in words ("stage", "owner_id only if ...").
 	Body []string
+	// QueryGuarded is true when the route has `query`: a request whose
+	// query holds a parameter not in Params is refused (no Params: the
+	// route accepts none). False: the query is passed on unread.
+	QueryGuarded bool
+	// Params are the query parameters the route's `query` accepts, as
+	// they apply to the role.
+	Params []QueryParam
+	// Forward are the parameters `forward_query` sets on the role's
+	// requests to the CRM (whatever the client sent under those names).
+	Forward []ForwardParam
+	// Limits are the usage limits that count the role's requests on the
+	// route.
+	Limits []LimitAccess
+}
+
+// QueryParam is one parameter of a route's `query.params` as it applies
+// to a role.
+type QueryParam struct {
+	// Name is the parameter's name as written (filter[{field}], ids[]).
+	Name string
+	// Refused is true when the role may never send it (its `deny` names
+	// one of the role's roles, or its `deny_unless` never holds).
+	Refused bool
+	// Condition is when the role may send it (its `deny_unless`; Always
+	// without one).
+	Condition Words
+	// Use is "filters" or "sorts" when the parameter filters or sorts on
+	// record fields ("" when it does neither); Fields names them as
+	// written, or is ["{value}"] or ["{field}"] when the request names
+	// them.
+	Use    string
+	Fields []string
+	// Hidden says, for each of Fields the role does not see unmasked,
+	// what withholds it ("owner_id: removed", "name: masked"): a
+	// request that filters or sorts on one is refused. A parameter whose
+	// request names the fields is refused for each field withheld.
+	Hidden []string
+}
+
+// ForwardParam is a parameter `forward_query` sets on a role's requests
+// to the CRM.
+type ForwardParam struct {
+	// Name is the parameter sent.
+	Name string
+	// Value is the expression of its value, as written.
+	Value string
+	// When is the condition under which it is set (Always without one).
+	When Words
+}
+
+// LimitAccess is a usage limit that counts a role's requests on a route.
+type LimitAccess struct {
+	// ID names the limit; Description says what it is for.
+	ID, Description string
+	// Count is what it counts, at most Max within Per, kept by Key.
+	Count LimitCount
+	Max   int64
+	Per   time.Duration
+	Key   LimitKey
+	// Action is what a hit does.
+	Action LimitAction
+	// When is the limit's `when` for the role (Always without one).
+	When Words
+	// EveryRoute is true for a limit without `routes`, which counts every
+	// request of the role.
+	EveryRoute bool
 }
 
 // FieldAccess is one field rule that applies to a role.
@@ -152,29 +220,37 @@ func (s *Set) Access(role string) []Access {
 			answer bool
 		}{{rt.fields, false}, {rt.answer, true}} {
 			for _, f := range list.rules {
-				if f.forR != nil && !hasAny(u, f.forR) || f.except != nil && hasAny(u, f.except) {
-					continue
-				}
-				when := always
-				if f.when != nil {
-					when = describe(f.when.Expr(), roles)
-				}
-				if f.unless != nil {
-					un := describe(f.unless.Expr(), roles)
-					switch {
-					case un.Always:
-						when = Words{Never: true}
-					case un.Never:
-					case when.Always:
-						when = Words{Any: []string{"not (" + un.String() + ")"}}
-					default:
-						when = Words{Any: []string{"(" + when.String() + ") and not (" + un.String() + ")"}}
-					}
-				}
+				when := f.appliesTo(u, roles)
 				if when.Never {
 					continue
 				}
 				a.Fields = append(a.Fields, FieldAccess{Path: f.path, Action: f.action, Mask: f.mask, Answer: list.answer, When: when})
+			}
+		}
+		a.QueryGuarded, a.Params = rt.qguard != nil, rt.queryAccess(u, roles)
+		for _, fp := range rt.forward {
+			if fp.forR != nil && !hasAny(u, fp.forR) || fp.except != nil && hasAny(u, fp.except) {
+				continue
+			}
+			when := always
+			if fp.when != nil {
+				when = describe(fp.when, roles)
+			}
+			if !when.Never {
+				a.Forward = append(a.Forward, ForwardParam{Name: fp.name, Value: fp.value.Source(), When: when})
+			}
+		}
+		for _, lim := range rt.limits {
+			if lim.For != nil && !hasAny(u, lim.For) || hasAny(u, lim.Except) {
+				continue
+			}
+			when := always
+			if lim.when != nil {
+				when = describe(lim.when, roles)
+			}
+			if !when.Never {
+				a.Limits = append(a.Limits, LimitAccess{ID: lim.ID, Description: lim.Description, Count: lim.Count, Max: lim.Max,
+					Per: lim.Per, Key: lim.Key, Action: lim.Action, When: when, EveryRoute: lim.Routes == nil})
 			}
 		}
 		for _, g := range rt.body {
@@ -199,6 +275,96 @@ func (s *Set) Access(role string) []Access {
 	}
 	return out
 }
+
+// appliesTo says when the field rule applies to a holder of roles (u
+// their user): Never when its for/except leave them out or its
+// conditions never hold.
+func (f *fieldRule) appliesTo(u *User, roles []string) Words {
+	if f.forR != nil && !hasAny(u, f.forR) || f.except != nil && hasAny(u, f.except) {
+		return Words{Never: true}
+	}
+	when := always
+	if f.when != nil {
+		when = describe(f.when.Expr(), roles)
+	}
+	if f.unless != nil {
+		un := describe(f.unless.Expr(), roles)
+		switch {
+		case un.Always:
+			when = Words{Never: true}
+		case un.Never:
+		case when.Always:
+			when = Words{Any: []string{"not (" + un.String() + ")"}}
+		default:
+			when = Words{Any: []string{"(" + when.String() + ") and not (" + un.String() + ")"}}
+		}
+	}
+	return when
+}
+
+// queryAccess lists the route's query parameters as they apply to a
+// holder of roles.
+func (rt *route) queryAccess(u *User, roles []string) []QueryParam {
+	if rt.qguard == nil {
+		return nil
+	}
+	out := make([]QueryParam, 0, len(rt.qguard.params))
+	for _, p := range rt.qguard.params {
+		q := QueryParam{Name: p.name, Condition: always, Use: p.use}
+		if p.denyUnless != nil {
+			q.Condition = describe(p.denyUnless, roles)
+		}
+		q.Refused = hasAny(u, p.deny) || q.Condition.Never
+		switch p.from {
+		case fieldsFromValue:
+			q.Fields = []string{"{value}"}
+		case fieldsFromName:
+			q.Fields = []string{"{field}"}
+		}
+		if p.use != "" && p.from == fieldsListed {
+			for _, f := range p.fields {
+				q.Fields = append(q.Fields, f.String())
+				if why := rt.withheldFrom(f, u, roles); why != "" {
+					q.Hidden = append(q.Hidden, f.String()+": "+why)
+				}
+			}
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+// withheldFrom says why holders of roles may not see field f of the
+// route's records unmasked ("" when they may): the words of
+// Decision.withheld, which judges one request, for every request of the
+// role (a rule that applies under a condition withholds the field when
+// the condition may hold).
+func (rt *route) withheldFrom(f rewrite.Path, u *User, roles []string) string {
+	if len(rt.expose) > 0 && !slices.ContainsFunc(rt.expose, func(e rewrite.Path) bool { return e.Covers(f) }) {
+		return "it is not in the route's expose list"
+	}
+	for _, fr := range rt.fields {
+		if !fr.p.Touches(f) {
+			continue
+		}
+		when := fr.appliesTo(u, roles)
+		if when.Never {
+			continue
+		}
+		why := actionDone[fr.action]
+		if fr.path != f.String() {
+			why += " by the rule for " + fr.path
+		}
+		if !when.Always {
+			why += " when " + when.String()
+		}
+		return why
+	}
+	return ""
+}
+
+// actionDone names what a field action does, as a participle.
+var actionDone = map[string]string{"remove": "removed", "mask": "masked", "hash": "hashed", "null": "nulled", "replace": "replaced"}
 
 // MethodsText is the route's methods joined with ",", "any" for none.
 func (a Access) MethodsText() string {

@@ -137,6 +137,9 @@ func Explain(in ExplainInput, out io.Writer) int {
 		fmt.Fprintln(out, "mode:      shadow (decided and audited, not enforced)")
 	}
 	explainLimits(out, set, d)
+	if q, ok := d.UpstreamQuery(); ok {
+		fmt.Fprintf(out, "to CRM:    the query becomes ?%s (forward_query)\n", q)
+	}
 	if d.Outcome != rules.Allow {
 		return 0
 	}
@@ -211,21 +214,28 @@ func explainLimits(out io.Writer, set *rules.Set, d *rules.Decision) {
 		return
 	}
 	for _, lim := range lims {
-		per := "per user"
-		if lim.Key == rules.LimitKeyUserRoute {
-			per = "per user and route"
-		}
-		then := map[rules.LimitAction]string{
-			rules.ActionBlock:  "refused with 429 until the window allows",
-			rules.ActionStepUp: "refused until a fresh sign-in with MFA",
-			rules.ActionAlert:  "passes and raises an alert",
-		}[lim.Action]
-		fmt.Fprintf(out, "limit:     %s: at most %d %s in %s, counted %s; past that, %s (%s)", lim.ID, lim.Max, lim.Count, lim.Per, per, then, lim.Action)
+		fmt.Fprintf(out, "limit:     %s: %s", lim.ID, limitText(lim.Count, lim.Max, lim.Per, lim.Key, lim.Action))
 		if lim.When != "" {
 			fmt.Fprintf(out, "; when %s holds now", lim.When)
 		}
 		fmt.Fprintln(out)
 	}
+}
+
+// limitText says what a usage limit counts and what a hit does, for
+// explain and the matrix: "at most 300 records in 10m0s, counted per user;
+// past that, refused with 429 until the window allows (block)".
+func limitText(count rules.LimitCount, max int64, per time.Duration, key rules.LimitKey, action rules.LimitAction) string {
+	by := "per user"
+	if key == rules.LimitKeyUserRoute {
+		by = "per user and route"
+	}
+	then := map[rules.LimitAction]string{
+		rules.ActionBlock:  "refused with 429 until the window allows",
+		rules.ActionStepUp: "refused until a fresh sign-in with MFA",
+		rules.ActionAlert:  "passes and raises an alert",
+	}[action]
+	return fmt.Sprintf("at most %d %s in %s, counted %s; past that, %s (%s)", max, count, per, by, then, action)
 }
 
 // orNone lists roles, or says none.

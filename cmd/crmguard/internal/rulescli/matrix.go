@@ -57,6 +57,9 @@ type matrix struct {
 	File   string
 	Roles  []string
 	Routes []matrixRoute
+	// EveryRoute says the usage limits without `routes`, which count
+	// every request (the overview leaves them out of its cells).
+	EveryRoute []string
 }
 
 type matrixRoute struct {
@@ -67,6 +70,25 @@ type matrixRoute struct {
 
 func buildMatrix(set *rules.Set, file string) *matrix {
 	m := &matrix{File: file, Roles: set.Roles()}
+	for _, lim := range set.Limits() {
+		if lim.Routes != nil {
+			continue
+		}
+		s := lim.ID + ": " + limitText(lim.Count, lim.Max, lim.Per, lim.Key, lim.Action)
+		if lim.Description != "" {
+			s += " (" + lim.Description + ")"
+		}
+		if lim.For != nil {
+			s += ", for " + strings.Join(lim.For, ", ")
+		}
+		if len(lim.Except) > 0 {
+			s += ", except " + strings.Join(lim.Except, ", ")
+		}
+		if lim.When != "" {
+			s += ", when `" + lim.When + "`"
+		}
+		m.EveryRoute = append(m.EveryRoute, s)
+	}
 	byRole := make([][]rules.Access, len(m.Roles))
 	for i, r := range m.Roles {
 		byRole[i] = set.Access(r)
@@ -143,7 +165,85 @@ func cell(a rules.Access) string {
 	if a.ApprovalNeeded {
 		parts = append(parts, "export needs approval "+orText(a.Approval, "(no policy: refused)"))
 	}
+	if len(a.Forward) > 0 {
+		parts = append(parts, "CRM asked with "+forwardText(a))
+	}
+	var ids []string // limits on every route are said once, under the table
+	for _, l := range a.Limits {
+		if !l.EveryRoute {
+			ids = append(ids, l.ID)
+		}
+	}
+	if len(ids) > 0 {
+		parts = append(parts, "limits: "+strings.Join(ids, ", "))
+	}
 	return strings.Join(parts, "; ")
+}
+
+// queryText says which query parameters the route accepts from the role
+// and what becomes of them: "any (passed on unread)" without `query`.
+func queryText(a rules.Access) string {
+	if !a.QueryGuarded {
+		return "any (passed on unread)"
+	}
+	if len(a.Params) == 0 {
+		return "none (a query is refused)"
+	}
+	var accepted, refused []string
+	for _, p := range a.Params {
+		s := p.Name
+		if p.Use != "" {
+			s += " (" + p.Use + " " + strings.Join(p.Fields, ", ")
+			if len(p.Fields) == 1 && (p.Fields[0] == "{value}" || p.Fields[0] == "{field}") {
+				s += ": only fields the role sees unmasked"
+			}
+			s += ")"
+		}
+		switch {
+		case p.Refused:
+			refused = append(refused, p.Name+" (deny)")
+			continue
+		case len(p.Hidden) > 0:
+			refused = append(refused, p.Name+" (hidden: "+strings.Join(p.Hidden, "; ")+")")
+			continue
+		case !p.Condition.Always:
+			s += " only if " + p.Condition.String()
+		}
+		accepted = append(accepted, s)
+	}
+	out := "accepts " + orText(strings.Join(accepted, ", "), "none")
+	if len(refused) > 0 {
+		out += "; refused for the role: " + strings.Join(refused, ", ")
+	}
+	return out + "; any other parameter refused"
+}
+
+// forwardText says what `forward_query` sets on the role's requests to
+// the CRM ("" when nothing).
+func forwardText(a rules.Access) string {
+	var out []string
+	for _, f := range a.Forward {
+		s := f.Name + " = " + f.Value
+		if !f.When.Always {
+			s += " when " + f.When.String()
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
+}
+
+// limitsText says which usage limits count the role's requests on the
+// route ("" when none).
+func limitsText(a rules.Access) string {
+	var out []string
+	for _, l := range a.Limits {
+		s := l.ID + ": " + limitText(l.Count, l.Max, l.Per, l.Key, l.Action)
+		if !l.When.Always {
+			s += " when " + l.When.String()
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
 }
 
 func signIn(a rules.Access) string {
@@ -239,7 +339,7 @@ func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
 func (m *matrix) markdown(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("# Permission matrix: %s\n\n", m.File)
-	p("Each role includes the roles it inherits. Conditions are said for the role: \"records\" is which records of an answer it sees, \"changes\" which stored records a write may change.\n\n")
+	p("Each role includes the roles it inherits. Conditions are said for the role: \"records\" is which records of an answer it sees, \"changes\" which stored records a write may change, \"query\" which query parameters pass (`query:`), \"sent to the CRM\" what `forward_query` sets, \"usage limits\" the `limits:` that count the role's requests.\n\n")
 	p("## Routes by role\n\n| route | request |")
 	for _, r := range m.Roles {
 		p(" %s |", r)
@@ -252,18 +352,22 @@ func (m *matrix) markdown(w io.Writer) error {
 		}
 		p("\n")
 	}
+	if len(m.EveryRoute) > 0 {
+		p("\nUsage limits on every route (the role tables say for whom): %s.\n", strings.Join(m.EveryRoute, "; "))
+	}
 	for i, role := range m.Roles {
-		p("\n## %s\n\n| route | methods | records | when | sign-in | export | changes | removed | masked | hashed | other fields | body fields refused |\n", role)
-		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		p("\n## %s\n\n| route | methods | records | when | sign-in | export | changes | removed | masked | hashed | other fields | body fields refused | query | sent to the CRM | usage limits |\n", role)
+		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, rt := range m.Routes {
 			a := rt.Cells[i]
 			if !a.Allowed {
 				continue
 			}
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.Route, a.MethodsText(),
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.Route, a.MethodsText(),
 				mdEscape(recordsText(a)), mdEscape(whenText(a)), signIn(a), exportText(a), mdEscape(a.Changes.String()),
 				mdEscape(fieldsBy(a, "remove")), mdEscape(fieldsBy(a, "mask")), mdEscape(fieldsBy(a, "hash")),
-				mdEscape(fieldsBy(a, "null", "replace")), mdEscape(strings.Join(a.Body, ", ")))
+				mdEscape(fieldsBy(a, "null", "replace")), mdEscape(strings.Join(a.Body, ", ")),
+				mdEscape(queryText(a)), mdEscape(forwardText(a)), mdEscape(limitsText(a)))
 		}
 	}
 	return nil
@@ -271,13 +375,14 @@ func (m *matrix) markdown(w io.Writer) error {
 
 func (m *matrix) csv(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"role", "route", "methods", "path", "allowed", "public", "records", "when", "sign_in", "export", "changes", "removed", "masked", "hashed", "other_fields", "body_refused"})
+	_ = cw.Write([]string{"role", "route", "methods", "path", "allowed", "public", "records", "when", "sign_in", "export", "changes", "removed", "masked", "hashed", "other_fields", "body_refused",
+		"query", "sent_to_crm", "limits"})
 	for i, role := range m.Roles {
 		for _, rt := range m.Routes {
 			a := rt.Cells[i]
 			_ = cw.Write([]string{role, a.Route, a.MethodsText(), a.Path, fmt.Sprint(a.Allowed), fmt.Sprint(a.Public), recordsText(a), whenText(a),
 				signIn(a), exportText(a), a.Changes.String(), fieldsBy(a, "remove"), fieldsBy(a, "mask"), fieldsBy(a, "hash"),
-				fieldsBy(a, "null", "replace"), strings.Join(a.Body, ", ")})
+				fieldsBy(a, "null", "replace"), strings.Join(a.Body, ", "), queryText(a), forwardText(a), limitsText(a)})
 		}
 	}
 	cw.Flush()
@@ -285,7 +390,7 @@ func (m *matrix) csv(w io.Writer) error {
 }
 
 var matrixPage = template.Must(template.New("matrix").Funcs(template.FuncMap{
-	"cell": cell, "signIn": signIn, "records": recordsText, "when": whenText, "export": exportText, "fields": fieldsBy, "join": strings.Join,
+	"cell": cell, "signIn": signIn, "query": queryText, "forward": forwardText, "limits": limitsText, "records": recordsText, "when": whenText, "export": exportText, "fields": fieldsBy, "join": strings.Join,
 	"or": orText, "roleAt": func(rt matrixRoute, i int) rules.Access { return rt.Cells[i] },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
@@ -300,16 +405,17 @@ th{background:#f4f4f4;position:sticky;top:0}td.no{color:#999;text-align:center}h
 </head>
 <body>
 <h1>Permission matrix: {{.File}}</h1>
-<p>Each role includes the roles it inherits. Conditions are said for the role: "records" is which records of an answer it sees, "changes" which stored records a write may change.</p>
+<p>Each role includes the roles it inherits. Conditions are said for the role: "records" is which records of an answer it sees, "changes" which stored records a write may change, "query" which query parameters pass (<code>query:</code>), "sent to the CRM" what <code>forward_query</code> sets, "usage limits" the <code>limits:</code> that count the role's requests.</p>
 <h2>Routes by role</h2>
 <table>
 <tr><th>route</th><th>request</th>{{range .Roles}}<th>{{.}}</th>{{end}}</tr>
 {{range .Routes}}<tr><td>{{.ID}}</td><td>{{or .Request "(shadowed by earlier routes)"}}</td>{{range .Cells}}{{if .Allowed}}<td>{{cell .}}</td>{{else}}<td class="no">{{cell .}}</td>{{end}}{{end}}</tr>
 {{end}}</table>
+{{if .EveryRoute}}<p>Usage limits on every route (the role tables say for whom): {{join .EveryRoute "; "}}.</p>{{end}}
 {{$routes := .Routes}}{{range $i, $role := .Roles}}<h2>{{$role}}</h2>
 <table>
-<tr><th>route</th><th>methods</th><th>records</th><th>when</th><th>sign-in</th><th>export</th><th>changes</th><th>removed</th><th>masked</th><th>hashed</th><th>other fields</th><th>body fields refused</th></tr>
-{{range $routes}}{{$a := roleAt . $i}}{{if $a.Allowed}}<tr><td>{{$a.Route}}</td><td>{{$a.MethodsText}}</td><td>{{records $a}}</td><td>{{when $a}}</td><td>{{signIn $a}}</td><td>{{export $a}}</td><td>{{$a.Changes}}</td><td>{{fields $a "remove"}}</td><td>{{fields $a "mask"}}</td><td>{{fields $a "hash"}}</td><td>{{fields $a "null" "replace"}}</td><td>{{join $a.Body ", "}}</td></tr>
+<tr><th>route</th><th>methods</th><th>records</th><th>when</th><th>sign-in</th><th>export</th><th>changes</th><th>removed</th><th>masked</th><th>hashed</th><th>other fields</th><th>body fields refused</th><th>query</th><th>sent to the CRM</th><th>usage limits</th></tr>
+{{range $routes}}{{$a := roleAt . $i}}{{if $a.Allowed}}<tr><td>{{$a.Route}}</td><td>{{$a.MethodsText}}</td><td>{{records $a}}</td><td>{{when $a}}</td><td>{{signIn $a}}</td><td>{{export $a}}</td><td>{{$a.Changes}}</td><td>{{fields $a "remove"}}</td><td>{{fields $a "mask"}}</td><td>{{fields $a "hash"}}</td><td>{{fields $a "null" "replace"}}</td><td>{{join $a.Body ", "}}</td><td>{{query $a}}</td><td>{{forward $a}}</td><td>{{limits $a}}</td></tr>
 {{end}}{{end}}</table>
 {{end}}</body>
 </html>

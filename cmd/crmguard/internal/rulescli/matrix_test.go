@@ -19,6 +19,21 @@ var exampleRules = filepath.Join("..", "..", "..", "..", "examples", "rules.yaml
 // fields it treated ("action:path").
 func explained(t *testing.T, in ExplainInput) (route, decision string, fields []string) {
 	t.Helper()
+	x := explainAll(t, in)
+	return x.route, x.decision, x.fields
+}
+
+// explanation is what the tests read of `rules explain`'s output.
+type explanation struct {
+	route, decision string
+	fields          []string // "action:path"
+	limits          []string // the ids of the usage limits that apply
+	upstream        string   // the query sent to the CRM ("" unchanged)
+}
+
+func explainAll(t *testing.T, in ExplainInput) explanation {
+	t.Helper()
+	var x explanation
 	var out bytes.Buffer
 	if code := Explain(in, &out); code != 0 {
 		t.Fatalf("explain exit %d: %s", code, out.String())
@@ -28,15 +43,20 @@ func explained(t *testing.T, in ExplainInput) (route, decision string, fields []
 		v = strings.TrimSpace(v)
 		switch k {
 		case "route":
-			route, _, _ = strings.Cut(v, " ")
+			x.route, _, _ = strings.Cut(v, " ")
 		case "decision":
-			decision, _, _ = strings.Cut(v, " ")
+			x.decision, _, _ = strings.Cut(v, " ")
 		case "field":
 			f, _, _ := strings.Cut(v, " ×")
-			fields = append(fields, f)
+			x.fields = append(x.fields, f)
+		case "limit":
+			id, _, _ := strings.Cut(v, ":")
+			x.limits = append(x.limits, id)
+		case "to CRM":
+			x.upstream = v
 		}
 	}
-	return route, decision, fields
+	return x
 }
 
 // sampleAnswer holds every field the example rules treat, as a list
@@ -55,7 +75,7 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 	_ = os.WriteFile(arrayFile, []byte(`[`+sampleRecord+`]`), 0o600)
 	const business, night = "2026-11-18T10:00:00+08:00", "2026-11-22T03:00:00+08:00" // a Wednesday, a Sunday
 	m := buildMatrix(set, exampleRules)
-	fieldChecks := 0
+	fieldChecks, queryChecks, forwardChecks, condLimitsSeen := 0, 0, 0, 0
 	if len(m.Roles) < 5 || len(m.Routes) < 10 {
 		t.Fatalf("the matrix has %d roles and %d routes", len(m.Roles), len(m.Routes))
 	}
@@ -79,9 +99,9 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 				if !a.Allowed || a.ApprovalNeeded {
 					want = "deny"
 				}
-				route, got, _ := explained(t, base)
-				if route != rt.ID || got != want {
-					t.Fatalf("matrix cell %q; explain: route %s, %s (want %s)", cell(a), route, got, want)
+				x := explainAll(t, base)
+				if x.route != rt.ID || x.decision != want {
+					t.Fatalf("matrix cell %q; explain: route %s, %s (want %s)", cell(a), x.route, x.decision, want)
 				}
 				if !a.Allowed {
 					return
@@ -92,8 +112,71 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 				if !a.When.Always {
 					wantNight = "deny"
 				}
-				if _, got, _ := explained(t, atNight); got != wantNight {
-					t.Errorf("at night: explain says %s, the matrix (%q) says %s", got, whenText(a), wantNight)
+				xNight := explainAll(t, atNight)
+				if xNight.decision != wantNight {
+					t.Errorf("at night: explain says %s, the matrix (%q) says %s", xNight.decision, whenText(a), wantNight)
+				}
+				// Usage limits: those the matrix gives without a condition
+				// apply at any time, and explain names no other.
+				for _, when := range []explanation{x, xNight} {
+					for _, l := range a.Limits {
+						if l.When.Always && !slices.Contains(when.limits, l.ID) {
+							t.Errorf("the matrix says limit %s always counts; explain lists %v", l.ID, when.limits)
+						}
+						if !l.When.Always && slices.Contains(when.limits, l.ID) {
+							condLimitsSeen++
+						}
+					}
+					for _, id := range when.limits {
+						if !slices.ContainsFunc(a.Limits, func(l rules.LimitAccess) bool { return l.ID == id }) {
+							t.Errorf("explain applies limit %s, the matrix (%q) does not name it", id, limitsText(a))
+						}
+					}
+				}
+				if want == "allow" {
+					// What forward_query sets goes to the CRM.
+					for _, f := range a.Forward {
+						if f.When.Always && !strings.Contains("&"+strings.TrimPrefix(x.upstream, "the query becomes ?"), "&"+f.Name+"=") {
+							t.Errorf("the matrix says the CRM is asked with %s; explain: %q", forwardText(a), x.upstream)
+						}
+						forwardChecks++
+					}
+					if len(a.Forward) == 0 && x.upstream != "" {
+						t.Errorf("explain changes the query (%s), the matrix says nothing is sent", x.upstream)
+					}
+					// The query allowlist: a parameter it does not list is
+					// refused, one refused for the role is refused, a plain
+					// one it accepts passes.
+					withParam := func(p string) string {
+						if strings.Contains(base.Request, "?") {
+							return base.Request + "&" + p
+						}
+						return base.Request + "?" + p
+					}
+					q := base
+					q.Request = withParam("zz_unlisted=1")
+					if got := explainAll(t, q).decision; a.QueryGuarded != (got == "deny") {
+						t.Errorf("an unlisted parameter: explain says %s, the matrix says the query is %q", got, queryText(a))
+					}
+					for _, p := range a.Params {
+						if strings.ContainsAny(p.Name, "[{") || strings.Contains(base.Request, p.Name+"=") {
+							continue
+						}
+						wantP := ""
+						switch {
+						case p.Refused || len(p.Hidden) > 0:
+							wantP = "deny"
+						case p.Condition.Always && (p.Use == "" || !slices.Contains(p.Fields, "{value}") && !slices.Contains(p.Fields, "{field}")):
+							wantP = "allow" // filters or sorts on listed fields the role sees
+						default:
+							continue
+						}
+						q.Request = withParam(p.Name + "=1")
+						if got := explainAll(t, q).decision; got != wantP {
+							t.Errorf("%s: explain says %s, the matrix says %q", q.Request, got, queryText(a))
+						}
+						queryChecks++
+					}
 				}
 				old := base
 				old.UserJSON = user(true, "1h")
@@ -149,6 +232,9 @@ func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 	}
 	if fieldChecks < 30 {
 		t.Errorf("only %d cells had their fields compared with explain's rewrite", fieldChecks)
+	}
+	if queryChecks < 30 || forwardChecks < 5 || condLimitsSeen == 0 {
+		t.Errorf("only %d query parameters and %d forwarded parameters were compared with explain, and %d conditional limits seen applying", queryChecks, forwardChecks, condLimitsSeen)
 	}
 }
 
