@@ -594,3 +594,76 @@ func TestBrowserApprovalAndBreakGlass(t *testing.T) {
 		chromedp.Click(chromedp.ID("submit-review")))
 	qian.waitFor("the review is recorded", `(document.getElementById("review")?.textContent ?? "").includes("by qian")`)
 }
+
+// TestBrowserHandoverApproval asks for a handover approval (转交审批) in a
+// real browser: the refused PATCH's link opens the request form, which
+// shows the value to be approved; wang approves on the request's page; the
+// same PATCH then goes through, while one setting another owner does not.
+func TestBrowserHandoverApproval(t *testing.T) {
+	chromiumPath(t) // fail or skip before starting anything
+	d := startDemo(t, filepath.Join(repoRoot(t), "examples", "rules.yaml"))
+	text := func(b *browser, id string) string {
+		return eval[string](b, fmt.Sprintf(`document.getElementById(%q)?.textContent ?? ""`, id))
+	}
+	// patch sends a PATCH from the page as the CRM's script would and
+	// returns its status and request_approval link.
+	patch := func(b *browser, id, owner string) (int, string) {
+		r := eval[struct {
+			Status int    `json:"status"`
+			Link   string `json:"link"`
+		}](b, fmt.Sprintf(`fetch("/api/customers/%s", {method: "PATCH", headers: {"Content-Type": "application/json", "Accept": "application/json"},
+			body: JSON.stringify({owner_id: %q})}).then(async r => ({status: r.status, link: (await r.json()).request_approval ?? ""}))`, id, owner))
+		return r.Status, r.Link
+	}
+
+	zhang := newBrowser(t, d)
+	zhang.do("opening the CRM", chromedp.Navigate(d.URL+"/"))
+	zhang.signIn("zhang", time.Now())
+	zhang.onCRM()
+	id := ""
+	for _, r := range eval[[]row](zhang, rowsJS) {
+		if r.Owner == "zhang" {
+			id = r.ID
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("zhang's customer list shows no customer of his")
+	}
+	status, link := patch(zhang, id, "wang")
+	if status != 403 || !strings.Contains(link, "values=") {
+		t.Fatalf("the handover without approval: %d, link %q", status, link)
+	}
+	zhang.do("following the link to ask for approval", chromedp.Navigate(d.URL+link))
+	zhang.waitFor("the form shows the change and the value", `document.getElementById("values")?.textContent === 'owner_id "wang"'`)
+	zhang.do("stating the purpose and sending the form",
+		chromedp.SendKeys(chromedp.ID("purpose"), "zhang moves to the west team"),
+		chromedp.Click(chromedp.ID("submit")))
+	zhang.waitFor("the request's page says it waits", `document.getElementById("status")?.textContent === "waiting for approval"`)
+	page := zhang.location()
+
+	wang := newBrowser(t, d)
+	wang.do("opening the request", chromedp.Navigate(page))
+	wang.signIn("wang", time.Now())
+	wang.waitFor("the request's page offers to approve", `!!document.getElementById("approve")`)
+	if got := text(wang, "values"); got != `owner_id "wang"` {
+		t.Errorf("wang's page shows the change as setting %q", got)
+	}
+	wang.do("approving", chromedp.Click(chromedp.ID("approve")))
+	wang.waitFor("the handover is approved", `document.getElementById("status")?.textContent === "approved"`)
+
+	zhang.do("opening the request again", chromedp.Navigate(page))
+	zhang.waitFor("the page says the change may be made", `!!document.getElementById("resend")`)
+	// The guard's pages allow no script requests (CSP): back to the CRM.
+	zhang.do("opening the CRM again", chromedp.Navigate(d.URL+"/"))
+	zhang.onCRM()
+	if status, _ := patch(zhang, id, "li"); status != 403 {
+		t.Errorf("the approval to hand the customer to wang handed it to li: %d", status)
+	}
+	if status, _ := patch(zhang, id, "wang"); status != 200 {
+		t.Fatalf("the approved handover: %d", status)
+	}
+	if status, _ := patch(zhang, id, "wang"); status != 403 {
+		t.Errorf("the handover went through twice: %d", status)
+	}
+}
