@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -384,5 +385,56 @@ func TestReportListsRuleFileReloadsApartFromRequests(t *testing.T) {
 	want := []string{"service: may now call customers.list", "sales: customers.list: records, fields changed"}
 	if len(r.Reloads) != 1 || r.Reloads[0].OldVersion != "aaaa" || r.Reloads[0].NewVersion != "bbbb" || !slices.Equal(r.Reloads[0].Roles, want) {
 		t.Errorf("reloads %+v", r.Reloads)
+	}
+}
+
+func TestReportProgressGoesToItsOwnWriterOnLargeInputsOnly(t *testing.T) {
+	// 3 × 65536 lines: progress is looked at every 65536 lines.
+	const n = 3 << 16
+	p := filepath.Join(t.TempDir(), "audit.jsonl")
+	g := newGenerator(5, 20, nil)
+	var log bytes.Buffer
+	if err := g.writeLog(&log, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, log.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldMin, oldEvery := progressMin, progressEvery
+	t.Cleanup(func() { progressMin, progressEvery = oldMin, oldEvery })
+	tests := []struct {
+		name  string
+		min   int64
+		lines int
+	}{
+		{name: "an input over the threshold reports each 65536 lines read", min: int64(log.Len()) - 1, lines: 3},
+		{name: "an input under the threshold reports nothing", min: int64(log.Len()) + 1, lines: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			progressMin, progressEvery = tt.min, 0
+			var progress, out bytes.Buffer
+			o := genOptions
+			o.Progress = &progress
+			if code := ReportCommand(o, []string{p}, &out, &progress); code != 0 {
+				t.Fatalf("exit %d: %s", code, progress.String())
+			}
+			got := strings.Split(strings.TrimSpace(progress.String()), "\n")
+			if progress.Len() == 0 {
+				got = nil
+			}
+			if len(got) != tt.lines {
+				t.Fatalf("%d progress lines, want %d:\n%s", len(got), tt.lines, progress.String())
+			}
+			for i, l := range got {
+				want := fmt.Sprintf("%d events", (i+1)<<16)
+				if !strings.HasPrefix(l, "audit: ") || !strings.Contains(l, want) {
+					t.Errorf("progress line %q does not say %q", l, want)
+				}
+			}
+			if strings.Contains(out.String(), "audit: ") || !strings.Contains(out.String(), "Audit report") {
+				t.Errorf("the report's output holds progress or no report:\n%.300s", out.String())
+			}
+		})
 	}
 }

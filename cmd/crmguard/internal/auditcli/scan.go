@@ -9,8 +9,12 @@ import (
 	"github.com/crmguard/crmguard/caddymodule/auditlog"
 )
 
-// progressMin is the input size above which scans report progress.
-const progressMin = 64 << 20
+// Scans of inputs over progressMin bytes report their progress every
+// progressEvery (variables for the tests).
+var (
+	progressMin   int64 = 64 << 20
+	progressEvery       = 2 * time.Second
+)
 
 // scanStats counts what a scan read.
 type scanStats struct {
@@ -26,8 +30,8 @@ type scanStats struct {
 // order given) and hands each audit event (the file sink's line, or the
 // object under "event" of a Caddy log entry) to fn. The slice is valid
 // until fn returns. Lines that hold no event are counted and skipped. On a
-// large input it reports its progress on progress (nil: never) every two
-// seconds.
+// large input it reports its progress on progress (nil: never) every
+// progressEvery.
 func scanFiles(files []string, progress io.Writer, fn func(ev []byte)) (scanStats, error) {
 	var st scanStats
 	for _, name := range files {
@@ -57,7 +61,7 @@ func scanFiles(files []string, progress io.Writer, fn func(ev []byte)) (scanStat
 				st.Events++
 				fn(ev)
 			}
-			if progress != nil && st.Lines&0xffff == 0 && time.Since(last) >= 2*time.Second {
+			if progress != nil && st.Lines&0xffff == 0 && time.Since(last) >= progressEvery {
 				last = time.Now()
 				read := done + r.Offset()
 				fmt.Fprintf(progress, "audit: %d of %d MB read (%d%%), %d events\n", read>>20, st.Bytes>>20, read*100/st.Bytes, st.Events)
