@@ -511,6 +511,39 @@ func TestAUserAndRouteKeyCountsEachRouteApart(t *testing.T) {
 	})
 }
 
+func TestAnAnswerOneLimitRefusesIsChargedToNoLimit(t *testing.T) {
+	cases := []struct {
+		name, limits, refusing string
+	}{
+		{"the later limit in the file refuses", `  - {id: hourly, count: records, max: 100, per: 1h, action: block}
+  - {id: minute, routes: [customers.list], count: records, max: 30, per: 1m, action: block}
+  - {id: watch, count: records, max: 1000, per: 1h, action: alert}
+`, "minute"},
+		{"the earlier limit in the file refuses", `  - {id: minute, routes: [customers.list], count: records, max: 30, per: 1m, action: block}
+  - {id: hourly, count: records, max: 100, per: 1h, action: step_up}
+  - {id: watch, count: records, max: 1000, per: 1h, action: alert}
+`, "minute"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newLimitHarness(t, c.limits, limitSetup{})
+			set := h.g.opt.Rules()
+			if rec, _ := h.do("GET", "/api/customers?n=20"); rec.Code != 200 {
+				t.Fatalf("the first page: status %d", rec.Code)
+			}
+			rec, ev := h.do("GET", "/api/customers?n=20")
+			if rec.Code != 429 || len(ev.Limits) != 1 || ev.Limits[0].Limit != c.refusing {
+				t.Fatalf("the second page: status %d, hits %+v; want 429 by %s", rec.Code, ev.Limits, c.refusing)
+			}
+			for _, id := range []string{"hourly", "minute", "watch"} {
+				if got := h.count(set, id, ""); got != 20 {
+					t.Errorf("%s holds %d, want 20: the refused page was charged", id, got)
+				}
+			}
+		})
+	}
+}
+
 func TestADenialsLimitStopsAUserWhoKeepsBeingRefused(t *testing.T) {
 	h := newLimitHarness(t, `  - {id: probing, count: denials, max: 3, per: 5m, action: block}
 `, limitSetup{})
