@@ -53,7 +53,7 @@ type Review struct {
 	UsersNotSeen []UserSeen `json:"users_not_seen"`
 	// ElevationsNotReviewed are elevations used with no review recorded.
 	ElevationsNotReviewed []ElevationUse `json:"elevations_not_reviewed"`
-	// GrantsNeverUsed are approved grants no export used.
+	// GrantsNeverUsed are approved grants no export or write used.
 	GrantsNeverUsed []GrantApproved `json:"grants_never_used"`
 }
 
@@ -166,7 +166,9 @@ func (c *reviewer) add(raw []byte) {
 			c.granted[g.ID] = true
 		}
 	}
-	if gid := e.grant.Get("id").Str; gid != "" && e.isExport() {
+	// A grant is used by the export it allowed, or by the write whose
+	// value a body guard's approval let through (a handover).
+	if gid := e.grant.Get("id").Str; gid != "" && (e.isExport() || e.decision == "allow") {
 		c.grantUsed[c.intern(gid)] = true
 	}
 	if e.elevation.IsObject() {

@@ -149,3 +149,21 @@ func TestReviewRefusesABadWindow(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errOut.String())
 	}
 }
+
+func TestReviewCountsAGrantAWriteUsedAsUsed(t *testing.T) {
+	const log = `{"time":"2026-11-08T10:00:00Z","user":"wang","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/h-1/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"h-1","action":"approved","status":"approved","step":"manager","by":"wang"}}
+{"time":"2026-11-08T10:01:00Z","user":"wang","roles":["sales","sales_manager"],"method":"POST","path":"/.crmguard/approvals/h-2/approve","decision":"workflow","status":200,"records_in":0,"records_out":0,"export":{},"workflow":{"kind":"approval","id":"h-2","action":"approved","status":"approved","step":"manager","by":"wang"}}
+{"time":"2026-11-08T11:00:00Z","user":"zhang","roles":["sales"],"method":"PATCH","path":"/api/customers/7","route":"customers.update","decision":"allow","status":200,"records_in":1,"records_out":1,"export":{},"body_fields":["owner_id"],"grant":{"id":"h-1","policy":"handover","purpose":"moves west","approvers":["wang"]}}
+`
+	p := filepath.Join(t.TempDir(), "audit.jsonl")
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := BuildReview(ReviewOptions{RulesFile: exampleRules, Since: "30d", Now: "2026-11-20T00:00:00Z"}, []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GrantsNeverUsed) != 1 || r.GrantsNeverUsed[0].ID != "h-2" {
+		t.Errorf("grants never used: %+v; want only h-2 (the handover h-1 was used by its PATCH)", r.GrantsNeverUsed)
+	}
+}
