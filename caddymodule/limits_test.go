@@ -394,8 +394,15 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 			t.Errorf("status %d, body %s, hits %v", rec.Code, rec.Body, ev.Limits)
 		}
 	})
+	t.Run("a second before the first page expires the window is still full", func(t *testing.T) {
+		h.clock.advance(8*time.Minute - time.Second)
+		rec, _ := h.do("GET", "/api/customers?n=200&offset=400")
+		if rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+			t.Errorf("status %d, Retry-After %q; want 429 and 1", rec.Code, rec.Header().Get("Retry-After"))
+		}
+	})
 	t.Run("the window allows again once the first page has expired", func(t *testing.T) {
-		h.clock.advance(8 * time.Minute)
+		h.clock.advance(time.Second)
 		rec, _ := h.do("GET", "/api/customers?n=200&offset=400")
 		if rec.Code != 200 || h.count(set, "bulk_view", "") != 500 {
 			t.Errorf("status %d, window %d, want 200 and 500", rec.Code, h.count(set, "bulk_view", ""))
