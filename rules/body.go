@@ -35,12 +35,21 @@ const maxBodyDepth = 512
 // On a POST whose body is JSON, a urlencoded or a multipart form, a top-level _method
 // field naming another method (which Laravel, Symfony and Rails obey) gives
 // 400 on every route, guarded or not: see ReadsBody.
+//
+// A GET or HEAD with a body, on a route that judges or scopes its query
+// string (`query`, `forward_query`), gives 400: Laravel reads a GET's JSON
+// body as its input and Express parses a body whatever the method, so
+// parameters sent there would reach the CRM unjudged.
 func (d *Decision) CheckBody(contentType string, body []byte) *BodyError {
 	if d.Outcome != Allow {
 		return nil
 	}
 	var be *BodyError
-	if len(body) > 0 {
+	if len(body) > 0 && d.queryOnlyRead() {
+		be = &BodyError{Status: http.StatusBadRequest,
+			Reason: fmt.Sprintf("route %s judges the query string of a %s and this one carries a body, whose parameters many frameworks read as input (Laravel for JSON, Express for any type) and the guard does not", d.RouteID, strings.ToUpper(d.req.Method))}
+	}
+	if be == nil && len(body) > 0 {
 		be = d.bodyOverride(contentType, body)
 	}
 	if be == nil && d.route != nil && d.route.readsBody {
@@ -345,10 +354,20 @@ func readBodyType(contentType string) (t mediatype.Type, why string) {
 }
 
 // ReadsBody reports whether CheckBody must see this request's body: the
-// route has body guards, or the request is a POST with a JSON or form body
-// that could carry a _method override.
+// route has body guards, the request is a POST with a JSON or form body
+// that could carry a _method override, or a GET or HEAD on a route that
+// judges its query string (which must have no body).
 func (d *Decision) ReadsBody(contentType string) bool {
-	return d.GuardsBody() || d.Outcome == Allow && d.overridable(contentType)
+	return d.GuardsBody() || d.Outcome == Allow && (d.overridable(contentType) || d.queryOnlyRead())
+}
+
+// queryOnlyRead reports a GET or HEAD on a route with `query` or
+// `forward_query`: its parameters must all be in the query string.
+func (d *Decision) queryOnlyRead() bool {
+	if d.route == nil || d.req == nil || d.route.qguard == nil && len(d.route.forward) == 0 {
+		return false
+	}
+	return strings.EqualFold(d.req.Method, http.MethodGet) || strings.EqualFold(d.req.Method, http.MethodHead)
 }
 
 // overridable reports a POST with a body type frameworks read _method from.

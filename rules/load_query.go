@@ -46,6 +46,7 @@ const (
 	fieldsListed    fieldSource = iota // the rule file lists them
 	fieldsFromValue                    // "{value}": the parameter's value names them
 	fieldsFromName                     // "{field}": a bracket of the parameter's name names it
+	fieldsFromExpr                     // "{expr}": the value is an expression (OData, SOQL) whose words name them
 )
 
 // nameSeg is one part of a canonical query parameter name or pattern.
@@ -156,7 +157,8 @@ func (l *loader) queryParam(r *route, e entry, key string) *queryParam {
 
 // paramFields reads `filters` or `sorts`: a field path or a list of them
 // (relative to each record, like `fields`), or "{value}" (the parameter's
-// value names the fields) or "{field}" (its name does).
+// value names the fields), "{field}" (its name does) or "{expr}" (the
+// value is an expression whose words name them, query_expr.go).
 func (l *loader) paramFields(r *route, p *queryParam, n *yaml.Node, key string) bool {
 	if r.records == "" && r.record == "" {
 		l.errorf(n, key, "needs records or record on the route: the fields a parameter %s are those of the route's records", p.use)
@@ -170,16 +172,20 @@ func (l *loader) paramFields(r *route, p *queryParam, n *yaml.Node, key string) 
 		l.errorf(n, key, "an empty list: name the fields the parameter %s, or remove the key", p.use)
 		return false
 	}
-	if len(list) == 1 && (list[0] == "{value}" || list[0] == "{field}") {
-		p.from = fieldsFromValue
-		if list[0] == "{field}" {
+	if len(list) == 1 && isFieldSource(list[0]) {
+		switch list[0] {
+		case "{value}":
+			p.from = fieldsFromValue
+		case "{field}":
 			p.from = fieldsFromName
+		case "{expr}":
+			p.from = fieldsFromExpr
 		}
 		return true
 	}
 	good := true
 	for i, s := range list {
-		if s == "{value}" || s == "{field}" {
+		if isFieldSource(s) {
 			l.errorf(resolve(n), indexKey(key, i), "%s stands alone: the value or name names the fields, not a list", s)
 			good = false
 			continue
@@ -191,6 +197,10 @@ func (l *loader) paramFields(r *route, p *queryParam, n *yaml.Node, key string) 
 		}
 	}
 	return good
+}
+
+func isFieldSource(s string) bool {
+	return s == "{value}" || s == "{field}" || s == "{expr}"
 }
 
 // parseParamPattern reads a parameter name of `query.params`: a base name

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
 	"github.com/crmguard/crmguard/rules/rewrite"
@@ -293,13 +294,13 @@ func (d *Decision) judgeQuery(rt *route, params []qparam) *queryRefusal {
 				return d.queryBad(rt, bad)
 			}
 			for _, f := range fields {
-				if why := d.withheld(f); why != "" {
+				if why := d.withheld(f.path, f.word); why != "" {
 					verb := "filters on"
 					if p.use == useSort {
 						verb = "sorts by"
 					}
-					return refuse(p, fmt.Sprintf("the query parameter %q %s %s, which %s may not see unmasked: %s", qp.raw, verb, f.String(), rolesPhrase(d.user), why),
-						fmt.Sprintf("You may not search, filter or sort by %s: it is hidden or masked for you.", f.String()))
+					return refuse(p, fmt.Sprintf("the query parameter %q %s %s, which %s may not see unmasked: %s", qp.raw, verb, f.path.String(), rolesPhrase(d.user), why),
+						fmt.Sprintf("You may not search, filter or sort by %s: it is hidden or masked for you.", f.path.String()))
 				}
 			}
 		}
@@ -330,16 +331,29 @@ func sameValues(vs []string) bool {
 
 // namedFields lists the fields a parameter filters or sorts on in this
 // request; bad says why a value naming fields cannot be read.
-func (p *queryParam) namedFields(qp *qparam, captured string) (fields []rewrite.Path, bad string) {
+func (p *queryParam) namedFields(qp *qparam, captured string) (fields []exprField, bad string) {
 	switch p.from {
 	case fieldsListed:
-		return p.fields, ""
+		fields = make([]exprField, len(p.fields))
+		for i, f := range p.fields {
+			fields[i] = exprField{path: f}
+		}
+		return fields, ""
 	case fieldsFromName:
 		f, err := rewrite.ParsePath(captured)
 		if err != nil || captured == "" {
 			return nil, fmt.Sprintf("the parameter %q names the field %q, which is not a field path", qp.raw, captured)
 		}
-		return []rewrite.Path{f}, ""
+		return []exprField{{path: f}}, ""
+	case fieldsFromExpr:
+		for _, v := range qp.values {
+			fs, why := exprFields(v)
+			if why != "" {
+				return nil, fmt.Sprintf("the parameter %q holds an expression that %s", qp.raw, why)
+			}
+			fields = append(fields, fs...)
+		}
+		return fields, ""
 	}
 	for _, v := range qp.values {
 		for _, item := range strings.Split(v, ",") {
@@ -347,11 +361,16 @@ func (p *queryParam) namedFields(qp *qparam, captured string) (fields []rewrite.
 			if name == "" {
 				continue
 			}
+			if strings.IndexFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || unicode.IsSpace(r) }) >= 0 {
+				// PHP's trim drops a NUL at the end, and a CRM may
+				// split on the space: the field it reads is uncertain.
+				return nil, fmt.Sprintf("the parameter %q names the field %q, which holds a space or control character", qp.raw, name)
+			}
 			f, err := rewrite.ParsePath(name)
 			if err != nil {
 				return nil, fmt.Sprintf("the parameter %q names the field %q, which is not a field path", qp.raw, name)
 			}
-			fields = append(fields, f)
+			fields = append(fields, exprField{path: f})
 		}
 	}
 	return fields, ""
@@ -374,10 +393,12 @@ func sortItemField(item string) string {
 
 // withheld says why this user does not see field f of the route's records
 // unmasked ("" when they do): it lies outside `expose`, or a field rule
-// that applies to the user (or may apply, per record) touches it.
-func (d *Decision) withheld(f rewrite.Path) string {
+// that applies to the user (or may apply, per record) touches it. A word
+// of a query language (rulesOnly) is judged against the field rules
+// alone: it is no field unless a rule names it.
+func (d *Decision) withheld(f rewrite.Path, rulesOnly bool) string {
 	rt := d.route
-	if len(rt.expose) > 0 {
+	if len(rt.expose) > 0 && !rulesOnly {
 		in := false
 		for _, e := range rt.expose {
 			in = in || e.Covers(f)
