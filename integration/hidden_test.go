@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -84,7 +85,7 @@ func TestHiddenMeansHidden(t *testing.T) {
 
 	t.Run("marketing cannot confirm a full name it sees masked by searching for it", func(t *testing.T) {
 		name := url.QueryEscape(truth.Customers[0].Name)
-		for _, q := range []string{"q=" + name, "Q=" + name, "view=pool&q=" + name, "sort=name", "sort=-name", "owner_id=zhang", "sort=contract_amount"} {
+		for _, q := range []string{"q=" + name, "Q=" + name, "view=pool&q=" + name, "sort=name", "sort=-name", "owner_id=zhang", "sort=contract_amount", "sort=-last_contact_at", "view=pool&last_contact_before=2020-01-01T00:00:00Z"} {
 			resp, body := send(t, sun, "GET", "/api/customers?"+q, "")
 			if resp.StatusCode != http.StatusForbidden || strings.Contains(body, truth.Customers[0].Name) {
 				t.Errorf("%s: status %d %.300s; want 403", q, resp.StatusCode, body)
@@ -114,6 +115,11 @@ func TestHiddenMeansHidden(t *testing.T) {
 			}
 			if orig := truth.Customers[i]; strings.Contains(body, orig.Company) || strings.Contains(body, orig.BankName) || strings.Contains(body, orig.Address.City) || strings.Contains(body, orig.Email) {
 				t.Fatalf("customer %d's company, bank, city or e-mail reached marketing", orig.ID)
+			}
+			for _, k := range []string{"created_at", "last_contact_at", "updated_at"} {
+				if v, _ := r[k].(string); !monthOnly.MatchString(v) {
+					t.Fatalf("record %d's %s is %q, not its month alone", i, k, v)
+				}
 			}
 		}
 	})
@@ -235,6 +241,10 @@ func TestHiddenMeansHidden(t *testing.T) {
 		}
 	})
 }
+
+// monthOnly is a date marketing may see: its year and month, the rest
+// masked.
+var monthOnly = regexp.MustCompile(`^\d{4}-\d{2}\*+$`)
 
 // answerHeaders lists an answer's headers but Date, for comparing answers.
 func answerHeaders(r *http.Response) string {
