@@ -57,4 +57,3 @@ func TestHiddenAndMissingTakeTheSameTime(t *testing.T) {
 		t.Errorf("hidden %v and missing %v differ by %v, more than 100µs", mh, mm, diff)
 	}
 }
-
