@@ -61,7 +61,7 @@ func explainAll(t *testing.T, in ExplainInput) explanation {
 
 // sampleAnswer holds every field the example rules treat, as a list
 // answer (records: list) and as a single record.
-const sampleRecord = `{"id":1,"owner_id":"u1","team":"east","name":"Zhang San","email":"z@example.com","phone":"13812345678","mobile":"13912345678","id_card":"110101199003071234","bank_account":"6222020200112233445","notes":"n","address":{"street":"1 Road","city":"Shanghai"},"updated_by":"wu","contacts":[{"name":"Li","email":"li@example.com"}],"payer_account":"6222020200112233445","sales_notes":"x","last_contact_at":"2026-01-01T00:00:00Z","company":"Acme","bank_name":"ICBC","contract_amount":1000}`
+const sampleRecord = `{"id":1,"owner_id":"u1","team":"east","name":"Zhang San","email":"z@example.com","phone":"13812345678","mobile":"13912345678","id_card":"110101199003071234","bank_account":"6222020200112233445","notes":"n","address":{"street":"1 Road","city":"Shanghai"},"updated_by":"wu","contacts":[{"name":"Li","email":"li@example.com"}],"payer_account":"6222020200112233445","sales_notes":"x","last_contact_at":"2026-01-01T00:00:00Z","created_at":"2025-03-01T00:00:00Z","updated_at":"2026-01-02T00:00:00Z","company":"Acme","bank_name":"ICBC","contract_amount":1000}`
 
 func TestMatrixAgreesWithExplainForEveryRoleAndRoute(t *testing.T) {
 	set, err := rules.LoadFile(exampleRules, rules.WithHashKey([]byte(DefaultTestHashKey)))
