@@ -33,22 +33,23 @@ func appendWrite(b []byte, ev *AuditEvent) []byte {
 		b = appendKey(b, "body_fields")
 		b = appendStrings(b, ev.BodyFields)
 	}
-	for _, m := range []struct {
-		key string
-		v   any
-		on  bool
-	}{{"changes", ev.Changes, len(ev.Changes) > 0}, {"reload", ev.Reload, ev.Reload != nil}} {
-		if !m.on {
-			continue
-		}
-		j, err := json.Marshal(m.v)
-		if err != nil {
-			continue
-		}
-		b = appendKey(b, m.key)
-		b = append(b, j...)
+	if len(ev.Changes) > 0 {
+		b = appendMarshaled(b, "changes", ev.Changes)
+	}
+	if ev.Reload != nil {
+		b = appendMarshaled(b, "reload", ev.Reload)
 	}
 	return b
+}
+
+// appendMarshaled appends the member key with v as encoding/json writes
+// it, for the event's rare members; a value it cannot encode is left out.
+func appendMarshaled(b []byte, key string, v any) []byte {
+	j, err := json.Marshal(v)
+	if err != nil {
+		return b
+	}
+	return append(appendKey(b, key), j...)
 }
 
 // versionStamp writes events through sink, giving an event without a

@@ -170,20 +170,11 @@ func workflowAuditor(sink AuditSink, logger *zap.Logger, now func() time.Time) f
 // appendWorkflow appends the elevation and workflow members of ev (rare:
 // encoded by reflection, the same bytes encoding/json writes).
 func appendWorkflow(b []byte, ev *AuditEvent) []byte {
-	for _, m := range []struct {
-		key string
-		v   any
-		on  bool
-	}{{"elevation", ev.Elevation, ev.Elevation != nil}, {"workflow", ev.Workflow, ev.Workflow != nil}} {
-		if !m.on {
-			continue
-		}
-		j, err := json.Marshal(m.v)
-		if err != nil {
-			continue
-		}
-		b = appendKey(b, m.key)
-		b = append(b, j...)
+	if ev.Elevation != nil {
+		b = appendMarshaled(b, "elevation", ev.Elevation)
+	}
+	if ev.Workflow != nil {
+		b = appendMarshaled(b, "workflow", ev.Workflow)
 	}
 	return b
 }
