@@ -415,19 +415,19 @@ func (rt *route) matches(method string, segs []string, q, h map[string][]string,
 	if rt.pattern == nil || !rt.pattern.Match(segs, params) {
 		return false, ""
 	}
-	for _, m := range rt.query {
-		vs := q[m.name]
-		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
-			return false, fmt.Sprintf("the query parameter %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
-		}
-		if !m.test(vs) {
-			return false, ""
-		}
+	if ok, bad := rt.valuesMatch(rt.query, q, "query parameter"); !ok {
+		return false, bad
 	}
-	for _, m := range rt.headers {
-		vs := h[m.name]
+	return rt.valuesMatch(rt.headers, h, "header")
+}
+
+// valuesMatch tests the route's query or header matchers ms on the
+// request's values vals (what names them in bad).
+func (rt *route) valuesMatch(ms []matcher, vals map[string][]string, what string) (ok bool, bad string) {
+	for _, m := range ms {
+		vs := vals[m.name]
 		if _, same := oneValueFold(vs); len(vs) > 1 && !same {
-			return false, fmt.Sprintf("the header %q is given several times with different values, so route %s cannot be judged", m.name, rt.id)
+			return false, fmt.Sprintf("the %s %q is given several times with different values, so route %s cannot be judged", what, m.name, rt.id)
 		}
 		if !m.test(vs) {
 			return false, ""

@@ -126,6 +126,7 @@ func TestDecisions(t *testing.T) {
 		{name: "a header matcher selects its route", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest"}}, outcome: Allow, route: "ajax"},
 		{name: "a header value is compared without case", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"xmlhttprequest"}}, outcome: Allow, route: "ajax"},
 		{name: "a missing header does not match", user: sales, method: "POST", target: "/api/ajax", outcome: Deny, status: 403, reason: "no route matches"},
+		{name: "a matched header given twice with different values is refused", user: sales, method: "POST", target: "/api/ajax", header: http.Header{"X-Requested-With": {"XMLHttpRequest", "fetch"}}, outcome: Deny, status: 400, reason: "the header \"x-requested-with\" is given several times with different values, so route ajax cannot be judged"},
 		{name: "MFA missing asks for step-up", user: noMFA, method: "GET", target: "/api/customers", outcome: StepUp, status: 401, route: "customers.list", reason: "did not use multi-factor",
 			check: func(t *testing.T, d *Decision) {
 				if !d.StepUp.MFA || len(d.StepUp.ACR) != 1 || d.StepUp.ACR[0] != "urn:mfa" {
