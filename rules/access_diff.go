@@ -26,7 +26,8 @@ type RoleChange struct {
 type RouteChange struct {
 	Route string `json:"route"`
 	// What lists the terms that changed: methods, path, when, records,
-	// sign-in, export, changes, fields, body.
+	// sign-in, export, changes, fields, body, query (the parameters that
+	// pass), forward_query, limits.
 	What []string `json:"what"`
 }
 
@@ -125,5 +126,8 @@ func accessDiff(a, b Access) []string {
 	add("changes", a.Changes.String() != b.Changes.String())
 	add("fields", fmt.Sprint(a.Fields) != fmt.Sprint(b.Fields))
 	add("body", !slices.Equal(a.Body, b.Body))
+	add("query", a.QueryGuarded != b.QueryGuarded || fmt.Sprint(a.Params) != fmt.Sprint(b.Params))
+	add("forward_query", fmt.Sprint(a.Forward) != fmt.Sprint(b.Forward))
+	add("limits", fmt.Sprint(a.Limits) != fmt.Sprint(b.Limits))
 	return what
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -197,5 +198,49 @@ routes:
 		if got[role] != w {
 			t.Errorf("%s:\n got %s\nwant %s", role, got[role], w)
 		}
+	}
+}
+
+func TestDiffAccessNamesQueryForwardAndLimitChanges(t *testing.T) {
+	const base = `version: 1
+roles: {sales: {}, service: {}}
+routes:
+  - id: customers.list
+    match: {methods: [GET], path: /api/customers}
+    allow: [sales, service]
+    records: list
+`
+	tests := []struct {
+		name     string
+		old, new string
+		want     map[string]string
+	}{
+		{name: "a query allowlist added changes the query of every role",
+			old: base, new: base + "    query: {params: {q: {}}}\n",
+			want: map[string]string{"sales": "sales: customers.list: query changed", "service": "service: customers.list: query changed"}},
+		{name: "a parameter denied to one role changes that role's query only",
+			old: base + "    query: {params: {q: {}}}\n", new: base + "    query: {params: {q: {deny: [sales]}}}\n",
+			want: map[string]string{"sales": "sales: customers.list: query changed"}},
+		{name: "a forward_query for one role changes what goes to the CRM for it",
+			old: base, new: base + "    forward_query: {team: {value: user.attrs.teams, for: [sales]}}\n",
+			want: map[string]string{"sales": "sales: customers.list: forward_query changed"}},
+		{name: "a usage limit for one role changes its limits",
+			old: base, new: base + "limits:\n  - {id: bulk, routes: [customers.list], count: records, max: 100, per: 10m, for: [sales], action: block}\n",
+			want: map[string]string{"sales": "sales: customers.list: limits changed"}},
+		{name: "a limit's max raised is a change too",
+			old:  base + "limits:\n  - {id: bulk, routes: [customers.list], count: records, max: 100, per: 10m, action: block}\n",
+			new:  base + "limits:\n  - {id: bulk, routes: [customers.list], count: records, max: 500, per: 10m, action: block}\n",
+			want: map[string]string{"sales": "sales: customers.list: limits changed", "service": "service: customers.list: limits changed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := map[string]string{}
+			for _, c := range DiffAccess(mustLoad(t, tt.old), mustLoad(t, tt.new)) {
+				got[c.Role] = c.String()
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("got  %v\nwant %v", got, tt.want)
+			}
+		})
 	}
 }
