@@ -84,8 +84,8 @@ type QueryParam struct {
 	Condition Words
 	// Use is "filters" or "sorts" when the parameter filters or sorts on
 	// record fields ("" when it does neither); Fields names them as
-	// written, or is ["{value}"] or ["{field}"] when the request names
-	// them.
+	// written, or is ["{value}"], ["{field}"] or ["{expr}"] when the
+	// request names them.
 	Use    string
 	Fields []string
 	// Hidden says, for each of Fields the role does not see unmasked,
@@ -320,6 +320,8 @@ func (rt *route) queryAccess(u *User, roles []string) []QueryParam {
 			q.Fields = []string{"{value}"}
 		case fieldsFromName:
 			q.Fields = []string{"{field}"}
+		case fieldsFromExpr:
+			q.Fields = []string{"{expr}"}
 		}
 		if p.use != "" && p.from == fieldsListed {
 			for _, f := range p.fields {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/crmguard/crmguard/rules/internal/cond"
+	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
 // lintHidden warns about rules that let users learn or change what decides
@@ -23,7 +24,12 @@ import (
 //     the proxy hides and masks;
 //   - a `target` without `visible` whose fetch path is served by a GET
 //     route with `visible`: a write to a hidden record answers 403, which
-//     tells the user it exists.
+//     tells the user it exists;
+//   - a query parameter that says nothing of what it filters (no
+//     `filters` or `sorts`) and is named like a field a `fields` rule
+//     treats (phone: {} beside phone: {mask: phone}), with no deny or
+//     deny_unless: a CRM that filters by it answers a search on the
+//     masked value.
 func (l *loader) lintHidden() {
 	l.lintSelfGrantedVisibility()
 	for _, r := range l.set.routes {
@@ -38,10 +44,39 @@ func (l *loader) lintHidden() {
 			}
 			l.warnf(r.node, r.key, "route %s %s but accepts any query parameter: the CRM searches, filters and sorts before the proxy hides and masks, so a search or filter on what the user may not see can tell it; list the parameters the route accepts under query (params: {} accepts none)", r.id, what)
 		}
+		l.lintUndeclaredFilters(r)
 		if t := r.target; t != nil && t.visible == nil {
 			if rd := l.readRouteOf(t); rd != nil && rd.visible != nil {
 				l.warnf(t.node, joinKey(r.key, "target"), "route %s hides records the user may not see, but a write to such a record here answers 403, which tells the user it exists; add target.visible (the same condition as %s's visible) so that it answers like a missing record", rd.id, rd.id)
 			}
+		}
+	}
+}
+
+// lintUndeclaredFilters warns about query parameters named like a field
+// the route treats that do not declare what they filter.
+func (l *loader) lintUndeclaredFilters(r *route) {
+	if r.qguard == nil || len(r.fields) == 0 {
+		return
+	}
+	for _, p := range r.qguard.params {
+		if p.use != "" || len(p.deny) > 0 || p.denyUnless != nil {
+			continue // the operator said what it does, or who may send it
+		}
+		for _, s := range p.pattern {
+			if s.kind != nameLit {
+				continue
+			}
+			f, err := rewrite.ParsePath(s.text)
+			if err != nil {
+				continue
+			}
+			i := slices.IndexFunc(r.fields, func(fr *fieldRule) bool { return fr.p.Touches(f) })
+			if i < 0 {
+				continue
+			}
+			l.warnf(p.node, p.key, "route %s accepts the query parameter %q without saying what it filters or sorts on, and %s treats the field %s: a CRM that filters by it answers a search on what the rule hides; say filters: %s (the guard then refuses it to the roles the rule treats), or deny it", r.id, p.name, r.fields[i].key, s.text, s.text)
+			break
 		}
 	}
 }

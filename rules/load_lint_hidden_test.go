@@ -199,3 +199,44 @@ func TestLintWarnsAboutATargetThatTellsHiddenRecordsExist(t *testing.T) {
 		t.Errorf("a target with visible is warned about: %s", msg)
 	}
 }
+
+func TestLintWarnsAboutAParameterNamedLikeATreatedFieldThatDeclaresNoFilter(t *testing.T) {
+	route := func(params string) string {
+		return `version: 1
+roles: {sales: {}}
+routes:
+  - id: r
+    match: {methods: [GET], path: /api/x}
+    allow: [sales]
+    records: list
+    fields: {phone: {mask: phone}, "**.id_card": remove}
+    query: {params: ` + params + `}
+`
+	}
+	cases := []struct {
+		name, params, want string // want: "" none
+	}{
+		{"a phone parameter beside a phone mask", "{offset: {}, phone: {}}", `route r accepts the query parameter "phone" without saying what it filters or sorts on, and routes[0].fields.phone treats the field phone`},
+		{"a bracket key named like a field removed at any depth", `{"filter[id_card]": {}}`, `fields["**.id_card"] treats the field id_card`},
+		{"a parameter that declares its filter", "{phone: {filters: phone}}", ""},
+		{"a parameter named like no treated field", "{offset: {}, stage: {}}", ""},
+		{"a parameter whose senders the rule file names", "{phone: {deny: [sales]}}", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := mustLoad(t, route(c.params))
+			var got []string
+			for _, w := range s.Warnings() {
+				if strings.Contains(w.Msg, "without saying what it filters") {
+					got = append(got, w.String())
+				}
+			}
+			switch {
+			case c.want == "" && len(got) > 0:
+				t.Errorf("warnings %q", got)
+			case c.want != "" && (len(got) != 1 || !strings.Contains(got[0], c.want) || !strings.Contains(got[0], "rules.yaml:9:")):
+				t.Errorf("warnings %q, want one saying %q at the parameter", got, c.want)
+			}
+		})
+	}
+}

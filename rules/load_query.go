@@ -21,11 +21,12 @@ type querySpec struct {
 
 // queryParam is one entry of `query.params`.
 type queryParam struct {
-	name     string    // as written
-	key      string    // "query.params[name]", for reasons
-	pattern  []nameSeg // the canonical name: base, then bracket keys
-	list     bool      // the name ends in []: the parameter may repeat
-	denyRule           // denyUnless is over user, request, now (cond.RequestScope)
+	name     string     // as written
+	key      string     // "query.params[name]", for reasons
+	node     *yaml.Node // the entry's name, for lint warnings
+	pattern  []nameSeg  // the canonical name: base, then bracket keys
+	list     bool       // the name ends in []: the parameter may repeat
+	denyRule            // denyUnless is over user, request, now (cond.RequestScope)
 	// use is what the parameter does with fields: useFilter or useSort
 	// ("" neither); from says where the fields are named.
 	use    string
@@ -114,7 +115,7 @@ func (l *loader) queryParam(r *route, e entry, key string) *queryParam {
 		l.errorf(e.key, key, "%v", err)
 		return nil
 	}
-	p := &queryParam{name: e.name, key: key, pattern: pat}
+	p := &queryParam{name: e.name, key: key, pattern: pat, node: e.key}
 	p.list = pat[len(pat)-1].kind == nameEmpty
 	fs, ok := l.entries(e.val, key, queryParamKeys...)
 	if !ok {

@@ -212,3 +212,18 @@ func TestAGETWithABodyOnARouteThatJudgesItsQueryIsRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestTheAccessMatrixNamesAnExpressionParameter(t *testing.T) {
+	s := mustLoad(t, crmShapeRules)
+	sales := s.UserFromRoles("zhang", []string{"sales"}, nil, false, time.Time{})
+	var rt *route
+	for _, r := range s.routes {
+		if r.id == "salesforce.query" {
+			rt = r
+		}
+	}
+	qs := rt.queryAccess(sales, []string{"sales"})
+	if len(qs) != 1 || qs[0].Name != "q" || qs[0].Use != "filters" || len(qs[0].Fields) != 1 || qs[0].Fields[0] != "{expr}" {
+		t.Errorf("the matrix reads q as %+v, want filters {expr}", qs)
+	}
+}

@@ -194,7 +194,7 @@ func queryText(a rules.Access) string {
 		s := p.Name
 		if p.Use != "" {
 			s += " (" + p.Use + " " + strings.Join(p.Fields, ", ")
-			if len(p.Fields) == 1 && (p.Fields[0] == "{value}" || p.Fields[0] == "{field}") {
+			if len(p.Fields) == 1 && (p.Fields[0] == "{value}" || p.Fields[0] == "{field}" || p.Fields[0] == "{expr}") {
 				s += ": only fields the role sees unmasked"
 			}
 			s += ")"
