@@ -174,9 +174,14 @@ func (h *limitHarness) crm() caddyhttp.Handler {
 		n, _ := strconv.Atoi(q.Get("n"))
 		off, _ := strconv.Atoi(q.Get("offset"))
 		hidden, _ := strconv.Atoi(q.Get("hidden"))
+		pad, _ := strconv.Atoi(q.Get("pad"))
 		var recs []map[string]any
 		for i := 0; i < n; i++ {
-			recs = append(recs, map[string]any{"id": off + i, "name": fmt.Sprintf("cust-%d", off+i), "phone": "13812345678", "owner": "zhang"})
+			rec := map[string]any{"id": off + i, "name": fmt.Sprintf("cust-%d", off+i), "phone": "13812345678", "owner": "zhang"}
+			if pad > 0 {
+				rec["notes"] = strings.Repeat("n", pad)
+			}
+			recs = append(recs, rec)
 		}
 		for i := 0; i < hidden; i++ {
 			recs = append(recs, map[string]any{"id": 9000 + i, "name": fmt.Sprintf("secret-%d", i), "owner": "hidden"})
@@ -408,6 +413,39 @@ func TestPagingPastABlockLimitIsRefusedWholeAndNotCharged(t *testing.T) {
 			t.Errorf("status %d, window %d, want 200 and 500", rec.Code, h.count(set, "bulk_view", ""))
 		}
 	})
+}
+
+func TestALargeAnswerPastABlockLimitIsRefusedWhole(t *testing.T) {
+	// Issue 11: an answer that would take the count past max is refused
+	// whole, with nothing of its records sent, whatever its size up to
+	// max_body. An answer of a few MiB must not be sent in part and cut
+	// where the window fills: the client would get the records up to
+	// max, and a cut instead of a 429 saying when to try again.
+	h := newLimitHarness(t, bulkView, limitSetup{})
+	set := h.g.opt.Rules()
+	if rec, _ := h.do("GET", "/api/customers?n=200"); rec.Code != 200 {
+		t.Fatalf("the first page: status %d", rec.Code)
+	}
+	var rec *httptest.ResponseRecorder
+	var ev AuditEvent
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				// A handler that aborts has sent part of the answer.
+				t.Fatalf("the answer was cut (%v) instead of refused whole: part of it was sent", p)
+			}
+		}()
+		rec, ev = h.do("GET", "/api/customers?n=400&offset=200&pad=6000") // about 2.5 MiB
+	}()
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "600" {
+		t.Fatalf("status %d, Retry-After %q, decision %s; want 429 and 600", rec.Code, rec.Header().Get("Retry-After"), ev.Decision)
+	}
+	if strings.Contains(rec.Body.String(), "cust-") || ev.RecordsOut != 0 {
+		t.Errorf("records of the refused answer reached the client (%d audited): %.200s", ev.RecordsOut, rec.Body)
+	}
+	if got := h.count(set, "bulk_view", ""); got != 200 {
+		t.Errorf("the window holds %d, want 200: the refused answer was charged", got)
+	}
 }
 
 func TestABlockRefusalIsAPageForBrowsers(t *testing.T) {
