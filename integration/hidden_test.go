@@ -93,6 +93,18 @@ func TestHiddenMeansHidden(t *testing.T) {
 		}
 	})
 
+	t.Run("a search or filter sent in a GET's body never reaches the CRM", func(t *testing.T) {
+		for _, c := range []struct {
+			who  *http.Client
+			body string
+		}{{sun, `{"q":"` + truth.Customers[0].Name + `"}`}, {zhang, `{"team":"west"}`}, {zhang, `{"sort":"phone"}`}} {
+			resp, body := send(t, c.who, "GET", "/api/customers", c.body)
+			if resp.StatusCode != http.StatusBadRequest || strings.Contains(body, `"list"`) {
+				t.Errorf("GET with body %s: status %d %.300s; want 400", c.body, resp.StatusCode, body)
+			}
+		}
+	})
+
 	t.Run("marketing's customers carry no bank name, company, city, contract amount, owner, phone, e-mail or contacts", func(t *testing.T) {
 		resp, body := send(t, sun, "GET", "/api/customers?limit=200", "")
 		if resp.StatusCode != 200 {
