@@ -246,6 +246,8 @@ func TestAWriteNamedByItsValuesAsksForTheGrantItsBodyWouldNeed(t *testing.T) {
 		{name: "values of two policies are refused", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang","discount":30}`, wantErr: "one approval binds the values of one policy"},
 		{name: "ids on a route that is no bulk write are refused", method: "PATCH", path: "/api/customers/7", values: `{"owner_id":"wang","@ids":["7"]}`, wantErr: "not a bulk write"},
 		{name: "ids that are not a list are refused", method: "POST", path: "/api/customers/bulk", values: `{"owner_id":"wang","@ids":"7"}`, wantErr: "list of record ids"},
+		{name: "more ids than the route judges in one request are refused", method: "POST", path: "/api/customers/bulk", values: `{"owner_id":"wang","@ids":[` + strings.Repeat(`"1",`, 1000) + `"2"]}`, wantErr: "max_ids"},
+		{name: "ids that are objects are refused", method: "POST", path: "/api/customers/bulk", values: `{"owner_id":"wang","@ids":[{"id":1}]}`, wantErr: "no id"},
 		{name: "ids alone set nothing that needs approval", method: "POST", path: "/api/customers/bulk", values: `{"@ids":["7"]}`, wantErr: "nothing that needs approval"},
 		{name: "no values are refused", method: "PATCH", path: "/api/customers/7", values: `{}`, wantErr: "no values"},
 		{name: "a request the route does not allow is refused", method: "DELETE", path: "/api/customers/7", values: `{"owner_id":"wang"}`, wantErr: "does not allow"},
