@@ -24,6 +24,7 @@ type RoleChange struct {
 
 // RouteChange says what changed on a route for a role.
 type RouteChange struct {
+	// Route is the route's id.
 	Route string `json:"route"`
 	// What lists the terms that changed: methods, path, when, records,
 	// sign-in, export, changes, fields, body, query (the parameters that

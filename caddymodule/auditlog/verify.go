@@ -49,8 +49,10 @@ func (p *Problem) Error() string {
 // Note is something Verify found worth saying that does not break the
 // chain (a line cut short by a crash, a key change).
 type Note struct {
+	// File and Line place the note (Line 0: the file as a whole).
 	File string
 	Line int
+	// Text says what was found.
 	Text string
 }
 

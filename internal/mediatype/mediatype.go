@@ -127,6 +127,7 @@ type CharsetError struct {
 	Charset string
 }
 
+// Error says which charset was refused.
 func (e *CharsetError) Error() string {
 	return fmt.Sprintf("mediatype: charset %q is not read (UTF-8 or US-ASCII only)", e.Charset)
 }

@@ -66,26 +66,36 @@ type Report struct {
 
 // Reload is a rule file reload: the versions and what changed per role.
 type Reload struct {
-	Time       time.Time `json:"time"`
-	File       string    `json:"file"`
-	OldVersion string    `json:"old_version"`
-	NewVersion string    `json:"new_version"`
+	// Time is when the reload happened.
+	Time time.Time `json:"time"`
+	// File is the rule file reloaded.
+	File string `json:"file"`
+	// OldVersion and NewVersion are the rule file's versions before and
+	// after.
+	OldVersion string `json:"old_version"`
+	NewVersion string `json:"new_version"`
 	// Roles says per role what changed, in words.
 	Roles []string `json:"roles,omitempty"`
 }
 
 // DayActivity is one day's activity.
 type DayActivity struct {
-	Date     string `json:"date"`
-	Requests int    `json:"requests"`
-	Records  int    `json:"records"`
-	Denials  int    `json:"denials"`
-	OffHours int    `json:"off_hours"`
+	// Date is the day, YYYY-MM-DD in the report's time zone.
+	Date string `json:"date"`
+	// Requests counts the day's requests, Records the records they
+	// received, Denials the refused ones and OffHours those outside
+	// business hours.
+	Requests int `json:"requests"`
+	Records  int `json:"records"`
+	Denials  int `json:"denials"`
+	OffHours int `json:"off_hours"`
 }
 
 // UserReport is what one user did in the period.
 type UserReport struct {
-	User  string   `json:"user"`
+	// User is the user's id.
+	User string `json:"user"`
+	// Roles are the roles the user's requests carried.
 	Roles []string `json:"roles"`
 	// Requests counts every request; Allowed those the rules allowed.
 	Requests int `json:"requests"`
@@ -96,16 +106,19 @@ type UserReport struct {
 	Routes []RouteActivity `json:"routes"`
 	// Revealed are the sensitive fields the user received untreated.
 	Revealed []Revealed `json:"revealed,omitempty"`
-	// Exports are the exports the user received, by route and grant.
+	// Exports are the exports the user received, by route and grant;
+	// ExportRows counts their rows, ExportsBlocked the exports refused.
 	Exports        []Export `json:"exports,omitempty"`
 	ExportRows     int      `json:"export_rows"`
 	ExportsBlocked int      `json:"exports_blocked"`
 	// Writes are the writes the CRM carried out, by route.
 	Writes []Write `json:"writes,omitempty"`
-	// Denials are the refusals, by decision and reason.
+	// Denials are the refusals, by decision and reason; DenialCount
+	// counts them all.
 	Denials     []Denial `json:"denials,omitempty"`
 	DenialCount int      `json:"denial_count"`
-	// OffHours counts requests (and records received) outside business hours.
+	// OffHours counts requests outside business hours, OffHoursRecords
+	// the records they received.
 	OffHours        int `json:"off_hours"`
 	OffHoursRecords int `json:"off_hours_records"`
 	// Elevations are the elevations the user's requests ran under.
@@ -122,8 +135,10 @@ type UserReport struct {
 
 // RouteActivity is a user's activity on one route.
 type RouteActivity struct {
-	Route    string `json:"route"`
-	Requests int    `json:"requests"`
+	// Route is the route's id.
+	Route string `json:"route"`
+	// Requests counts the user's requests on the route.
+	Requests int `json:"requests"`
 	// Records counts distinct records received; Received counts records
 	// received, repeats included.
 	Records  int `json:"records"`
@@ -132,7 +147,9 @@ type RouteActivity struct {
 
 // Revealed is a sensitive field a user received untreated on a route.
 type Revealed struct {
+	// Route is the route's id.
 	Route string `json:"route"`
+	// Field is the field's path.
 	Field string `json:"field"`
 	// Records is the number of records received with the field untreated
 	// (an upper bound: a record without the field counts too).
@@ -141,19 +158,26 @@ type Revealed struct {
 
 // Export is a user's exports on one route under one grant ("" without).
 type Export struct {
-	Route     string   `json:"route"`
+	// Route is the route's id.
+	Route string `json:"route"`
+	// Grant is the approval grant's id ("" without one), Policy its
+	// approval policy, Purpose the reason the requester gave and
+	// Approvers who approved it.
 	Grant     string   `json:"grant,omitempty"`
 	Policy    string   `json:"policy,omitempty"`
 	Purpose   string   `json:"purpose,omitempty"`
 	Approvers []string `json:"approvers,omitempty"`
-	Count     int      `json:"count"`
-	Rows      int      `json:"rows"`
+	// Count counts the exports, Rows the rows they held.
+	Count int `json:"count"`
+	Rows  int `json:"rows"`
 }
 
 // Write is a user's writes on one route.
 type Write struct {
+	// Route is the route's id.
 	Route string `json:"route"`
-	Count int    `json:"count"`
+	// Count counts the writes.
+	Count int `json:"count"`
 	// Fields counts the request body fields set (body_fields).
 	Fields map[string]int `json:"fields,omitempty"`
 	// Changed counts the recorded changes per field (changes).
@@ -162,21 +186,30 @@ type Write struct {
 
 // Denial is a user's refusals with one decision and reason.
 type Denial struct {
+	// Decision is the event's decision (deny, step_up, ...).
 	Decision string `json:"decision"`
-	Reason   string `json:"reason"`
-	Count    int    `json:"count"`
+	// Reason is the refusal's reason as audited.
+	Reason string `json:"reason"`
+	// Count counts the refusals.
+	Count int `json:"count"`
 }
 
 // Elevation is one elevation a user's requests ran under.
 type Elevation struct {
-	ID       string `json:"id"`
-	Name     string `json:"name,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	Requests int    `json:"requests"`
+	// ID is the elevation's id, Name the rule file's elevation and Reason
+	// the reason the user gave.
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Requests counts the user's requests under it.
+	Requests int `json:"requests"`
 }
 
 // Unusual lists the users at the top of each measure.
 type Unusual struct {
+	// MostRecords, MostDenials and MostOffHours rank the users by
+	// distinct records received, refusals and requests outside business
+	// hours.
 	MostRecords  []Ranked `json:"most_records"`
 	MostDenials  []Ranked `json:"most_denials"`
 	MostOffHours []Ranked `json:"most_off_hours"`
@@ -184,8 +217,10 @@ type Unusual struct {
 
 // Ranked is a user and their figure.
 type Ranked struct {
-	User  string `json:"user"`
-	Value int    `json:"value"`
+	// User is the user's id.
+	User string `json:"user"`
+	// Value is the user's figure on the measure.
+	Value int `json:"value"`
 }
 
 // period is a report's time range and clock.

@@ -59,22 +59,30 @@ type Review struct {
 
 // RoleRoutes is a role and routes.
 type RoleRoutes struct {
-	Role   string   `json:"role"`
+	// Role is the role's name.
+	Role string `json:"role"`
+	// Routes are the routes' ids.
 	Routes []string `json:"routes"`
 }
 
 // UserSeen is a user and when they were last seen.
 type UserSeen struct {
-	User     string `json:"user"`
+	// User is the user's id.
+	User string `json:"user"`
+	// LastSeen is the time of the user's last request (RFC 3339).
 	LastSeen string `json:"last_seen"`
 }
 
 // ElevationUse is one elevation as the events show it.
 type ElevationUse struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name"`
-	User     string    `json:"user"`
-	Reason   string    `json:"reason"`
+	// ID is the elevation's id, Name the rule file's elevation, User who
+	// was elevated and Reason the reason they gave.
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	User   string `json:"user"`
+	Reason string `json:"reason"`
+	// First and Last are the first and last events that carry the
+	// elevation; Requests counts them.
 	First    time.Time `json:"first"`
 	Last     time.Time `json:"last"`
 	Requests int       `json:"requests"`
@@ -84,9 +92,12 @@ type ElevationUse struct {
 
 // GrantApproved is an approval that was granted.
 type GrantApproved struct {
-	ID       string    `json:"id"`
+	// ID is the approval request's id.
+	ID string `json:"id"`
+	// Approved is the time of its last approval event.
 	Approved time.Time `json:"approved"`
-	By       []string  `json:"approved_by"`
+	// By are the users who approved it.
+	By []string `json:"approved_by"`
 }
 
 // parseSince reads the start of the window.
