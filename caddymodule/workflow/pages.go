@@ -32,7 +32,7 @@ textarea,input[type=text],select{width:100%;max-width:40em;font:inherit}button{f
 code{background:#f2f2f2;padding:0 .3em}
 </style></head>
 <body>
-<nav><a href="/.crmguard/approvals" id="nav-approvals">Export approvals</a><a href="/.crmguard/elevations" id="nav-elevations">Temporary access</a><a href="/">Back to the CRM</a></nav>
+<nav><a href="/.crmguard/approvals" id="nav-approvals">Approvals</a><a href="/.crmguard/elevations" id="nav-elevations">Temporary access</a><a href="/">Back to the CRM</a></nav>
 <p class="note">Signed in as <strong id="user">{{.User}}</strong></p>
 <h1 id="title">{{.Title}}</h1>
 {{if .Message}}<p class="msg" id="message">{{.Message}}</p>{{end}}
@@ -89,7 +89,7 @@ var (
 {{range .Lists.Mine}}<tr><td>{{if .Method}}<code>{{.Method}} {{.Path}}</code>{{with .Values}} setting <code>{{setting .}}</code>{{end}}{{else}}temporary access{{end}}</td><td>{{.Purpose}}</td>
 <td class="status {{.Status}}">{{words .Status}}</td><td>{{when .Expires}}</td><td>{{if eq .Status "approved"}}{{.UsesLeft}} of {{.Uses}}{{end}}</td>
 <td><a href="/.crmguard/approvals/{{.ID}}">Open</a></td></tr>{{end}}</table>
-{{else}}<p id="mine-none">You have asked for no approval yet. When an export needs approval, the page that refuses it links to the request form.</p>{{end}}
+{{else}}<p id="mine-none">You have asked for no approval yet. When an export or a change needs approval, the refusal links to the request form.</p>{{end}}
 {{end}}`)
 
 	tmplNew = parsePage(`{{define "content"}}
@@ -260,7 +260,7 @@ func approvalsPage(x *call, l *ApprovalLists) page {
 	return page{tmplApprovals, struct {
 		base
 		Lists *ApprovalLists
-	}{x.base("Export approvals"), l}}
+	}{x.base("Approvals"), l}}
 }
 
 // newApprovalPage is the request form for the export or write x.in names
