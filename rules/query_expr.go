@@ -34,8 +34,10 @@ import (
 //     "order" still refuses it;
 //   - SOQL: the fields listed between a leading SELECT and its FROM are
 //     what the answer carries (the response rules treat them), not a
-//     filter, so they are skipped at the top level; a sub-query in them
-//     is read. The word after FROM is an object name and skipped.
+//     filter, so they are skipped at the top level when they are a plain
+//     list (words and bracketed groups separated by commas; anything else
+//     is read whole, FROM as a word); a sub-query in them is read. In
+//     such a query the word after FROM is an object name and skipped.
 
 // exprField is a word of an expression read as a field.
 type exprField struct {
@@ -128,8 +130,50 @@ func exprFields(expr string) (fields []exprField, bad string) {
 			i += n
 		}
 	}
-	// SOQL's leading select list, at depth 0, is skipped.
-	skipUntilFrom := len(toks) > 0 && strings.EqualFold(toks[0].text, "select")
+	// SOQL's leading select list is skipped when it is one: SELECT, then
+	// items (a word, a word with a bracketed group, a group) separated by
+	// commas, then FROM, all at depth 0. Anything else (a value, two words
+	// in a row, no FROM) is read whole, SELECT included.
+	selectList := func() bool {
+		if len(toks) == 0 || !strings.EqualFold(toks[0].text, "select") {
+			return false
+		}
+		const (
+			wantItem = iota
+			afterWord
+			afterGroup
+		)
+		state, depth := wantItem, 0
+		for _, t := range toks[1:] {
+			if depth > 0 {
+				switch t.punct {
+				case '(':
+					depth++
+				case ')':
+					depth--
+					if depth == 0 {
+						state = afterGroup
+					}
+				}
+				continue
+			}
+			switch {
+			case strings.EqualFold(t.text, "from"):
+				return state != wantItem
+			case t.text != "" && state == wantItem:
+				state = afterWord
+			case t.punct == '(' && state != afterGroup:
+				depth = 1
+			case t.punct == ',' && state != wantItem:
+				state = wantItem
+			default:
+				return false
+			}
+		}
+		return false
+	}
+	soql := selectList()
+	skipUntilFrom := soql
 	depth := 0
 	vars := map[string]string{} // OData lambda variables: c -> contacts.#
 	add := func(text string, word bool) string {
@@ -170,7 +214,7 @@ func exprFields(expr string) (fields []exprField, bad string) {
 			continue
 		}
 		lower := strings.ToLower(t.text)
-		if lower == "from" {
+		if soql && lower == "from" {
 			if depth == 0 {
 				skipUntilFrom = false
 			}
@@ -179,7 +223,7 @@ func exprFields(expr string) (fields []exprField, bad string) {
 		if skipUntilFrom && depth == 0 {
 			continue
 		}
-		if k > 0 && strings.EqualFold(toks[k-1].text, "from") {
+		if soql && k > 0 && strings.EqualFold(toks[k-1].text, "from") {
 			continue // an object name
 		}
 		first, _ := utf8.DecodeRuneInString(t.text)
@@ -206,9 +250,6 @@ func exprFields(expr string) (fields []exprField, bad string) {
 		if why := add(t.text, isExprWord(lower)); why != "" {
 			return nil, why
 		}
-	}
-	if skipUntilFrom {
-		return nil, "starts with SELECT and has no FROM"
 	}
 	return fields, ""
 }

@@ -151,7 +151,9 @@ func TestExpressionWordsAreReadAsFields(t *testing.T) {
 		{"the SOQL select list is skipped, the object name too", "SELECT Id, Phone FROM Account WHERE Name = 'a'", []string{"WHERE!", "Name"}, ""},
 		{"double quotes are no quotes", `"phone" = 'x'`, []string{"phone"}, ""},
 		{"a doubled quote stays in the value", "name eq 'it''s phone'", []string{"name", "eq!"}, ""},
-		{"SOQL without FROM", "SELECT Phone", nil, "no FROM"},
+		{"SOQL without FROM is read whole", "SELECT Phone", []string{"SELECT!", "Phone"}, ""},
+		{"a select list that is not a plain list is read whole", "select eq 'x' and phone eq '1' and from eq 'y'", []string{"select!", "eq!", "and!", "phone", "eq!", "and!", "from!", "eq!"}, ""},
+		{"a select list with a function and a sub-query is skipped but for the sub-query", "SELECT COUNT(Id), (SELECT Id FROM Contacts WHERE Mobile = '1') FROM Account", []string{"Id", "SELECT!", "Id", "WHERE!", "Mobile"}, ""},
 		{"a control character", "name eq\x00'x'", nil, "control character"},
 	}
 	for _, c := range cases {
