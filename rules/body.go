@@ -426,7 +426,7 @@ func (d *Decision) bodyOverride(contentType string, body []byte) *BodyError {
 			}
 			v, err := io.ReadAll(p.part)
 			if err != nil {
-				return false, fmt.Errorf("the multipart body cannot be read: %v", err)
+				return false, fmt.Errorf("the multipart body cannot be read: %w", err)
 			}
 			asked = append(asked, string(v))
 			return false, nil

@@ -199,7 +199,7 @@ func (m *fetchMany) parsePath(src string, pat *urlpath.Pattern) error {
 		}
 		q, err := url.ParseQuery(part)
 		if err != nil {
-			return fmt.Errorf("%q: the query cannot be read: %v", src, err)
+			return fmt.Errorf("%q: the query cannot be read: %w", src, err)
 		}
 		for qk, vs := range q {
 			m.query[qk] = append(m.query[qk], vs...)

@@ -212,7 +212,7 @@ func isFieldSource(s string) bool {
 func parseParamPattern(s string) ([]nameSeg, error) {
 	chain, err := queryName(s)
 	if err != nil {
-		return nil, fmt.Errorf("%q: %v", s, err)
+		return nil, fmt.Errorf("%q: %w", s, err)
 	}
 	if chain[0] == "" {
 		return nil, fmt.Errorf("%q: a parameter name starts with a name before any [", s)

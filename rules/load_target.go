@@ -194,7 +194,7 @@ func (t *targetSpec) parseFetch(src string, pat *urlpath.Pattern, idParam string
 		}
 		q, err := url.ParseQuery(query)
 		if err != nil {
-			return fmt.Errorf("%q: the query cannot be read: %v", src, err)
+			return fmt.Errorf("%q: the query cannot be read: %w", src, err)
 		}
 		t.query = q.Encode()
 	}

@@ -45,7 +45,7 @@ func eachFormPart(boundary string, body []byte, fn func(p formPart) (stop bool, 
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("the multipart body cannot be read: %v", err)
+			return fmt.Errorf("the multipart body cannot be read: %w", err)
 		}
 		if n == maxMultipartParts {
 			return fmt.Errorf("the multipart body has more than %d parts", maxMultipartParts)
@@ -56,7 +56,7 @@ func eachFormPart(boundary string, body []byte, fn func(p formPart) (stop bool, 
 		}
 		disp, dp, err := mime.ParseMediaType(cds[0])
 		if err != nil {
-			return fmt.Errorf("the Content-Disposition of part %d of the multipart body cannot be read: %v", n+1, err)
+			return fmt.Errorf("the Content-Disposition of part %d of the multipart body cannot be read: %w", n+1, err)
 		}
 		if !strings.EqualFold(disp, "form-data") {
 			return fmt.Errorf("part %d of the multipart body is %q, not form-data", n+1, disp)

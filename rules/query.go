@@ -108,15 +108,15 @@ func readQuery(raw string) (params []qparam, pairs []qpair, err error) {
 		rn, rv, _ := strings.Cut(pair, "=")
 		name, err := url.QueryUnescape(rn)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the parameter name %q cannot be decoded: %v", rn, err)
+			return nil, nil, fmt.Errorf("the parameter name %q cannot be decoded: %w", rn, err)
 		}
 		val, err := url.QueryUnescape(rv)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the value of %q cannot be decoded: %v", name, err)
+			return nil, nil, fmt.Errorf("the value of %q cannot be decoded: %w", name, err)
 		}
 		chain, err := queryName(name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the parameter %q cannot be read with certainty: %v", name, err)
+			return nil, nil, fmt.Errorf("the parameter %q cannot be read with certainty: %w", name, err)
 		}
 		i := slices.IndexFunc(params, func(p qparam) bool { return slices.Equal(p.chain, chain) })
 		if i >= 0 {

@@ -295,7 +295,7 @@ func (d *Decision) CheckTargetBody(contentType string, body []byte) *BodyError {
 			}
 			v, err := io.ReadAll(p.part)
 			if err != nil {
-				return false, fmt.Errorf("the multipart body cannot be read: %v", err)
+				return false, fmt.Errorf("the multipart body cannot be read: %w", err)
 			}
 			bad = d.idMismatch(rt, name, []string{string(v)})
 			return bad != "", nil

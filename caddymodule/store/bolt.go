@@ -101,7 +101,7 @@ func (s *Bolt) now() time.Time { return s.opt.Now() }
 
 // unavailable wraps a bbolt failure.
 func (s *Bolt) unavailable(op string, err error) error {
-	return fmt.Errorf("%w: %s in %s: %v", ErrUnavailable, op, s.db.Path(), err)
+	return fmt.Errorf("%w: %s in %s: %w", ErrUnavailable, op, s.db.Path(), err)
 }
 
 // errNoChange rolls back a write transaction that found nothing to write

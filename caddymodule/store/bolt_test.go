@@ -156,10 +156,11 @@ func TestBolt(t *testing.T) {
 		}
 	})
 
-	t.Run("a closed store is unavailable", func(t *testing.T) {
+	t.Run("a closed store is unavailable and says bbolt's cause", func(t *testing.T) {
 		_ = s.Close()
-		if _, err := s.Get(ctx, "session", "s1"); !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("err = %v", err)
+		_, err := s.Get(ctx, "session", "s1")
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			t.Fatalf("err = %v, want ErrUnavailable wrapping bolt.ErrDatabaseNotOpen", err)
 		}
 		s = openTestBolt(t, path, c)
 	})

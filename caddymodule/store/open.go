@@ -189,7 +189,7 @@ func (l *lazy) get() (Store, error) {
 	}
 	s, err := openShared(l.loc, l.opt)
 	if err != nil {
-		l.err, l.retry = fmt.Errorf("%w: opening %s: %v", ErrUnavailable, l.loc, err), time.Now().Add(LazyRetry)
+		l.err, l.retry = fmt.Errorf("%w: opening %s: %w", ErrUnavailable, l.loc, err), time.Now().Add(LazyRetry)
 		return nil, l.err
 	}
 	l.err = nil

@@ -57,7 +57,7 @@ func (s *Redis) Name() string { return s.name }
 func (s *Redis) now() time.Time { return s.opt.Now() }
 
 func (s *Redis) unavailable(op string, err error) error {
-	return fmt.Errorf("%w: %s at %s: %v", ErrUnavailable, op, s.name, err)
+	return fmt.Errorf("%w: %s at %s: %w", ErrUnavailable, op, s.name, err)
 }
 
 // Ping implements Store.

@@ -548,7 +548,7 @@ func applyCustomer(c *Customer, fields map[string]json.RawMessage) ([]string, er
 			return nil, fmt.Errorf("field %q cannot be changed", k)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("field %q: %v", k, err)
+			return nil, fmt.Errorf("field %q: %w", k, err)
 		}
 		changed = append(changed, k)
 	}
