@@ -34,7 +34,7 @@ type AuditEvent struct {
 	// by (rules.Set.Version).
 	RulesVersion string `json:"rules_version,omitempty"`
 	// Decision is what happened: allow, deny, sign_in, step_up, blocked,
-	// error, provider.
+	// cut, error, provider.
 	Decision string `json:"decision"`
 	// Reason is a sentence a person can read.
 	Reason string `json:"reason,omitempty"`
@@ -44,8 +44,12 @@ type AuditEvent struct {
 	RecordsIn int `json:"records_in"`
 	// RecordsOut counts the records the client received.
 	RecordsOut int `json:"records_out"`
-	// RecordIDs names the records the client received (audit_id).
+	// RecordIDs names the records the client received (audit_id); of a
+	// streamed answer, the first rules.MaxStreamedIDs.
 	RecordIDs []string `json:"record_ids,omitempty"`
+	// RecordIDsOmitted counts the received records' ids a streamed
+	// answer's RecordIDs leaves out.
+	RecordIDsOmitted int `json:"record_ids_omitted,omitempty"`
 	// Fields counts treated fields per "action:path".
 	Fields map[string]int `json:"fields,omitempty"`
 	// EvalErrors counts rule conditions that failed to evaluate.
@@ -56,6 +60,9 @@ type AuditEvent struct {
 	Shadow bool `json:"shadow,omitempty"`
 	// Rewritten is true when the answer body was rewritten.
 	Rewritten bool `json:"rewritten,omitempty"`
+	// Streamed is true when the answer was rewritten while it streamed
+	// (larger than max_body; stream.go).
+	Streamed bool `json:"streamed,omitempty"`
 	// Target is what the fetch of the stored record the request changes
 	// found (routes with a target only).
 	Target *rules.TargetAudit `json:"target,omitempty"`
@@ -133,6 +140,9 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if len(ev.RecordIDs) > 0 {
 		_ = enc.AddArray("record_ids", stringArray(ev.RecordIDs))
 	}
+	if ev.RecordIDsOmitted > 0 {
+		enc.AddInt("record_ids_omitted", ev.RecordIDsOmitted)
+	}
 	if len(ev.Fields) > 0 {
 		_ = enc.AddObject("fields", fieldCounts(ev.Fields))
 	}
@@ -145,6 +155,9 @@ func (ev *AuditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	if ev.Rewritten {
 		enc.AddBool("rewritten", true)
+	}
+	if ev.Streamed {
+		enc.AddBool("streamed", true)
 	}
 	if ev.Target != nil {
 		_ = enc.AddObject("target", targetAudit(*ev.Target))
@@ -288,6 +301,10 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 		b = appendKey(b, "record_ids")
 		b = appendStrings(b, ev.RecordIDs)
 	}
+	if ev.RecordIDsOmitted > 0 {
+		b = appendKey(b, "record_ids_omitted")
+		b = strconv.AppendInt(b, int64(ev.RecordIDsOmitted), 10)
+	}
 	if len(ev.Fields) > 0 {
 		b = appendKey(b, "fields")
 		keys := make([]string, 0, len(ev.Fields))
@@ -333,6 +350,9 @@ func (ev *AuditEvent) appendJSON(b []byte) []byte {
 	}
 	if ev.Rewritten {
 		b = append(b, `,"rewritten":true`...)
+	}
+	if ev.Streamed {
+		b = append(b, `,"streamed":true`...)
 	}
 	b = appendTarget(b, ev.Target) // target.go
 	if g := ev.Grant; g != nil {

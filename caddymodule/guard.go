@@ -413,6 +413,8 @@ func (x *exchange) audit(d *rules.Decision) {
 	x.ev.RecordsIn = a.RecordsIn
 	x.ev.RecordsOut = a.RecordsOut
 	x.ev.RecordIDs = a.RecordIDs
+	x.ev.RecordIDsOmitted = a.RecordIDsOmitted
+	x.ev.Streamed = a.Streamed
 	if x.withheld {
 		// records_out and record_ids say what the client received.
 		x.ev.RecordsOut, x.ev.RecordIDs = 0, nil

@@ -111,6 +111,7 @@ type limitSetup struct {
 	noStore bool
 	store   store.Store // instead of a new embedded one
 	roles   []string
+	maxBody int64 // the guard's max_body (0: the default)
 }
 
 func newLimitHarness(t *testing.T, limits string, s limitSetup) *limitHarness {
@@ -152,7 +153,7 @@ func newLimitHarness(t *testing.T, limits string, s limitSetup) *limitHarness {
 	}
 	t.Cleanup(func() { n.Close() })
 	opt := GuardOptions{Rules: func() *rules.Set { return set }, Provider: h.user, Audit: h.sink, Metrics: h.reg,
-		Now: h.clock.Now, Store: h.st, Notifier: n}
+		Now: h.clock.Now, Store: h.st, Notifier: n, MaxBody: s.maxBody}
 	if s.shadow {
 		m := rules.Shadow
 		opt.Mode = &m

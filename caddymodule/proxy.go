@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -58,8 +59,22 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 		return buffer
 	})
 	rec.passOnOverflow = x.shadow
+	var st *streamer
+	if !x.shadow {
+		rec.streamAt = streamAt
+		rec.startStream = func(buffered []byte) io.Writer {
+			st = x.startStream(w, rec.status, buffered) // stream.go
+			if st == nil {
+				return nil
+			}
+			return st.pw
+		}
+	}
 
 	err = x.callNext(rec, next)
+	if st != nil {
+		return x.endStream(w, st, before, err)
+	}
 	switch {
 	case rec.overflow && !x.shadow:
 		x.restore(w, before)

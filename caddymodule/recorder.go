@@ -29,6 +29,15 @@ type recorder struct {
 	// passOnOverflow makes an answer over limit stream through instead of
 	// being refused (shadow mode never blocks).
 	passOnOverflow bool
+	// startStream, when set, takes over a buffered answer that passes
+	// streamAt (or limit) instead of buffering on: it gets the bytes
+	// buffered so far and returns the writer every later byte goes to
+	// (stream.go), or nil when this answer cannot stream (it is then
+	// buffered up to limit, as without startStream).
+	startStream func(buffered []byte) io.Writer
+	streamAt    int64
+	// streamTo is the writer startStream returned, once the answer streams.
+	streamTo io.Writer
 
 	buf         *bytes.Buffer
 	status      int
@@ -75,8 +84,22 @@ func (rr *recorder) Write(p []byte) (int, error) {
 		rr.size += int64(n)
 		return n, err
 	}
+	if rr.streamTo != nil {
+		n, err := rr.streamTo.Write(p)
+		rr.size += int64(n)
+		return n, err
+	}
 	if rr.overflow {
 		return 0, errAnswerTooLarge
+	}
+	if rr.startStream != nil && int64(rr.buf.Len())+int64(len(p)) > min(rr.streamAt, rr.limit) {
+		if rr.streamTo = rr.startStream(rr.buf.Bytes()); rr.streamTo != nil {
+			// What the next handler sets from now on (trailers) stays
+			// with it: the client's headers belong to the stream.
+			rr.header = rr.header.Clone()
+			return rr.Write(p)
+		}
+		rr.startStream = nil // this answer cannot stream: buffered up to limit
 	}
 	if int64(rr.buf.Len())+int64(len(p)) > rr.limit {
 		if rr.passOnOverflow {

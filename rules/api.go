@@ -223,8 +223,8 @@ type Audit struct {
 	// Route is the id of the matched route ("" when none matched).
 	Route string `json:"route,omitempty"`
 	// Decision is allow, deny, sign_in, step_up, block (an answer was
-	// refused after the request was allowed) or error (the answer could
-	// not be rewritten).
+	// refused after the request was allowed), error (the answer could
+	// not be rewritten) or cut (a streamed answer was cut short).
 	Decision string `json:"decision"`
 	// Reason is a sentence a person can read.
 	Reason string `json:"reason,omitempty"`
@@ -234,8 +234,15 @@ type Audit struct {
 	RecordsIn int `json:"records_in"`
 	// RecordsOut counts the records the client receives (after visible).
 	RecordsOut int `json:"records_out"`
-	// RecordIDs names the records the client receives (by audit_id).
+	// RecordIDs names the records the client receives (by audit_id); of a
+	// streamed answer, the first MaxStreamedIDs.
 	RecordIDs []string `json:"record_ids,omitempty"`
+	// RecordIDsOmitted counts the ids of received records a streamed
+	// answer's RecordIDs leaves out.
+	RecordIDsOmitted int `json:"record_ids_omitted,omitempty"`
+	// Streamed is true when the answer was rewritten while it streamed
+	// (larger than the handler buffers; rules.Decision.RewriteStream).
+	Streamed bool `json:"streamed,omitempty"`
 	// EvalErrors counts conditions that failed to evaluate (each hid a
 	// record, applied a field rule or denied).
 	EvalErrors int `json:"eval_errors,omitempty"`
