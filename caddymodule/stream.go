@@ -12,7 +12,6 @@ import (
 
 	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules"
-	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
 // An answer larger than streamAt (1 MiB, or max_body when smaller) on a
@@ -33,10 +32,6 @@ import (
 // it (or max_body when smaller) answers are buffered and rewritten whole,
 // as every answer that cannot stream is up to max_body.
 const streamAt = 1 << 20
-
-// maxStreamRecord is the largest record (or CSV row) a streamed answer may
-// hold.
-const maxStreamRecord = rewrite.DefaultMaxRecord
 
 // heldBytes bounds what a stream holds back before its first record (the
 // document's start): until then a failure can still be answered 502.
@@ -103,7 +98,7 @@ func (x *exchange) startStream(w http.ResponseWriter, status int, buffered []byt
 			s.done <- err
 		}()
 		body := io.MultiReader(bytes.NewReader(buffered), pr)
-		err = x.d.RewriteStream(status, hdr, body, maxStreamRecord, s.write)
+		err = x.d.RewriteStream(status, hdr, body, rules.MaxStreamRecord, s.write)
 		if err == nil {
 			err = s.send(nil)
 		}

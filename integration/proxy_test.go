@@ -151,18 +151,29 @@ func TestProxyEndToEnd(t *testing.T) {
 		}
 	})
 
-	t.Run("an answer over max_body gives 502 and no byte of it leaks", func(t *testing.T) {
+	t.Run("a list over max_body streams rewritten and no raw value of it leaks", func(t *testing.T) {
 		resp := proxyGet(t, client, "GET", srv.URL+"/api/customers?n=600", "zhang", nil)
 		body := proxyBody(t, resp)
-		if resp.StatusCode != 502 {
-			t.Fatalf("want 502, got %d", resp.StatusCode)
+		if resp.StatusCode != 200 || resp.ContentLength != -1 {
+			t.Fatalf("want a streamed 200, got %d (length %d)", resp.StatusCode, resp.ContentLength)
 		}
-		if strings.Contains(body, "Trading Co.") || strings.Contains(body, "138") || strings.Contains(body, `"list":`) {
-			t.Fatalf("CRM bytes leaked: %.300s", body)
+		var doc struct{ List []proxyCustomer }
+		if err := json.Unmarshal([]byte(body), &doc); err != nil || len(doc.List) != 200 {
+			t.Fatalf("want zhang's 200 of 600 customers as JSON (%v), got %.300s", err, body)
 		}
+		for _, c := range proxyCustomers(600) {
+			if strings.Contains(body, c.Phone) || strings.Contains(body, c.BankAccount) || strings.Contains(body, c.IDCard) {
+				t.Fatalf("customer %d leaked: %.300s", c.ID, body)
+			}
+		}
+	})
+
+	t.Run("a compressed answer over max_body cannot stream and gives 502", func(t *testing.T) {
+		resp := proxyGet(t, client, "GET", srv.URL+"/api/customers?n=600&shape=gzip", "zhang", nil)
+		body := proxyBody(t, resp)
 		var refusal struct{ Error, Rule, Reason string }
-		if err := json.Unmarshal([]byte(body), &refusal); err != nil || refusal.Rule != "customers.list" {
-			t.Fatalf("want a JSON refusal naming the route, got %s", body)
+		if resp.StatusCode != 502 || json.Unmarshal([]byte(body), &refusal) != nil || refusal.Rule != "customers.list" {
+			t.Fatalf("want a JSON refusal naming the route, got %d: %.300s", resp.StatusCode, body)
 		}
 	})
 
@@ -245,8 +256,8 @@ func TestProxyEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) != 13 {
-			t.Fatalf("want 13 audit events, got %d", len(lines))
+		if len(lines) != 14 {
+			t.Fatalf("want 14 audit events, got %d", len(lines))
 		}
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {

@@ -9,6 +9,10 @@ import (
 	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
+// MaxStreamRecord is the largest record (or table row) a streamed answer
+// may hold.
+const MaxStreamRecord = rewrite.DefaultMaxRecord
+
 // MaxStreamedIDs bounds the record ids the audit event of a streamed
 // answer names; Audit.RecordIDsOmitted counts the others.
 const MaxStreamedIDs = 1000
