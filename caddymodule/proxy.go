@@ -61,7 +61,7 @@ func (x *exchange) proxy(w http.ResponseWriter, next caddyhttp.Handler) (err err
 	rec.passOnOverflow = x.shadow
 	var st *streamer
 	if !x.shadow {
-		rec.streamAt = streamAt
+		rec.streamAt = x.streamFrom() // stream.go
 		rec.startStream = func(buffered []byte) io.Writer {
 			st = x.startStream(w, rec.status, buffered) // stream.go
 			if st == nil {

@@ -62,6 +62,22 @@ type streamer struct {
 	limits []*rules.Limit // the records limits to charge
 }
 
+// streamFrom is the size from which this request's answer streams, when
+// it can: streamAt, or max_body when a records limit enforces (block,
+// step_up). Such a limit refuses an answer that would pass it whole, with
+// nothing of it sent, up to max_body (docs/workflows.md); only over
+// max_body, which would be refused anyway, is it cut where it crosses.
+func (x *exchange) streamFrom() int64 {
+	if x.d != nil && x.user != nil {
+		for _, lim := range x.d.Limits() {
+			if lim.Count == rules.CountRecords && lim.Enforces() {
+				return x.g.opt.MaxBody
+			}
+		}
+	}
+	return streamAt
+}
+
 // startStream prepares the client's headers for a streamed answer and
 // starts its rewrite; nil when the answer cannot stream (the caller
 // refuses it as too large).
