@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // crmShapeRules guards the query shapes of four CRMs' list APIs (the
@@ -228,4 +230,42 @@ func TestTheAccessMatrixNamesAnExpressionParameter(t *testing.T) {
 	if len(qs) != 1 || qs[0].Name != "q" || qs[0].Use != "filters" || len(qs[0].Fields) != 1 || qs[0].Fields[0] != "{expr}" {
 		t.Errorf("the matrix reads q as %+v, want filters {expr}", qs)
 	}
+}
+
+// FuzzExprFieldsNeverLosesAField checks the expression reader from the
+// attacker's side: whatever surrounds it, a word phone outside quotes (in
+// an expression that is no SOQL select list, and without lambda
+// variables) is judged, or the expression is refused as unreadable.
+func FuzzExprFieldsNeverLosesAField(f *testing.F) {
+	for _, s := range []string{
+		"phone eq '1'", "contains(phone,'1')", "Owner/phone eq 1", "a eq 'x''y' or phone eq 'z'",
+		"(name eq 'a') or (phone ne null)", "$it/phone eq '1'", `"phone" = 'x'`, "phone desc, name asc",
+		"name eq 'x\\' or phone eq '1'", "from eq 'a' and phone eq 'b'",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, expr string) {
+		fields, bad := exprFields(expr)
+		if bad != "" || strings.ContainsAny(expr, "':") || !utf8.ValidString(expr) {
+			return
+		}
+		if w := strings.Fields(strings.ToLower(expr)); len(w) > 0 && strings.HasPrefix(w[0], "select") {
+			return
+		}
+		has := false
+		for _, w := range strings.FieldsFunc(expr, func(r rune) bool {
+			return !(r == '_' || r == '$' || unicode.IsLetter(r) || unicode.IsDigit(r))
+		}) {
+			has = has || w == "phone"
+		}
+		if !has {
+			return
+		}
+		for _, f := range fields {
+			if strings.Contains(f.path.String(), "phone") {
+				return
+			}
+		}
+		t.Errorf("%q names phone, read as %v", expr, fields)
+	})
 }
