@@ -146,10 +146,7 @@ func TestABadAnswerRuleIsRefusedWithLineAndColumn(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(tc.src), WithHashKey([]byte("k")))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v\nwant %s", err, tc.want)
-			}
+			wantLoadError(t, tc.src, []LoadOption{WithHashKey([]byte("k"))}, tc.want)
 		})
 	}
 }

@@ -120,10 +120,7 @@ func TestAuditChangesAreCheckedAtLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(tt.src))
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("want an error containing %q, got %v", tt.want, err)
-			}
+			wantLoadError(t, tt.src, nil, tt.want)
 		})
 	}
 }

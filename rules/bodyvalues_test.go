@@ -272,13 +272,7 @@ func TestBodyConditionsAreCheckedWhenTheFileLoads(t *testing.T) {
 			} else {
 				src += "    body:\n      owner_id: " + c.guard + "\n"
 			}
-			_, err := Load("rules.yaml", []byte(src))
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("load error %v, want %q", err, c.want)
-			}
-			if !strings.Contains(err.Error(), "rules.yaml:") {
-				t.Errorf("the error %q has no file position", err)
-			}
+			wantLoadError(t, src, nil, c.want)
 		})
 	}
 }

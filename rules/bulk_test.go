@@ -255,13 +255,7 @@ func TestABadBulkTargetIsRefusedWhenTheFileLoads(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(route(c.target)))
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("load error %v, want %q", err, c.want)
-			}
-			if !strings.Contains(err.Error(), "rules.yaml:") || !strings.Contains(err.Error(), "routes[0].target") {
-				t.Errorf("the error %q names no file position and key", err)
-			}
+			wantLoadError(t, route(c.target), nil, c.want, "routes[0].target")
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -151,19 +150,7 @@ func TestABadLimitIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(limHead+c.limits))
-			if err == nil {
-				t.Fatal("the file loaded")
-			}
-			var le *LoadError
-			if !errors.As(err, &le) {
-				t.Fatalf("error %T is not a *LoadError", err)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n%v\ndoes not contain %q", err, w)
-				}
-			}
+			wantLoadError(t, limHead+c.limits, nil, c.want...)
 		})
 	}
 }

@@ -33,6 +33,26 @@ func mustLoad(t testing.TB, src string) *Set {
 	return s
 }
 
+// wantLoadError fails t unless the rule file src (rules.yaml) is refused
+// with a *LoadError that names its place in the file and holds each of
+// wants.
+func wantLoadError(t testing.TB, src string, opts []LoadOption, wants ...string) {
+	t.Helper()
+	_, err := Load("rules.yaml", []byte(src), opts...)
+	var le *LoadError
+	if !errors.As(err, &le) {
+		t.Fatalf("error %v (%T) is not a *LoadError; the file:\n%s", err, err, src)
+	}
+	if !strings.Contains(err.Error(), "rules.yaml:") {
+		t.Errorf("error\n%v\nnames no place in rules.yaml", err)
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error\n%v\ndoes not contain %q", err, w)
+		}
+	}
+}
+
 func TestTheCompleteExampleLoads(t *testing.T) {
 	s := loadExample(t)
 	var ids []string
@@ -162,19 +182,7 @@ func TestABadRuleFileIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 				src = head + "  - id: a\n    match: {path: /a}\n    allow: [sales]\n    records: list\n    fields: {email: hash}\n"
 				opts = nil
 			}
-			_, err := Load("rules.yaml", []byte(src), opts...)
-			if err == nil {
-				t.Fatalf("loaded, want an error")
-			}
-			var le *LoadError
-			if !errors.As(err, &le) {
-				t.Fatalf("error %T is not a *LoadError", err)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n%v\ndoes not contain %q", err, w)
-				}
-			}
+			wantLoadError(t, src, opts, c.want...)
 		})
 	}
 }

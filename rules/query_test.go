@@ -272,13 +272,7 @@ routes:
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(c.src))
-			if err == nil {
-				t.Fatalf("loaded:\n%s", c.src)
-			}
-			if !strings.Contains(err.Error(), c.says) || !strings.Contains(err.Error(), "rules.yaml:") {
-				t.Errorf("error %q does not say %q at a position", err, c.says)
-			}
+			wantLoadError(t, c.src, nil, c.says)
 		})
 	}
 }

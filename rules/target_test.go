@@ -110,14 +110,7 @@ func TestABadTargetIsRefusedWithFileLineColumnAndKey(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Load("rules.yaml", []byte(c.src))
-			var le *LoadError
-			if !errors.As(err, &le) {
-				t.Fatalf("loaded without error (%v); want %q", err, c.want)
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, c.want)
-			}
+			wantLoadError(t, c.src, nil, c.want)
 		})
 	}
 }
