@@ -32,6 +32,7 @@ type queryParam struct {
 	use    string
 	from   fieldSource
 	fields []rewrite.Path // from == fieldsListed
+	listed []exprField    // fields, as a request's judgment reads them
 }
 
 // What a parameter does with the fields it names.
@@ -193,6 +194,7 @@ func (l *loader) paramFields(r *route, p *queryParam, n *yaml.Node, key string) 
 		}
 		if path, ok := l.path(resolve(n), indexKey(key, i), s); ok {
 			p.fields = append(p.fields, path)
+			p.listed = append(p.listed, exprField{path: path})
 		} else {
 			good = false
 		}

@@ -334,11 +334,7 @@ func sameValues(vs []string) bool {
 func (p *queryParam) namedFields(qp *qparam, captured string) (fields []exprField, bad string) {
 	switch p.from {
 	case fieldsListed:
-		fields = make([]exprField, len(p.fields))
-		for i, f := range p.fields {
-			fields[i] = exprField{path: f}
-		}
-		return fields, ""
+		return p.listed, ""
 	case fieldsFromName:
 		f, err := rewrite.ParsePath(captured)
 		if err != nil || captured == "" {
