@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,4 +221,39 @@ func proxyFindLog(path string, want ...string) string {
 		}
 	}
 	return ""
+}
+
+// allowedAtOnce sends n requests at the same time, the i-th through
+// send(i), and returns how many were answered 200; an answer other than
+// 200 or 403, or a failed request, fails t.
+func allowedAtOnce(t *testing.T, n int, send func(i int) (*http.Response, error)) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := send(i)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		switch c {
+		case http.StatusOK:
+			ok++
+		case http.StatusForbidden:
+		default:
+			t.Errorf("status %d, want 200 or 403", c)
+		}
+	}
+	return ok
 }
