@@ -33,6 +33,10 @@ func TestAuditEventJSONMatchesEncodingJSON(t *testing.T) {
 				{Limit: "off_hours", Counts: "requests", Action: "alert", Count: 1, Adding: 1, Max: 0, Window: "1h0m0s"}},
 			LimitsReset: []string{"deep_read"},
 		}},
+		{name: "a cut streamed answer names the ids it kept and counts the rest", ev: AuditEvent{
+			Method: "GET", Path: "/api/customers/export", Decision: "cut", Reason: "route export: the streamed answer was cut after 3 records",
+			Status: 200, RecordsIn: 5, RecordsOut: 3, RecordIDs: []string{"1"}, RecordIDsOmitted: 2, Rewritten: true, Streamed: true,
+		}},
 		{name: "a grant without purpose or approvers leaves them out", ev: AuditEvent{Grant: &rules.GrantAudit{ID: "g-2", Policy: "export"}}},
 		{name: "a write's rules version, fields and changes, and a reload, encode like encoding/json", ev: AuditEvent{
 			Method: "PATCH", Path: "/api/customers/1", RulesVersion: "0123456789abcdef", Decision: "allow",
