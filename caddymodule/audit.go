@@ -33,8 +33,8 @@ type AuditEvent struct {
 	// RulesVersion names the rule file's content the request was decided
 	// by (rules.Set.Version).
 	RulesVersion string `json:"rules_version,omitempty"`
-	// Decision is what happened: allow, deny, sign_in, step_up, blocked,
-	// cut, error, provider.
+	// Decision is what happened: allow, deny, sign_in, step_up, limited,
+	// blocked, cut, provider, workflow, error, reload (docs/audit.md).
 	Decision string `json:"decision"`
 	// Reason is a sentence a person can read.
 	Reason string `json:"reason,omitempty"`
