@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -256,4 +257,27 @@ func allowedAtOnce(t *testing.T, n int, send func(i int) (*http.Response, error)
 		}
 	}
 	return ok
+}
+
+// readAuditEvents reads the events of the audit file at path, one JSON
+// object a line (none while the file does not exist); a line that is not
+// JSON fails t.
+func readAuditEvents(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line is not JSON: %v: %s", err, line)
+		}
+		out = append(out, ev)
+	}
+	return out
 }

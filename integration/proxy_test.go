@@ -251,19 +251,11 @@ func TestProxyEndToEnd(t *testing.T) {
 	})
 
 	t.Run("every request wrote one audit event", func(t *testing.T) {
-		data, err := os.ReadFile(auditPath)
-		if err != nil {
-			t.Fatal(err)
+		evs := readAuditEvents(t, auditPath)
+		if len(evs) != 14 {
+			t.Fatalf("want 14 audit events, got %d", len(evs))
 		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) != 14 {
-			t.Fatalf("want 14 audit events, got %d", len(lines))
-		}
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
-			t.Fatal(err)
-		}
-		if ev["user"] != "zhang" || ev["route"] != "customers.list" || ev["records_in"] != float64(9) || ev["records_out"] != float64(3) || ev["request_id"] == "" {
+		if ev := evs[0]; ev["user"] != "zhang" || ev["route"] != "customers.list" || ev["records_in"] != float64(9) || ev["records_out"] != float64(3) || ev["request_id"] == "" {
 			t.Errorf("first event: %v", ev)
 		}
 	})

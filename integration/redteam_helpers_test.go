@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -339,22 +338,7 @@ func (s *redteamStack) raw(t *testing.T, req string) (*http.Response, string) {
 // auditEvents reads the audit file's events.
 func (s *redteamStack) auditEvents(t *testing.T) []map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(s.audit)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if line == "" {
-			continue
-		}
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("audit line is not JSON: %v: %s", err, line)
-		}
-		out = append(out, ev)
-	}
-	return out
+	return readAuditEvents(t, s.audit)
 }
 
 // oneAuditEvent waits until the audit file holds exactly one event more

@@ -77,21 +77,7 @@ func targetAuditEvents(t *testing.T, path string, n int) []map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		b, err := os.ReadFile(path)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		var evs []map[string]any
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if line == "" {
-				continue
-			}
-			var ev map[string]any
-			if err := json.Unmarshal([]byte(line), &ev); err != nil {
-				t.Fatalf("audit line is not JSON: %v: %s", err, line)
-			}
-			evs = append(evs, ev)
-		}
+		evs := readAuditEvents(t, path)
 		if len(evs) >= n {
 			return evs
 		}
