@@ -13,7 +13,7 @@ func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "audit",
 		Usage: "verify|report|review ...",
-		Short: "Verifies crm_guard audit files",
+		Short: "Verifies, reports on and reviews crm_guard audit files",
 		Long: `
 Work with crm_guard audit files (plain or gzip-compressed JSON lines).
 

@@ -105,7 +105,7 @@ func explainCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&in.RulesFile, "rules", "", "the rule file (required)")
-	c.Flags().StringVar(&in.UserJSON, "user", "", `the user, e.g. {"id":"zhang","roles":["sales"],"mfa":true}; empty: anonymous`)
+	c.Flags().StringVar(&in.UserJSON, "user", "", `the user, e.g. {"id":"zhang","roles":["sales"],"attrs":{"teams":["east"]},"mfa":true}; empty: anonymous`)
 	c.Flags().StringVar(&in.Now, "now", "", "the clock, RFC 3339 (default: now)")
 	c.Flags().StringVar(&in.UpstreamFile, "upstream", "", "a sample CRM answer body to rewrite")
 	c.Flags().StringVar(&in.UpstreamType, "upstream-type", "application/json", "the sample answer's Content-Type")
