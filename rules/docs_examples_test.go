@@ -116,6 +116,7 @@ var docsAliases = strings.NewReplacer(
 	"*may_set_owner", `'body.owner_id == user.id'`,
 	"*customer_visible", `'record.owner_id == user.id'`,
 	"allow_if: ...}", "allow_if: 'record.owner_id == user.id'}",
+	"allow_if: ..., ", "allow_if: 'body.owner_id == user.id', ",
 )
 
 // setKey sets key in the mapping m to val, replacing an entry of that key.
@@ -154,7 +155,7 @@ func getKey(m *yaml.Node, key string) *yaml.Node {
 // approvals, ...) adds its entries to the base's; any other file key
 // replaces the base's; a route key is laid over the base's route. It
 // returns "" for a snippet that is no part of a rule file (a rules test
-// case, which has expect).
+// file or case, which has cases or expect).
 func docsRuleFile(t *testing.T, snippet string) string {
 	t.Helper()
 	var doc, base yaml.Node
@@ -177,6 +178,9 @@ func docsRuleFile(t *testing.T, snippet string) string {
 		}
 		setKey(file, "routes", root)
 	case yaml.MappingNode:
+		if getKey(root, "cases") != nil || getKey(root, "expect") != nil {
+			return "" // a rules test file, or a part of a case
+		}
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			key, val := root.Content[i].Value, root.Content[i+1]
 			switch {
@@ -220,37 +224,34 @@ func docsRuleFile(t *testing.T, snippet string) string {
 	return string(out)
 }
 
-// TestEveryRulesDocExampleLoads keeps docs/rules.md's examples true: each
-// ```yaml block, set into a rule file that declares what it names, loads
-// without an error. Blocks that write a key several times show
-// alternatives and load one line at a time.
+// TestEveryRulesDocExampleLoads keeps the rule file examples of README.md
+// and docs/ true: each ```yaml block, set into a rule file that declares
+// what it names, loads without an error. Blocks that write a key several
+// times show alternatives and load one line at a time.
 func TestEveryRulesDocExampleLoads(t *testing.T) {
-	doc, err := os.ReadFile("../docs/rules.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := yamlBlocks(doc)
-	if len(blocks) < 20 {
-		t.Fatalf("found only %d yaml blocks in docs/rules.md; the reader is broken", len(blocks))
-	}
-	loaded, cases := 0, 0
-	for _, b := range blocks {
-		for i, snippet := range docAlternatives(b.text) {
-			t.Run(fmt.Sprintf("the block at docs/rules.md:%d (%d) loads", b.line, i+1), func(t *testing.T) {
-				file := docsRuleFile(t, snippet)
-				if file == "" {
-					cases++
-					return
-				}
-				if _, err := Load("rules.md", []byte(file), WithHashKey([]byte("k"))); err != nil {
-					t.Errorf("does not load:\n%v\n-- the block:\n%s\n-- set into:\n%s", err, snippet, file)
-				}
-				loaded++
-			})
+	for _, name := range []string{"../docs/rules.md", "../docs/workflows.md", "../docs/operator-guide.md", "../README.md"} {
+		doc, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if loaded < len(blocks)-cases {
-		t.Errorf("loaded %d snippets of %d blocks (%d test cases)", loaded, len(blocks), cases)
+		where := strings.TrimPrefix(name, "../")
+		blocks := yamlBlocks(doc)
+		if name == "../docs/rules.md" && len(blocks) < 20 {
+			t.Fatalf("found only %d yaml blocks in docs/rules.md; the reader is broken", len(blocks))
+		}
+		for _, b := range blocks {
+			for i, snippet := range docAlternatives(b.text) {
+				t.Run(fmt.Sprintf("the block at %s:%d (%d) loads", where, b.line, i+1), func(t *testing.T) {
+					file := docsRuleFile(t, snippet)
+					if file == "" {
+						return // a rules test case
+					}
+					if _, err := Load(where, []byte(file), WithHashKey([]byte("k"))); err != nil {
+						t.Errorf("does not load:\n%v\n-- the block:\n%s\n-- set into:\n%s", err, snippet, file)
+					}
+				})
+			}
+		}
 	}
 }
 
