@@ -152,15 +152,9 @@ func (p *Provider) refreshLocked(ctx context.Context, d *session.Data) (*session
 		return p.awaitRefresh(ctx, d)
 	}
 	defer release()
-	cur, err := p.sess.Get(ctx, d.ID)
-	if errors.Is(err, session.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("oidc: session store: %w", err)
-	}
-	if !p.needsRefresh(cur) {
-		return cur, nil
+	cur, done, err := p.rereadSession(ctx, d.ID)
+	if done {
+		return cur, err
 	}
 	disc, err := p.discovery(ctx)
 	if err != nil {
@@ -242,18 +236,25 @@ func (p *Provider) awaitRefresh(ctx context.Context, d *session.Data) (*session.
 			return p.graceOrFail(d, ctx.Err())
 		case <-t.C:
 		}
-		cur, err := p.sess.Get(ctx, d.ID)
-		if errors.Is(err, session.ErrNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("oidc: session store: %w", err)
-		}
-		if !p.needsRefresh(cur) {
-			return cur, nil
+		if cur, done, err := p.rereadSession(ctx, d.ID); done {
+			return cur, err
 		}
 	}
 	return p.graceOrFail(d, fmt.Errorf("%w: another instance did not finish refreshing", ErrUnavailable))
+}
+
+// rereadSession reads session id again once a refresh may have happened:
+// done when there is nothing left to refresh, with the stored session when
+// another request renewed it, nil when it is gone, or the store's error.
+func (p *Provider) rereadSession(ctx context.Context, id string) (cur *session.Data, done bool, err error) {
+	cur, err = p.sess.Get(ctx, id)
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		return nil, true, nil
+	case err != nil:
+		return nil, true, fmt.Errorf("oidc: session store: %w", err)
+	}
+	return cur, !p.needsRefresh(cur), nil
 }
 
 // graceOrFail keeps using a session whose access token has not expired yet
