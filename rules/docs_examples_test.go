@@ -3,6 +3,7 @@ package rules
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -272,5 +273,54 @@ func TestDocAlternativesSplitsARepeatedKey(t *testing.T) {
 				t.Errorf("docAlternatives(%q) = %q, want %d snippets", c.text, got, c.want)
 			}
 		})
+	}
+}
+
+// TestTheTopLevelKeysTableIsTheSchemas keeps docs/rules.md's table of
+// top-level keys true: it names exactly the keys the schema (and so the
+// loader, TestSchemaKeysAreTheLoadersKeys) knows at the top of a file, and
+// marks required those the schema requires.
+func TestTheTopLevelKeysTableIsTheSchemas(t *testing.T) {
+	doc, err := os.ReadFile("../docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "\n## Top-level keys\n")
+	if !ok {
+		t.Fatal(`docs/rules.md has no "## Top-level keys" section`)
+	}
+	table, _, _ = strings.Cut(table, "\n\n`")
+	var documented, required []string
+	for _, line := range strings.Split(table, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		key := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		documented = append(documented, key)
+		if strings.Contains(cells[2], "(required)") {
+			required = append(required, key)
+		}
+	}
+	var schema struct {
+		Properties map[string]any `json:"properties"`
+		Required   []string       `json:"required"`
+	}
+	if err := json.Unmarshal(Schema(), &schema); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range schema.Properties {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	slices.Sort(documented)
+	slices.Sort(required)
+	slices.Sort(schema.Required)
+	if !slices.Equal(documented, keys) {
+		t.Errorf("docs/rules.md's top-level keys are\n%v\nthe schema's\n%v", documented, keys)
+	}
+	if !slices.Equal(required, schema.Required) {
+		t.Errorf("docs/rules.md marks required %v, the schema requires %v", required, schema.Required)
 	}
 }
