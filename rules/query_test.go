@@ -60,18 +60,51 @@ routes:
       filter[team]: {value: '"east"', when: '"sales" in user.roles'}
 `
 
+// queryCase is a GET that a route's query guards allow (status 0) or
+// refuse with status, giving a reason that says says.
+type queryCase struct {
+	name   string
+	user   *User
+	target string
+	status int    // 0: allowed
+	says   string // in the reason
+}
+
+// runQueryCases decides each case on s. A refusal must also give the user
+// a message that shows no condition, and no query to send the CRM.
+func runQueryCases(t *testing.T, s *Set, cases []queryCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := s.Decide(c.user, request("GET", c.target))
+			if c.status == 0 {
+				if d.Outcome != Allow {
+					t.Fatalf("refused (%d): %s", d.Status, d.Reason)
+				}
+				return
+			}
+			if d.Outcome != Deny || d.Status != c.status {
+				t.Fatalf("outcome %v status %d (%s), want %d", d.Outcome, d.Status, d.Reason, c.status)
+			}
+			if !strings.Contains(d.Reason, c.says) {
+				t.Errorf("reason %q does not say %q", d.Reason, c.says)
+			}
+			if d.Message == "" || strings.Contains(d.Message, "user.") {
+				t.Errorf("message %q is empty or shows a condition", d.Message)
+			}
+			if _, ok := d.UpstreamQuery(); ok {
+				t.Error("a refused request has a query for the CRM")
+			}
+		})
+	}
+}
+
 func TestQueryGuards(t *testing.T) {
 	s := mustLoad(t, queryRules)
 	sales := s.UserFromRoles("zhang", []string{"sales"}, nil, false, time.Time{})
 	marketing := s.UserFromRoles("ma", []string{"marketing"}, nil, false, time.Time{})
 	admin := s.UserFromRoles("root", []string{"admin"}, nil, false, time.Time{})
-	cases := []struct {
-		name   string
-		user   *User
-		target string
-		status int    // 0: allowed
-		says   string // in the reason
-	}{
+	runQueryCases(t, s, []queryCase{
 		{"paging parameters pass", sales, "/api/customers?offset=20&limit=10", 0, ""},
 		{"a query without parameters passes", sales, "/api/customers", 0, ""},
 		{"a rep may search by name, which a rep sees", sales, "/api/customers?q=%E5%BC%A0", 0, ""},
@@ -117,30 +150,7 @@ func TestQueryGuards(t *testing.T) {
 		{"a field outside expose may not be sorted by", sales, "/api/customers/7?sort=phone", 403, "not in the route's expose list"},
 		{"a field inside an exposed object may be sorted by", sales, "/api/customers/7?sort=address.city", 0, ""},
 		{"the parent of an exposed field may not be sorted by", sales, "/api/customers/7?sort=address", 403, "not in the route's expose list"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			d := s.Decide(c.user, request("GET", c.target))
-			if c.status == 0 {
-				if d.Outcome != Allow {
-					t.Fatalf("refused (%d): %s", d.Status, d.Reason)
-				}
-				return
-			}
-			if d.Outcome != Deny || d.Status != c.status {
-				t.Fatalf("outcome %v status %d (%s), want %d", d.Outcome, d.Status, d.Reason, c.status)
-			}
-			if !strings.Contains(d.Reason, c.says) {
-				t.Errorf("reason %q does not say %q", d.Reason, c.says)
-			}
-			if d.Message == "" || strings.Contains(d.Message, "user.") {
-				t.Errorf("message %q is empty or shows a condition", d.Message)
-			}
-			if _, ok := d.UpstreamQuery(); ok {
-				t.Error("a refused request has a query for the CRM")
-			}
-		})
-	}
+	})
 	t.Run("a parameter's own message is the refused user's message", func(t *testing.T) {
 		d := s.Decide(sales, request("GET", "/api/customers?debug=1"))
 		if d.Message != "Debugging is for administrators." {
