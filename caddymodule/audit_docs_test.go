@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // auditDocKeys reads the keys of docs/audit.md's "## Schema" table.
@@ -77,5 +79,65 @@ func TestTheAuditSchemaInTheDocsIsTheEvent(t *testing.T) {
 		if !slices.Contains(written, k) {
 			t.Errorf("docs/audit.md's schema names %q, no audit event has it", k)
 		}
+	}
+}
+
+// descRecorder is a Registerer that keeps the descriptions of what is
+// registered on it.
+type descRecorder struct {
+	prometheus.Registerer
+	descs []*prometheus.Desc
+}
+
+// Register records c's descriptions and registers it.
+func (r *descRecorder) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	for d := range ch {
+		r.descs = append(r.descs, d)
+	}
+	return r.Registerer.Register(c)
+}
+
+// TestTheMetricsInTheDocsAreTheHandlers keeps docs/audit.md's metrics
+// table true: its rows are the metrics the handler registers, with their
+// labels.
+func TestTheMetricsInTheDocsAreTheHandlers(t *testing.T) {
+	doc, err := os.ReadFile("../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "\n## Metrics\n")
+	if !ok {
+		t.Fatal(`docs/audit.md has no "## Metrics" section`)
+	}
+	table, _, _ = strings.Cut(table, "\n#")
+	row := regexp.MustCompile("(?m)^\\| `(crmguard_[a-z_]+)` \\| ([^|]*) \\|")
+	var documented []string
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		documented = append(documented, m[1]+" "+strings.NewReplacer("`", "", " ", "").Replace(m[2]))
+	}
+	rec := &descRecorder{Registerer: prometheus.NewRegistry()}
+	if _, err := newGuardMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := notifyFailures(rec); err != nil {
+		t.Fatal(err)
+	}
+	name := regexp.MustCompile(`fqName: "([^"]+)"`)
+	labels := regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+	var registered []string
+	for _, d := range rec.descs {
+		s := d.String()
+		n, l := name.FindStringSubmatch(s), labels.FindStringSubmatch(s)
+		if n == nil || l == nil {
+			t.Fatalf("cannot read the description %s", s)
+		}
+		registered = append(registered, n[1]+" "+l[1])
+	}
+	slices.Sort(documented)
+	slices.Sort(registered)
+	if len(registered) < 6 || !slices.Equal(documented, registered) {
+		t.Errorf("docs/audit.md's metrics (name labels) are\n%q\nthe handler registers\n%q", documented, registered)
 	}
 }
