@@ -224,14 +224,8 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 				return d.refuse(Deny, http.StatusForbidden, reason, whenMessage(rt, s))
 			}
 		}
-		if reason := d.noteGuards(rt); reason != "" {
-			return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
-		}
-		if q := d.headOnHiddenRecord(rt); q != nil { // hidden.go
-			return d.refuse(Deny, q.status, q.reason, q.message)
-		}
-		if q := d.checkQuery(rt); q != nil { // query.go
-			return d.refuse(Deny, q.status, q.reason, q.message)
+		if refused := d.checkRequest(rt); refused != nil {
+			return refused
 		}
 		return d.finish(Allow, 0, fmt.Sprintf("route %s is public", rt.id))
 	}
@@ -296,6 +290,17 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 			return d.finish(Deny, http.StatusBadRequest, reason)
 		}
 	}
+	if refused := d.checkRequest(rt); refused != nil {
+		return refused
+	}
+	return d.finish(Allow, 0, rolesPhrase(u)+" may call "+rt.id)
+}
+
+// checkRequest runs what a public route and a route the user may call
+// both check of the request itself: the body and query guards noted, a
+// HEAD on a route that hides records, the query guards. It returns the
+// refusal, or nil when the request passes them.
+func (d *Decision) checkRequest(rt *route) *Decision {
 	if reason := d.noteGuards(rt); reason != "" {
 		return d.refuse(Deny, http.StatusForbidden, reason, guardMessage(rt, d.queryGuard))
 	}
@@ -305,7 +310,7 @@ func (s *Set) Decide(u *User, r *Request) *Decision {
 	if q := d.checkQuery(rt); q != nil { // query.go
 		return d.refuse(Deny, q.status, q.reason, q.message)
 	}
-	return d.finish(Allow, 0, rolesPhrase(u)+" may call "+rt.id)
+	return nil
 }
 
 // holds evaluates the route's `when`.
