@@ -20,14 +20,19 @@ const MaxStreamedIDs = 1000
 // Streamable reports whether the answer InspectResponse asked to buffer
 // may instead be rewritten while it streams (RewriteStream), when it is
 // too large to hold: a 2xx JSON, CSV or TSV list on a `records` route
-// without `answer` fields, not compressed, not in shadow mode, and either
+// whose `answer` fields (if any) only remove, not compressed, not in shadow mode, and either
 // an export this user may run or a route without max_records (an answer
 // max_records could refuse whole must be seen whole). Every other answer
 // keeps the buffered path (and its max_body).
 func (d *Decision) Streamable(status int, h http.Header) bool {
 	rt := d.route
-	if d.Outcome != Allow || d.Shadow || rt == nil || !rt.rewrites || rt.single || len(rt.answer) > 0 || d.head() {
+	if d.Outcome != Allow || d.Shadow || rt == nil || !rt.rewrites || rt.single || d.head() {
 		return false
+	}
+	for _, f := range rt.answer {
+		if f.action != "remove" {
+			return false // only a removal is done while the answer streams
+		}
 	}
 	if status < 200 || status > 299 || status == http.StatusNoContent || status == http.StatusPartialContent {
 		return false

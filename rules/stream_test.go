@@ -41,7 +41,14 @@ routes:
     allow: [sales]
     records: list
     answer:
-      total: remove
+      total: {remove: true, except: [admin]}
+      "meta.next": remove
+  - id: counted
+    match: {methods: [GET], path: /api/counted}
+    allow: [sales]
+    records: list
+    answer:
+      total: {replace: 0}
 `
 
 func TestWhichAnswersStream(t *testing.T) {
@@ -74,7 +81,8 @@ func TestWhichAnswersStream(t *testing.T) {
 		{"a route with max_records that is no export does not: it refuses whole", sales, "GET", "/api/capped", 200, jsonType, false},
 		{"an export this user may run streams, max_records or not", admin, "GET", "/api/export", 200, jsonType, true},
 		{"a single record does not", sales, "GET", "/api/customers/7", 200, jsonType, false},
-		{"a route with answer fields does not", sales, "GET", "/api/paged", 200, jsonType, false},
+		{"a route whose answer fields remove streams", sales, "GET", "/api/paged", 200, jsonType, true},
+		{"a route with an answer field that replaces does not", sales, "GET", "/api/counted", 200, jsonType, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -139,6 +147,17 @@ func TestRewriteStreamAuditsWhatTheClientReceived(t *testing.T) {
 		}
 		if d.Audit.Decision != "cut" || d.Audit.RecordsOut != 0 || len(d.Audit.RecordIDs) != 0 || !strings.Contains(d.Audit.Reason, "cut after 0 records") {
 			t.Fatalf("audit %+v", d.Audit)
+		}
+	})
+	t.Run("answer fields are removed from a streamed answer", func(t *testing.T) {
+		d := s.Decide(sales, request("GET", "/api/paged"))
+		var out bytes.Buffer
+		doc := `{"total":3,"list":[{"id":"1"}],"meta":{"next":"/p2","size":1}}`
+		if err := d.RewriteStream(200, h, strings.NewReader(doc), 0, func(b []byte, _ int) error { out.Write(b); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != `{"list":[{"id":"1"}],"meta":{"size":1}}` || d.Audit.Fields["remove:answer.total"] != 1 {
+			t.Fatalf("%s; fields %v", out.String(), d.Audit.Fields)
 		}
 	})
 	t.Run("an export past max_records is flagged too_many, not refused", func(t *testing.T) {

@@ -15,8 +15,12 @@ package rewrite
 // rewriter, and handed on without the rewritten header.
 //
 // Decisions where the rule format is silent:
-//   - Only a list without answer rules streams (Plan.Streams): a single
-//     record is one value and answer rules may read around the records.
+//   - Only a list whose answer rules remove streams (Plan.Streams): a
+//     single record is one value, and the other actions are left to the
+//     whole answer. A member an answer rule removes is taken back from the
+//     bytes not handed on yet; checked bytes are handed on once 64 KiB
+//     gathered, so 64 KiB of spacing between a comma and a removed member
+//     is an error.
 //   - A record, a table row or a value outside the records longer than
 //     Stream.MaxRecord is an error (ErrRecordTooLarge).
 //   - The bytes handed on are the rewritten answer, but the spacing between
@@ -71,8 +75,15 @@ var ErrRecordTooLarge = errors.New("rewrite: a record is larger than the stream'
 var ErrNotStreamable = errors.New("rewrite: the plan needs the whole answer and cannot stream")
 
 // Streams reports whether answers of the plan can be rewritten while they
-// stream: a list of records (not Single) and no answer rules.
-func (p *Plan) Streams() bool { return !p.Single && len(p.Answer) == 0 }
+// stream: a list of records (not Single) whose answer rules only remove.
+func (p *Plan) Streams() bool {
+	for _, f := range p.Answer {
+		if f.Action != Remove {
+			return false
+		}
+	}
+	return !p.Single
+}
 
 // listForm is c for a document that is the array of records itself (no
 // records path, no answer rules): what a stream rewrites its batches with.
@@ -371,6 +382,11 @@ func checkValue(v []byte, maxDepth int) error {
 type jsonStream struct {
 	p     *Plan
 	c     *compiled // the plan's list form
+	ans   *compiled // the plan, for its answer rules
+	// ansKeys name the answer rules in Stats.Fields
+	ansKeys []string
+	// flushes counts the times the checked bytes were handed on
+	flushes int
 	segs  []seg     // the records path
 	s     Stream
 	in    streamIn
@@ -402,9 +418,13 @@ func (p *Plan) RewriteStream(s *Stream, r io.Reader, st *Stats) error {
 		st = &Stats{}
 	}
 	v := s.settings()
-	js := &jsonStream{p: p, c: c.listForm(), segs: c.recSegs, s: v, st: st, depth: c.maxDepth,
+	js := &jsonStream{p: p, c: c.listForm(), ans: c, ansKeys: c.ansKeys, segs: c.recSegs, s: v, st: st, depth: c.maxDepth,
 		in: streamIn{r: r, mark: -1, max: 2*v.MaxRecord + v.Batch + 2*readChunk}}
-	if err := js.value(0); err != nil {
+	root := int32(-1)
+	if len(c.ans) > 0 {
+		root = 0
+	}
+	if err := js.value(0, true, root); err != nil {
 		return err
 	}
 	if err := js.ws(); err != nil {
@@ -426,6 +446,7 @@ func (js *jsonStream) flush() error {
 	if len(js.pend) == 0 {
 		return nil
 	}
+	js.flushes++
 	err := js.s.Write(js.pend, 0)
 	js.pend = js.pend[:0]
 	return err
@@ -436,7 +457,7 @@ func (js *jsonStream) take(n int) error {
 	in := &js.in
 	js.pend = append(js.pend, in.bytes(in.pos, in.pos+n)...)
 	in.pos += n
-	if len(js.pend) >= js.s.Batch {
+	if len(js.pend) >= max(js.s.Batch, DefaultBatch) {
 		return js.flush()
 	}
 	return nil
@@ -471,9 +492,10 @@ func (js *jsonStream) peek() (byte, error) {
 	return in.at(in.pos), nil
 }
 
-// value walks the value at the read position, on the records path after
-// matching n of its segments.
-func (js *jsonStream) value(n int) error {
+// value walks the value at the read position, n containers deep: on the
+// records path after matching n of its segments (on), and at node of the
+// answer rules' trie (-1: none).
+func (js *jsonStream) value(n int, on bool, node int32) error {
 	if err := js.ws(); err != nil {
 		return err
 	}
@@ -481,17 +503,22 @@ func (js *jsonStream) value(n int) error {
 	if err != nil {
 		return err
 	}
-	if n == len(js.segs) {
+	if on && n == len(js.segs) {
 		js.found++
 		return js.records(b)
 	}
-	if b != '{' && b != '[' {
+	if b != '{' && b != '[' || !on && (node < 0 || len(js.ans.ans[node].kids) == 0) {
 		return js.skip(n)
 	}
 	if err := js.take(1); err != nil {
 		return err
 	}
 	in := &js.in
+	// An answer rule removes a member: the checked bytes are taken back
+	// to where it (or the comma before it) starts, which must not have
+	// been handed on yet.
+	kept, dropComma := 0, false
+	commaAt, commaFlushes := -1, 0
 	for k := 0; ; k++ {
 		if err := js.ws(); err != nil {
 			return err
@@ -503,7 +530,9 @@ func (js *jsonStream) value(n int) error {
 		if k == 0 && (b == '{' && c == '}' || b == '[' && c == ']') {
 			return js.take(1)
 		}
-		on := b == '[' && js.segs[n].idx == k
+		memberAt, memberFlushes := len(js.pend), js.flushes
+		childOn := on && b == '[' && js.segs[n].idx == k
+		child := js.ans.ansArr(node, k)
 		if b == '{' {
 			if c != '"' {
 				return syntaxError(in.pos, fmt.Sprintf("unexpected %q, a key was expected", c))
@@ -521,7 +550,8 @@ func (js *jsonStream) value(n int) error {
 			if esc {
 				key = decodeString(nil, raw)
 			}
-			on = string(key) == js.segs[n].key
+			childOn = on && string(key) == js.segs[n].key
+			child = js.ans.ansObj(node, string(key))
 			if err := js.take(len(raw)); err != nil {
 				return err
 			}
@@ -537,13 +567,30 @@ func (js *jsonStream) value(n int) error {
 				return err
 			}
 		}
-		if on {
-			err = js.value(n + 1)
+		if child >= 0 && js.ans.ans[child].field >= 0 {
+			// an answer rule (remove: Plan.Streams) ends here
+			if err := js.drop(n + 1); err != nil {
+				return err
+			}
+			at, flushes := memberAt, memberFlushes
+			if kept > 0 {
+				at, flushes = commaAt, commaFlushes
+			}
+			if flushes != js.flushes {
+				return errors.New("rewrite: an answer field could not be removed: the bytes before it were handed on already")
+			}
+			js.pend = js.pend[:at]
+			dropComma = kept == 0
+			if js.st.Fields == nil {
+				js.st.Fields = map[string]int{}
+			}
+			js.st.Fields[js.ansKeys[js.ans.ans[child].field]]++
+			js.st.Changed = true
 		} else {
-			err = js.skip(n + 1)
-		}
-		if err != nil {
-			return err
+			if err := js.value(n+1, childOn, child); err != nil {
+				return err
+			}
+			kept++
 		}
 		if err := js.ws(); err != nil {
 			return err
@@ -553,7 +600,11 @@ func (js *jsonStream) value(n int) error {
 			return err
 		}
 		switch {
+		case c == ',' && dropComma:
+			in.pos++ // the comma after a removed first member
+			dropComma = false
 		case c == ',':
+			commaAt, commaFlushes = len(js.pend), js.flushes
 			if err := js.take(1); err != nil {
 				return err
 			}
@@ -563,6 +614,24 @@ func (js *jsonStream) value(n int) error {
 			return syntaxError(in.pos, fmt.Sprintf("unexpected %q in a container", c))
 		}
 	}
+}
+
+// drop checks the value at the read position, n containers deep, and
+// leaves it out.
+func (js *jsonStream) drop(n int) error {
+	if err := js.ws(); err != nil {
+		return err
+	}
+	in := &js.in
+	end, err := in.valueEnd(in.pos, js.s.MaxRecord)
+	if err != nil {
+		return err
+	}
+	if err := checkValue(in.bytes(in.pos, end), max(1, js.depth-n)); err != nil {
+		return err
+	}
+	in.pos = end
+	return nil
 }
 
 // skip checks the value at the read position, off the records path at
@@ -701,6 +770,7 @@ func (js *jsonStream) batch(a, b, n int) error {
 // records they hold, and bounds the ids kept.
 func (js *jsonStream) hand(records int) error {
 	boundIDs(js.st, js.s.MaxIDs)
+	js.flushes++
 	err := js.s.Write(js.pend, records)
 	js.pend = js.pend[:0]
 	return err

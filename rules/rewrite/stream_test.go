@@ -284,7 +284,7 @@ func TestStreamBoundsTheIDsAndStopsWhenWriteFails(t *testing.T) {
 		}
 	})
 	t.Run("a plan that must see the whole answer does not stream", func(t *testing.T) {
-		for _, q := range []*Plan{{Single: true}, {Records: MustParsePath("data"), Answer: []Field{rm("total")}}} {
+		for _, q := range []*Plan{{Single: true}, {Records: MustParsePath("data"), Answer: []Field{mk("total", mask.All)}}} {
 			if err := q.RewriteStream(&Stream{Write: func([]byte, int) error { return nil }}, strings.NewReader(`{}`), nil); !errors.Is(err, ErrNotStreamable) {
 				t.Errorf("error %v, want ErrNotStreamable", err)
 			}
@@ -332,6 +332,48 @@ func TestStreamMemoryIsBoundedByTheRecord(t *testing.T) {
 				t.Fatalf("handed on %d bytes; the heap grew by %d bytes", total, peak-base)
 			}
 			t.Logf("%d MiB streamed, %d MiB handed on, heap grew by at most %.1f MiB (sampled)", size>>20, total>>20, float64(peak-base)/(1<<20))
+		})
+	}
+}
+
+func TestStreamRemovesAnswerFields(t *testing.T) {
+	docs := []struct{ name, doc string }{
+		{"the total after the list", `{"list":[{"id":"1","owner":"u1","phone":"13800138000"}],"total":2}`},
+		{"the total before the list", `{"total":2,"list":[{"id":"1","owner":"u1","phone":"13800138000"}]}`},
+		{"the total alone between others", `{"a":1, "total" : 2 ,"list":[{"id":"1","owner":"u1"}], "b":[1]}`},
+		{"every removed member first, in a row", `{"total":2,"meta":{"next":"x","count":3},"list":[{"id":"1","owner":"u1"}]}`},
+		{"a nested and an indexed path", `{"list":[{"id":"1","owner":"u1"}],"meta":{"keep":true,"next":"/p?page=2","count":9},"pages":[7,8]}`},
+		{"a removed value holding brackets and quotes", `{"list":[],"total":{"x":"]}\",","y":[[]]},"z":0}`},
+		{"the records key twice and the total twice", `{"total":1,"list":[{"id":"1","owner":"u1"}],"total":2,"list":[{"id":"2","owner":"u1"}]}`},
+	}
+	p := &Plan{Records: MustParsePath("list"), Keys: paths("owner"), Visible: ownerIs("u1"),
+		Fields: []Field{mk("phone", mask.Phone)}, AuditID: MustParsePath("id"),
+		Answer: []Field{rm("total"), rm("meta.next"), rm("meta.count"), rm("pages.0")}}
+	if err := p.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		t.Run(d.name, func(t *testing.T) {
+			var want Stats
+			buffered, err := p.Rewrite(nil, []byte(d.doc), &want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for at := 0; at <= len(d.doc); at++ {
+				var got Stats
+				out, _, err := streamed(p, Stream{Batch: 1}, &splitReader{doc: []byte(d.doc), at: at}, 0, &got)
+				if err != nil {
+					t.Fatalf("split at %d: %v", at, err)
+				}
+				if c, w := compact(t, []byte(out)), compact(t, buffered); c != w {
+					t.Fatalf("split at %d, the stream gave\n%s\nthe buffered rewrite\n%s", at, c, w)
+				}
+				for k, n := range want.Fields {
+					if got.Fields[k] != n {
+						t.Fatalf("split at %d: fields %v, buffered %v", at, got.Fields, want.Fields)
+					}
+				}
+			}
 		})
 	}
 }
