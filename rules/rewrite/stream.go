@@ -380,24 +380,24 @@ func checkValue(v []byte, maxDepth int) error {
 
 // jsonStream is the state of one RewriteStream call.
 type jsonStream struct {
-	p     *Plan
-	c     *compiled // the plan's list form
-	ans   *compiled // the plan, for its answer rules
+	p   *Plan
+	c   *compiled // the plan's list form
+	ans *compiled // the plan, for its answer rules
 	// ansKeys name the answer rules in Stats.Fields
 	ansKeys []string
 	// flushes counts the times the checked bytes were handed on
 	flushes int
-	segs  []seg     // the records path
-	s     Stream
-	in    streamIn
-	st    *Stats
-	pend  []byte // checked bytes not handed on yet
-	doc   []byte // a batch
-	out   []byte // a batch rewritten
-	found int
-	index int  // records read so far
-	sent  bool // a record of this array was handed on
-	depth int  // the plan's nesting limit
+	segs    []seg // the records path
+	s       Stream
+	in      streamIn
+	st      *Stats
+	pend    []byte // checked bytes not handed on yet
+	doc     []byte // a batch
+	out     []byte // a batch rewritten
+	found   int
+	index   int  // records read so far
+	sent    bool // a record of this array was handed on
+	depth   int  // the plan's nesting limit
 }
 
 // RewriteStream rewrites the JSON answer read from r as it arrives,
