@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -170,5 +171,33 @@ func TestTheCaddyfileTableIsTheHandlersOptions(t *testing.T) {
 				t.Errorf("the table documents %s, the parser refuses it: %v", name, err)
 			}
 		})
+	}
+}
+
+// commentedOption matches a Caddyfile line that shows an option commented
+// out inside a block: "\t\t# name args".
+var commentedOption = regexp.MustCompile(`(?m)^(\s+)# ([a-z][a-z_]*)\b.*$`)
+
+// TestTheCommentedOptionsInTheDocsExist keeps the options the Caddyfile
+// examples show commented out (the defaults and alternatives of
+// docs/signin.md, the Redis store of docs/operator-guide.md) true: the
+// parser of the block they sit in knows each name.
+func TestTheCommentedOptionsInTheDocsExist(t *testing.T) {
+	seen := 0
+	for _, b := range caddyfileDocBlocks(t) {
+		for _, m := range commentedOption.FindAllStringSubmatchIndex(b.text, -1) {
+			indent, name := b.text[m[2]:m[3]], b.text[m[4]:m[5]]
+			seen++
+			t.Run(fmt.Sprintf("%s at %s names an option", name, b.where), func(t *testing.T) {
+				src := completeCaddyfile(b.text[:m[0]] + indent + name + b.text[m[1]:])
+				_, err := adapt(t, src)
+				if err != nil && (strings.Contains(err.Error(), "unknown subdirective") || strings.Contains(err.Error(), "unknown audit option")) {
+					t.Errorf("%v\n-- the example with the option uncommented:\n%s", err, src)
+				}
+			})
+		}
+	}
+	if seen < 10 {
+		t.Errorf("found only %d commented options in the Caddyfile examples; docs/signin.md alone shows more", seen)
 	}
 }
