@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,19 +54,7 @@ func TestRedisStoreSharedByTwoInstances(t *testing.T) {
 		e.idp.SetAccessTokenLifetime(time.Hour)
 		defer e.idp.SetAccessTokenLifetime(30 * time.Second)
 		base := e.idp.RefreshCount()
-		var wg sync.WaitGroup
-		codes := make(chan int, 40)
-		for i := range 40 {
-			px := []*proxy{a, b}[i%2]
-			wg.Go(func() { codes <- br.api(px.url + "/app").status })
-		}
-		wg.Wait()
-		close(codes)
-		for c := range codes {
-			if c != http.StatusOK {
-				t.Fatalf("a concurrent request got %d", c)
-			}
-		}
+		allOKAtOnce(t, 40, func(i int) int { return br.api([]*proxy{a, b}[i%2].url + "/app").status })
 		if got := e.idp.RefreshCount() - base; got != 1 {
 			t.Fatalf("%d refreshes, want 1", got)
 		}

@@ -88,18 +88,7 @@ func TestRefresh(t *testing.T) {
 	e.idp.SetAccessTokenLifetime(time.Hour)
 
 	t.Run("twenty concurrent requests refresh the tokens exactly once", func(t *testing.T) {
-		var wg sync.WaitGroup
-		codes := make(chan int, 20)
-		for range 20 {
-			wg.Go(func() { codes <- b.api(px.url + "/app").status })
-		}
-		wg.Wait()
-		close(codes)
-		for c := range codes {
-			if c != http.StatusOK {
-				t.Fatalf("a concurrent request got %d", c)
-			}
-		}
+		allOKAtOnce(t, 20, func(int) int { return b.api(px.url + "/app").status })
 		if got := e.idp.RefreshCount() - base; got != 1 {
 			t.Fatalf("%d refreshes, want 1", got)
 		}
@@ -249,4 +238,22 @@ func TestSessionsSurviveARestartAndAKeyRotation(t *testing.T) {
 			t.Fatalf("status %d", got.status)
 		}
 	})
+}
+
+// allOKAtOnce makes n requests at the same time, the i-th through
+// status(i), and fails t unless every one is answered 200.
+func allOKAtOnce(t *testing.T, n int, status func(i int) int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for i := range n {
+		wg.Go(func() { codes <- status(i) })
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("a concurrent request got %d", c)
+		}
+	}
 }
