@@ -508,7 +508,7 @@ func (js *jsonStream) value(n int, on bool, node int32) error {
 		return js.records(b)
 	}
 	if b != '{' && b != '[' || !on && (node < 0 || len(js.ans.ans[node].kids) == 0) {
-		return js.skip(n)
+		return js.skip(n, false)
 	}
 	if err := js.take(1); err != nil {
 		return err
@@ -569,7 +569,7 @@ func (js *jsonStream) value(n int, on bool, node int32) error {
 		}
 		if child >= 0 && js.ans.ans[child].field >= 0 {
 			// an answer rule (remove: Plan.Streams) ends here
-			if err := js.drop(n + 1); err != nil {
+			if err := js.skip(n+1, true); err != nil {
 				return err
 			}
 			at, flushes := memberAt, memberFlushes
@@ -616,9 +616,9 @@ func (js *jsonStream) value(n int, on bool, node int32) error {
 	}
 }
 
-// drop checks the value at the read position, n containers deep, and
-// leaves it out.
-func (js *jsonStream) drop(n int) error {
+// skip checks the value at the read position, off the records path n
+// containers deep, and hands it on, or with drop leaves it out.
+func (js *jsonStream) skip(n int, drop bool) error {
 	if err := js.ws(); err != nil {
 		return err
 	}
@@ -630,23 +630,9 @@ func (js *jsonStream) drop(n int) error {
 	if err := checkValue(in.bytes(in.pos, end), max(1, js.depth-n)); err != nil {
 		return err
 	}
-	in.pos = end
-	return nil
-}
-
-// skip checks the value at the read position, off the records path at
-// depth n, and hands it on.
-func (js *jsonStream) skip(n int) error {
-	if err := js.ws(); err != nil {
-		return err
-	}
-	in := &js.in
-	end, err := in.valueEnd(in.pos, js.s.MaxRecord)
-	if err != nil {
-		return err
-	}
-	if err := checkValue(in.bytes(in.pos, end), max(1, js.depth-n)); err != nil {
-		return err
+	if drop {
+		in.pos = end
+		return nil
 	}
 	return js.take(end - in.pos)
 }
