@@ -141,3 +141,31 @@ func TestTheMetricsInTheDocsAreTheHandlers(t *testing.T) {
 		t.Errorf("docs/audit.md's metrics (name labels) are\n%q\nthe handler registers\n%q", documented, registered)
 	}
 }
+
+// TestTheAuditExampleInTheDocsIsAnEvent keeps docs/audit.md's example
+// true: it decodes strictly into an AuditEvent, and the handler writes
+// that event as exactly the example's bytes (key order, number format).
+func TestTheAuditExampleInTheDocsIsAnEvent(t *testing.T) {
+	doc, err := os.ReadFile("../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, example, ok := strings.Cut(string(doc), "\n## Example\n\n```json\n")
+	if !ok {
+		t.Fatal("docs/audit.md has no \"## Example\" section opening with a json block")
+	}
+	example, _, _ = strings.Cut(example, "\n```")
+	d := json.NewDecoder(strings.NewReader(example))
+	d.DisallowUnknownFields()
+	var ev AuditEvent
+	if err := d.Decode(&ev); err != nil {
+		t.Fatalf("the example is not an audit event: %v\n%s", err, example)
+	}
+	got, err := ev.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != example {
+		t.Errorf("the handler writes the example's event as\n%s\nthe docs show\n%s", got, example)
+	}
+}
