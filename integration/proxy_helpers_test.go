@@ -123,6 +123,24 @@ func proxyGlobals(dir string) string {
 `, filepath.Join(dir, "storage"), filepath.Join(dir, "caddy.log"))
 }
 
+// proxyTLSGlobals is the global options block of a Caddy serving HTTPS
+// with a given certificate (tls cert key in the site): like proxyGlobals,
+// but automatic HTTPS only skips its redirects and installs no trust.
+func proxyTLSGlobals(dir string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	skip_install_trust
+	auto_https disable_redirects
+	storage file_system %s
+	log {
+		output file %s
+		format json
+	}
+}
+`, filepath.Join(dir, "storage"), filepath.Join(dir, "caddy.log"))
+}
+
 // proxyStart adapts site (a Caddyfile body without global options, with
 // {PORT} for a free port) and loads it into Caddy. Caddy runs one config
 // per process, so a new start replaces the previous config.

@@ -136,20 +136,8 @@ func TestRedTeamSessionCookieOverHTTPSThroughCaddy(t *testing.T) {
 	t.Cleanup(idpSrv.Close)
 
 	rulesPath := proxyWriteFile(t, dir, "rules.yaml", oidcE2ERules)
-	storage := filepath.Join(dir, "storage")
 	certFile, keyFile, pool := loopbackCert(t, dir)
-	src := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	skip_install_trust
-	auto_https disable_redirects
-	storage file_system %s
-	log {
-		output file %s
-		format json
-	}
-}
-%s {
+	src := proxyTLSGlobals(dir) + fmt.Sprintf(`%s {
 	bind 127.0.0.1
 	tls %s %s
 	crm_guard {
@@ -167,7 +155,7 @@ func TestRedTeamSessionCookieOverHTTPSThroughCaddy(t *testing.T) {
 	}
 	reverse_proxy %s
 }
-`, storage, filepath.Join(dir, "caddy.log"), site, certFile, keyFile, rulesPath, s.issuer, devidp.ACRMFA, filepath.Join(dir, "sessions"), strings.TrimPrefix(crm.URL, "http://"))
+`, site, certFile, keyFile, rulesPath, s.issuer, devidp.ACRMFA, filepath.Join(dir, "sessions"), strings.TrimPrefix(crm.URL, "http://"))
 	if err := caddy.Load(proxyAdapt(t, src), true); err != nil {
 		t.Fatalf("loading: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,21 +33,7 @@ func TestACutStreamedExportResetsItsHTTP2StreamAndKeepsTheConnection(t *testing.
 	auditPath := filepath.Join(dir, "audit.jsonl")
 	certFile, keyFile, pool := loopbackCert(t, dir)
 	site := fmt.Sprintf("https://127.0.0.1:%d", proxyFreePort(t))
-	src := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	skip_install_trust
-	auto_https disable_redirects
-	storage file_system %s
-	servers {
-		protocols h1 h2
-	}
-	log {
-		output file %s
-		format json
-	}
-}
-%s {
+	src := proxyTLSGlobals(dir) + fmt.Sprintf(`%s {
 	bind 127.0.0.1
 	tls %s %s
 	crm_guard {
@@ -59,7 +44,7 @@ func TestACutStreamedExportResetsItsHTTP2StreamAndKeepsTheConnection(t *testing.
 	}
 	reverse_proxy %s
 }
-`, filepath.Join(dir, "storage"), filepath.Join(dir, "caddy.log"), site, certFile, keyFile, rulesPath, auditPath, crm.Listener.Addr())
+`, site, certFile, keyFile, rulesPath, auditPath, crm.Listener.Addr())
 	if err := caddy.Load(proxyAdapt(t, src), true); err != nil {
 		t.Fatalf("loading: %v", err)
 	}
@@ -91,19 +76,7 @@ func TestACutStreamedExportResetsItsHTTP2StreamAndKeepsTheConnection(t *testing.
 		}
 		return resp, conn, reused
 	}
-	lastEvent := func(t *testing.T) map[string]any {
-		t.Helper()
-		data, err := os.ReadFile(auditPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &ev); err != nil {
-			t.Fatal(err)
-		}
-		return ev
-	}
+	lastEvent := func(t *testing.T) map[string]any { return streamLastEvent(t, auditPath) }
 
 	for _, tc := range []struct{ name, bad string }{
 		{"an export that turns into broken JSON midway is reset on its stream", "json"},

@@ -86,6 +86,21 @@ func streamCRM(t testing.TB) *httptest.Server {
 	return srv
 }
 
+// streamLastEvent decodes the last audit event in the file at path.
+func streamLastEvent(t testing.TB, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &ev); err != nil {
+		t.Fatalf("the last audit event in %s: %v", path, err)
+	}
+	return ev
+}
+
 func TestAStreamedExportThroughCaddy(t *testing.T) {
 	dir := t.TempDir()
 	crm := streamCRM(t)
@@ -93,19 +108,7 @@ func TestAStreamedExportThroughCaddy(t *testing.T) {
 	auditPath := filepath.Join(dir, "audit.jsonl")
 	srv := proxyStart(t, dir, proxySite(rulesPath, auditPath, crm.Listener.Addr().String(), "")) // max_body 64KiB
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	lastEvent := func(t *testing.T) map[string]any {
-		t.Helper()
-		data, err := os.ReadFile(auditPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &ev); err != nil {
-			t.Fatal(err)
-		}
-		return ev
-	}
+	lastEvent := func(t *testing.T) map[string]any { return streamLastEvent(t, auditPath) }
 
 	t.Run("an approved export over max_body streams rewritten", func(t *testing.T) {
 		resp := proxyGet(t, client, "GET", srv.URL+"/api/customers/export?size=8388608", "wang", nil)
