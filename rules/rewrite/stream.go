@@ -810,7 +810,7 @@ func (p *Plan) RewriteTableStream(s *Stream, r io.Reader, comma byte, st *Stats)
 		}
 	}
 	hdr := bytes.Clone(in.bytes(0, hdrEnd))
-	hdrOut, err := p.rewriteTable(nil, hdr, comma, 0, &Stats{})
+	hdrOut, err := p.rewriteTable(nil, hdr, comma, 0, 0, &Stats{})
 	if err != nil {
 		return err
 	}
@@ -818,11 +818,16 @@ func (p *Plan) RewriteTableStream(s *Stream, r io.Reader, comma byte, st *Stats)
 	var doc, out []byte
 	pend := hdrOut
 	index := 0
+	// The batches are rewritten after the header: their errors name the
+	// lines of the whole table, counted from the header's, by the lines
+	// before the batch (lines: line ends before batchStart).
+	hdrLines := bytes.Count(hdr, []byte{'\n'})
+	lines := hdrLines
 	batch := func(a, b int) error {
 		doc = append(append(doc[:0], hdr...), in.bytes(a, b)...)
 		before, beforeIn := st.RecordsOut, st.RecordsIn
 		var err error
-		out, err = p.rewriteTable(out[:0], doc, comma, index, st)
+		out, err = p.rewriteTable(out[:0], doc, comma, index, lines-hdrLines, st)
 		index += st.RecordsIn - beforeIn
 		if err != nil {
 			return err
@@ -841,7 +846,8 @@ func (p *Plan) RewriteTableStream(s *Stream, r io.Reader, comma byte, st *Stats)
 	for {
 		end, err := in.rowEnd(in.pos, v.MaxRecord)
 		if err != nil {
-			return fmt.Errorf("rewrite: csv: row %d: %w", index+1, err)
+			line := lines + bytes.Count(in.bytes(batchStart, in.pos), []byte{'\n'}) + 1
+			return fmt.Errorf("rewrite: csv: the row on line %d: %w", line, err)
 		}
 		if end == in.pos { // the end of input
 			return batch(batchStart, end)
@@ -850,12 +856,14 @@ func (p *Plan) RewriteTableStream(s *Stream, r io.Reader, comma byte, st *Stats)
 		if batchStart == end-len(lineEnd(in.bytes(batchStart, end))) {
 			// a blank line before the batch's first row: not a row
 			batchStart, in.mark = end, end
+			lines++
 			continue
 		}
 		if end-batchStart >= v.Batch {
 			if err := batch(batchStart, end); err != nil {
 				return err
 			}
+			lines += bytes.Count(in.bytes(batchStart, end), []byte{'\n'})
 			batchStart, in.mark = end, end
 		}
 	}

@@ -377,3 +377,43 @@ func TestStreamRemovesAnswerFields(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamedTableErrorsNameTheLineInTheWholeFile(t *testing.T) {
+	// Good rows past the first batch, a quoted line break and a blank
+	// line among them, so that a line count kept per batch, or one that
+	// counts rows rather than lines, names the wrong line.
+	var good strings.Builder
+	good.WriteString("\xef\xbb\xbf\nid,owner,phone\n")
+	for i := 0; good.Len() < 3*DefaultBatch; i++ {
+		fmt.Fprintf(&good, "g%d,u1,13800138000\n", i)
+		if i == 100 {
+			good.WriteString("q,u1,\"138\n00138000\"\n\n")
+		}
+	}
+	line := strings.Count(good.String(), "\n") + 1 // the broken row's line
+	cases := []struct {
+		name   string
+		bad    string
+		batch  int
+		maxRec int
+	}{
+		{"a row with too few fields", "b,u1\n", 0, 0},
+		{"a row with a quote inside an unquoted field", "b,u1,138\"00138000\n", 0, 0},
+		{"a row with text after a closing quote", "b,u1,\"138\"00138000\n", 0, 0},
+		{"a row with a carriage return alone", "b,u1,138\r00138000\n", 0, 0},
+		{"a row with a quote that is never closed", "b,u1,\"13800138000\n", 0, 0},
+		{"a row with too few fields in batches of one row", "b,u1\n", 1, 0},
+		{"a row over the cap", "b,u1," + strings.Repeat("1", 300) + "\n", 0, 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := streamPlan(t, "")
+			doc := good.String() + c.bad + "g,u1,13800138000\n"
+			_, _, err := streamed(p, Stream{Batch: c.batch, MaxRecord: c.maxRec}, strings.NewReader(doc), ',', nil)
+			want := fmt.Sprintf("line %d", line)
+			if err == nil || !strings.Contains(err.Error()+" ", want+" ") && !strings.Contains(err.Error(), want+":") {
+				t.Fatalf("error %v, want one naming %s", err, want)
+			}
+		})
+	}
+}

@@ -150,11 +150,14 @@ func (p *Plan) buildTable() *tablePlan {
 // '\t') to dst and returns it, applying the plan to every data row as to a
 // record; see the decisions at the top of table.go. st may be nil.
 func (p *Plan) RewriteTable(dst, doc []byte, comma byte, st *Stats) ([]byte, error) {
-	return p.rewriteTable(dst, doc, comma, 0, st)
+	return p.rewriteTable(dst, doc, comma, 0, 0, st)
 }
 
-// rewriteTable is RewriteTable with the data rows numbered from base.
-func (p *Plan) rewriteTable(dst, doc []byte, comma byte, base int, st *Stats) ([]byte, error) {
+// rewriteTable is RewriteTable with the data rows numbered from base and
+// the lines after the header's counted from the header's last line plus
+// lines (a stream's batch is its rows after the header: its errors name
+// the lines of the whole table).
+func (p *Plan) rewriteTable(dst, doc []byte, comma byte, base, lines int, st *Stats) ([]byte, error) {
 	c := p.c
 	if c == nil {
 		var err error
@@ -171,7 +174,7 @@ func (p *Plan) rewriteTable(dst, doc []byte, comma byte, base int, st *Stats) ([
 	c.tableOnce.Do(func() { c.table = p.buildTable() })
 	tw := tablePool.Get().(*tableRewriter)
 	tw.p, tw.c, tw.t, tw.comma = p, c, c.table, comma
-	out, err := tw.rewrite(dst, doc, base, st)
+	out, err := tw.rewrite(dst, doc, base, lines, st)
 	if tw.mac != nil {
 		c.putMac(tw.mac)
 	}
@@ -222,8 +225,9 @@ type tableColumn struct {
 var utf8BOM = []byte("\xef\xbb\xbf")
 
 // rewrite rewrites the table body; its data rows are numbered
-// (Record.Index) from base.
-func (tw *tableRewriter) rewrite(dst, body []byte, base int, st *Stats) ([]byte, error) {
+// (Record.Index) from base, and lines lines are skipped after the header
+// in the line numbers of its errors.
+func (tw *tableRewriter) rewrite(dst, body []byte, base, lines int, st *Stats) ([]byte, error) {
 	if !utf8.Valid(body) {
 		return dst, errors.New("rewrite: csv: the answer is not valid UTF-8")
 	}
@@ -241,6 +245,7 @@ func (tw *tableRewriter) rewrite(dst, body []byte, base int, st *Stats) ([]byte,
 	if err != nil {
 		return dst, err
 	}
+	s.line += lines
 	row := &tableRow{body: body, ds: unsafe.String(unsafe.SliceData(body), len(body)), cells: hdr}
 	names := make([]string, len(hdr))
 	for i := range hdr {
