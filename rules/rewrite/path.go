@@ -148,6 +148,64 @@ func keySeg(k string) seg {
 	return sg
 }
 
+// Display returns the path written with only the escapes its reading needs,
+// for people: `**.id\_card` (a rule file's second key for one path) is
+// `**.id_card`, while `a\.b` (the key "a.b") stays apart from `a.b`. Paths
+// that read alike display alike; the result parses to the same path.
+func (p Path) Display() string {
+	if len(p.segs) == 0 {
+		return "@this"
+	}
+	var b strings.Builder
+	for i, sg := range p.segs {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		switch sg.kind {
+		case segAny:
+			b.WriteString("**")
+		case segEach:
+			b.WriteByte('#')
+		case segPattern:
+			// The pattern keeps its escapes: drop the ones of runes that
+			// mean nothing unescaped (matchPattern reads `\x` as x).
+			for j := 0; j < len(sg.key); j++ {
+				c := sg.key[j]
+				if c == '\\' && j+1 < len(sg.key) {
+					if e := sg.key[j+1]; strings.IndexByte(`\.*?|`, e) >= 0 || j == 0 && strings.IndexByte("#@[{", e) >= 0 {
+						b.WriteByte('\\')
+					}
+					j++
+					c = sg.key[j]
+				}
+				b.WriteByte(c)
+			}
+		default:
+			for j, r := range sg.key {
+				esc := strings.ContainsRune(`\.*?|`, r)
+				if j == 0 {
+					switch r {
+					case '#':
+						esc = true
+					case '[', '{':
+						esc = esc || i == 0
+					case '@':
+						name, _, _ := strings.Cut(sg.key[1:], ":")
+						for _, m := range gjsonModifiers {
+							esc = esc || name == m
+						}
+					}
+				}
+				if esc {
+					b.WriteByte('\\')
+				}
+				b.WriteRune(r)
+			}
+		}
+	}
+	return b.String()
+}
+
 // MustParsePath is ParsePath that panics on error, for tests and constants.
 func MustParsePath(s string) Path {
 	p, err := ParsePath(s)

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -118,4 +119,55 @@ func TestMatchPattern(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPathDisplay(t *testing.T) {
+	cases := []struct {
+		name, path, want string
+	}{
+		{"an escape a rule file adds for a second key is dropped", `**.id\_card`, `**.id_card`},
+		{"a path without escapes is unchanged", `**.id_card`, `**.id_card`},
+		{"an escaped dot inside a key stays", `a\.b`, `a\.b`},
+		{"a dot between keys stays unescaped", `a.b`, `a.b`},
+		{"an escaped star is a key, not a pattern", `attributes.\*`, `attributes.\*`},
+		{"a pattern keeps its wildcards and drops needless escapes", `attributes.\r*revenue`, `attributes.r*revenue`},
+		{"a pattern keeps the escapes of a literal star", `a\*b*`, `a\*b*`},
+		{"a pattern keeps an escaped backslash", `a\\*`, `a\\*`},
+		{"a key that names a gjson modifier keeps its escape", `\@reverse`, `\@reverse`},
+		{"a key with an at sign that is no modifier needs no escape", `\@odata\.etag`, `@odata\.etag`},
+		{"a key starting with a hash keeps its escape", `a.\#x`, `a.\#x`},
+		{"every element and any depth are written as they are", `a.#.**.b`, `a.#.**.b`},
+		{"a backslash key stays escaped", `a\\b`, `a\\b`},
+		{"a first key starting with a bracket keeps its escape", `\[a`, `\[a`},
+		{"the record itself is @this", ``, `@this`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := MustParsePath(c.path)
+			got := p.Display()
+			if got != c.want {
+				t.Fatalf("Display of %q = %q, want %q", c.path, got, c.want)
+			}
+			q, err := ParsePath(got)
+			if err != nil {
+				t.Fatalf("the displayed %q does not parse: %v", got, err)
+			}
+			if q.Display() != got {
+				t.Errorf("the displayed %q displays as %q once parsed", got, q.Display())
+			}
+			if p.plain() && !reflect.DeepEqual(q.segs, p.segs) {
+				t.Errorf("the displayed %q reads %+v, the path %q reads %+v", got, q.segs, c.path, p.segs)
+			}
+		})
+	}
+	t.Run("paths that read differently display differently", func(t *testing.T) {
+		seen := map[string]string{}
+		for _, s := range []string{`a.b`, `a\.b`, `a*`, `a\*`, `#`, `\#`, `**.x`, `\*\*.x`, `@odata`, `\@this`, `a\\`, `a\\\.b`} {
+			d := MustParsePath(s).Display()
+			if prev, ok := seen[d]; ok {
+				t.Errorf("%q and %q both display as %q", prev, s, d)
+			}
+			seen[d] = s
+		}
+	})
 }

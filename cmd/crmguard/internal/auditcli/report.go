@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/crmguard/crmguard/rules"
+	"github.com/crmguard/crmguard/rules/rewrite"
 )
 
 // ReportOptions is what `crmguard audit report` is asked for.
@@ -281,6 +282,7 @@ func parseBound(s string, loc *time.Location, end bool) (time.Time, error) {
 type collector struct {
 	p         period
 	strs      map[string]string
+	display   map[string]string // a recorded field path -> as shown (field)
 	recordIdx map[string]uint32
 	users     map[string]*userAgg
 	days      map[int]*DayActivity
@@ -328,7 +330,7 @@ type routeAgg struct {
 type exportKey struct{ route, grant string }
 
 func newCollector(p period) *collector {
-	return &collector{p: p, strs: map[string]string{}, recordIdx: map[string]uint32{}, users: map[string]*userAgg{},
+	return &collector{p: p, strs: map[string]string{}, display: map[string]string{}, recordIdx: map[string]uint32{}, users: map[string]*userAgg{},
 		days: map[int]*DayActivity{}, sensitive: map[string]map[string]bool{}}
 }
 
@@ -340,6 +342,24 @@ func (c *collector) intern(s string) string {
 	}
 	v := strings.Clone(s)
 	c.strs[v] = v
+	return v
+}
+
+// field is the treated field path of an audit event as people read it
+// (interned): with only the escapes its reading needs, so that `**.id\_card`
+// (a rule file's second key for one path) is `**.id_card`, while paths that
+// read differently stay apart (rewrite.Path.Display). A path that does not
+// parse is shown as recorded.
+func (c *collector) field(raw string) string {
+	if v, ok := c.display[raw]; ok {
+		return v
+	}
+	d := raw
+	if p, err := rewrite.ParsePath(raw); err == nil {
+		d = p.Display()
+	}
+	v := c.intern(d)
+	c.display[strings.Clone(raw)] = v
 	return v
 }
 
@@ -410,7 +430,7 @@ func (c *collector) add(raw []byte) {
 		}
 		e.fields.ForEach(func(k, n gjson.Result) bool {
 			if action, field, ok := strings.Cut(k.Str, ":"); ok && isRecordField(action, field) {
-				field = c.intern(field)
+				field = c.field(field)
 				m[field] = true
 				c.treated = append(c.treated, fieldCount{field, int(n.Int())})
 			}

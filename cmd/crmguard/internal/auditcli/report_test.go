@@ -438,3 +438,59 @@ func TestReportProgressGoesToItsOwnWriterOnLargeInputsOnly(t *testing.T) {
 		})
 	}
 }
+
+func TestReportShowsFieldsAsTheyRead(t *testing.T) {
+	// zhang's rule writes id_card with its "_" escaped (a second key for
+	// one path, as examples/rules.yaml does), li's does not: both mask the
+	// same field. a.b (b in a) and a\.b (the key "a.b") are different.
+	ev := func(user, fields string) string {
+		return `{"time":"2026-11-03T03:00:00Z","user":"` + user + `","roles":["sales"],"method":"GET","path":"/api/customers","route":"customers.list","decision":"allow","status":200,"records_in":3,"records_out":3,"fields":` + fields + `}` + "\n"
+	}
+	log := ev("zhang", `{"mask:**.id\\_card":3,"remove:a\\.b":3}`) + ev("li", `{"mask:**.id_card":3,"remove:a.b":3}`)
+	p := filepath.Join(t.TempDir(), "a.jsonl")
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	render := func(t *testing.T, format string) string {
+		t.Helper()
+		o := genOptions
+		o.Format = format
+		var out, errOut bytes.Buffer
+		if code := ReportCommand(o, []string{p}, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		return out.String()
+	}
+	t.Run("json lists each field once, unescaped, and reveals only what was untreated", func(t *testing.T) {
+		var r Report
+		if err := json.Unmarshal([]byte(render(t, "json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.Sensitive["customers.list"], []string{`**.id_card`, `a.b`, `a\.b`}; !slices.Equal(got, want) {
+			t.Errorf("sensitive fields %q, want %q", got, want)
+		}
+		want := map[string][]Revealed{
+			"li":    {{Route: "customers.list", Field: `a\.b`, Records: 3}},
+			"zhang": {{Route: "customers.list", Field: `a.b`, Records: 3}},
+		}
+		for _, u := range r.Users {
+			if !slices.Equal(u.Revealed, want[u.User]) {
+				t.Errorf("%s revealed %+v, want %+v", u.User, u.Revealed, want[u.User])
+			}
+		}
+		if len(r.Users) != 2 {
+			t.Errorf("%d users, want 2", len(r.Users))
+		}
+	})
+	for _, format := range []string{"text", "csv", "html", "json"} {
+		t.Run(format+" output shows no needless escape", func(t *testing.T) {
+			out := render(t, format)
+			if strings.Contains(out, `id\_card`) || strings.Contains(out, `id\\_card`) {
+				t.Errorf("a field is shown with its rule file escape:\n%s", out)
+			}
+			if !strings.Contains(out, `a.b`) {
+				t.Errorf("the revealed field a.b is missing:\n%s", out)
+			}
+		})
+	}
+}
