@@ -96,7 +96,9 @@ func TestAWriteRecordsItsFieldsAndTheChangesTheRouteNames(t *testing.T) {
 	}
 	t.Run("a refused write records no old values", func(t *testing.T) {
 		d := set.Decide(zhang, targetReq("PATCH", "/api/customers/8"))
-		_ = d.CheckBody("application/json", []byte(`{"owner_id":"zhang"}`))
+		if be := d.CheckBody("application/json", []byte(`{"owner_id":"zhang"}`)); be != nil {
+			t.Fatalf("the body was refused (%s); the write must reach the target check", be.Reason)
+		}
 		b := d.JudgeTarget(TargetAnswer{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"id":8,"owner_id":"wu"}`)})
 		if b == nil || b.Status != 403 {
 			t.Fatalf("want 403, got %v", b)
