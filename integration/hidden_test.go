@@ -137,6 +137,9 @@ func TestHiddenMeansHidden(t *testing.T) {
 	})
 
 	t.Run("a rep filtering by another team's owner gets nothing, a team mate's customers all", func(t *testing.T) {
+		if !slices.ContainsFunc(truth.Customers, func(c *crm.Customer) bool { return c.OwnerID == "chen" && c.Team != "east" }) {
+			t.Fatal("the demo data gives chen no customer outside team east: an empty answer would prove nothing")
+		}
 		resp, body := send(t, zhang, "GET", "/api/customers?owner_id=chen&limit=1000", "")
 		if got := ids(t, body); resp.StatusCode != 200 || len(got) != 0 {
 			t.Errorf("status %d, customers %v; want none", resp.StatusCode, got)
