@@ -233,14 +233,8 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 	if e.user != nil {
 		b = append(b, `,"user":"`...)
 		b = append(b, e.user.id...)
-		b = append(b, `","roles":[`...)
-		for i, r := range e.user.roles {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendQuote(b, r)
-		}
-		b = append(b, ']')
+		b = append(b, `","roles":`...)
+		b = appendQuotedList(b, e.user.roles)
 	}
 	b = fmt.Appendf(b, `,"method":%q,"path":%q`, e.method, e.path)
 	if e.route != "" {
@@ -256,14 +250,8 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 	}
 	b = fmt.Appendf(b, `,"status":%d,"records_in":%d,"records_out":%d`, e.status, e.in, e.out)
 	if len(e.ids) > 0 {
-		b = append(b, `,"record_ids":[`...)
-		for i, id := range e.ids {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendQuote(b, id)
-		}
-		b = append(b, ']')
+		b = append(b, `,"record_ids":`...)
+		b = appendQuotedList(b, e.ids)
 	}
 	if len(e.fields) > 0 {
 		b = append(b, `,"fields":{`...)
@@ -299,14 +287,8 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 		b = append(b, `,"limits":[{"limit":"bulk_view","counts":"records","action":"block","count":280,"adding":100,"max":300,"window":"10m0s","refused":true,"retry_after":420}]`...)
 	}
 	if len(e.bodyFields) > 0 {
-		b = append(b, `,"body_fields":[`...)
-		for i, f := range e.bodyFields {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendQuote(b, f)
-		}
-		b = append(b, ']')
+		b = append(b, `,"body_fields":`...)
+		b = appendQuotedList(b, e.bodyFields)
 	}
 	if len(e.changes) > 0 {
 		b = append(b, `,"changes":{`...)
@@ -323,6 +305,18 @@ func (g *generator) write(dst []byte, e *genEvent) []byte {
 		g.t.add(e)
 	}
 	return b
+}
+
+// appendQuotedList appends list as a JSON array of strings.
+func appendQuotedList(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, s)
+	}
+	return append(b, ']')
 }
 
 // add keeps the truth of one event.
