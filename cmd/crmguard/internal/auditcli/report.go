@@ -280,8 +280,8 @@ func parseBound(s string, loc *time.Location, end bool) (time.Time, error) {
 // collector adds events up; its memory grows with users, routes, fields
 // and distinct records, not with the number of events.
 type collector struct {
-	p         period
-	strs      map[string]string
+	p period
+	interner
 	display   map[string]string // a recorded field path -> as shown (field)
 	recordIdx map[string]uint32
 	users     map[string]*userAgg
@@ -330,18 +330,22 @@ type routeAgg struct {
 type exportKey struct{ route, grant string }
 
 func newCollector(p period) *collector {
-	return &collector{p: p, strs: map[string]string{}, display: map[string]string{}, recordIdx: map[string]uint32{}, users: map[string]*userAgg{},
+	return &collector{p: p, interner: interner{}, display: map[string]string{}, recordIdx: map[string]uint32{}, users: map[string]*userAgg{},
 		days: map[int]*DayActivity{}, sensitive: map[string]map[string]bool{}}
 }
 
+// interner keeps one copy of each string kept past the line it was read
+// from: the report's collector and the review's reviewer embed it.
+type interner map[string]string
+
 // intern returns a copy of s that outlives the line, shared by equal
 // strings.
-func (c *collector) intern(s string) string {
-	if v, ok := c.strs[s]; ok {
+func (in interner) intern(s string) string {
+	if v, ok := in[s]; ok {
 		return v
 	}
 	v := strings.Clone(s)
-	c.strs[v] = v
+	in[v] = v
 	return v
 }
 

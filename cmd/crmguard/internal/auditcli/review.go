@@ -121,8 +121,8 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 
 // reviewer adds the events up.
 type reviewer struct {
-	from, to  time.Time
-	strs      map[string]string
+	from, to time.Time
+	interner
 	used      map[[2]string]bool // role, route: a holder was allowed on it in the window
 	routeUsed map[string]bool
 	roleSeen  map[string]bool
@@ -135,15 +135,6 @@ type reviewer struct {
 	grantUsed map[string]bool
 	events    int64
 	ev        event
-}
-
-func (c *reviewer) intern(s string) string {
-	if v, ok := c.strs[s]; ok {
-		return v
-	}
-	v := strings.Clone(s)
-	c.strs[v] = v
-	return v
 }
 
 func (c *reviewer) add(raw []byte) {
@@ -238,7 +229,7 @@ func BuildReview(o ReviewOptions, files []string) (*Review, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &reviewer{from: from, to: now, strs: map[string]string{}, used: map[[2]string]bool{}, routeUsed: map[string]bool{},
+	c := &reviewer{from: from, to: now, interner: interner{}, used: map[[2]string]bool{}, routeUsed: map[string]bool{},
 		roleSeen: map[string]bool{}, lastSeen: map[string]time.Time{}, inWindow: map[string]bool{}, elevs: map[string]*ElevationUse{},
 		reviewed: map[string]bool{}, approved: map[string]*GrantApproved{}, granted: map[string]bool{}, grantUsed: map[string]bool{}}
 	if _, err := scanFiles(files, o.Progress, c.add); err != nil {
