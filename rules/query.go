@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,14 +87,18 @@ func queryName(name string) ([]string, error) {
 
 // readQuery splits a raw query into named parameters, in order of first
 // appearance, with the values of each canonical name together, and keeps
-// the raw pairs (scopeQuery writes the kept ones back as sent). Queries
-// are short: parameters are found by a linear scan.
+// the raw pairs (scopeQuery writes the kept ones back as sent).
 func readQuery(raw string) (params []qparam, pairs []qpair, err error) {
 	if raw == "" {
 		return nil, nil, nil
 	}
 	n := strings.Count(raw, "&") + 1
 	params, pairs = make([]qparam, 0, n), make([]qpair, 0, n)
+	// index finds a canonical name's parameter: a linear scan would make
+	// a query of many names cost their square. Its keys join the chain
+	// with NUL, which no name holds (queryName refuses control
+	// characters).
+	index := make(map[string]int, n)
 	for rest := raw; rest != ""; {
 		var pair string
 		pair, rest, _ = strings.Cut(rest, "&")
@@ -118,8 +121,9 @@ func readQuery(raw string) (params []qparam, pairs []qpair, err error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("the parameter %q cannot be read with certainty: %w", name, err)
 		}
-		i := slices.IndexFunc(params, func(p qparam) bool { return slices.Equal(p.chain, chain) })
-		if i >= 0 {
+		key := strings.Join(chain, "\x00")
+		i, seen := index[key]
+		if seen {
 			p := &params[i]
 			p.values = append(p.values, val)
 			if p.raw != name {
@@ -127,6 +131,7 @@ func readQuery(raw string) (params []qparam, pairs []qpair, err error) {
 			}
 		} else {
 			i = len(params)
+			index[key] = i
 			params = append(params, qparam{raw: name, chain: chain, values: []string{val}})
 		}
 		pairs = append(pairs, qpair{text: pair, param: i})
