@@ -71,7 +71,7 @@ func isExprWord(lower string) bool {
 		return true
 	}
 	for _, p := range []string{"last_n_", "next_n_", "n_days_ago", "n_weeks_ago", "n_months_ago", "n_quarters_ago", "n_years_ago", "n_fiscal_quarters_ago", "n_fiscal_years_ago"} {
-		if strings.HasPrefix(lower, p) || lower == p {
+		if strings.HasPrefix(lower, p) {
 			return true
 		}
 	}
