@@ -190,6 +190,22 @@ func (in *streamIn) ensure(i int) (bool, error) {
 	return true, nil
 }
 
+// skipSpace moves the read position past spacing (kept in the batch, not
+// handed on); the end of input is an error.
+func (in *streamIn) skipSpace() error {
+	for {
+		for in.pos < in.end && ws[in.at(in.pos)] {
+			in.pos++
+		}
+		if in.pos < in.end {
+			return nil
+		}
+		if ok, err := in.more(); !ok {
+			return endError(in.pos, err)
+		}
+	}
+}
+
 // valueEnd finds where the value at offset start ends: containers and
 // strings by their brackets and quotes (what is between is checked later),
 // anything else at the first byte that cannot continue it. A value longer
@@ -684,16 +700,8 @@ func (js *jsonStream) records(b byte) error {
 			return fmt.Errorf("rewrite: record %d: %w", js.index+n, err)
 		}
 		in.pos, n = end, n+1
-		for {
-			for in.pos < in.end && ws[in.at(in.pos)] {
-				in.pos++
-			}
-			if in.pos < in.end {
-				break
-			}
-			if ok, err := in.more(); !ok {
-				return endError(in.pos, err)
-			}
+		if err := in.skipSpace(); err != nil {
+			return err
 		}
 		switch in.at(in.pos) {
 		case ',':
@@ -704,16 +712,8 @@ func (js *jsonStream) records(b byte) error {
 				batch, n, in.mark = -1, 0, -1
 			}
 			in.pos++
-			for {
-				for in.pos < in.end && ws[in.at(in.pos)] {
-					in.pos++
-				}
-				if in.pos < in.end {
-					break
-				}
-				if ok, err := in.more(); !ok {
-					return endError(in.pos, err)
-				}
+			if err := in.skipSpace(); err != nil {
+				return err
 			}
 		case ']':
 			if err := js.batch(batch, end, n); err != nil {
