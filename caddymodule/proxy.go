@@ -245,6 +245,21 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 		return x.sendRaw(w, rec)
 	}
 	x.ev.Rewritten = true
+	rewrittenHeader(h)
+	h["Content-Length"] = []string{strconv.Itoa(len(res))}
+	x.ev.Status = status
+	w.WriteHeader(status)
+	if _, err := w.Write(res); err == nil {
+		// Send the tail now: the audit line and the metrics that follow
+		// need not hold the client's answer back.
+		_ = http.NewResponseController(w).Flush()
+	}
+	return nil
+}
+
+// rewrittenHeader makes h describe the rewritten answer instead of the
+// CRM's bytes, on the buffered and the streamed path alike.
+func rewrittenHeader(h http.Header) {
 	delete(h, "Content-Encoding")
 	dropValidators(h)
 	// The rewritten body is UTF-8 JSON, or a UTF-8 CSV/TSV the rules read
@@ -256,15 +271,6 @@ func (x *exchange) rewrite(w http.ResponseWriter, rec *recorder, before http.Hea
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	// The answer is now this user's view: no cache may keep or share it.
 	h["Cache-Control"] = []string{"private, no-store"}
-	h["Content-Length"] = []string{strconv.Itoa(len(res))}
-	x.ev.Status = status
-	w.WriteHeader(status)
-	if _, err := w.Write(res); err == nil {
-		// Send the tail now: the audit line and the metrics that follow
-		// need not hold the client's answer back.
-		_ = http.NewResponseController(w).Flush()
-	}
-	return nil
 }
 
 // statusFromError is the status Caddy will answer for err.

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/crmguard/crmguard/internal/mediatype"
 	"github.com/crmguard/crmguard/rules"
 )
 
@@ -93,14 +92,8 @@ func (x *exchange) startStream(w http.ResponseWriter, status int, buffered []byt
 		}
 	}
 	delete(h, "Content-Length")
-	delete(h, "Content-Encoding")
 	delete(h, "Trailer")
-	dropValidators(h)
-	if !mediatype.Label(h["Content-Type"]) {
-		h["Content-Type"] = []string{"application/json"}
-	}
-	h["X-Content-Type-Options"] = []string{"nosniff"}
-	h["Cache-Control"] = []string{"private, no-store"}
+	rewrittenHeader(h) // proxy.go
 	pr, pw := io.Pipe()
 	s.pw = pw
 	hdr := h.Clone() // the rewrite reads its own copy: the proxy may still set the recorder's
