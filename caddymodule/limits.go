@@ -258,12 +258,7 @@ func (x *exchange) limitRecords(w http.ResponseWriter, before http.Header, n int
 		return false, nil
 	}
 	var buf [4]*rules.Limit // a request rarely has more limits: no allocation
-	charge := buf[:0]
-	for _, lim := range x.d.Limits() {
-		if lim.Count == rules.CountRecords {
-			charge = append(charge, lim)
-		}
-	}
+	charge := x.limitsCounting(buf[:0], rules.CountRecords)
 	if len(charge) == 0 || n == 0 {
 		return false, nil
 	}
@@ -296,12 +291,7 @@ func (x *exchange) countDenial() {
 		return
 	}
 	var buf [4]*rules.Limit // a request rarely has more limits: no allocation
-	charge := buf[:0]
-	for _, lim := range x.d.Limits() {
-		if lim.Count == rules.CountDenials {
-			charge = append(charge, lim)
-		}
-	}
+	charge := x.limitsCounting(buf[:0], rules.CountDenials)
 	if len(charge) == 0 {
 		return
 	}
@@ -327,6 +317,16 @@ func (x *exchange) countDenial() {
 			x.hit(lim, u.Total, 1, false, 0)
 		}
 	}
+}
+
+// limitsCounting appends to buf the request's limits that count c.
+func (x *exchange) limitsCounting(buf []*rules.Limit, c rules.LimitCount) []*rules.Limit {
+	for _, lim := range x.d.Limits() {
+		if lim.Count == c {
+			buf = append(buf, lim)
+		}
+	}
+	return buf
 }
 
 // charge adds n to the windows of lims. Enforcing limits (outside shadow
