@@ -179,7 +179,10 @@ func (x *exchange) limitsBefore(w http.ResponseWriter) (done bool, err error) {
 		if lim.Action != rules.ActionStepUp && (lim.Count == rules.CountRecords || lim.Count == rules.CountDenials && lim.Action == rules.ActionAlert) {
 			continue // nothing to decide before the request goes upstream
 		}
-		key := lim.CounterKey(x.user.ID, x.d.RouteID)
+		var key string // what the charge below does not count itself
+		if lim.Action == rules.ActionStepUp || lim.Count == rules.CountDenials {
+			key = lim.CounterKey(x.user.ID, x.d.RouteID)
+		}
 		if lim.Action == rules.ActionStepUp {
 			since, err := x.heldSince(ctx, st, key)
 			if err != nil {
@@ -346,14 +349,16 @@ func (x *exchange) charge(ctx context.Context, st store.Store, lims []*rules.Lim
 			others = append(others, lim)
 		}
 	}
-	added := abuf[:0]
-	for range enforcing {
+	var kbuf [4]string
+	added, keys := abuf[:0], kbuf[:0]
+	for _, lim := range enforcing {
 		added = append(added, false)
+		keys = append(keys, lim.CounterKey(x.user.ID, x.d.RouteID))
 	}
 	if len(enforcing) > 1 {
 		// Check all before charging any: a refusal must charge none.
 		for i, lim := range enforcing {
-			key := lim.CounterKey(x.user.ID, x.d.RouteID)
+			key := keys[i]
 			u, err := st.Count(ctx, key, lim.Per)
 			if err != nil {
 				return nil, lim, err
@@ -376,7 +381,7 @@ func (x *exchange) charge(ctx context.Context, st store.Store, lims []*rules.Lim
 		if added[i] {
 			continue
 		}
-		u, err := st.Add(ctx, lim.CounterKey(x.user.ID, x.d.RouteID), n, lim.Max, lim.Per)
+		u, err := st.Add(ctx, keys[i], n, lim.Max, lim.Per)
 		if err != nil {
 			return nil, lim, err
 		}
