@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -326,4 +327,27 @@ routes:
 			}
 		})
 	}
+}
+
+// TestAQueryWithMoreParametersThanTheGuardJudgesIsRefused holds a judged
+// query to maxJudgedParams distinct names: the ambiguity check compares
+// every pair, so more would let one request cost the guard seconds.
+func TestAQueryWithMoreParametersThanTheGuardJudgesIsRefused(t *testing.T) {
+	s := mustLoad(t, queryRules)
+	admin := &User{ID: "root", Roles: []string{"admin"}}
+	query := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteByte('&')
+			}
+			fmt.Fprintf(&b, "where[%d][value]=x", i)
+		}
+		return "/api/customers?" + b.String()
+	}
+	runQueryCases(t, s, []queryCase{
+		{name: "as many names as the guard judges pass", user: admin, target: query(maxJudgedParams)},
+		{name: "one name more is refused with 400", user: admin, target: query(maxJudgedParams + 1), status: 400,
+			says: "has 1001 parameters, more than the 1000 the guard judges"},
+	})
 }
